@@ -1,0 +1,89 @@
+"""The engine's one exception hierarchy.
+
+Every error the engine raises on purpose derives from :class:`ReplicationError`, so an
+embedder can catch one type. Each class says when it is raised and what to do about it.
+Messages follow one shape: the argument, its value, what was expected, and the choices
+there are (``f"block_bytes={value!r} must be a power of two between 512 and 1 MiB"``).
+
+Caller input is validated with these exceptions, never with ``assert`` (``python -O``
+strips asserts); asserts guard *our* invariants only.
+"""
+
+from __future__ import annotations
+
+
+class ReplicationError(Exception):
+    """Base of every error the engine raises on purpose.
+
+    Catch this to handle any refusal or failure of the engine; the message names what was
+    wrong and what is allowed.
+    """
+
+
+class InvalidConfiguration(ReplicationError):
+    """A configuration value or argument is malformed or out of range.
+
+    Raised before anything is written. Fix the value named in the message.
+    """
+
+
+class InvalidName(InvalidConfiguration):
+    """A site, VM or disk name could escape its storage root or is not portable.
+
+    Names must be 1 to 64 characters of letters, digits, ``-``, ``_`` and ``.``, must not
+    start with ``.``, and may not contain ``/``, ``\\`` or NUL. Choose another name.
+    """
+
+
+class TransitionNotAllowed(ReplicationError):
+    """The protection lifecycle (the model) refuses this operation in the current phase.
+
+    The message is the model's: the VM, the operation, the phase, the guard that failed
+    and the operations allowed there. Do one of those first.
+    """
+
+
+class RecoveryPointNotFound(ReplicationError):
+    """A recovery point was asked for that the catalogue does not hold.
+
+    Points are merged away past the retention count and all deleted by a commit; list the
+    catalogue with ``status()`` and choose one of those.
+    """
+
+
+class CorruptRecord(ReplicationError):
+    """A change log or a shipped cycle failed its integrity checks.
+
+    Raised when a record's CRC32C, length, sequence number or header does not match. The
+    damaged data is never applied; the VM needs resynchronisation.
+    """
+
+
+class LogMismatch(CorruptRecord):
+    """A change log belongs to another disk or another replication epoch.
+
+    Raised instead of applying it. Usually a stale log left over from before a disable or
+    a failover: resynchronise, or remove the stray file.
+    """
+
+
+class DiskRangeError(ReplicationError):
+    """A read or write falls outside the virtual disk (negative offset, past the end).
+
+    Nothing was written. Keep ``0 <= offset`` and ``offset + length <= size_bytes``.
+    """
+
+
+class StorageFull(ReplicationError):
+    """The storage under a site has no room left (ENOSPC) for the operation.
+
+    Nothing was half-applied: the operation was refused or rolled back. Free space, then
+    retry; replication resumes from where it stopped.
+    """
+
+
+class TransportError(ReplicationError):
+    """The link to the other site failed or refused a transfer.
+
+    The cycle did not apply; logs keep growing at the source. Retry when the link is back.
+    """

@@ -1,0 +1,44 @@
+"""``hvdr diagram``: write the lifecycle diagrams generated from the model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from hvdr import diagrams
+
+FORMATS = ("svg", "png", "dot", "mermaid")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``diagram`` subcommand."""
+    parser = subparsers.add_parser(
+        "diagram", help="write the lifecycle as SVG/PNG/DOT/Mermaid, from the model"
+    )
+    parser.add_argument(
+        "--format",
+        action="append",
+        choices=FORMATS,
+        help="repeat for several (default: svg, dot and mermaid)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("diagrams"), help="directory")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the diagrams; without ``dot``, write DOT and Mermaid and say how to."""
+    console = Console()
+    formats = set(args.format or ("svg", "dot", "mermaid"))
+    images = formats & {"svg", "png"}
+    if images and not diagrams.dot_available():
+        console.print(
+            f"[yellow]Graphviz's 'dot' is not installed: writing DOT and Mermaid only. "
+            f"For {', '.join(sorted(images))}: apt-get install graphviz[/yellow]"
+        )
+        formats = (formats - images) | {"dot", "mermaid"}
+    for path in diagrams.write(args.out, formats):
+        console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,227 @@
+"""Lifecycle diagrams generated from the model: DOT, Mermaid, and SVG/PNG via Graphviz.
+
+Nothing here is drawn by hand. The edges come from ``LIFECYCLE`` through the same
+``transitions`` rows the per-VM machine uses, drawn by ``transitions``' diagram
+extension (its graphviz engine for DOT, its mermaid engine for Mermaid) with the guards
+on the edges (show_conditions). Two things are *computed* from the model and drawn as
+styles:
+
+* the protected status of each phase (decision 2): the explorer visits every state of
+  a one-VM model with faults and records, per phase, whether ``is_protected`` was true,
+  false, or both (after a planned failover yes, after an unplanned one no);
+* the happy path (protect -> failover -> commit -> reverse -> failback): the edges that
+  replaying ``model.scenarios.FAILOVER_AND_FAILBACK`` takes.
+
+The DOT and Mermaid texts are deterministic and committed under ``diagrams/``; a test
+regenerates them and fails when they are stale. SVG embeds the renderer's version, so it
+is rendered but not compared.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import graphviz
+from transitions.extensions import GraphMachine
+
+from model import ModelConfig, Phase, apply, initial_state, is_protected, successors
+from model.machine import MACHINE_OPTIONS, PhaseHolder, transition_rows
+from model.scenarios import FAILOVER_AND_FAILBACK
+from model.state import SystemState
+
+TITLE = "hvdr: protection lifecycle of one VM"
+
+Engine = Literal["graphviz", "mermaid"]
+
+#: The small model whose reachable states decide each phase's protected status.
+STATUS_CONFIG = ModelConfig(vm_count=1, fault_budget=1, write_lag_max=1)
+
+NODE_STYLES = {
+    "protected": {"fillcolor": "palegreen", "color": "darkgreen"},
+    "unprotected": {"fillcolor": "white", "color": "gray40"},
+    "depends": {"fillcolor": "lightyellow", "color": "darkgoldenrod"},
+}
+EDGE_STYLES = {
+    "happy": {"color": "royalblue", "penwidth": "2.5", "fontcolor": "royalblue"}
+}
+STATUS_WORDS = {
+    "protected": "status: protected",
+    "unprotected": "status: not protected",
+    "depends": "status: protected after a planned failover, not after an unplanned one",
+}
+
+
+@dataclass(frozen=True)
+class DiagramTexts:
+    """The generated texts: Graphviz DOT and Mermaid."""
+
+    dot: str
+    mermaid: str
+
+
+@functools.cache
+def phase_statuses(config: ModelConfig = STATUS_CONFIG) -> dict[Phase, str]:
+    """Per phase: ``protected``, ``unprotected`` or ``depends``, as reached."""
+    seen: dict[Phase, set[bool]] = {phase: set() for phase in Phase}
+    for state in _reachable(config):
+        vm = state.vms[0]
+        seen[vm.phase].add(is_protected(vm))
+    statuses = {}
+    for phase, values in seen.items():
+        if values == {True}:
+            statuses[phase] = "protected"
+        elif values == {True, False}:
+            statuses[phase] = "depends"
+        else:
+            statuses[phase] = "unprotected"
+    return statuses
+
+
+@functools.cache
+def happy_path_edges() -> frozenset[tuple[str, str]]:
+    """(source, destination) phase names taken by the failover-and-failback scenario."""
+    scenario = FAILOVER_AND_FAILBACK
+    state = initial_state(scenario.config)
+    edges = set()
+    for call in scenario.calls:
+        after = apply(scenario.config, state, call)
+        before_phase, after_phase = state.vms[0].phase, after.vms[0].phase
+        if before_phase is not after_phase:
+            edges.add((before_phase.name, after_phase.name))
+        state = after
+    return frozenset(edges)
+
+
+def _reachable(config: ModelConfig) -> Iterable[SystemState]:
+    start = initial_state(config)
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        state = queue.popleft()
+        yield state
+        for _, after in successors(config, state):
+            if after not in seen:
+                seen.add(after)
+                queue.append(after)
+
+
+def _machine(engine: Engine) -> tuple[GraphMachine, PhaseHolder]:
+    holder = PhaseHolder()
+    machine = GraphMachine(
+        model=holder,
+        transitions=transition_rows(),
+        show_conditions=True,
+        graph_engine=engine,
+        title=TITLE,
+        **MACHINE_OPTIONS,
+    )
+    machine.machine_attributes["rankdir"] = "TB"  # LR is too wide for 12 phases
+    cast(dict[str, Any], machine.style_attributes["node"]).update(NODE_STYLES)
+    cast(dict[str, Any], machine.style_attributes["edge"]).update(EDGE_STYLES)
+    graph: Any = machine.model_graphs[id(holder)]
+    graph.reset_styling()  # no "current phase" highlight: this is the whole lifecycle
+    for phase, status in phase_statuses().items():
+        graph.set_node_style(phase.name, status)
+    for source, dest in happy_path_edges():
+        graph.custom_styles["edge"][source][dest] = "happy"
+    return machine, holder
+
+
+def _legend_lines() -> list[str]:
+    return [
+        (
+            "fill: green = protected, white = not protected, yellow = depends on the "
+            "failover kind"
+        ),
+        (
+            "blue bold edges: the happy path "
+            "(protect, failover, commit, reverse, failback)"
+        ),
+        (
+            "[guards] on edges: data conditions; primary_active / secondary_active "
+            "pick the steady phase of the direction"
+        ),
+    ]
+
+
+def generate() -> DiagramTexts:
+    """Build the DOT and Mermaid texts of the lifecycle from the model."""
+    machine, holder = _machine("graphviz")
+    graph: Any = machine.model_graphs[id(holder)]
+    digraph = graph.get_graph(TITLE)
+    digraph.node(
+        "legend",
+        label="\\l".join(_legend_lines()) + "\\l",
+        shape="note",
+        style="filled",
+        fillcolor="whitesmoke",
+    )
+    mermaid_machine, mermaid_holder = _machine("mermaid")
+    mermaid_graph: Any = mermaid_machine.model_graphs[id(mermaid_holder)]
+    mermaid: str = mermaid_graph.get_graph(TITLE).source
+    dot: str = digraph.source
+    return DiagramTexts(dot=dot, mermaid=_mark_happy_path(mermaid))
+
+
+def _mark_happy_path(mermaid: str) -> str:
+    """Mermaid state diagrams cannot style edges: label the happy ones instead."""
+    happy = happy_path_edges()
+    lines = []
+    for line in mermaid.splitlines():
+        head, _, label = line.partition(": ")
+        source, arrow, dest = head.strip().partition(" --> ")
+        marked = arrow and (source, dest) in happy
+        lines.append(f"{head}: ★ {label}" if marked else line)
+    statuses = phase_statuses()
+    for phase in Phase:
+        lines.append(f"    note right of {phase.name}: {STATUS_WORDS[statuses[phase]]}")
+    lines.append("    %% ★ marks the happy path; " + "; ".join(_legend_lines()[:1]))
+    return "\n".join(lines) + "\n"
+
+
+def dot_available() -> bool:
+    """Whether Graphviz's ``dot`` program is on PATH (needed for SVG and PNG)."""
+    return shutil.which("dot") is not None
+
+
+def write(out_dir: Path, formats: Iterable[str]) -> list[Path]:
+    """Write the formats asked for (dot, mermaid, svg, png) into ``out_dir``."""
+    wanted = set(formats)
+    unknown = wanted - {"dot", "mermaid", "svg", "png"}
+    if unknown:
+        msg = (
+            f"formats {sorted(unknown)} are unknown; choose from dot, mermaid, svg, png"
+        )
+        raise ValueError(msg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = generate()
+    written = []
+    stem = out_dir / "lifecycle"
+    if "dot" in wanted:
+        written.append(_write_text(stem.with_suffix(".dot"), texts.dot))
+    if "mermaid" in wanted:
+        written.append(_write_text(stem.with_suffix(".mmd"), texts.mermaid))
+    for image in sorted(wanted & {"svg", "png"}):
+        if not dot_available():
+            msg = (
+                f"cannot render {image}: Graphviz's 'dot' is not installed "
+                "(apt-get install graphviz); the DOT and Mermaid files were written"
+            )
+            raise FileNotFoundError(msg)
+        source = graphviz.Source(texts.dot)
+        data = source.pipe(format=image)
+        target = stem.with_suffix(f".{image}")
+        target.write_bytes(data)
+        written.append(target)
+    return written
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,45 @@
+"""Shared fixtures and Hypothesis profiles (``dev`` by default, ``ci`` in CI)."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from model import ModelConfig, SystemState, initial_state, successors
+
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+#: A small model whose reachable states reach every phase and every edge.
+SMALL = ModelConfig(vm_count=1, fault_budget=1, write_lag_max=1)
+
+
+def reachable(config: ModelConfig) -> list[SystemState]:
+    """Every state reachable from the initial one, breadth first."""
+    start = initial_state(config)
+    seen = {start}
+    order = [start]
+    queue = deque([start])
+    while queue:
+        for _, after in successors(config, queue.popleft()):
+            if after not in seen:
+                seen.add(after)
+                order.append(after)
+                queue.append(after)
+    return order
+
+
+@pytest.fixture(scope="session")
+def small_states() -> list[SystemState]:
+    """The reachable states of ``SMALL``, computed once per session."""
+    return reachable(SMALL)
