@@ -139,8 +139,9 @@ class Context:
 
 
 def vm_name(config: ModelConfig, index: int) -> str:
-    """The display name of VM ``index``: ``vm0``, ``vm1``, ..."""
-    del config  # names are positional for now; the config may carry names later
+    """The display name of VM ``index``: its configured name, else ``vm<index>``."""
+    if index < len(config.vm_names):
+        return config.vm_names[index]
     return f"vm{index}"
 
 

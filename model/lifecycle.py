@@ -84,8 +84,9 @@ STOPPED = Phase.REPLICATION_STOPPED
 
 LIFECYCLE: tuple[Edge, ...] = (
     # Protect: tracking starts and a snapshot point is fixed at enable; the disks are then
-    # copied one by one while writes land in the change logs; the first recovery point is
-    # the snapshot. Disable is refused mid-failover and during a drill (decision 10).
+    # copied one by one while writes land in the change logs, which are applied at the
+    # end: the first recovery point. Disable is refused mid-failover and during a drill
+    # (decision 10).
     Edge("enable_protection",            (Phase.UNPROTECTED,),              IR),
     Edge("copy_disk",                    (IR,),                             Dest.SAME,          ("disks_left_to_copy",)),
     Edge("complete_initial_replication", (IR,),                             Dest.STEADY,        ("all_disks_copied",)),

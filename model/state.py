@@ -210,6 +210,7 @@ class ModelConfig:
     app_consistent_points: bool = True  # offer app-consistent cycles as a choice
     plans: tuple[RecoveryPlan, ...] = ()
     plan_operations: tuple[str, ...] = ()
+    vm_names: tuple[str, ...] = ()  # display names; vm0, vm1, ... when not given
 
     def __post_init__(self) -> None:
         checks: tuple[tuple[str, object, int], ...] = (

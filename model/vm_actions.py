@@ -132,10 +132,11 @@ def _copy_disk(ctx: Context) -> VmState:
 
 
 def _complete_initial(ctx: Context) -> VmState:
-    # The snapshot becomes the first recovery point; the writes tracked since then are
-    # in the logs and ship with the next delta cycle.
-    assert ctx.vm.other is not None
-    return replace(ctx.vm, points=(RecoveryPoint(ctx.vm.other),))
+    # The disks were copied while the workload wrote; the changes logged since tracking
+    # started are applied now, so the replica equals the source at this cut and
+    # becomes the first recovery point (issue 9: "then the changes logged meanwhile
+    # are applied").
+    return replace(ctx.vm, other=Copy(), points=(RecoveryPoint(Copy()),))
 
 
 def _disable(ctx: Context) -> VmState:
@@ -374,7 +375,7 @@ VM_ACTIONS: tuple[ActionSpec, ...] = (
     _vm("copy_disk", AGENT, "Copy the next disk of the initial replication.",
         _copy_disk, TRANSFER),
     _vm("complete_initial_replication", AGENT, "The initial copy is whole.",
-        _complete_initial, (OTHER_UP,)),
+        _complete_initial, TRANSFER),
     _vm("disable_protection", OP, "Disable replication: points and logs deleted.",
         _disable, (ACTIVE_REACHABLE, NO_DIVERGENT_COPY)),
     _vm("replicate", AGENT, "One delta cycle: seal, ship and apply the logs.",
