@@ -15,8 +15,8 @@ from __future__ import annotations
 class ReplicationError(Exception):
     """Base of every error the engine raises on purpose.
 
-    Catch this to handle any refusal or failure of the engine; the message names what was
-    wrong and what is allowed.
+    Catch this to handle any refusal or failure of the engine; the message names what
+    was wrong and what is allowed.
     """
 
 
@@ -30,8 +30,8 @@ class InvalidConfiguration(ReplicationError):
 class InvalidName(InvalidConfiguration):
     """A site, VM or disk name could escape its storage root or is not portable.
 
-    Names must be 1 to 64 characters of letters, digits, ``-``, ``_`` and ``.``, must not
-    start with ``.``, and may not contain ``/``, ``\\`` or NUL. Choose another name.
+    Names must be 1 to 64 characters of letters, digits, ``-``, ``_`` and ``.``, must
+    not start with ``.``, and may not contain ``/``, ``\\`` or NUL. Choose another name.
     """
 
 
@@ -46,8 +46,8 @@ class TransitionNotAllowed(ReplicationError):
 class RecoveryPointNotFound(ReplicationError):
     """A recovery point was asked for that the catalogue does not hold.
 
-    Points are merged away past the retention count and all deleted by a commit; list the
-    catalogue with ``status()`` and choose one of those.
+    Points are merged away past the retention count and all deleted by a commit; list
+    the catalogue with ``status()`` and choose one of those.
     """
 
 
@@ -62,8 +62,8 @@ class CorruptRecord(ReplicationError):
 class LogMismatch(CorruptRecord):
     """A change log belongs to another disk or another replication epoch.
 
-    Raised instead of applying it. Usually a stale log left over from before a disable or
-    a failover: resynchronise, or remove the stray file.
+    Raised instead of applying it. Usually a stale log left over from before a disable
+    or a failover: resynchronise, or remove the stray file.
     """
 
 
@@ -85,5 +85,6 @@ class StorageFull(ReplicationError):
 class TransportError(ReplicationError):
     """The link to the other site failed or refused a transfer.
 
-    The cycle did not apply; logs keep growing at the source. Retry when the link is back.
+    The cycle did not apply; logs keep growing at the source. Retry when the link is
+    back.
     """

@@ -1,0 +1,95 @@
+"""Durable file operations: what "written" means for the engine's own files.
+
+A file the engine relies on after a crash (a replica store's catalogue, an intent
+record, an undo image, a shipped log in an inbox) is never updated in place. It is
+written under a temporary name in the same directory, fsynced, renamed over its final
+name, and the directory is fsynced so the rename itself survives a power cut. A reader
+therefore sees the old file or the new one, never a mix: the rename is the commit point.
+
+Temporary files end in :data:`TEMPORARY_SUFFIX`; whoever owns a directory deletes
+leftovers with that suffix when it reopens (they are the debris of a crash before a
+rename).
+
+Copies skip all-zero chunks and end with ``truncate`` to the source size, so a sparse
+disk image stays sparse (the replica of a mostly empty 100 GiB disk costs what it
+holds).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from engine.disk import STORAGE_FULL_ERRNOS, fsync_directory
+
+TEMPORARY_SUFFIX: Final = ".tmp"
+
+COPY_CHUNK_BYTES: Final = 1024 * 1024
+"""Copies move this much at a time: large enough for throughput, small enough that a
+chunk of zeros is worth leaving as a hole, and bounded in memory."""
+
+
+def is_storage_full(error: OSError) -> bool:
+    """Return whether ``error`` means no room: filesystem, quota or file-size limit."""
+    return error.errno in STORAGE_FULL_ERRNOS
+
+
+def temporary_path(path: Path) -> Path:
+    """Return the temporary name ``path`` is written under before its rename."""
+    return path.with_name(path.name + TEMPORARY_SUFFIX)
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: the old content or the new, never a mix."""
+    temporary = temporary_path(path)
+    try:
+        with temporary.open("wb") as target:
+            target.write(data)
+            target.flush()
+            os.fsync(target.fileno())
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def copy_file_atomically(source: Path, target: Path) -> int:
+    """Copy ``source`` to ``target`` (sparse, durable, atomic); return bytes copied."""
+    temporary = temporary_path(target)
+    try:
+        size = copy_sparse(source, temporary)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, target)
+    fsync_directory(target.parent)
+    return size
+
+
+def copy_sparse(source: Path, target: Path) -> int:
+    """Copy ``source`` over ``target``, zero chunks left as holes; return the size."""
+    with source.open("rb") as reader, target.open("wb") as writer:
+        size = os.fstat(reader.fileno()).st_size
+        position = 0
+        while chunk := reader.read(COPY_CHUNK_BYTES):
+            if chunk.count(0) != len(chunk):
+                writer.seek(position)
+                writer.write(chunk)
+            position += len(chunk)
+        writer.truncate(size)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return size
+
+
+def remove_durably(paths: list[Path]) -> None:
+    """Unlink every path that exists, then fsync each directory touched."""
+    directories = set()
+    for path in paths:
+        if path.exists():
+            path.unlink()
+            directories.add(path.parent)
+    for directory in sorted(directories):
+        fsync_directory(directory)

@@ -1,0 +1,178 @@
+"""Unit tests for engine/tracked_disk.py: logging in the write path, sealing, ENOSPC."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.change_log import LogRecord, log_path_for, read_sealed_log
+from engine.change_log_format import RECORD_PAYLOAD_BYTES_MAX
+from engine.disk import VirtualDisk
+from engine.errors import DiskRangeError, StorageFull
+from engine.tracked_disk import TrackedDisk, TrackedDiskStatistics
+
+MIB = 1024 * 1024
+DISK_ID = "vm1.os"
+
+
+@pytest.fixture
+def tracked(tmp_path):
+    disk = VirtualDisk.create(tmp_path / "d.img", MIB)
+    with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1, first_sequence=1) as opened:
+        yield opened
+
+
+def sealed_records(tracked, path):
+    sealed = tracked.seal_log(path)
+    return list(read_sealed_log(sealed.path, disk_id=DISK_ID, epoch=1))
+
+
+def test_write_lands_on_disk_and_in_log(tracked, tmp_path):
+    """Each write is on the disk and recorded, with consecutive sequence numbers."""
+    expected = 1
+    assert expected == tracked.write(0, b"first")
+    expected = 2
+    assert expected == tracked.write(4096, bytearray(b"second"))
+    expected = b"first"
+    assert expected == tracked.read(0, 5)
+    expected = [LogRecord(1, 0, b"first"), LogRecord(2, 4096, b"second")]
+    assert expected == sealed_records(tracked, tmp_path / "s.hrl")
+
+
+def test_log_lives_beside_the_disk(tracked, tmp_path):
+    """Tracking starts a <disk>.hrl next to the image."""
+    assert log_path_for(tmp_path / "d.img") == tracked.log.path
+    assert tracked.log.path.exists()
+
+
+def test_seal_splits_writes_into_before_and_after(tracked, tmp_path):
+    """Writes before a seal are in the sealed log; later ones in the fresh log."""
+    tracked.write(0, b"a")
+    before = sealed_records(tracked, tmp_path / "one.hrl")
+    tracked.write(1, b"b")
+    after = sealed_records(tracked, tmp_path / "two.hrl")
+    assert [LogRecord(1, 0, b"a")] == before
+    assert [LogRecord(2, 1, b"b")] == after
+
+
+def test_concurrent_writes_and_seals_lose_nothing(tracked, tmp_path):
+    """Under concurrent writers and seals, every write is in exactly one sealed log."""
+    writers = 4
+    writes_each = 200
+
+    def writer(number):
+        for index in range(writes_each):
+            tracked.write((number * writes_each + index) * 8, bytes([number]) * 8)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    records = []
+    for cycle in range(5):
+        records += sealed_records(tracked, tmp_path / f"c{cycle}.hrl")
+    for thread in threads:
+        thread.join()
+    records += sealed_records(tracked, tmp_path / "last.hrl")
+    assert list(range(1, writers * writes_each + 1)) == [r.sequence for r in records]
+    assert writers * writes_each == len({record.offset for record in records})
+
+
+def test_large_write_becomes_several_records(tmp_path):
+    """A write past one record's limit is split into consecutive records."""
+    size = 2 * RECORD_PAYLOAD_BYTES_MAX
+    data = bytes(range(256)) * ((RECORD_PAYLOAD_BYTES_MAX + 4096) // 256)
+    disk = VirtualDisk.create(tmp_path / "big.img", size)
+    with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1) as tracked:
+        expected = 1
+        assert expected == tracked.write(4096, data)
+        records = sealed_records(tracked, tmp_path / "s.hrl")
+        assert data == tracked.read(4096, len(data))
+    expected = [4096, 4096 + RECORD_PAYLOAD_BYTES_MAX]
+    assert expected == [r.offset for r in records]
+    assert data == b"".join(record.data for record in records)
+
+
+def test_out_of_range_write_is_neither_logged_nor_written(tracked):
+    """A write past the end is refused before the log sees it."""
+    with pytest.raises(DiskRangeError):
+        tracked.write(MIB - 1, b"xx")
+    expected = 0
+    assert expected == tracked.log.record_count
+
+
+def test_log_full_refuses_the_write_and_leaves_the_disk(tracked, file_size_limit):
+    """When the log cannot grow, the disk is not written either."""
+    tracked.write(0, b"ok")
+    log_size = tracked.log.size_bytes
+    with file_size_limit(log_size + 10), pytest.raises(StorageFull):
+        tracked.write(8, b"lost")
+    assert bytes(4) == tracked.read(8, 4)
+    assert (log_size, 1) == (tracked.log.size_bytes, tracked.log.record_count)
+
+
+def test_disk_full_retracts_the_record(tracked, file_size_limit, tmp_path):
+    """When nothing lands on the disk, the record describing it is removed."""
+    with file_size_limit(256 * 1024), pytest.raises(StorageFull):
+        tracked.write(512 * 1024, b"z" * 4096)
+    assert bytes(4096) == tracked.read(512 * 1024, 4096)
+    expected = []
+    assert expected == sealed_records(tracked, tmp_path / "s.hrl")
+    assert not tracked.tracking_lost
+
+
+def test_partial_disk_write_records_exactly_what_landed(
+    tracked, file_size_limit, tmp_path
+):
+    """A write cut short is recorded as the bytes that reached the disk."""
+    with file_size_limit(8192), pytest.raises(StorageFull, match="only 92"):
+        tracked.write(8100, b"q" * 200)
+    assert b"q" * 92 + bytes(108) == tracked.read(8100, 200)
+    assert [LogRecord(1, 8100, b"q" * 92)] == sealed_records(
+        tracked, tmp_path / "s.hrl"
+    )
+    assert not tracked.tracking_lost
+
+
+def test_durable_mode_writes_and_flushes(tmp_path):
+    """Durable tracking gives the same results, fsyncing log then disk."""
+    disk = VirtualDisk.create(tmp_path / "d.img", MIB)
+    with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1, durable=True) as tracked:
+        assert tracked.durable
+        tracked.write(0, b"durable")
+        tracked.flush()
+        expected = b"durable"
+        assert expected == tracked.read(0, 7)
+
+
+def test_resume_reopens_the_log(tmp_path):
+    """After a restart, tracking resumes and continues the numbering."""
+    disk = VirtualDisk.create(tmp_path / "d.img", MIB)
+    with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1, first_sequence=5) as tracked:
+        tracked.write(0, b"x")
+        tracked.flush()
+    disk = VirtualDisk.open(tmp_path / "d.img")
+    with TrackedDisk.resume(disk, disk_id=DISK_ID, epoch=1) as tracked:
+        assert tracked.log.tail_report is None
+        expected = 6
+        assert expected == tracked.write(1, b"y")
+
+
+def test_log_over_limit_and_statistics(tmp_path):
+    """Past half the disk in payload the log reports it is over its limit."""
+    disk = VirtualDisk.create(tmp_path / "d.img", 8192)
+    with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1) as tracked:
+        tracked.write(0, bytes(4096))
+        assert not tracked.log_over_limit
+        tracked.write(0, b"x")
+        assert tracked.log_over_limit
+        expected = TrackedDiskStatistics(
+            writes=2,
+            bytes_written=4097,
+            log_records=2,
+            log_payload_bytes=4097,
+            log_limit_bytes=4096,
+            next_sequence=2,
+            tracking_lost=False,
+        )
+        assert expected == tracked.statistics()
