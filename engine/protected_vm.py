@@ -108,6 +108,7 @@ class VmStatistics:
     pending_log_bytes: int
     cycles_waiting: int
     last_cycle: CycleReport | None
+    lag_seconds: float | None  # since the newest recovery point was taken
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,14 @@ class ProtectedVm:
                 pending_log_bytes=sum(s.log_payload_bytes for s in stats),
                 cycles_waiting=len(self._waiting_cycles()),
                 last_cycle=self._last_cycle,
+                lag_seconds=self._lag_seconds(),
             )
+
+    def _lag_seconds(self) -> float | None:
+        points = self._catalogue().points
+        if not points:
+            return None
+        return self._clock.now() - points[-1].created_at
 
     def close(self) -> None:
         """Close the disks and logs (flush first for durability)."""
@@ -491,38 +499,48 @@ class ProtectedVm:
             reports.append(self._apply_waiting(cycle_id, app_consistent=app_consistent))
         return reports
 
-    def _seal(self, cycle_id: int) -> dict[str, SealedLog]:
+    def _seal(
+        self, cycle_id: int, disks: list[str] | None = None
+    ) -> dict[str, SealedLog]:
+        """Cut the logs of ``disks`` (default: all) into the cycle's outbox."""
         outbox = self._source.outbox(self.name, cycle_id)
         outbox.mkdir(parents=True, exist_ok=True)
+        chosen = sorted(self._tracked) if disks is None else sorted(disks)
         return {
-            disk: tracked.seal_log(outbox / f"{disk}.hrl")
-            for disk, tracked in sorted(self._tracked.items())
+            disk: self._tracked[disk].seal_log(outbox / f"{disk}.hrl")
+            for disk in chosen
         }
 
     def _apply_waiting(self, cycle_id: int, *, app_consistent: bool) -> CycleReport:
         started = self._clock.now()
         outbox = self._source.outbox(self.name, cycle_id)
         logs = {disk: outbox / f"{disk}.hrl" for disk in sorted(self.disk_sizes)}
-        missing = [str(path) for path in logs.values() if not path.exists()]
+        missing = [disk for disk, path in logs.items() if not path.exists()]
         if missing:
-            self._seal(cycle_id)  # a crash between two seals: finish the cut
+            self._seal(cycle_id, missing)  # a crash between two seals: finish the cut
         epoch = self._control().epoch
-        records = sum(
-            verify_sealed_log(
-                path, disk_id=self._disk_id(disk), epoch=epoch
-            ).record_count
-            for disk, path in logs.items()
-        )
-        size = sum(path.stat().st_size for path in logs.values())
-        self._crash("sealed")
-        delivered = self._transport.ship_cycle(
-            self._source.name, self._target.name, self.name, cycle_id, logs
-        )
-        self._crash("shipped")
-        point = self._replica().apply_cycle(
-            cycle_id, delivered, epoch=epoch, app_consistent=app_consistent,
-            crash_point=self._crash,
-        )  # fmt: skip
+        try:
+            records = sum(
+                verify_sealed_log(path, disk_id=disk, epoch=epoch).record_count
+                for disk, path in logs.items()
+            )
+            size = sum(path.stat().st_size for path in logs.values())
+            self._crash("sealed")
+            delivered = self._transport.ship_cycle(
+                self._source.name, self._target.name, self.name, cycle_id, logs
+            )
+            self._crash("shipped")
+            point = self._replica().apply_cycle(
+                cycle_id, delivered, epoch=epoch, app_consistent=app_consistent,
+                crash_point=self._crash,
+            )  # fmt: skip
+        except CorruptRecord as damage:
+            # Never applied: the replica is as it was. The logs can no longer carry
+            # the changes; only a resynchronisation can (decision 8).
+            self._discard_waiting_cycles()
+            self._log_problem = f"cycle {cycle_id} refused: {damage}"
+            damage.add_note("the next cycle resynchronises (compare and send blocks)")
+            raise
         self._crash("applied")
         shutil.rmtree(outbox)
         self._crash("outbox_removed")

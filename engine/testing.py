@@ -9,6 +9,8 @@ tell them from production ones. Embedders may use them in their own tests.
   held in memory (the oracle a test compares the replica against) whose writes go to
   *real* change logs, cut into cycles of sealed logs (all disks at one point), each
   with a snapshot of the source at the cut.
+- :class:`LossyTransport`: wraps a real transport and drops the next N shipments (the
+  link failing in the middle of a cycle, after the model allowed it).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.change_log import ChangeLog
-from engine.errors import DiskRangeError, InvalidConfiguration
+from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
 from engine.names import safe_child, validate_disk_name
+from engine.transport import Progress, Transport
 
 
 class ManualClock:
@@ -125,3 +128,55 @@ def _finite(argument: str, value: float) -> float:
         msg = f"{argument}={value!r} must be finite"
         raise InvalidConfiguration(msg)
     return float(value)
+
+
+class LossyTransport:
+    """A :class:`Transport` whose next ``drops`` shipments fail mid-way.
+
+    The link reports itself up (so the model allows the cycle) and the shipment is
+    lost: :class:`TransportError`, nothing delivered, exactly as a link cut during the
+    transfer. Everything else is the wrapped transport's.
+    """
+
+    def __init__(self, inner: Transport, drops: int = 0) -> None:
+        self.inner = inner
+        self.drops = drops
+        self.dropped = 0
+
+    def reachable(self, source_site: str, target_site: str) -> bool:
+        """Whatever the wrapped transport says."""
+        return self.inner.reachable(source_site, target_site)
+
+    def ship_cycle(
+        self,
+        source_site: str,
+        target_site: str,
+        vm_name: str,
+        cycle_id: int,
+        logs: Mapping[str, Path],
+    ) -> dict[str, Path]:
+        """Drop the shipment while drops remain; else deliver it."""
+        self._maybe_drop(f"cycle {cycle_id} of VM {vm_name!r}")
+        return self.inner.ship_cycle(source_site, target_site, vm_name, cycle_id, logs)
+
+    def ship_disk_image(
+        self,
+        source_site: str,
+        target_site: str,
+        vm_name: str,
+        disk: str,
+        image: Path,
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Drop the disk image while drops remain; else deliver it."""
+        self._maybe_drop(f"disk {disk!r} of VM {vm_name!r}")
+        return self.inner.ship_disk_image(
+            source_site, target_site, vm_name, disk, image, progress=progress
+        )
+
+    def _maybe_drop(self, what: str) -> None:
+        if self.dropped < self.drops:
+            self.dropped += 1
+            msg = f"link lost while shipping {what} (dropped by LossyTransport)"
+            raise TransportError(msg)

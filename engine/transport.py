@@ -49,6 +49,9 @@ INITIAL_COPY: Final = "initial"
 LOG_SUFFIX: Final = ".hrl"
 IMAGE_SUFFIX: Final = ".img"
 
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) while a disk image travels."""
+
 
 class Transport(Protocol):
     """Carries cycles and initial copies from a source site to a target's inbox."""
@@ -76,7 +79,7 @@ class Transport(Protocol):
         disk: str,
         image: Path,
         *,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
     ) -> Path:
         """Deliver one disk image of an initial copy, whole or not at all."""
         ...
@@ -144,7 +147,7 @@ class InProcessTransport:
         disk: str,
         image: Path,
         *,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
     ) -> Path:
         """Copy one disk image of an initial copy into the target's inbox.
 
