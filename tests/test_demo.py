@@ -20,6 +20,8 @@ def test_demo_prints_the_walkthrough_and_writes_diagrams(tmp_path: Path) -> None
                  "reverse_replicating", "resynchronizing", "not protected",
                  "at least 0", "lost 1 write(s)"):  # fmt: skip
         assert text in out, text
+    assert "replica equals source at the last cut: True" in out
+    assert "refused by the model: cannot resume VM 'sample'" in out
     assert (tmp_path / "lifecycle.dot").exists()
     assert (tmp_path / "lifecycle.mmd").exists()
 

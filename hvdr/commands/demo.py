@@ -3,7 +3,8 @@
 Protects a sample VM, writes, replicates, runs a drill, fails over (planned), commits,
 reverses, fails back, then fails over unplanned after a crash of the primary, printing
 after each step the phase, the active site, the derived status, the health and any loss
-report; then regenerates the diagrams. Later the same walk-through drives the engine.
+report; then runs the engine drill on real files (``engine_drill.py``) and regenerates
+the diagrams.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hvdr.commands import diagram
+from hvdr.commands import diagram, engine_drill
 from model import apply, health, initial_state, is_protected
 from model.scenarios import WALKTHROUGH
 from model.state import LossRecord
@@ -32,6 +33,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--no-diagrams", action="store_true", help="skip the diagram regeneration"
+    )
+    parser.add_argument(
+        "--model-only", action="store_true", help="skip the engine drill on real files"
     )
     parser.set_defaults(handler=run)
 
@@ -74,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             describe_loss(record) if record is not None else "",
         )
     console.print(table)
+    if not args.model_only:
+        engine_drill.run_drill(console)
     if args.no_diagrams:
         return 0
     return diagram.run(
