@@ -98,12 +98,11 @@ def _replicate(ctx: Context) -> VmState:
     )
 
 
-def _enable(ctx: Context) -> VmState:
-    # Tracking starts and the snapshot is fixed now: the replica-to-be is the active
-    # copy as it is; writes from here on land in the logs (and make it lag).
+def _fresh(vm: VmState, other: Copy | None) -> VmState:
+    """``vm`` with no replication history: no points, logs, drill, failover or ghost."""
     return replace(
-        ctx.vm,
-        other=Copy(),
+        vm,
+        other=other,
         disks_copied=0,
         points=(),
         test_copy=None,
@@ -114,6 +113,12 @@ def _enable(ctx: Context) -> VmState:
         last_failover=None,
         frozen_other=None,
     )
+
+
+def _enable(ctx: Context) -> VmState:
+    # Tracking starts and the snapshot is fixed now: the replica-to-be is the active
+    # copy as it is; writes from here on land in the logs (and make it lag).
+    return _fresh(ctx.vm, other=Copy())
 
 
 NO_DIVERGENT_COPY = Guard(
@@ -141,19 +146,7 @@ def _complete_initial(ctx: Context) -> VmState:
 
 def _disable(ctx: Context) -> VmState:
     # Deletes the replica's recovery points and the logs; never the active copy.
-    return replace(
-        ctx.vm,
-        other=None,
-        disks_copied=0,
-        points=(),
-        test_copy=None,
-        log=LogHealth.USABLE,
-        other_trusted=True,
-        failover_kind=None,
-        chosen_point=None,
-        last_failover=None,
-        frozen_other=None,
-    )
+    return _fresh(ctx.vm, other=None)
 
 
 def _unchanged(ctx: Context) -> VmState:
