@@ -361,6 +361,7 @@ class ProtectedVm:
                 self._start_tracking(epoch, next_sequences)
 
             self._step("complete_resynchronization", effect, epoch=epoch)
+            self._mirror_catalogue()
             self._log_problem = None
             return reports[0]
 
@@ -408,6 +409,7 @@ class ProtectedVm:
                 pending.operation_id, predicted.phase.value, epoch=params.get("epoch")
             )
             self.machine = PhaseMachine(predicted.phase)
+            self._mirror_catalogue()
             return f"{pending.name} finished after the restart"
 
     def _run_waiting_only(self) -> None:
@@ -544,6 +546,7 @@ class ProtectedVm:
         self._crash("applied")
         shutil.rmtree(outbox)
         self._crash("outbox_removed")
+        self._mirror_catalogue()
         self._cycles_applied += 1
         self._bytes_shipped += size
         report = CycleReport(
@@ -556,6 +559,19 @@ class ProtectedVm:
         self._last_cycle = report
         return report
 
+    def _mirror_catalogue(self) -> None:
+        """Copy the replica's catalogue and the shipped log positions into the control
+        state (the replica store's manifest stays the authority)."""
+        points = self._catalogue().points
+        control = self._source.control
+        control.save_recovery_points(self.name, points)
+        if points:
+            newest = points[-1]
+            control.set_log_positions(
+                self.name,
+                {disk: newest.last_sequence(disk) for disk in self.disk_sizes},
+            )
+
     def _discard_waiting_cycles(self) -> None:
         """Drop sealed cycles not yet applied (superseded by a resync or a disable)."""
         for cycle_id in self._waiting_cycles():
@@ -565,6 +581,7 @@ class ProtectedVm:
         self._stop_tracking()
         self._discard_waiting_cycles()
         self._remove_replica()
+        self._mirror_catalogue()
 
     def _resync_sides(self) -> ResyncSides:
         return ResyncSides(

@@ -280,3 +280,33 @@ def test_bad_disk_sizes_are_refused(engine: ReplicationEngine) -> None:
     with pytest.raises(InvalidConfiguration, match="positive int"):
         engine.create_vm("db", {"os": 0})
     assert engine.vm_names() == ("web",)
+
+
+def test_control_state_mirrors_the_catalogue_and_log_positions(
+    engine: ReplicationEngine,
+) -> None:
+    """After each cycle the site's SQLite state holds the points and positions."""
+    engine.enable_protection("web")
+    engine.write("web", "os", 0, b"m" * BLOCK)
+    engine.write("web", "os", BLOCK, b"n" * BLOCK)
+    engine.replicate("web")
+    control = engine.primary.control
+    assert control.recovery_points("web") == replica(engine).catalogue.points
+    assert control.log_positions("web") == {"data": -1, "os": 1}
+    assert control.pending_operation("web") is None
+    engine.disable("web")
+    assert control.recovery_points("web") == ()
+
+
+def test_disable_then_enable_protects_afresh(engine: ReplicationEngine) -> None:
+    """A new protection starts a new epoch with a fresh replica equal to the source."""
+    engine.enable_protection("web")
+    engine.write("web", "os", 0, b"o" * BLOCK)
+    engine.replicate("web")
+    engine.disable("web")
+    engine.write("web", "data", 0, b"p" * BLOCK)
+    engine.enable_protection("web")
+    assert engine.primary.control.vm("web").epoch == 2
+    assert len(engine.status("web").recovery_points) == 1
+    for disk in DISKS:
+        assert source_image(engine, disk) == replica_image(engine, disk)
