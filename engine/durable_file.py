@@ -10,9 +10,8 @@ Temporary files end in :data:`TEMPORARY_SUFFIX`; whoever owns a directory delete
 leftovers with that suffix when it reopens (they are the debris of a crash before a
 rename).
 
-Copies skip all-zero chunks and end with ``truncate`` to the source size, so a sparse
-disk image stays sparse (the replica of a mostly empty 100 GiB disk costs what it
-holds).
+Copies find the data with ``SEEK_DATA``/``SEEK_HOLE`` and leave holes as holes, so a
+sparse disk image stays sparse and a mostly empty 100 GiB disk costs what it holds.
 """
 
 from __future__ import annotations
@@ -22,12 +21,9 @@ from pathlib import Path
 from typing import Final
 
 from engine.disk import STORAGE_FULL_ERRNOS, fsync_directory
+from engine.initial_copy import copy_disk_image
 
 TEMPORARY_SUFFIX: Final = ".tmp"
-
-COPY_CHUNK_BYTES: Final = 1024 * 1024
-"""Copies move this much at a time: large enough for throughput, small enough that a
-chunk of zeros is worth leaving as a hole, and bounded in memory."""
 
 
 def is_storage_full(error: OSError) -> bool:
@@ -56,31 +52,30 @@ def write_file_atomically(path: Path, data: bytes) -> None:
 
 
 def copy_file_atomically(source: Path, target: Path) -> int:
-    """Copy ``source`` to ``target`` (sparse, durable, atomic); return bytes copied."""
-    temporary = temporary_path(target)
-    try:
-        size = copy_sparse(source, temporary)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, target)
-    fsync_directory(target.parent)
-    return size
+    """Copy ``source`` to ``target`` (sparse, durable, atomic); return its size."""
+    copy_disk_image(source, target)
+    return target.stat().st_size
 
 
 def copy_sparse(source: Path, target: Path) -> int:
-    """Copy ``source`` over ``target``, zero chunks left as holes; return the size."""
-    with source.open("rb") as reader, target.open("wb") as writer:
-        size = os.fstat(reader.fileno()).st_size
-        position = 0
-        while chunk := reader.read(COPY_CHUNK_BYTES):
-            if chunk.count(0) != len(chunk):
-                writer.seek(position)
-                writer.write(chunk)
-            position += len(chunk)
-        writer.truncate(size)
-        writer.flush()
-        os.fsync(writer.fileno())
+    """Copy ``source`` over ``target`` keeping holes; return the size.
+
+    Holes are found with ``SEEK_DATA``/``SEEK_HOLE`` (``initial_copy.copy_disk_image``),
+    so a mostly empty disk costs what it holds, not its size; the copy is atomic too.
+    """
+    return copy_file_atomically(source, target)
+
+
+def move_or_copy(source: Path, target: Path) -> int:
+    """Move ``source`` onto ``target`` (a rename on one filesystem, else a sparse
+    copy then removal of ``source``); durable either way; return the size."""
+    if source.stat().st_dev == target.parent.stat().st_dev:
+        os.replace(source, target)
+        fsync_directory(target.parent)
+        fsync_directory(source.parent)
+        return target.stat().st_size
+    size = copy_file_atomically(source, target)
+    source.unlink()
     return size
 
 

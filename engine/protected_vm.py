@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -42,20 +41,22 @@ from pathlib import Path
 from typing import Final
 
 from engine import recovery_point as engine_points
-from engine.change_log import SealedLog, log_path_for, verify_sealed_log
 from engine.clock import Clock
 from engine.control_store import VmControl
-from engine.disk import VirtualDisk
-from engine.errors import (
-    CorruptRecord,
-    InvalidConfiguration,
-    ReplicationError,
-    TransitionNotAllowed,
+from engine.delta_cycle import (
+    CYCLE_CRASH_POINTS,
+    CrashPoint,
+    CycleReport,
+    Outbox,
+    Route,
+    no_crash,
+    ship_and_apply,
 )
+from engine.errors import CorruptRecord, ReplicationError, TransitionNotAllowed
 from engine.replica_store import ReplicaStore
 from engine.resync import ResyncReport, ResyncSides, resynchronize_disks
 from engine.site import SiteStorage
-from engine.tracked_disk import TrackedDisk
+from engine.source_disks import LogState, SourceDisks
 from engine.transport import Transport
 from model import (
     ActionRefused,
@@ -75,27 +76,20 @@ from model import (
     is_protected,
 )
 
+__all__ = ["CYCLE_CRASH_POINTS", "CrashPoint", "CycleReport", "ProtectedVm"]
+
 #: The workload is not bounded by the model's explored environment here.
 WRITE_LAG_UNBOUNDED: Final = 2**62
 
-CrashPoint = Callable[[str], None]
-
-#: Steps of a cycle at which the ``crash_point`` seam is called (besides the store's).
-CYCLE_CRASH_POINTS: Final = ("sealed", "shipped", "applied", "outbox_removed")
+#: How the engine's view of its logs maps onto the model's log health.
+LOG_HEALTH = {
+    LogState.USABLE: LogHealth.USABLE,
+    LogState.OVER_LIMIT: LogHealth.OVERFLOWED,
+    LogState.UNTRUSTED: LogHealth.DAMAGED,
+}
 
 Progress = Callable[[str, int, int], None]
 """Initial-copy progress: (disk, bytes done, bytes total)."""
-
-
-@dataclass(frozen=True)
-class CycleReport:
-    """What one delta cycle did."""
-
-    cycle_id: int
-    recovery_point_id: int
-    records: int
-    bytes_shipped: int
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -157,19 +151,21 @@ class ProtectedVm:
         (``CYCLE_CRASH_POINTS``, and the replica store's ``CRASH_POINTS``).
         """
         self.name = name
-        self.disk_sizes = dict(disks)
+        self.disk_sizes = dict(sorted(disks.items()))
         self._source = source
         self._target = target
-        self._transport = transport
         self._clock = clock
-        self._block_bytes = block_bytes
         self._retention_count = retention_count
-        self._durable = durable_writes
-        self._crash: CrashPoint = crash_point or (lambda step: None)
-        self._lock = threading.RLock()  # one writer or one operation at a time
-        self._tracked: dict[str, TrackedDisk] = {}
-        self._plain: dict[str, VirtualDisk] = {}
-        self._log_problem: str | None = None
+        self._route = Route(
+            transport, source.name, target.name, name, crash_point or no_crash
+        )
+        self._outbox = Outbox(source, name)
+        self.disks = SourceDisks(
+            {disk: source.disk_path(name, disk) for disk in self.disk_sizes},
+            block_bytes=block_bytes,
+            durable=durable_writes,
+        )
+        self._lock = self.disks.lock  # one writer or one operation at a time
         self._disks_copied = 0
         self._cycles_applied = 0
         self._bytes_shipped = 0
@@ -183,60 +179,46 @@ class ProtectedVm:
             faults=frozenset(),
             vm_names=(name,),
         )
-        self.machine = PhaseMachine(Phase(self._control().phase))
-        self._open_disks()
+        phase = Phase(self._control().phase)
+        self.machine = PhaseMachine(phase)
+        if phase not in (Phase.UNPROTECTED, Phase.REPLICATION_STOPPED):
+            self.disks.resume_tracking(self._control().epoch)
 
     # -- the workload ------------------------------------------------------------------
 
     def write(self, disk: str, offset: int, data: bytes) -> None:
         """Write through the change tracker (when tracking) under the VM's lock."""
-        with self._lock:
-            tracked = self._tracked.get(disk)
-            if tracked is not None:
-                tracked.write(offset, data)
-            else:
-                self._plain_disk(disk).write(offset, data)
+        self.disks.write(disk, offset, data)
 
     def read(self, disk: str, offset: int, length: int) -> bytes:
         """Read the active copy."""
-        with self._lock:
-            tracked = self._tracked.get(disk)
-            if tracked is not None:
-                return tracked.read(offset, length)
-            return self._plain_disk(disk).read(offset, length)
+        return self.disks.read(disk, offset, length)
 
     def flush(self) -> None:
         """Make every write so far durable (logs first, then disks)."""
-        with self._lock:
-            for tracked in self._tracked.values():
-                tracked.flush()
-            for plain in self._plain.values():
-                plain.flush()
+        self.disks.flush()
 
     # -- the model ---------------------------------------------------------------------
 
     def view(self) -> SystemState:
         """The refinement mapping: the engine's state as the model's abstract state."""
         control = self._control()
-        phase = Phase(control.phase)
         active = Site(control.active_site)
-        pending = self._pending_records()
-        replica = self._replica_path().exists()
-        catalogue = self._catalogue()
+        behind = len(self._outbox.waiting()) + self.disks.pending().records
         points = tuple(
-            RecoveryPoint(Copy(behind=pending), app_consistent=point.app_consistent)
-            for point in reversed(catalogue.points)
+            RecoveryPoint(Copy(behind=behind), app_consistent=point.app_consistent)
+            for point in reversed(self._catalogue().points)
         )[: self._retention_count]
         vm = VmState(
-            phase=phase,
+            phase=Phase(control.phase),
             active=active,
             running=frozenset({active}),
-            other=Copy(behind=pending) if replica else None,
+            other=Copy(behind=behind) if self._replica_path().exists() else None,
             disks_copied=self._disks_copied,
             points=points,
-            log=self._log_health(),
+            log=LOG_HEALTH[self.disks.log_state],
         )
-        link = self._transport.reachable(self._source.name, self._target.name)
+        link = self._route.transport.reachable(self._source.name, self._target.name)
         return SystemState(vms=(vm,), link_up=link, plan_runs=(), faults_left=0)
 
     def _decide(self, action: str, **args: str | int | bool) -> VmState:
@@ -250,11 +232,6 @@ class ProtectedVm:
         destination = self.machine.allows(action, view.vms[0], self.config)
         assert destination is predicted.phase, (action, destination, predicted.phase)
         return predicted
-
-    def _begin(self, action: str, **params: object) -> int:
-        return self._source.control.begin_operation(
-            self.name, action, json.dumps(params, sort_keys=True)
-        )
 
     def _step(
         self,
@@ -271,16 +248,17 @@ class ProtectedVm:
         recorded = {**(model_args or {}), **params}
         if epoch is not None:
             recorded["epoch"] = epoch
-        operation_id = self._begin(action, **recorded)
+        control = self._source.control
+        operation_id = control.begin_operation(
+            self.name, action, json.dumps(recorded, sort_keys=True)
+        )
         try:
             effect()
         except ReplicationError as error:
-            self._source.control.abandon_operation(operation_id, str(error))
+            control.abandon_operation(operation_id, str(error))
             error.add_note(f"VM {self.name!r}: {action} failed; the phase is unchanged")
             raise
-        self._source.control.complete_operation(
-            operation_id, predicted.phase.value, epoch=epoch
-        )
+        control.complete_operation(operation_id, predicted.phase.value, epoch=epoch)
         self.machine.fire(action, before, self.config)
         assert self.machine.phase is predicted.phase
 
@@ -293,10 +271,10 @@ class ProtectedVm:
 
             def effect() -> None:
                 try:
-                    self._start_tracking(epoch, dict.fromkeys(self.disk_sizes, 0))
+                    self.disks.start_tracking(epoch, dict.fromkeys(self.disk_sizes, 0))
                     self._create_replica()
                 except ReplicationError:
-                    self._stop_tracking()
+                    self.disks.stop_tracking()
                     self._remove_replica()
                     raise
 
@@ -306,7 +284,7 @@ class ProtectedVm:
 
     def continue_initial_replication(self, progress: Progress | None = None) -> None:
         """Copy the disks not yet copied, then complete (also after a restart)."""
-        for disk in sorted(self.disk_sizes)[self._disks_copied :]:
+        for disk in list(self.disk_sizes)[self._disks_copied :]:
             with self._lock:
                 self._step("copy_disk", partial(self._copy_disk, disk, progress),
                            disk=disk)  # fmt: skip
@@ -325,7 +303,7 @@ class ProtectedVm:
             reports: list[CycleReport] = []
             self._step(
                 "replicate",
-                lambda: reports.extend(self._run_cycles(app_consistent)),
+                lambda: reports.extend(self._run_cycles(app_consistent=app_consistent)),
                 model_args=arguments,
             )
             return reports[-1] if reports else None
@@ -349,20 +327,20 @@ class ProtectedVm:
             reports: list[ResyncReport] = []
 
             def effect() -> None:
-                self._discard_waiting_cycles()
+                self._outbox.discard()
                 cycle_id = self._source.control.take_cycle_id(self.name)
                 report = resynchronize_disks(self._resync_sides(), cycle_id, epoch)
                 reports.append(report)
-                next_sequences = {
-                    disk: sealed.last_sequence + 1
-                    for disk, sealed in report.sealed.items()
-                }
-                self._stop_tracking()
-                self._start_tracking(epoch, next_sequences)
+                self.disks.start_tracking(
+                    epoch,
+                    {
+                        disk: log.last_sequence + 1
+                        for disk, log in report.sealed.items()
+                    },
+                )
 
             self._step("complete_resynchronization", effect, epoch=epoch)
             self._mirror_catalogue()
-            self._log_problem = None
             return reports[0]
 
     def disable_protection(self) -> None:
@@ -373,30 +351,23 @@ class ProtectedVm:
     def recover(self) -> str | None:
         """Finish or roll back the operation a crash interrupted; say what was done."""
         with self._lock:
-            pending = self._source.control.pending_operation(self.name)
+            control = self._source.control
+            pending = control.pending_operation(self.name)
             if pending is None:
                 return None
             params = json.loads(pending.params_json)
-            control = self._source.control
             if pending.name == "enable_protection":
-                self._stop_tracking()
+                self.disks.stop_tracking()
                 self._remove_replica()
-                control.abandon_operation(
-                    pending.operation_id, "rolled back on restart"
-                )
+                control.abandon_operation(pending.operation_id, "rolled back")
                 return "enable_protection rolled back: start it again"
-            if pending.name == "copy_disk":
+            if pending.name in ("copy_disk", "complete_resynchronization"):
+                self._outbox.discard()
                 control.abandon_operation(pending.operation_id, "redone on resume")
-                return (
-                    "initial copy interrupted: continue_initial_replication() redoes it"
-                )
-            if pending.name == "complete_resynchronization":
-                self._discard_waiting_cycles()
-                control.abandon_operation(pending.operation_id, "redone on resume")
-                return "resynchronisation interrupted: resynchronize() compares again"
+                return f"{pending.name} interrupted: run it again (it starts over)"
             redo: dict[str, Callable[[], object]] = {
                 "complete_initial_replication": self._complete_copy,
-                "replicate": self._run_waiting_only,
+                "replicate": self._apply_waiting_cycles,
                 "disable_protection": self._disable_effect,
             }
             try:
@@ -412,14 +383,11 @@ class ProtectedVm:
             self._mirror_catalogue()
             return f"{pending.name} finished after the restart"
 
-    def _run_waiting_only(self) -> None:
-        for cycle_id in self._waiting_cycles():
-            self._apply_waiting(cycle_id, app_consistent=False)
-
     def status(self) -> VmStatus:
         """The VM as the operator sees it."""
         with self._lock:
             view = self.view()
+            vm = view.vms[0]
             allowed = tuple(
                 dict.fromkeys(
                     call.action
@@ -429,133 +397,89 @@ class ProtectedVm:
             )
             return VmStatus(
                 name=self.name,
-                phase=view.vms[0].phase.value,
-                protected=is_protected(view.vms[0]),
-                health=health(view, view.vms[0]).value,
-                active_site=view.vms[0].active.value,
+                phase=vm.phase.value,
+                protected=is_protected(vm),
+                health=health(view, vm).value,
+                active_site=vm.active.value,
                 recovery_points=self._catalogue().points,
                 allowed=allowed,
-                log_problem=self._log_problem,
+                log_problem=self.disks.problem,
             )
 
     def statistics(self) -> VmStatistics:
         """Counters since this object was opened."""
         with self._lock:
-            stats = [tracked.statistics() for tracked in self._tracked.values()]
+            pending = self.disks.pending()
+            points = self._catalogue().points
+            lag = self._clock.now() - points[-1].created_at if points else None
             return VmStatistics(
                 cycles_applied=self._cycles_applied,
                 bytes_shipped=self._bytes_shipped,
-                pending_log_records=sum(s.log_records for s in stats),
-                pending_log_bytes=sum(s.log_payload_bytes for s in stats),
-                cycles_waiting=len(self._waiting_cycles()),
+                pending_log_records=pending.records,
+                pending_log_bytes=pending.payload_bytes,
+                cycles_waiting=len(self._outbox.waiting()),
                 last_cycle=self._last_cycle,
-                lag_seconds=self._lag_seconds(),
+                lag_seconds=lag,
             )
-
-    def _lag_seconds(self) -> float | None:
-        points = self._catalogue().points
-        if not points:
-            return None
-        return self._clock.now() - points[-1].created_at
 
     def close(self) -> None:
         """Close the disks and logs (flush first for durability)."""
-        with self._lock:
-            for tracked in self._tracked.values():
-                tracked.close()
-            for plain in self._plain.values():
-                plain.close()
-            self._tracked.clear()
-            self._plain.clear()
+        self.disks.close()
 
     # -- effects -----------------------------------------------------------------------
 
     def _copy_disk(self, disk: str, progress: Progress | None) -> None:
-        image = self._source.disk_path(self.name, disk)
-
         def report(done: int, total: int) -> None:
             if progress is not None:
                 progress(disk, done, total)
 
-        self._transport.ship_disk_image(
-            self._source.name, self._target.name, self.name, disk, image,
-            progress=report,
+        self._route.transport.ship_disk_image(
+            self._source.name, self._target.name, self.name, disk,
+            self._source.disk_path(self.name, disk), progress=report,
         )  # fmt: skip
 
     def _complete_copy(self) -> None:
         store = self._replica()
         if not store.catalogue.points:
-            images = self._transport_inbox_images()
-            store.install_initial_copy(images)
+            store.install_initial_copy(self._inbox_images(), consume=True)
         self._run_cycles(app_consistent=False)
-        for image in self._transport_inbox_images().values():
+        for image in self._inbox_images().values():
             image.unlink(missing_ok=True)
 
-    def _run_cycles(self, app_consistent: bool) -> list[CycleReport]:  # noqa: FBT001
+    def _run_cycles(self, *, app_consistent: bool) -> list[CycleReport]:
         """Ship and apply what waits in the outbox, then cut and apply a new cycle."""
-        reports = [self._apply_waiting(cycle_id, app_consistent=False)
-                   for cycle_id in self._waiting_cycles()]  # fmt: skip
-        if self._pending_records() > 0 or not self._catalogue().points:
+        reports = self._apply_waiting_cycles()
+        if self.disks.pending().records > 0 or not self._catalogue().points:
             cycle_id = self._source.control.take_cycle_id(self.name)
-            self._seal(cycle_id)
-            reports.append(self._apply_waiting(cycle_id, app_consistent=app_consistent))
+            self.disks.seal(self._outbox.path(cycle_id))
+            reports.append(self._apply(cycle_id, app_consistent=app_consistent))
         return reports
 
-    def _seal(
-        self, cycle_id: int, disks: list[str] | None = None
-    ) -> dict[str, SealedLog]:
-        """Cut the logs of ``disks`` (default: all) into the cycle's outbox."""
-        outbox = self._source.outbox(self.name, cycle_id)
-        outbox.mkdir(parents=True, exist_ok=True)
-        chosen = sorted(self._tracked) if disks is None else sorted(disks)
-        return {
-            disk: self._tracked[disk].seal_log(outbox / f"{disk}.hrl")
-            for disk in chosen
-        }
+    def _apply_waiting_cycles(self) -> list[CycleReport]:
+        return [self._apply(cycle_id, app_consistent=False)
+                for cycle_id in self._outbox.waiting()]  # fmt: skip
 
-    def _apply_waiting(self, cycle_id: int, *, app_consistent: bool) -> CycleReport:
-        started = self._clock.now()
-        outbox = self._source.outbox(self.name, cycle_id)
-        logs = {disk: outbox / f"{disk}.hrl" for disk in sorted(self.disk_sizes)}
+    def _apply(self, cycle_id: int, *, app_consistent: bool) -> CycleReport:
+        logs = self._outbox.logs(cycle_id, self.disk_sizes)
         missing = [disk for disk, path in logs.items() if not path.exists()]
-        if missing:
-            self._seal(cycle_id, missing)  # a crash between two seals: finish the cut
-        epoch = self._control().epoch
+        if missing:  # a crash between two seals: finish the cut
+            self.disks.seal(self._outbox.path(cycle_id), missing)
         try:
-            records = sum(
-                verify_sealed_log(path, disk_id=disk, epoch=epoch).record_count
-                for disk, path in logs.items()
-            )
-            size = sum(path.stat().st_size for path in logs.values())
-            self._crash("sealed")
-            delivered = self._transport.ship_cycle(
-                self._source.name, self._target.name, self.name, cycle_id, logs
-            )
-            self._crash("shipped")
-            point = self._replica().apply_cycle(
-                cycle_id, delivered, epoch=epoch, app_consistent=app_consistent,
-                crash_point=self._crash,
+            _, report = ship_and_apply(
+                self._route, self._outbox, cycle_id, logs,
+                replica=self._replica(), epoch=self._control().epoch,
+                app_consistent=app_consistent, clock=self._clock,
             )  # fmt: skip
         except CorruptRecord as damage:
             # Never applied: the replica is as it was. The logs can no longer carry
             # the changes; only a resynchronisation can (decision 8).
-            self._discard_waiting_cycles()
-            self._log_problem = f"cycle {cycle_id} refused: {damage}"
+            self._outbox.discard()
+            self.disks.problem = f"cycle {cycle_id} refused: {damage}"
             damage.add_note("the next cycle resynchronises (compare and send blocks)")
             raise
-        self._crash("applied")
-        shutil.rmtree(outbox)
-        self._crash("outbox_removed")
         self._mirror_catalogue()
         self._cycles_applied += 1
-        self._bytes_shipped += size
-        report = CycleReport(
-            cycle_id=cycle_id,
-            recovery_point_id=point.recovery_point_id,
-            records=records,
-            bytes_shipped=size,
-            seconds=self._clock.now() - started,
-        )
+        self._bytes_shipped += report.bytes_shipped
         self._last_cycle = report
         return report
 
@@ -572,86 +496,24 @@ class ProtectedVm:
                 {disk: newest.last_sequence(disk) for disk in self.disk_sizes},
             )
 
-    def _discard_waiting_cycles(self) -> None:
-        """Drop sealed cycles not yet applied (superseded by a resync or a disable)."""
-        for cycle_id in self._waiting_cycles():
-            shutil.rmtree(self._source.outbox(self.name, cycle_id))
-
     def _disable_effect(self) -> None:
-        self._stop_tracking()
-        self._discard_waiting_cycles()
+        self.disks.stop_tracking()
+        self._outbox.discard()
         self._remove_replica()
         self._mirror_catalogue()
 
     def _resync_sides(self) -> ResyncSides:
         return ResyncSides(
             vm_name=self.name,
-            source_disks={d: t.disk for d, t in sorted(self._tracked.items())},
+            source_disks=self.disks.images(),
             replica=self._replica(),
             outbox=self._source.outbox,
-            transport=self._transport,
+            transport=self._route.transport,
             source_site=self._source.name,
             target_site=self._target.name,
         )
 
-    # -- tracking and replica ----------------------------------------------------------
-
-    def _open_disks(self) -> None:
-        """Open each disk, resuming tracking if the VM is being replicated."""
-        phase = Phase(self._control().phase)
-        epoch = self._control().epoch
-        tracking = phase not in (Phase.UNPROTECTED, Phase.REPLICATION_STOPPED)
-        for disk in sorted(self.disk_sizes):
-            image = VirtualDisk.open(
-                self._source.disk_path(self.name, disk), block_bytes=self._block_bytes
-            )
-            if tracking and log_path_for(image.path).exists():
-                try:
-                    tracked = TrackedDisk.resume(
-                        image, disk_id=disk, epoch=epoch, durable=self._durable
-                    )
-                except CorruptRecord as error:
-                    # A log we cannot trust (another epoch after a crash mid-resync, a
-                    # damaged header): start afresh; only a resync can vouch now.
-                    self._log_problem = f"disk {disk!r}: {error}"
-                    log_path_for(image.path).unlink()
-                    tracked = TrackedDisk.start(
-                        image, disk_id=disk, epoch=epoch, durable=self._durable
-                    )
-                    self._tracked[disk] = tracked
-                    continue
-                if tracked.log.tail_report is not None:
-                    report = tracked.log.tail_report
-                    self._log_problem = (
-                        f"disk {disk!r}: change log tail cut on reopen "
-                        f"({report.bytes_dropped} bytes dropped: {report.reason}); "
-                        "resynchronisation needed"
-                    )
-                self._tracked[disk] = tracked
-            else:
-                self._plain[disk] = image
-
-    def _start_tracking(self, epoch: int, first_sequences: Mapping[str, int]) -> None:
-        for disk in sorted(self.disk_sizes):
-            image = self._plain.pop(disk)
-            log = log_path_for(image.path)
-            log.unlink(missing_ok=True)  # a previous protection's log
-            self._tracked[disk] = TrackedDisk.start(
-                image,
-                disk_id=self._disk_id(disk),
-                epoch=epoch,
-                first_sequence=first_sequences[disk],
-                durable=self._durable,
-            )
-        self._log_problem = None
-
-    def _stop_tracking(self) -> None:
-        for disk, tracked in list(self._tracked.items()):
-            path = tracked.disk.path
-            tracked.close()
-            log_path_for(path).unlink(missing_ok=True)
-            del self._tracked[disk]
-            self._plain[disk] = VirtualDisk.open(path, block_bytes=self._block_bytes)
+    # -- the replica side --------------------------------------------------------------
 
     def _create_replica(self) -> None:
         self._remove_replica()
@@ -675,44 +537,9 @@ class ProtectedVm:
             return engine_points.RecoveryPointCatalogue()
         return self._replica().catalogue
 
-    def _transport_inbox_images(self) -> dict[str, Path]:
+    def _inbox_images(self) -> dict[str, Path]:
         inbox = self._target.root / "inbox" / self.name / "initial"
-        return {disk: inbox / f"{disk}.img" for disk in sorted(self.disk_sizes)}
-
-    # -- small facts -------------------------------------------------------------------
+        return {disk: inbox / f"{disk}.img" for disk in self.disk_sizes}
 
     def _control(self) -> VmControl:
         return self._source.control.vm(self.name)
-
-    def _disk_id(self, disk: str) -> str:
-        # The replica store checks a log's disk id against the disk's name; the VM is
-        # implied by the store, the epoch by the header.
-        return disk
-
-    def _plain_disk(self, disk: str) -> VirtualDisk:
-        try:
-            return self._plain[disk]
-        except KeyError:
-            msg = f"disk={disk!r} is not a disk of VM {self.name!r}; "
-            msg += f"its disks: {sorted(self.disk_sizes)}"
-            raise InvalidConfiguration(msg) from None
-
-    def _pending_records(self) -> int:
-        waiting = len(self._waiting_cycles())
-        return waiting + sum(t.log.record_count for t in self._tracked.values())
-
-    def _waiting_cycles(self) -> list[int]:
-        outbox = self._source.root / "outbox" / self.name
-        if not outbox.exists():
-            return []
-        return sorted(int(p.name.removeprefix("cycle-")) for p in outbox.iterdir()
-                      if p.name.startswith("cycle-"))  # fmt: skip
-
-    def _log_health(self) -> LogHealth:
-        if self._log_problem is not None:
-            return LogHealth.DAMAGED
-        if any(t.tracking_lost for t in self._tracked.values()):
-            return LogHealth.DAMAGED
-        if any(t.log_over_limit for t in self._tracked.values()):
-            return LogHealth.OVERFLOWED
-        return LogHealth.USABLE

@@ -478,11 +478,15 @@ class ReplicaStore:
             image.seek(offset)
             return image.read(length)
 
-    def install_initial_copy(self, images: Mapping[str, Path]) -> None:
+    def install_initial_copy(
+        self, images: Mapping[str, Path], *, consume: bool = False
+    ) -> None:
         """Replace every replica disk with an initial-copy image (before any point).
 
         Each disk is swapped in atomically; the set is not (a failed initial copy is
-        simply redone, since no recovery point depends on it yet).
+        simply redone, since no recovery point depends on it yet). With ``consume``
+        the images are moved into place (a rename when they are on the store's
+        filesystem) instead of copied.
         """
         self._check_no_intent()
         if self._catalogue.points:
@@ -497,7 +501,10 @@ class ReplicaStore:
             raise InvalidConfiguration(msg)
         for disk, path in images.items():
             try:
-                durable_file.copy_file_atomically(Path(path), self._disk_path(disk))
+                if consume:
+                    durable_file.move_or_copy(Path(path), self._disk_path(disk))
+                else:
+                    durable_file.copy_file_atomically(Path(path), self._disk_path(disk))
             except OSError as error:
                 raise _storage_error(error, f"installing {disk!r}") from error
 

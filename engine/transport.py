@@ -167,7 +167,12 @@ class InProcessTransport:
         directory = safe_child(self._roots[target_site], INBOX, vm_name, INITIAL_COPY)
         directory.mkdir(parents=True, exist_ok=True)
         target = safe_child(directory, disk + IMAGE_SUFFIX)
-        statistics = copy_disk_image(Path(image), target, progress=progress)
+        try:
+            statistics = copy_disk_image(Path(image), target, progress=progress)
+        except StorageFull as error:
+            msg = f"site {target_site!r} is out of space receiving disk {disk!r} of "
+            msg += f"VM {vm_name!r}; nothing was delivered: free space and retry"
+            raise StorageFull(msg) from error
         self._bytes_shipped += statistics.bytes_copied
         self._files_shipped += 1
         self._initial_copies_shipped += 1
@@ -213,9 +218,10 @@ class InProcessTransport:
         temporary = durable_file.temporary_path(final)
         try:
             shipped = self._copy_into(temporary, files, suffix)
-        except OSError as error:
+        except (OSError, StorageFull) as error:
             shutil.rmtree(temporary, ignore_errors=True)
-            if durable_file.is_storage_full(error):
+            full = isinstance(error, StorageFull) or durable_file.is_storage_full(error)
+            if full:
                 msg = f"site {target_site!r} is out of space receiving {shipment} of "
                 msg += f"VM {vm_name!r}; nothing was delivered: free space and retry"
                 raise StorageFull(msg) from error

@@ -1,0 +1,136 @@
+"""Delta cycles on the source side: the outbox, and shipping a sealed cycle to apply.
+
+A cycle is one sealed change log per disk of a VM, cut at one point
+(``source_disks.SourceDisks.seal``). It waits in the source site's **outbox** until the
+target has applied it, so a cycle cut short by the link or a full target is neither
+lost nor reordered: the next cycle ships the waiting ones first, in cycle order.
+
+:func:`ship_and_apply` verifies the sealed logs (a damaged one is refused before it
+leaves), ships them through the transport, has the replica store apply them (all disks
+or none) and removes them from the outbox. Each step calls the ``crash`` seam with its
+name (``CYCLE_CRASH_POINTS``), so tests can kill the process between any two steps.
+It never imports ``model``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from engine.change_log import verify_sealed_log
+from engine.clock import Clock
+from engine.recovery_point import RecoveryPoint
+from engine.replica_store import ReplicaStore
+from engine.site import SiteStorage
+from engine.transport import Transport
+
+CrashPoint = Callable[[str], None]
+
+#: Steps of a cycle at which the ``crash`` seam is called (besides the store's own).
+CYCLE_CRASH_POINTS: Final = ("sealed", "shipped", "applied", "outbox_removed")
+
+
+def no_crash(step: str) -> None:
+    """The production seam: nothing happens between steps."""
+    del step
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one delta cycle did."""
+
+    cycle_id: int
+    recovery_point_id: int
+    records: int
+    bytes_shipped: int
+    seconds: float
+
+
+class Outbox:
+    """The sealed cycles of one VM waiting at its source site."""
+
+    def __init__(self, site: SiteStorage, vm_name: str) -> None:
+        self.site = site
+        self.vm_name = vm_name
+
+    def path(self, cycle_id: int) -> Path:
+        """The directory of cycle ``cycle_id``."""
+        return self.site.outbox(self.vm_name, cycle_id)
+
+    def logs(self, cycle_id: int, disks: Iterable[str]) -> dict[str, Path]:
+        """Where each disk's sealed log of the cycle is (or is to be)."""
+        directory = self.path(cycle_id)
+        return {disk: directory / f"{disk}.hrl" for disk in sorted(disks)}
+
+    def waiting(self) -> list[int]:
+        """The cycles waiting, oldest first."""
+        directory = self.site.root / "outbox" / self.vm_name
+        if not directory.exists():
+            return []
+        return sorted(
+            int(entry.name.removeprefix("cycle-"))
+            for entry in directory.iterdir()
+            if entry.name.startswith("cycle-")
+        )
+
+    def discard(self) -> None:
+        """Drop every waiting cycle (superseded by a resynchronisation or a disable)."""
+        for cycle_id in self.waiting():
+            shutil.rmtree(self.path(cycle_id))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a VM's cycles go: the transport, both sites, the crash seam."""
+
+    transport: Transport
+    source_site: str
+    target_site: str
+    vm_name: str
+    crash: CrashPoint = no_crash
+
+
+def ship_and_apply(
+    route: Route,
+    outbox: Outbox,
+    cycle_id: int,
+    logs: dict[str, Path],
+    *,
+    replica: ReplicaStore,
+    epoch: int,
+    app_consistent: bool,
+    clock: Clock,
+) -> tuple[RecoveryPoint, CycleReport]:
+    """Verify, ship and apply one waiting cycle; remove it from the outbox."""
+    started = clock.now()
+    records = sum(
+        verify_sealed_log(path, disk_id=disk, epoch=epoch).record_count
+        for disk, path in logs.items()
+    )
+    size = sum(path.stat().st_size for path in logs.values())
+    route.crash("sealed")
+    delivered = route.transport.ship_cycle(
+        route.source_site, route.target_site, route.vm_name, cycle_id, logs
+    )
+    route.crash("shipped")
+    point = replica.apply_cycle(
+        cycle_id,
+        delivered,
+        epoch=epoch,
+        app_consistent=app_consistent,
+        crash_point=route.crash,
+    )
+    route.crash("applied")
+    shutil.rmtree(outbox.path(cycle_id))
+    route.crash("outbox_removed")
+    report = CycleReport(
+        cycle_id=cycle_id,
+        recovery_point_id=point.recovery_point_id,
+        records=records,
+        bytes_shipped=size,
+        seconds=clock.now() - started,
+    )
+    return point, report
