@@ -183,6 +183,12 @@ class ReplicationEngine:
         """Enable replication and run the initial replication to its first point."""
         self.vm(vm).enable_protection(progress)
 
+    def continue_initial_replication(
+        self, vm: str, progress: Progress | None = None
+    ) -> None:
+        """Finish an initial replication a restart interrupted (disks copied again)."""
+        self.vm(vm).continue_initial_replication(progress)
+
     def replicate(self, vm: str, *, app_consistent: bool = False) -> CycleReport | None:
         """Run one delta cycle (None: the logs were unusable; resynchronising now)."""
         return self.vm(vm).replicate(app_consistent=app_consistent)

@@ -76,3 +76,44 @@ def test_killed_mid_cycle_reopens_valid_and_resumes(
 def test_every_kill_point_is_covered() -> None:
     """The cycle's steps and the store's steps are all in the list (13 points)."""
     assert len(KILL_POINTS) == len(set(KILL_POINTS)) == 13
+
+
+CHILD_COPY = """
+import os, signal, sys
+from pathlib import Path
+from engine.replication_engine import ReplicationEngine
+
+def progress(disk, done, total):
+    if disk == sys.argv[3] and done >= total // 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+engine = ReplicationEngine.open(Path(sys.argv[1]), Path(sys.argv[2]))
+engine.enable_protection("web", progress=progress)
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize("disk", sorted(DISKS))
+def test_killed_during_the_initial_copy_resumes_it(disk: str, tmp_path: Path) -> None:
+    """SIGKILL while a disk is being copied: reopen in initial replication, finish."""
+    roots = (tmp_path / "primary", tmp_path / "secondary")
+    with ReplicationEngine.open(*roots, clock=ManualClock()) as engine:
+        engine.create_vm("web", DISKS)
+        for offset in range(0, DISKS[disk], BLOCK):
+            engine.write(
+                "web", disk, offset, bytes([offset // BLOCK % 251 + 1]) * BLOCK
+            )
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD_COPY, *map(str, roots), disk],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert child.returncode == -9, child.stdout + child.stderr
+    with ReplicationEngine.open(*roots, clock=ManualClock()) as engine:
+        assert engine.recovered["web"].startswith("copy_disk interrupted")
+        assert engine.status("web").phase == "initial_replication"
+        engine.write("web", "os", 0, b"after the crash" * 16)
+        engine.continue_initial_replication("web")
+        assert engine.status("web").phase == "protected"
+        store = ReplicaStore.open(engine.secondary.replicas, "web", ManualClock())
+        for name, size in DISKS.items():
+            assert store.read(name, 0, size) == engine.read("web", name, 0, size)
