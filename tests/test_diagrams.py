@@ -23,6 +23,8 @@ def test_committed_dot_and_mermaid_are_current() -> None:
     committed_mmd = (ROOT / "diagrams" / "lifecycle.mmd").read_text(encoding="utf-8")
     assert texts.dot == committed_dot, "diagrams/lifecycle.dot is stale: make diagrams"
     assert texts.mermaid == committed_mmd, "lifecycle.mmd is stale: make diagrams"
+    committed_md = (ROOT / "diagrams" / "lifecycle.md").read_text(encoding="utf-8")
+    assert diagrams.markdown() == committed_md, "lifecycle.md is stale: make diagrams"
 
 
 def test_readme_embeds_the_current_mermaid() -> None:
@@ -67,6 +69,7 @@ def test_without_dot_the_cli_writes_text_and_says_how_to_get_svg(
     assert "apt-get install graphviz" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "lifecycle.dot",
+        "lifecycle.md",
         "lifecycle.mmd",
     ]
 

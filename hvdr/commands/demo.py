@@ -82,6 +82,4 @@ def run(args: argparse.Namespace) -> int:
         engine_drill.run_drill(console)
     if args.no_diagrams:
         return 0
-    return diagram.run(
-        argparse.Namespace(format=["svg", "dot", "mermaid"], out=args.diagrams)
-    )
+    return diagram.run(argparse.Namespace(format=None, out=args.diagrams))

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from hvdr import diagrams
 
-FORMATS = ("svg", "png", "dot", "mermaid")
+FORMATS = ("svg", "png", "dot", "mermaid", "markdown")
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         "--format",
         action="append",
         choices=FORMATS,
-        help="repeat for several (default: svg, dot and mermaid)",
+        help="repeat for several (default: svg, dot, mermaid and markdown)",
     )
     parser.add_argument("--out", type=Path, default=Path("diagrams"), help="directory")
     parser.set_defaults(handler=run)
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the diagrams; without ``dot``, write DOT and Mermaid and say how to."""
     console = Console()
-    formats = set(args.format or ("svg", "dot", "mermaid"))
+    formats = set(args.format or ("svg", "dot", "mermaid", "markdown"))
     images = formats & {"svg", "png"}
     if images and not diagrams.dot_available():
         console.print(

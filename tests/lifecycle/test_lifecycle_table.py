@@ -156,3 +156,19 @@ def test_dest_same_rows_stay_put() -> None:
         if edge.dest is Dest.SAME:
             for source in edge.sources:
                 assert possible_destinations(edge, source) == (source,)
+
+
+def test_the_graph_has_every_phase_reachable_and_a_way_back_to_steady() -> None:
+    """On the networkx graph: all phases reachable; from each, a steady phase is."""
+    import networkx as nx
+
+    from model.lifecycle import INITIAL_PHASE
+    from model.lifecycle_graph import (
+        lifecycle_graph,
+        phases_that_cannot_reach_a_steady_phase,
+    )
+
+    graph = lifecycle_graph()
+    assert nx.descendants(graph, INITIAL_PHASE) | {INITIAL_PHASE} == set(Phase)
+    assert phases_that_cannot_reach_a_steady_phase() == set()
+    assert graph.number_of_edges() == len(ROWS)
