@@ -310,3 +310,16 @@ def test_disable_then_enable_protects_afresh(engine: ReplicationEngine) -> None:
     assert len(engine.status("web").recovery_points) == 1
     for disk in DISKS:
         assert source_image(engine, disk) == replica_image(engine, disk)
+
+
+def test_a_cycle_at_a_quiesce_point_makes_an_app_consistent_point(
+    engine: ReplicationEngine,
+) -> None:
+    """replicate(app_consistent=True) flags its point; ordinary cycles do not."""
+    engine.enable_protection("web")
+    engine.write("web", "os", 0, b"q" * BLOCK)
+    engine.replicate("web", app_consistent=True)
+    engine.write("web", "os", 0, b"r" * BLOCK)
+    engine.replicate("web")
+    flags = [p.app_consistent for p in engine.status("web").recovery_points]
+    assert flags == [False, True, False]
