@@ -50,7 +50,7 @@ from engine.control_schema import (
     create_or_check_site,
     refuse_foreign,
 )
-from engine.errors import InvalidConfiguration, ReplicationError
+from engine.errors import InvalidConfiguration, ReplicationError, StorageFull
 from engine.names import validate_disk_name, validate_site_name, validate_vm_name
 from engine.recovery_point import RecoveryPoint, make_last_sequences
 
@@ -398,14 +398,24 @@ class ControlStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction; a full disk surfaces as :class:`StorageFull`."""
         cursor = self._connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
         try:
-            yield cursor
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("COMMIT")
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            msg = f"site {self.site_name!r}: its control state cannot be written, "
+            msg += "the storage is full; nothing changed: free space and retry"
+            raise StorageFull(msg) from error
 
     def _find_vm(self, cursor: sqlite3.Cursor, vm_name: str) -> VmControl | None:
         row = cursor.execute(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from engine import durable_file
 from engine.change_log_reader import read_header
 from engine.clock import Clock
 from engine.recovery_point import RecoveryPoint
@@ -31,6 +32,10 @@ from engine.site import SiteStorage
 from engine.transport import Transport
 
 CrashPoint = Callable[[str], None]
+
+#: Beside a waiting cycle's logs when it was cut at a quiesce point (app-consistent),
+#: so a cycle shipped again after a failure keeps its flag.
+APP_CONSISTENT_MARKER: Final = "app-consistent"
 
 #: Steps of a cycle at which the ``crash`` seam is called (besides the store's own).
 CYCLE_CRASH_POINTS: Final = ("sealed", "shipped", "applied", "outbox_removed")
@@ -78,6 +83,16 @@ class Outbox:
             for entry in directory.iterdir()
             if entry.name.startswith("cycle-")
         )
+
+    def mark(self, cycle_id: int, *, app_consistent: bool) -> None:
+        """Record, with the sealed logs, that the cut was taken at a quiesce point."""
+        if app_consistent:
+            marker = self.path(cycle_id) / APP_CONSISTENT_MARKER
+            durable_file.write_file_atomically(marker, b"quiesced\n")
+
+    def app_consistent(self, cycle_id: int) -> bool:
+        """Whether cycle ``cycle_id`` was cut at a quiesce point."""
+        return (self.path(cycle_id) / APP_CONSISTENT_MARKER).exists()
 
     def discard(self) -> None:
         """Drop every waiting cycle (superseded by a resynchronisation or a disable)."""

@@ -245,7 +245,7 @@ class ProtectedVm:
         """Ask, record the intent, run the effect, commit the predicted phase."""
         before = self.view().vms[0]
         predicted = self._decide(action, **(model_args or {}))
-        recorded = {**(model_args or {}), **params}
+        recorded = {**(model_args or {}), **params, "phase": predicted.phase.value}
         if epoch is not None:
             recorded["epoch"] = epoch
         control = self._source.control
@@ -254,7 +254,7 @@ class ProtectedVm:
         )
         try:
             effect()
-        except ReplicationError as error:
+        except (ReplicationError, OSError) as error:
             control.abandon_operation(operation_id, str(error))
             error.add_note(f"VM {self.name!r}: {action} failed; the phase is unchanged")
             raise
@@ -323,7 +323,11 @@ class ProtectedVm:
         with self._lock:
             if Phase(self._control().phase) is not Phase.RESYNCHRONIZING:
                 self._step("resynchronize", lambda: None)
-            epoch = self._control().epoch + 1
+            # Newer than anything the replica ever saw, even if an earlier resync's
+            # epoch reached the replica but not the control state.
+            points = self._catalogue().points
+            newest_epoch = max([p.epoch for p in points], default=0)
+            epoch = max(self._control().epoch, newest_epoch) + 1
             reports: list[ResyncReport] = []
 
             def effect() -> None:
@@ -349,39 +353,72 @@ class ProtectedVm:
             self._step("disable_protection", self._disable_effect)
 
     def recover(self) -> str | None:
-        """Finish or roll back the operation a crash interrupted; say what was done."""
+        """Finish or roll back the operation a crash interrupted; say what was done.
+
+        The model was asked when the operation began and its verdict (the phase to
+        commit) was recorded with the intent: recovery finishes the idempotent effect
+        and commits that phase, whatever the link or the sites look like now. Nothing
+        raises out of here: an effect that cannot be finished is abandoned and said.
+        """
         with self._lock:
             control = self._source.control
             pending = control.pending_operation(self.name)
             if pending is None:
                 return None
             params = json.loads(pending.params_json)
-            if pending.name == "enable_protection":
-                self.disks.stop_tracking()
-                self._remove_replica()
-                control.abandon_operation(pending.operation_id, "rolled back")
-                return "enable_protection rolled back: start it again"
-            if pending.name in ("copy_disk", "complete_resynchronization"):
-                self._outbox.discard()
-                control.abandon_operation(pending.operation_id, "redone on resume")
-                return f"{pending.name} interrupted: run it again (it starts over)"
-            redo: dict[str, Callable[[], object]] = {
-                "complete_initial_replication": self._complete_copy,
-                "replicate": self._apply_waiting_cycles,
-                "disable_protection": self._disable_effect,
-            }
             try:
-                redo.get(pending.name, lambda: None)()
-            except ReplicationError as error:
+                return self._recover(pending.operation_id, pending.name, params)
+            except (ReplicationError, OSError) as error:
                 control.abandon_operation(pending.operation_id, str(error))
                 return f"{pending.name} could not be finished ({error}): abandoned"
-            predicted = self._decide(pending.name, **_model_args(pending.name, params))
-            control.complete_operation(
-                pending.operation_id, predicted.phase.value, epoch=params.get("epoch")
+
+    def _recover(self, operation_id: int, name: str, params: dict[str, object]) -> str:
+        control = self._source.control
+        if name == "enable_protection":
+            self.disks.stop_tracking()
+            self._remove_replica()
+            control.abandon_operation(operation_id, "rolled back")
+            return "enable_protection rolled back: start it again"
+        if name == "copy_disk":
+            control.abandon_operation(operation_id, "redone on resume")
+            return "copy_disk interrupted: run it again (it starts over)"
+        if name == "complete_resynchronization":
+            return self._recover_resync(operation_id, params)
+        redo: dict[str, Callable[[], object]] = {
+            "complete_initial_replication": partial(
+                self._complete_copy, recovering=True
+            ),
+            "replicate": partial(self._apply_waiting_cycles, finish_cut=True),
+            "disable_protection": self._disable_effect,
+        }
+        redo.get(name, lambda: None)()
+        phase = Phase(str(params["phase"]))
+        epoch = params.get("epoch")
+        control.complete_operation(
+            operation_id, phase.value, epoch=epoch if isinstance(epoch, int) else None
+        )
+        self.machine = PhaseMachine(phase)
+        self._mirror_catalogue()
+        return f"{name} finished after the restart"
+
+    def _recover_resync(self, operation_id: int, params: dict[str, object]) -> str:
+        """A resync applied at its new epoch is finished; otherwise it starts over."""
+        control = self._source.control
+        epoch = params.get("epoch")
+        points = self._catalogue().points
+        if isinstance(epoch, int) and points and points[-1].epoch == epoch:
+            newest = points[-1]
+            self.disks.start_tracking(
+                epoch,
+                {disk: newest.last_sequence(disk) + 1 for disk in self.disk_sizes},
             )
-            self.machine = PhaseMachine(predicted.phase)
+            control.complete_operation(operation_id, str(params["phase"]), epoch=epoch)
+            self.machine = PhaseMachine(Phase(str(params["phase"])))
             self._mirror_catalogue()
-            return f"{pending.name} finished after the restart"
+            return "complete_resynchronization finished after the restart"
+        self._outbox.discard()
+        control.abandon_operation(operation_id, "redone on resume")
+        return "complete_resynchronization interrupted: resynchronize() compares again"
 
     def status(self) -> VmStatus:
         """The VM as the operator sees it."""
@@ -438,43 +475,64 @@ class ProtectedVm:
             self._source.disk_path(self.name, disk), progress=report,
         )  # fmt: skip
 
-    def _complete_copy(self) -> None:
+    def _complete_copy(self, *, recovering: bool = False) -> None:
+        """Install the shipped images (those still in the inbox: a restart may find
+        some already moved into place), then apply what was logged meanwhile."""
         store = self._replica()
         if not store.catalogue.points:
-            store.install_initial_copy(self._inbox_images(), consume=True)
+            images = {d: p for d, p in self._inbox_images().items() if p.exists()}
+            if images:
+                store.install_initial_copy(images, consume=True)
+        if recovering:
+            self._apply_waiting_cycles(finish_cut=True)
         self._run_cycles(app_consistent=False)
-        for image in self._inbox_images().values():
-            image.unlink(missing_ok=True)
 
     def _run_cycles(self, *, app_consistent: bool) -> list[CycleReport]:
         """Ship and apply what waits in the outbox, then cut and apply a new cycle."""
         reports = self._apply_waiting_cycles()
         if self.disks.pending().records > 0 or not self._catalogue().points:
             cycle_id = self._source.control.take_cycle_id(self.name)
-            self.disks.seal(self._outbox.path(cycle_id))
-            reports.append(self._apply(cycle_id, app_consistent=app_consistent))
+            try:
+                self.disks.seal(self._outbox.path(cycle_id))
+                self._outbox.mark(cycle_id, app_consistent=app_consistent)
+            except (ReplicationError, OSError):
+                shutil.rmtree(self._outbox.path(cycle_id), ignore_errors=True)
+                raise
+            reports.append(self._apply(cycle_id))
         return reports
 
-    def _apply_waiting_cycles(self) -> list[CycleReport]:
-        return [self._apply(cycle_id, app_consistent=False)
+    def _apply_waiting_cycles(self, *, finish_cut: bool = False) -> list[CycleReport]:
+        return [self._apply(cycle_id, finish_cut=finish_cut)
                 for cycle_id in self._outbox.waiting()]  # fmt: skip
 
-    def _apply(self, cycle_id: int, *, app_consistent: bool) -> CycleReport:
+    def _apply(self, cycle_id: int, *, finish_cut: bool = False) -> CycleReport:
+        """Ship and apply one waiting cycle, with the app-consistency it was cut at.
+
+        Logs missing from a waiting cycle mean its cut was interrupted: right after a
+        restart (``finish_cut``) no write has happened since, so sealing the missing
+        disks now completes the same cut; at any other time it would mix two moments
+        across disks, so the cycle is dropped and the VM resynchronises instead.
+        """
         logs = self._outbox.logs(cycle_id, self.disk_sizes)
         missing = [disk for disk, path in logs.items() if not path.exists()]
-        if missing:  # a crash between two seals: finish the cut
-            self.disks.seal(self._outbox.path(cycle_id), missing)
         try:
+            if missing and not finish_cut:
+                msg = f"cycle {cycle_id} lacks the logs of {missing}: its cut was "
+                msg += "interrupted and cannot be completed consistently"
+                raise CorruptRecord(msg)
+            if missing:
+                self.disks.seal(self._outbox.path(cycle_id), missing)
             _, report = ship_and_apply(
                 self._route, self._outbox, cycle_id, logs,
                 replica=self._replica(), epoch=self._control().epoch,
-                app_consistent=app_consistent, clock=self._clock,
+                app_consistent=self._outbox.app_consistent(cycle_id),
+                clock=self._clock,
             )  # fmt: skip
         except CorruptRecord as damage:
             # Never applied: the replica is as it was. The logs can no longer carry
             # the changes; only a resynchronisation can (decision 8).
             self._outbox.discard()
-            self.disks.problem = f"cycle {cycle_id} refused: {damage}"
+            self.disks.distrust(f"cycle {cycle_id} refused: {damage}")
             damage.add_note("the next cycle resynchronises (compare and send blocks)")
             raise
         self._mirror_catalogue()

@@ -481,12 +481,13 @@ class ReplicaStore:
     def install_initial_copy(
         self, images: Mapping[str, Path], *, consume: bool = False
     ) -> None:
-        """Replace every replica disk with an initial-copy image (before any point).
+        """Replace replica disks with initial-copy images (before any point).
 
-        Each disk is swapped in atomically; the set is not (a failed initial copy is
-        simply redone, since no recovery point depends on it yet). With ``consume``
-        the images are moved into place (a rename when they are on the store's
-        filesystem) instead of copied.
+        ``images`` names some or all of the disks (a restart finishes an install that
+        moved some already). Each disk is swapped in atomically; the set is not (a
+        failed initial copy is simply redone, since no recovery point depends on it).
+        With ``consume`` the images are moved into place (a rename when they are on
+        the store's filesystem) instead of copied.
         """
         self._check_no_intent()
         if self._catalogue.points:
@@ -495,9 +496,9 @@ class ReplicaStore:
             msg += "only seed a store without any (discard them first)"
             raise InvalidConfiguration(msg)
         sizes = {disk: Path(path).stat().st_size for disk, path in images.items()}
-        if sizes != self._disks:
+        if not sizes or any(self._disks.get(d) != size for d, size in sizes.items()):
             msg = f"images with sizes {sizes} must match the disks of VM "
-            msg += f"{self.vm_name!r}: {dict(self._disks)}"
+            msg += f"{self.vm_name!r} (some or all of them): {dict(self._disks)}"
             raise InvalidConfiguration(msg)
         for disk, path in images.items():
             try:

@@ -7,23 +7,30 @@ lock that makes a cycle's cut consistent across disks: every write takes the loc
 writes for all disks at once.
 
 It also keeps what it learnt about the logs' trustworthiness: a torn tail cut on
-reopen, a header from another epoch, tracking lost on a full disk, a log past half its
-disk. :attr:`SourceDisks.log_state` says which; the binding maps it to the model's log
-health. It never imports ``model``.
+reopen, a header from another epoch, a missing log, tracking lost on a full disk, a cut
+that failed half-way, a log past half its disk. :attr:`SourceDisks.log_state` says
+which; the binding maps it to the model's log health. The verdict "untrusted" is
+durable (a marker file beside the disks, ``UNTRUSTED_MARKER``) until the next fresh
+start of tracking, so a restart cannot forget that only a resynchronisation can vouch
+for the replica. It never imports ``model``.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import durable_file
 from engine.change_log import SealedLog, log_path_for
 from engine.disk import VirtualDisk
-from engine.errors import CorruptRecord, InvalidConfiguration
+from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
 from engine.tracked_disk import TrackedDisk
+
+UNTRUSTED_MARKER = "logs-untrusted.txt"
+"""Beside the disks while the logs cannot be trusted; holds the reason."""
 
 
 class LogState(enum.Enum):
@@ -58,7 +65,21 @@ class SourceDisks:
             for disk, path in self.paths.items()
         }
         self._tracked: dict[str, TrackedDisk] = {}
-        self.problem: str | None = None  # why the logs are untrusted, in words
+        directory = next(iter(self.paths.values())).parent
+        self._marker = directory / UNTRUSTED_MARKER
+        self._problem: str | None = None
+        if self._marker.exists():
+            self._problem = self._marker.read_text(encoding="utf-8")
+
+    @property
+    def problem(self) -> str | None:
+        """Why the logs cannot be trusted, in words (None: they can)."""
+        return self._problem
+
+    def distrust(self, reason: str) -> None:
+        """Record, durably, that only a resynchronisation can vouch for the replica."""
+        self._problem = reason
+        durable_file.write_file_atomically(self._marker, reason.encode("utf-8"))
 
     # -- the workload ------------------------------------------------------------------
 
@@ -66,10 +87,17 @@ class SourceDisks:
         """Write through the tracker when tracking, under the VM-wide lock."""
         with self.lock:
             tracked = self._tracked.get(disk)
-            if tracked is not None:
-                tracked.write(offset, data)
-            else:
+            if tracked is None:
                 self._image(disk).write(offset, data)
+                return
+            try:
+                tracked.write(offset, data)
+            finally:
+                if tracked.tracking_lost and self._problem is None:
+                    self.distrust(
+                        f"disk {disk!r}: a write failed half-way and could not be "
+                        "recorded; resynchronisation needed"
+                    )
 
     def read(self, disk: str, offset: int, length: int) -> bytes:
         """Read the active copy."""
@@ -101,47 +129,66 @@ class SourceDisks:
         return bool(self._tracked)
 
     def start_tracking(self, epoch: int, first_sequences: Mapping[str, int]) -> None:
-        """Start fresh logs at ``epoch`` (a previous protection's logs are removed)."""
+        """Start fresh logs at ``epoch`` (a previous protection's logs are removed);
+        the logs are trusted again."""
         with self.lock:
             self.stop_tracking()
             for disk, path in self.paths.items():
                 log_path_for(path).unlink(missing_ok=True)
-                self._tracked[disk] = TrackedDisk.start(
-                    self._plain.pop(disk),
-                    disk_id=disk,
-                    epoch=epoch,
-                    first_sequence=first_sequences[disk],
-                    durable=self._durable,
-                )
-            self.problem = None
+                self._track(disk, TrackedDisk.start, epoch, first_sequences[disk])
+            self._problem = None
+            self._marker.unlink(missing_ok=True)
 
     def resume_tracking(self, epoch: int) -> None:
-        """Reopen the logs after a restart; note anything a reopen had to cut."""
+        """Reopen the logs after a restart; note anything a reopen had to cut.
+
+        A seal a crash interrupted is finished by the log itself; a log missing
+        altogether, or one that cannot be opened, is replaced by a fresh one and the
+        logs are marked untrusted (only a resynchronisation can vouch now).
+        """
         with self.lock:
             for disk, path in self.paths.items():
-                if not log_path_for(path).exists():
+                log = log_path_for(path)
+                fresh = log.with_name(log.name + ".new")  # a seal's fresh log
+                if not log.exists() and not fresh.exists():
+                    self.distrust(f"disk {disk!r}: its change log is missing")
+                    self._track(disk, TrackedDisk.start, epoch, 0)
                     continue
-                image = self._plain.pop(disk)
                 try:
-                    tracked = TrackedDisk.resume(
-                        image, disk_id=disk, epoch=epoch, durable=self._durable
-                    )
+                    tracked = self._track(disk, TrackedDisk.resume, epoch, None)
                 except CorruptRecord as error:
                     # Another epoch (a crash mid-resynchronisation) or a damaged
                     # header: start afresh; only a resynchronisation can vouch now.
-                    self.problem = f"disk {disk!r}: {error}"
-                    log_path_for(path).unlink()
-                    tracked = TrackedDisk.start(
-                        image, disk_id=disk, epoch=epoch, durable=self._durable
-                    )
+                    self.distrust(f"disk {disk!r}: {error}")
+                    log.unlink(missing_ok=True)
+                    self._track(disk, TrackedDisk.start, epoch, 0)
+                    continue
                 report = tracked.log.tail_report
                 if report is not None:
-                    self.problem = (
+                    self.distrust(
                         f"disk {disk!r}: change log tail cut on reopen "
                         f"({report.bytes_dropped} bytes dropped: {report.reason}); "
                         "resynchronisation needed"
                     )
-                self._tracked[disk] = tracked
+
+    def _track(
+        self,
+        disk: str,
+        opener: Callable[..., TrackedDisk],
+        epoch: int,
+        first_sequence: int | None,
+    ) -> TrackedDisk:
+        """Wrap disk ``disk`` in a tracked disk; on failure it stays plain and open."""
+        image = self._plain[disk]
+        options: dict[str, int | bool | str] = {
+            "disk_id": disk, "epoch": epoch, "durable": self._durable,
+        }  # fmt: skip
+        if first_sequence is not None:
+            options["first_sequence"] = first_sequence
+        tracked = opener(image, **options)
+        del self._plain[disk]
+        self._tracked[disk] = tracked
+        return tracked
 
     def stop_tracking(self) -> None:
         """Close and delete the logs; the disks stay open, untracked."""
@@ -157,14 +204,27 @@ class SourceDisks:
     def seal(
         self, outbox: Path, disks: Iterable[str] | None = None
     ) -> dict[str, SealedLog]:
-        """Cut the logs of ``disks`` (default: all) into ``outbox``, at one point."""
+        """Cut the logs of ``disks`` (default: all) into ``outbox``, at one point.
+
+        The cut is all or nothing in effect: if one disk's seal fails after others
+        succeeded, the logs are marked untrusted (the next cycle resynchronises) and
+        the error is raised; the caller drops the partial cycle.
+        """
         with self.lock:
             outbox.mkdir(parents=True, exist_ok=True)
             chosen = sorted(self._tracked) if disks is None else sorted(disks)
-            return {
-                disk: self._tracked[disk].seal_log(outbox / f"{disk}.hrl")
-                for disk in chosen
-            }
+            sealed: dict[str, SealedLog] = {}
+            for disk in chosen:
+                try:
+                    sealed[disk] = self._tracked[disk].seal_log(outbox / f"{disk}.hrl")
+                except (ReplicationError, OSError) as error:
+                    if sealed:
+                        self.distrust(
+                            f"the cut failed at disk {disk!r} after {sorted(sealed)} "
+                            f"were sealed ({error}); resynchronisation needed"
+                        )
+                    raise
+            return sealed
 
     def pending(self) -> PendingChanges:
         """Records and payload bytes logged since the last cut."""
@@ -180,7 +240,7 @@ class SourceDisks:
         """Whether the logs can carry the next cycle."""
         with self.lock:
             tracked = self._tracked.values()
-            if self.problem is not None or any(t.tracking_lost for t in tracked):
+            if self._problem is not None or any(t.tracking_lost for t in tracked):
                 return LogState.UNTRUSTED
             if any(t.log_over_limit for t in tracked):
                 return LogState.OVER_LIMIT

@@ -117,3 +117,44 @@ def test_killed_during_the_initial_copy_resumes_it(disk: str, tmp_path: Path) ->
         store = ReplicaStore.open(engine.secondary.replicas, "web", ManualClock())
         for name, size in DISKS.items():
             assert store.read(name, 0, size) == engine.read("web", name, 0, size)
+
+
+CHILD_ENABLE = """
+import os, signal, sys
+from pathlib import Path
+from engine.replication_engine import ReplicationEngine
+
+def crash(step):
+    if step == sys.argv[3]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+engine = ReplicationEngine.open(Path(sys.argv[1]), Path(sys.argv[2]), crash_point=crash)
+engine.enable_protection("web")
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize("kill_point", KILL_POINTS)
+def test_killed_in_the_first_cycle_of_initial_replication_finishes_it(
+    kill_point: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the initial copy's logs are applied: reopen finishes it."""
+    roots = (tmp_path / "primary", tmp_path / "secondary")
+    with ReplicationEngine.open(*roots, clock=ManualClock()) as engine:
+        engine.create_vm("web", DISKS)
+        engine.write("web", "os", 0, bytes([7]) * BLOCK)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD_ENABLE, *map(str, roots), kill_point],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert child.returncode == -9, child.stdout + child.stderr
+    with ReplicationEngine.open(*roots, clock=ManualClock()) as engine:
+        assert engine.recovered == {
+            "web": "complete_initial_replication finished after the restart"
+        }
+        assert engine.status("web").phase == "protected"
+        store = ReplicaStore.open(engine.secondary.replicas, "web", ManualClock())
+        for disk, size in DISKS.items():
+            assert store.read(disk, 0, size) == engine.read("web", disk, 0, size)
+        engine.write("web", "data", 0, b"after" * 800)
+        engine.replicate("web")
