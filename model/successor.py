@@ -13,21 +13,26 @@ A call is checked in a fixed order, which is also the order its refusal explains
 2. the fault it would spend (the kind must be enabled and the budget not spent);
 3. its arguments (they must be among the action's finite choices);
 4. the action's guards (sites, link, vault, storage, bounds).
+
+**The rules are a value.** ``Rules`` bundles the lifecycle table, its edge guards and
+the action registry; every public function takes ``rules=RULES`` (the model as
+written). The checkers build deliberately broken variants from it (``replace_action``,
+``replace_lifecycle``) to show that the invariants catch them; nothing else should.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from model.action import ActionSpec, Call, Context, Scope, vm_name
 from model.environment import LINK_ENVIRONMENT, SITE_ENVIRONMENT, VM_ENVIRONMENT
 from model.errors import ActionRefused, UnknownCall
-from model.lifecycle import Edge, Phase, edges_from, resolve, sources_of
-from model.lifecycle_guards import GUARD_HINTS, GUARDS
+from model.lifecycle import LIFECYCLE, Edge, Phase, edges_from, resolve
+from model.lifecycle_guards import GUARD_HINTS, GUARDS, EdgeGuard
 from model.plans import make_plan_actions
-from model.state import ModelConfig, Site, SystemState
+from model.state import ModelConfig, Site, SystemState, VmState
 from model.vm_actions import VM_ACTIONS
 
 
@@ -39,21 +44,107 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The model's rules as one value: lifecycle table, edge guards, actions.
+
+    Build one with ``make_rules``; derive variants with ``replace_action`` and
+    ``replace_lifecycle`` (the plan actions are rebound to the variant, so a plan
+    runs the variant's VM steps).
+    """
+
+    lifecycle: tuple[Edge, ...]
+    edge_guards: Mapping[str, EdgeGuard]
+    actions: Mapping[str, ActionSpec]
+    _rows: dict[tuple[Phase, str], tuple[Edge, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _targets: dict[ModelConfig, tuple[tuple[ActionSpec, tuple[Call, ...]], ...]] = (
+        field(default_factory=dict, compare=False, repr=False)
+    )
+
+    def targets(
+        self, config: ModelConfig
+    ) -> tuple[tuple[ActionSpec, tuple[Call, ...]], ...]:
+        """Each action with the bare calls (no arguments) it can make in ``config``."""
+        found = self._targets.get(config)
+        if found is None:
+            found = tuple(
+                (spec, tuple(_targets(config, spec))) for spec in self.actions.values()
+            )
+            self._targets[config] = found
+        return found
+
+    def rows(self, phase: Phase, trigger: str) -> tuple[Edge, ...]:
+        """The edges leaving ``phase`` on ``trigger`` (cached: the table is frozen)."""
+        key = (phase, trigger)
+        found = self._rows.get(key)
+        if found is None:
+            found = tuple(edges_from(phase, trigger, self.lifecycle))
+            self._rows[key] = found
+        return found
+
+    def sources_of(self, trigger: str) -> tuple[Phase, ...]:
+        """Phases from which ``trigger`` has an edge, in declaration order."""
+        found: dict[Phase, None] = {}
+        for edge in self.lifecycle:
+            if edge.trigger == trigger:
+                found.update(dict.fromkeys(edge.sources))
+        return tuple(found)
+
+    def replace_action(self, spec: ActionSpec) -> Rules:
+        """These rules with the action named ``spec.name`` replaced by ``spec``."""
+        assert spec.name in self.actions, spec.name
+        own = [s for s in self.actions.values() if s.scope is not Scope.PLAN]
+        specs = [spec if s.name == spec.name else s for s in own]
+        return make_rules(tuple(specs), self.lifecycle, self.edge_guards)
+
+    def replace_lifecycle(self, table: tuple[Edge, ...]) -> Rules:
+        """These rules with another lifecycle table (same actions)."""
+        own = [s for s in self.actions.values() if s.scope is not Scope.PLAN]
+        return make_rules(tuple(own), table, self.edge_guards)
+
+
+def make_rules(
+    specs: tuple[ActionSpec, ...],
+    lifecycle: tuple[Edge, ...] = LIFECYCLE,
+    edge_guards: Mapping[str, EdgeGuard] = GUARDS,
+) -> Rules:
+    """Rules from VM, site and link action specs; plan actions are added, bound."""
+    bound: list[Rules] = []
+
+    def try_call(
+        config: ModelConfig, state: SystemState, call: Call
+    ) -> SystemState | None:
+        return try_apply(config, state, call, bound[0])
+
+    plan_specs = make_plan_actions(try_call)
+    actions = MappingProxyType({spec.name: spec for spec in (*specs, *plan_specs)})
+    rules = Rules(lifecycle, edge_guards, actions)
+    bound.append(rules)
+    return rules
+
+
 def lifecycle_edge(
-    config: ModelConfig, state: SystemState, vm: int, trigger: str
+    config: ModelConfig,
+    state: SystemState,
+    vm: int,
+    trigger: str,
+    rules: Rules | None = None,
 ) -> Edge | Refusal:
     """The edge ``trigger`` takes for VM ``vm``, or why there is none."""
+    rules = RULES if rules is None else rules
+    guards = rules.edge_guards
     machine_vm = state.vms[vm]
-    rows = list(edges_from(machine_vm.phase, trigger))
+    rows = rules.rows(machine_vm.phase, trigger)
     if not rows:
-        sources = ", ".join(phase.value for phase in sources_of(trigger))
+        sources = ", ".join(phase.value for phase in rules.sources_of(trigger))
         return Refusal("phase", f"{trigger} is allowed only from: {sources}")
     for edge in rows:
-        failing = [g for g in edge.guards if not GUARDS[g](machine_vm, config)]
-        if not failing:
+        if all(guards[g](machine_vm, config) for g in edge.guards):
             return edge
-    first = next(g for g in rows[0].guards if not GUARDS[g](machine_vm, config))
-    return Refusal(first, GUARD_HINTS[first])
+    first = next(g for g in rows[0].guards if not guards[g](machine_vm, config))
+    return Refusal(first, GUARD_HINTS.get(first, first))
 
 
 def _refusal(config: ModelConfig, spec: ActionSpec, ctx: Context) -> Refusal | None:
@@ -73,6 +164,17 @@ def _refusal(config: ModelConfig, spec: ActionSpec, ctx: Context) -> Refusal | N
         if not guard.check(ctx):
             return Refusal(guard.name, guard.explain(ctx))
     return None
+
+
+def _allowed(config: ModelConfig, spec: ActionSpec, ctx: Context) -> bool:
+    """Steps 2 and 4 for arguments drawn from the choices: ``_refusal``, unexplained."""
+    if spec.fault is not None:
+        fault = spec.fault(ctx)
+        if fault is not None and (
+            fault not in config.faults or ctx.state.faults_left <= 0
+        ):
+            return False
+    return all(guard.check(ctx) for guard in spec.guards)
 
 
 def _next_state(spec: ActionSpec, ctx: Context, edge: Edge | None) -> SystemState:
@@ -104,14 +206,14 @@ def _without_observations(state: SystemState) -> SystemState:
 
 
 def _check(
-    config: ModelConfig, state: SystemState, call: Call
+    config: ModelConfig, state: SystemState, call: Call, rules: Rules
 ) -> tuple[ActionSpec, Edge | None] | Refusal:
-    spec = _spec(call)
+    spec = _spec(call, rules)
     _validate_target(config, spec, call)
     edge: Edge | None = None
     if spec.trigger is not None:
         assert call.vm is not None
-        found = lifecycle_edge(config, state, call.vm, spec.trigger)
+        found = lifecycle_edge(config, state, call.vm, spec.trigger, rules)
         if isinstance(found, Refusal):
             return found
         edge = found
@@ -120,42 +222,45 @@ def _check(
 
 
 def try_apply(
-    config: ModelConfig, state: SystemState, call: Call
+    config: ModelConfig, state: SystemState, call: Call, rules: Rules | None = None
 ) -> SystemState | None:
     """The next state, or None when the model refuses ``call``."""
-    checked = _check(config, state, call)
+    checked = _check(config, state, call, RULES if rules is None else rules)
     if isinstance(checked, Refusal):
         return None
     spec, edge = checked
     return _next_state(spec, Context(config, state, call), edge)
 
 
-def apply(config: ModelConfig, state: SystemState, call: Call) -> SystemState:
+def apply(
+    config: ModelConfig, state: SystemState, call: Call, rules: Rules | None = None
+) -> SystemState:
     """The state after ``call``; ``ActionRefused`` explains a refusal."""
-    checked = _check(config, state, call)
+    rules = RULES if rules is None else rules
+    checked = _check(config, state, call, rules)
     if isinstance(checked, Refusal):
-        raise _refused(config, state, call, checked)
+        raise _refused(config, state, call, checked, rules)
     spec, edge = checked
     return _next_state(spec, Context(config, state, call), edge)
 
 
 def _refused(
-    config: ModelConfig, state: SystemState, call: Call, refusal: Refusal
+    config: ModelConfig, state: SystemState, call: Call, refusal: Refusal, rules: Rules
 ) -> ActionRefused:
     phase: Phase | None = None
     if call.vm is not None:
         subject = f"VM {vm_name(config, call.vm)!r}"
         phase = state.vms[call.vm].phase
-        allowed = [str(c) for c in enabled(config, state) if c.vm == call.vm]
+        allowed = [str(c) for c in enabled(config, state, rules) if c.vm == call.vm]
     elif call.site is not None:
         subject = f"site {call.site.value!r}"
-        allowed = [str(c) for c in enabled(config, state) if c.site == call.site]
+        allowed = [str(c) for c in enabled(config, state, rules) if c.site == call.site]
     elif call.plan is not None:
         subject = f"plan {config.plans[call.plan].name!r}"
-        allowed = [str(c) for c in enabled(config, state) if c.plan == call.plan]
+        allowed = [str(c) for c in enabled(config, state, rules) if c.plan == call.plan]
     else:
         subject = "the link"
-        allowed = [str(c) for c in enabled(config, state) if c.action in _LINK]
+        allowed = [str(c) for c in enabled(config, state, rules) if c.action in _LINK]
     return ActionRefused(
         action=call.action,
         subject=subject,
@@ -164,6 +269,17 @@ def _refused(
         reason=refusal.reason,
         allowed=tuple(dict.fromkeys(text.split("(")[0] for text in allowed)),
     )
+
+
+def _first_edge(
+    rows: tuple[Edge, ...], vm: VmState, config: ModelConfig, rules: Rules
+) -> Edge | None:
+    """The first of ``rows`` whose edge guards hold (``lifecycle_edge`` without why)."""
+    guards = rules.edge_guards
+    for edge in rows:
+        if all(guards[g](vm, config) for g in edge.guards):
+            return edge
+    return None
 
 
 def _targets(config: ModelConfig, spec: ActionSpec) -> Iterator[Call]:
@@ -178,34 +294,50 @@ def _targets(config: ModelConfig, spec: ActionSpec) -> Iterator[Call]:
 
 
 def successors(
-    config: ModelConfig, state: SystemState
+    config: ModelConfig, state: SystemState, rules: Rules | None = None
 ) -> Iterator[tuple[Call, SystemState]]:
     """Every enabled call with the state it leads to."""
-    for spec in ACTIONS.values():
-        for bare in _targets(config, spec):
+    for spec, ctx, edge in _enabled(config, state, RULES if rules is None else rules):
+        yield ctx.call, _next_state(spec, ctx, edge)
+
+
+def _enabled(
+    config: ModelConfig, state: SystemState, rules: Rules
+) -> Iterator[tuple[ActionSpec, Context, Edge | None]]:
+    """Each enabled call's action, context and lifecycle edge, in a fixed order."""
+    for spec, bares in rules.targets(config):
+        trigger = spec.trigger
+        for bare in bares:
             edge: Edge | None = None
-            if spec.trigger is not None:
+            if trigger is not None:
                 assert bare.vm is not None
-                found = lifecycle_edge(config, state, bare.vm, spec.trigger)
-                if isinstance(found, Refusal):
+                vm = state.vms[bare.vm]
+                rows = rules.rows(vm.phase, trigger)
+                edge = _first_edge(rows, vm, config, rules) if rows else None
+                if edge is None:
                     continue
-                edge = found
             for args in tuple(spec.choices(Context(config, state, bare))):
-                ctx = Context(config, state, replace(bare, args=args))
-                if _refusal(config, spec, ctx) is None:
-                    yield ctx.call, _next_state(spec, ctx, edge)
+                call = bare if not args else Call(bare.action, bare.vm, bare.site,
+                                                  bare.plan, args)  # fmt: skip
+                ctx = Context(config, state, call)
+                if _allowed(config, spec, ctx):
+                    yield spec, ctx, edge
 
 
-def enabled(config: ModelConfig, state: SystemState) -> list[Call]:
-    """Every call the model allows in ``state``."""
-    return [call for call, _ in successors(config, state)]
+def enabled(
+    config: ModelConfig, state: SystemState, rules: Rules | None = None
+) -> list[Call]:
+    """Every call the model allows in ``state`` (the calls of ``successors``)."""
+    found = _enabled(config, state, RULES if rules is None else rules)
+    return [ctx.call for _, ctx, _ in found]
 
 
-def _spec(call: Call) -> ActionSpec:
+def _spec(call: Call, rules: Rules) -> ActionSpec:
     try:
-        return ACTIONS[call.action]
+        return rules.actions[call.action]
     except KeyError:
-        msg = f"unknown action {call.action!r}; the model has: {', '.join(ACTIONS)}"
+        names = ", ".join(rules.actions)
+        msg = f"unknown action {call.action!r}; the model has: {names}"
         raise UnknownCall(msg) from None
 
 
@@ -236,17 +368,10 @@ def _validate_target(config: ModelConfig, spec: ActionSpec, call: Call) -> None:
         raise UnknownCall(msg)
 
 
-ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (
-            *VM_ACTIONS,
-            *VM_ENVIRONMENT,
-            *SITE_ENVIRONMENT,
-            *LINK_ENVIRONMENT,
-            *make_plan_actions(try_apply),
-        )
-    }
+#: The model as written: every function here defaults to these rules.
+RULES: Rules = make_rules(
+    (*VM_ACTIONS, *VM_ENVIRONMENT, *SITE_ENVIRONMENT, *LINK_ENVIRONMENT)
 )
+ACTIONS: Mapping[str, ActionSpec] = RULES.actions
 
 _LINK = frozenset(spec.name for spec in LINK_ENVIRONMENT)

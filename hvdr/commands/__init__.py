@@ -2,6 +2,6 @@
 
 from types import ModuleType
 
-from hvdr.commands import demo, diagram
+from hvdr.commands import check, demo, diagram, fuzz, replay
 
-COMMANDS: tuple[ModuleType, ...] = (demo, diagram)
+COMMANDS: tuple[ModuleType, ...] = (demo, diagram, check, fuzz, replay)

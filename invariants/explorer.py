@@ -1,0 +1,349 @@
+"""The exhaustive explorer: breadth-first search of the bounded model, every property.
+
+``explore(config)`` visits every state reachable from ``initial_state(config)``
+breadth first, over the memoised, per-VM factored successor function of
+``invariants.projection`` (the model's own ``successors``, asked once per distinct
+environment and VM). It keeps, per state, only its compact key, the index of the
+state it was first reached from (so the trace to any state is a *shortest* one) and,
+for recoverability, its outgoing edges as flat integer arrays.
+
+It reports: ALWAYS and STEP violations with the shortest trace found (the search
+stops at the first one unless asked to go on), deadlocks (states with no enabled
+call at all), SOMETIMES witnesses never reached, and unrecoverable states: those
+from which no *goal* state is reachable, found by one backward search from every
+goal over the reversed edges (not a search per state). A goal is the system at
+rest: both sites up, connected and with free storage, the link up, every VM in a
+steady phase, no recovery plan running (so no failover job is in progress).
+
+Traces are concrete: under symmetry reduction the path of representatives is
+replayed from the initial state, choosing at each step the call whose successor has
+the next representative, so every trace replays on the model unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from array import array
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from invariants.catalogue import INVARIANTS, RECOVERABILITY, SOMETIMES
+from invariants.kinds import Invariant, Violation
+from invariants.projection import Key, Projection
+from model import Call, ModelConfig, initial_state
+from model.lifecycle import STEADY
+from model.successor import RULES, Rules
+
+Progress = Callable[["Statistics"], None]
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What one exploration measured."""
+
+    states: int
+    transitions: int
+    depth: int
+    seconds: float
+    peak_memory_bytes: int
+    unreduced_states: int | None = None  # before symmetry reduction, when it applied
+
+    @property
+    def states_per_second(self) -> float:
+        """Distinct states visited per second of search."""
+        return self.states / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def symmetry_factor(self) -> float:
+        """How many states symmetry reduction folded into each representative."""
+        if not self.unreduced_states:
+            return 1.0
+        return self.unreduced_states / self.states
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome: statistics, violations, deadlocks, unrecoverable states."""
+
+    config: ModelConfig
+    statistics: Statistics
+    complete: bool
+    violations: tuple[Violation, ...] = ()
+    deadlocks: int = 0
+    deadlock_traces: tuple[tuple[Call, ...], ...] = ()
+    unrecoverable: int = 0
+    unrecoverable_traces: tuple[tuple[Call, ...], ...] = ()
+    unwitnessed: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """No violation, no deadlock, no unrecoverable state, search complete."""
+        return (
+            self.complete
+            and not self.violations
+            and not self.deadlocks
+            and not self.unrecoverable
+        )
+
+
+@dataclass
+class _Search:
+    """The mutable bookkeeping of one search."""
+
+    projection: Projection
+    keys: list[Key] = field(default_factory=list)
+    index: dict[Key, int] = field(default_factory=dict)
+    parent: array[int] = field(default_factory=lambda: array("l"))
+    offsets: array[int] = field(default_factory=lambda: array("L"))
+    targets: array[int] = field(default_factory=lambda: array("L"))
+    found: list[tuple[Invariant, int, Call | None, int | None]] = field(
+        default_factory=list
+    )
+    deadlocked: list[int] = field(default_factory=list)
+    seen_witnesses: set[str] = field(default_factory=set)
+    transitions: int = 0
+    depth: int = 0
+
+
+def explore(
+    config: ModelConfig,
+    rules: Rules = RULES,
+    *,
+    invariants: tuple[Invariant, ...] = INVARIANTS,
+    symmetry: bool = True,
+    stop_at_first: bool = True,
+    recoverability: bool = True,
+    max_states: int | None = None,
+    progress: Progress | None = None,
+    progress_every: int = 100_000,
+) -> Report:
+    """Explore every reachable state of ``config`` under ``rules``; see the essay.
+
+    ``invariants`` limits the properties checked (recoverability included only if
+    listed); ``symmetry=False`` keeps permutations of VMs apart; ``stop_at_first``
+    ends the search at the first violation; ``max_states`` bounds it (the report
+    is then incomplete); ``progress`` is called every ``progress_every`` states.
+    """
+    started = time.perf_counter()
+    recoverability = recoverability and RECOVERABILITY in invariants
+    search = _Search(Projection(config, rules, invariants, symmetry=symmetry))
+    complete = _breadth_first(
+        search, stop_at_first, recoverability, max_states, progress, progress_every,
+        started,
+    )  # fmt: skip
+    unrecoverable: list[int] = []
+    if recoverability and complete and not (stop_at_first and search.found):
+        unrecoverable = _unrecoverable(search)
+    seconds = time.perf_counter() - started
+    statistics = _statistics(search, seconds)
+    violations = tuple(_violation(search, *found) for found in search.found)
+    if unrecoverable and not (stop_at_first and violations):
+        violations += (Violation(RECOVERABILITY, _trace(search, unrecoverable[0])),)
+    return Report(
+        config=config,
+        statistics=statistics,
+        complete=complete,
+        violations=violations,
+        deadlocks=len(search.deadlocked),
+        deadlock_traces=tuple(_trace(search, i) for i in search.deadlocked[:3]),
+        unrecoverable=len(unrecoverable),
+        unrecoverable_traces=tuple(_trace(search, i) for i in unrecoverable[:3]),
+        unwitnessed=tuple(
+            w.name for w in SOMETIMES if w.name not in search.seen_witnesses
+        ),
+    )
+
+
+def _breadth_first(
+    search: _Search,
+    stop_at_first: bool,  # noqa: FBT001
+    record_edges: bool,  # noqa: FBT001
+    max_states: int | None,
+    progress: Progress | None,
+    progress_every: int,
+    started: float,
+) -> bool:
+    """The search proper; False when it stopped before the end."""
+    projection = search.projection
+    keys, index, parent = search.keys, search.index, search.parent
+    offsets, targets = search.offsets, search.targets
+    start = projection.canonical(projection.encode(initial_state(projection.config)))
+    keys.append(start)
+    index[start] = 0
+    parent.append(-1)
+    successor_keys = projection.successor_keys
+    pairs = projection.pairs
+    level_end, current = 1, 0
+    while current < len(keys):
+        if current == level_end:
+            search.depth += 1
+            level_end = len(keys)
+        key = keys[current]
+        if record_edges:
+            offsets.append(len(targets))
+        fresh = len(pairs)
+        after_keys = successor_keys(key)
+        for after in after_keys:
+            found = index.get(after)
+            if found is None:
+                found = index[after] = len(keys)
+                keys.append(after)
+                parent.append(current)
+            if record_edges:
+                targets.append(found)
+        search.transitions += len(after_keys)
+        if not after_keys:
+            search.deadlocked.append(current)
+        if len(pairs) > fresh or projection.config.plans:
+            _check_new_pairs(search, current, key)
+            if stop_at_first and search.found:
+                return False
+        current += 1
+        if progress is not None and current % progress_every == 0:
+            progress(_statistics(search, time.perf_counter() - started, final=False))
+        if max_states is not None and len(keys) >= max_states:
+            return False
+    if record_edges:
+        offsets.append(len(targets))
+    return True
+
+
+def _check_new_pairs(search: _Search, current: int, key: Key) -> None:
+    """Record what the pairs first met at state ``current`` violate or witness."""
+    projection = search.projection
+    env = key[0]
+    for vm in dict.fromkeys(key[2:]):
+        moves = projection.pair(env, vm)
+        if moves.failed or not moves.seen <= search.seen_witnesses:
+            search.seen_witnesses |= moves.seen
+            for invariant, call in moves.failed:
+                entry = (invariant, current, call, vm)
+                if entry not in search.found:
+                    search.found.append(entry)
+    for invariant, call in projection.plan_failed:
+        search.found.append((invariant, current, call, None))
+    projection.plan_failed.clear()
+
+
+def _statistics(search: _Search, seconds: float, *, final: bool = True) -> Statistics:
+    projection = search.projection
+    unreduced = None
+    vm_count = projection.config.vm_count
+    if final and projection.symmetric and vm_count > 1:
+        unreduced = 0
+        for key in search.keys:
+            orbit = math.factorial(vm_count)
+            for repeats in Counter(key[2:]).values():
+                orbit //= math.factorial(repeats)
+            unreduced += orbit
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return Statistics(
+        states=len(search.keys),
+        transitions=search.transitions,
+        depth=search.depth,
+        seconds=seconds,
+        peak_memory_bytes=peak,
+        unreduced_states=unreduced,
+    )
+
+
+def _goals(projection: Projection, keys: list[Key]) -> list[int]:
+    """The indices of the goal states (see the module essay)."""
+    healthy = [
+        link_up
+        and all(
+            site.up and site.connected and not site.storage_full
+            for site in (primary, secondary)
+        )
+        for primary, secondary, link_up, _ in projection.envs
+    ]
+    idle = [all(run is None for run in runs) for runs in projection.plan_runs]
+    steady = [vm.phase in STEADY for vm in projection.vm_states]
+    return [
+        i
+        for i, key in enumerate(keys)
+        if healthy[key[0]] and idle[key[1]] and all(steady[vm] for vm in key[2:])
+    ]
+
+
+def _unrecoverable(search: _Search) -> list[int]:
+    """States from which no goal is reachable: one backward search from the goals."""
+    projection = search.projection
+    count = len(search.keys)
+    offsets, targets = search.offsets, search.targets
+    indegree = array("L", [0]) * (count + 1)
+    for target in targets:
+        indegree[target + 1] += 1
+    for i in range(count):
+        indegree[i + 1] += indegree[i]
+    reverse = array("L", [0]) * len(targets)
+    fill = array("L", indegree)
+    for source in range(count):
+        for position in range(offsets[source], offsets[source + 1]):
+            target = targets[position]
+            reverse[fill[target]] = source
+            fill[target] += 1
+    good = bytearray(count)
+    queue: deque[int] = deque()
+    for i in _goals(projection, search.keys):
+        good[i] = 1
+        queue.append(i)
+    while queue:
+        state = queue.popleft()
+        for position in range(indegree[state], indegree[state + 1]):
+            source = reverse[position]
+            if not good[source]:
+                good[source] = 1
+                queue.append(source)
+    return [i for i in range(count) if not good[i]]
+
+
+def _concrete_path(search: _Search, target: int) -> tuple[list[Call], Key]:
+    """The calls from the initial state to state ``target``, and its concrete key."""
+    chain = []
+    while target != -1:
+        chain.append(target)
+        target = search.parent[target]
+    chain.reverse()
+    projection = search.projection
+    concrete = projection.encode(initial_state(projection.config))
+    calls: list[Call] = []
+    for step in chain[1:]:
+        wanted = search.keys[step]
+        for call, after in projection.moves(concrete):
+            if projection.canonical(after) == wanted:
+                calls.append(call)
+                concrete = after
+                break
+        else:  # pragma: no cover - the parent links always lead somewhere
+            msg = f"no call leads to state {step} on the path"
+            raise AssertionError(msg)
+    return calls, concrete
+
+
+def _trace(search: _Search, target: int) -> tuple[Call, ...]:
+    return tuple(_concrete_path(search, target)[0])
+
+
+def _violation(
+    search: _Search,
+    invariant: Invariant,
+    state: int,
+    call: Call | None,
+    vm: int | None,
+) -> Violation:
+    calls, concrete = _concrete_path(search, state)
+    if call is not None:
+        if call.vm is not None and vm is not None:
+            call = replace(call, vm=list(concrete[2:]).index(vm))
+        calls.append(call)
+    phases = _phases(search, concrete)
+    return Violation(invariant, tuple(calls), f"phases before: {phases}")
+
+
+def _phases(search: _Search, key: Key) -> str:
+    states = search.projection.vm_states
+    return ", ".join(states[vm].phase.value for vm in key[2:])

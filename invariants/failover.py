@@ -1,0 +1,286 @@
+"""Properties of failover, loss reporting, protection status and failback.
+
+A failover's truth is the ghost ``LossRecord.lost_writes``: the acknowledged writes
+of the old source missing from the new active copy. The product can only *report*
+(``reported_writes``: exact when the old source answered, a lower bound otherwise)
+and later *reconcile* (``reconciled_writes``, measured against the old source's data
+by reverse replication). These properties tie the three together, and tie the
+derived status "protected" to the copies it claims to describe.
+
+Step properties compare a VM before and after one call; a recovery plan step runs
+several VM actions at once (``plan_step``), so the properties that name the action
+accept it wherever one of its VM actions would be accepted.
+"""
+
+from __future__ import annotations
+
+from invariants.kinds import Invariant, always, step
+from model import (
+    Call,
+    Copy,
+    FailoverKind,
+    ModelConfig,
+    Phase,
+    Site,
+    SystemState,
+    VmState,
+    is_protected,
+)
+
+#: Phases after a failover completed and before reverse replication starts.
+AFTER_FAILOVER = frozenset({Phase.FAILED_OVER, Phase.COMMITTED})
+
+#: The recovery plan's composite step, which may run any VM action.
+PLAN_STEP = "plan_step"
+
+
+def _pairs(
+    pre: SystemState, call: Call, post: SystemState
+) -> list[tuple[VmState, VmState]]:
+    """The (before, after) pairs of the VMs ``call`` may have changed."""
+    if call.vm is not None:
+        return [(pre.vms[call.vm], post.vms[call.vm])]
+    return list(zip(pre.vms, post.vms, strict=True))
+
+
+@always("a planned failover lost an acknowledged write")
+def planned_failover_loses_no_acknowledged_write(
+    config: ModelConfig, state: SystemState
+) -> bool:
+    """A planned failover loses nothing: the final sync shipped every write.
+
+    Rule: "the source VMs are shut down to avoid any data loss; the data not yet
+    synchronised is synchronised; then the failover runs" (reference [seed]);
+    decision 5 (the final sync's point, zero loss). Disaster: a maintenance
+    failover that silently drops the last writes. Applies: from the final sync
+    (``failover_prepared``: the replica and its newest point equal the source)
+    until the loss record closes at reverse replication.
+    """
+    del config
+    for vm in state.vms:
+        record = vm.last_failover
+        if (
+            record is not None
+            and record.kind is FailoverKind.PLANNED
+            and (record.lost_writes != 0 or record.reported_writes != 0)
+        ):
+            return False
+        if vm.phase is Phase.FAILOVER_PREPARED and (
+            vm.other != Copy()
+            or not vm.points
+            or vm.points[0].copy != Copy()
+            or vm.active in vm.running
+        ):
+            return False
+    return True
+
+
+@always("the loss reported at failover time is not a bound of the true loss")
+def unplanned_failover_loss_is_exact(config: ModelConfig, state: SystemState) -> bool:
+    """The reported loss never exceeds the truth, and equals it when marked exact.
+
+    Rule: failovers report data loss honestly: at failover time what the target can
+    know (a bound, labelled as such), exact figures after reconciliation (DESIGN.md,
+    "Failovers report data loss honestly"; decision 9). Disaster: an operator told
+    "nothing lost" (or too much) chooses the wrong recovery point or skips the
+    reconciliation. Applies: while a loss record is open (failed over, committed,
+    reconciling); the old copy then holds exactly the lost writes.
+    """
+    del config
+    for vm in state.vms:
+        record = vm.last_failover
+        if record is None:
+            continue
+        if record.lost_writes < 0 or record.reported_writes > record.lost_writes:
+            return False
+        if record.reported_exact and record.reported_writes != record.lost_writes:
+            return False
+        if vm.other is not None and vm.other.divergent != record.lost_writes:
+            return False
+    return True
+
+
+@step("the reconciled loss differs from the writes actually lost")
+def reconciled_loss_is_exact(
+    config: ModelConfig, pre: SystemState, call: Call, post: SystemState
+) -> bool:
+    """A closed loss report's reconciled figure equals the writes actually lost.
+
+    Rule: exact figures after reconciliation with the old source (DESIGN.md,
+    "unplanned_failover_loss_is_exact"); a second running copy's writes "are
+    reported lost at reconciliation, never merged silently". Disaster: a
+    reconciliation that under-reports, so the operator never recovers the writes
+    from the old copy. Applies: the step that closes the record (reverse
+    replication after a planned failover, resynchronisation after an unplanned one).
+    """
+    del config, pre, call
+    for vm in post.vms:
+        report = vm.closed_report
+        if report is None:
+            continue
+        if report.reconciled_writes != report.lost_writes:
+            return False
+        if report.kind is FailoverKind.PLANNED and report.lost_writes != 0:
+            return False
+    return True
+
+
+@always("after a planned failover the target is not protected")
+def planned_failover_leaves_it_protected(
+    config: ModelConfig, state: SystemState
+) -> bool:
+    """After a planned failover the old source is exactly the new source's start.
+
+    Rule: "after a planned failover completes, the machines at the secondary site
+    are protected" (reference [seed]); as data: the old source copy equals the
+    point the new source started from, so reverse replication ships deltas only
+    (decisions 2 and 6). Disaster: a resynchronisation of every disk after a
+    maintenance failover, or deltas applied onto a copy that is not their base.
+    Applies: failed over and committed, after a planned failover.
+    """
+    del config
+    for vm in state.vms:
+        record = vm.last_failover
+        if record is None or record.kind is not FailoverKind.PLANNED:
+            continue
+        if vm.phase not in AFTER_FAILOVER or not is_protected(vm):
+            return False
+        if vm.phase is Phase.FAILED_OVER and vm.other != Copy():
+            return False
+    return True
+
+
+@always("after an unplanned failover the target is shown protected")
+def unplanned_failover_leaves_the_target_unprotected(
+    config: ModelConfig, state: SystemState
+) -> bool:
+    """After an unplanned failover the VM is not protected until resynchronised.
+
+    Rule: "after it completes, the machines at the secondary site are not
+    protected" (reference [seed]); decision 6 (reverse replication resynchronises
+    first). As data: the old source may hold writes the new source lacks, so it
+    cannot serve as a delta base. Disaster: deltas shipped onto a diverged copy,
+    silently merging two histories. Applies: from the unplanned failover's
+    completion until the reconciliation closes its loss record.
+    """
+    del config
+    for vm in state.vms:
+        record = vm.last_failover
+        unplanned = record is not None and record.kind is FailoverKind.UNPLANNED
+        if unplanned and (is_protected(vm) or vm.other_trusted):
+            return False
+    return True
+
+
+@always("the VM runs from a copy other than the chosen recovery point")
+def failover_starts_from_the_chosen_point(
+    config: ModelConfig, state: SystemState
+) -> bool:
+    """A failed-over VM runs exactly the chosen recovery point's data.
+
+    Rule: the replica VM starts "from the chosen recovery point"; another point may
+    be chosen before commit (decisions 3 and 5; Start-VMFailover, reference
+    [docs]). Disaster: a VM started from a different point than the one the
+    operator picked and the loss report describes. Applies: failing over (the
+    chosen point exists) and failed over (it is now the active copy).
+    """
+    del config
+    for vm in state.vms:
+        if vm.phase not in (Phase.FAILING_OVER, Phase.FAILED_OVER):
+            continue
+        index = vm.chosen_point
+        if index is None or not 0 <= index < len(vm.points):
+            return False
+        if vm.phase is Phase.FAILED_OVER and vm.points[index].copy != Copy():
+            return False
+    return True
+
+
+@step("the active site moved without a replica VM starting")
+def reverse_replication_keeps_the_active_site(
+    config: ModelConfig, pre: SystemState, call: Call, post: SystemState
+) -> bool:
+    """The active site changes only when a failover completes; reverse keeps it.
+
+    Rule: "reverse replication puts the VMs in the protected state, but the active
+    location is still the secondary site" (reference [seed], Failback; decision 6).
+    Disaster: replication reversed onto the live workload: the copy taking writes
+    overwritten by the stale one. Applies: every step; the active site may move on
+    ``complete_failover`` only (or a plan step running it).
+    """
+    del config
+    if call.action in ("complete_failover", PLAN_STEP):
+        return True
+    return all(
+        before.active is after.active for before, after in _pairs(pre, call, post)
+    )
+
+
+@step("failback or reverse replication started without both sites connected")
+def failback_needs_both_sites_connected(
+    config: ModelConfig, pre: SystemState, call: Call, post: SystemState
+) -> bool:
+    """Replication restarts after a failover, or fails back, only with both sites.
+
+    Rule: "for failback, both VMM servers must be connected to Site Recovery"
+    (reference [seed]; decisions 6 and 7). Disaster: a reverse replication or
+    failback started against a disconnected site, whose state the vault cannot
+    know, shipping to or from the wrong copy. Applies: a step that takes a VM from
+    ``committed`` back to replicating, or prepares a planned failover back to the
+    primary.
+    """
+    del config
+    both = all(pre.reachable(site) for site in Site) and pre.link_up
+    for before, after in _pairs(pre, call, post):
+        restarts = before.phase is Phase.COMMITTED and after.phase is not (
+            Phase.COMMITTED
+        )
+        restarts = restarts and after.phase is not Phase.UNPROTECTED
+        fails_back = (
+            before.phase is Phase.REVERSE_REPLICATING
+            and after.phase is Phase.FAILOVER_PREPARED
+        )
+        if (restarts or fails_back) and not both:
+            return False
+    return True
+
+
+@step("an acknowledged write is missing from the tracking of some copy")
+def writes_during_initial_replication_are_never_lost(
+    config: ModelConfig, pre: SystemState, call: Call, post: SystemState
+) -> bool:
+    """Every write makes every other copy lag one more: none escapes the logs.
+
+    Rule: changes made while initial replication runs are tracked (reference,
+    Replication process [seed] 3-4: the tracker records every change in the
+    logs), and so are all later ones. Disaster: a write absent from the logs never
+    reaches the replica, and no figure ever reports it lost. Applies: every
+    ``write`` step, during initial replication above all.
+    """
+    del config
+    if call.action != "write":
+        return True
+    for before, after in _pairs(pre, call, post):
+        was = [before.other, before.frozen_other, *(p.copy for p in before.points)]
+        now = [after.other, after.frozen_other, *(p.copy for p in after.points)]
+        if len(was) != len(now):
+            return False
+        for old, new in zip(was, now, strict=True):
+            if (old is None) != (new is None):
+                return False
+            if old is not None and new is not None and new.behind != old.behind + 1:
+                return False
+    return True
+
+
+FAILOVER_INVARIANTS: tuple[Invariant, ...] = (
+    planned_failover_loses_no_acknowledged_write,
+    unplanned_failover_loss_is_exact,
+    reconciled_loss_is_exact,
+    planned_failover_leaves_it_protected,
+    unplanned_failover_leaves_the_target_unprotected,
+    failover_starts_from_the_chosen_point,
+    reverse_replication_keeps_the_active_site,
+    failback_needs_both_sites_connected,
+    writes_during_initial_replication_are_never_lost,
+)

@@ -1,0 +1,343 @@
+"""Guided stateful fuzzing of the model: a Hypothesis ``RuleBasedStateMachine``.
+
+``machine_class(config, rules)`` builds a state machine with one rule per action of
+the model (operator, agent and environment alike), each enabled exactly when the
+model enables a call of that action (its precondition reads ``enabled``), drawing
+one of those calls. After every step the catalogue's ALWAYS properties run as an
+``@invariant`` and the STEP properties on the step itself; a failure raises
+``FuzzViolation`` carrying the whole trace, so ``hvdr fuzz`` can write it as a
+trace file that ``hvdr replay`` reproduces.
+
+Uniform rule choice from the initial state rarely gets past initial replication,
+so the search is guided: every example starts from a state drawn from a pool of
+states the model can reach (an ``@initialize`` rule replays a shortest path to it,
+checked like any step; a ``jump`` rule starts over from another one, so an example
+visits several), and ``target()`` rewards depth. The pool is computed on the rules
+as written, breadth first, and grouped so that rare situations and every lifecycle
+edge get their own share of the draws (``start_pool``); the indices drawn shrink
+towards the initial state, so a failing example shrinks to a short prefix. A trace
+always starts at the initial state: a jump starts the recorded calls afresh.
+
+Coverage: each step that fires a lifecycle trigger is counted per concrete edge
+(trigger, source phase, destination phase), the rows ``model.machine`` builds from
+``LIFECYCLE``; ``fuzz`` returns the counts for the report and the diagram.
+
+Seam for the engine (a later issue): ``machine_class`` takes ``on_step``, called
+with (pre, call, post) after each accepted step; a conformance machine passes one
+that drives the engine and compares it through the refinement mapping.
+``tally`` counts the accepted steps, apart: those replaying a starting state
+(``prefix``) and those the rules drew (``rule``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, Verbosity, seed, settings, target
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    get_state_machine_test,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from invariants import catalogue
+from invariants.catalogue import RECOVERABILITY
+from invariants.kinds import Violation
+from model import Call, ModelConfig, SystemState, initial_state
+from model import Phase as LifecyclePhase
+from model.machine import transition_rows
+from model.successor import RULES, Rules, enabled, successors, try_apply
+
+EdgeKey = tuple[str, LifecyclePhase, LifecyclePhase]
+StepHook = Callable[[SystemState, Call, SystemState], None]
+
+#: Hypothesis' phases; targeting and shrinking (last) are dropped when a kill is all
+#: that is wanted: hill-climbing on depth can cost thousands of extra examples.
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+
+#: States in the pool of starting points (breadth first: all the shallow ones).
+POOL_STATES = 4_000
+
+
+class FuzzViolation(AssertionError):
+    """A property failed during fuzzing; ``violation`` holds the trace."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(str(violation))
+        self.violation = violation
+
+
+def lifecycle_edges() -> tuple[EdgeKey, ...]:
+    """Every concrete edge of the lifecycle (the ``transitions`` rows)."""
+    rows = transition_rows()
+    return tuple(
+        dict.fromkeys((row["trigger"], row["source"], row["dest"]) for row in rows)
+    )
+
+
+Paths = tuple[tuple[Call, ...], ...]
+Pool = tuple[tuple[Paths, ...], ...]  # coarse situation -> fine situation -> paths
+
+
+def start_pool(
+    config: ModelConfig, rules: Rules = RULES, limit: int = POOL_STATES
+) -> Pool:
+    """Shortest paths to the first ``limit`` states reached, grouped by situation.
+
+    Drawing a coarse situation (each VM's phase, direction and log health) first,
+    then a fine one (``situation``), then a state in it, gives the rare situations
+    (a damaged log while replicating back, a committed failover with a site
+    disconnected) the same chance as the common ones. One more coarse group per
+    lifecycle edge holds the first path found that ends by taking it (an edge back
+    to a state seen before, like resume, ends no shortest path).
+    """
+    start = initial_state(config)
+    paths: dict[SystemState, tuple[Call, ...]] = {start: ()}
+    through: dict[EdgeKey, tuple[Call, ...]] = {}  # the first path ending on an edge
+    queue = deque([start])
+    while queue and len(paths) < limit:
+        state = queue.popleft()
+        for call, after in successors(config, state, rules):
+            edge = _edge(rules, state, call, after)
+            if edge is not None and edge not in through:
+                through[edge] = (*paths[state], call)
+            if after not in paths:
+                paths[after] = (*paths[state], call)
+                queue.append(after)
+    groups: dict[object, dict[object, list[tuple[Call, ...]]]] = {}
+    for state, path in paths.items():
+        coarse = tuple((vm.phase, vm.active, vm.log) for vm in state.vms)
+        fine = groups.setdefault(coarse, {})
+        fine.setdefault(situation(state), []).append(path)
+    by_situation = tuple(
+        tuple(tuple(group) for group in fine.values()) for fine in groups.values()
+    )
+    return by_situation + tuple(((path,),) for path in through.values())
+
+
+def situation(state: SystemState) -> tuple[object, ...]:
+    """What tells states apart for guidance: phases, copies' shape, health, sites."""
+    vms = tuple(
+        (
+            vm.phase,
+            vm.active,
+            vm.log,
+            len(vm.points),
+            vm.other is not None and vm.other.behind > 0,
+            vm.other is not None and vm.other.divergent > 0,
+            vm.running,
+            vm.failover_kind,
+            None if vm.last_failover is None else vm.last_failover.kind,
+        )
+        for vm in state.vms
+    )
+    return (state.primary, state.secondary, state.link_up, vms)
+
+
+def machine_class(
+    config: ModelConfig,
+    rules: Rules = RULES,
+    *,
+    pool: Pool | None = None,
+    coverage: Counter[EdgeKey] | None = None,
+    tally: Counter[str] | None = None,
+    on_step: StepHook | None = None,
+) -> type[RuleBasedStateMachine]:
+    """A state machine over ``config`` under ``rules`` (see the module essay)."""
+    starts = pool if pool is not None else start_pool(config)
+    taken: Counter[EdgeKey] = coverage if coverage is not None else Counter()
+    steps: Counter[str] = tally if tally is not None else Counter()
+
+    class ModelMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.state = initial_state(config)
+            self.calls: list[Call] = []
+            self._enabled: list[Call] | None = None
+            self.in_prefix = False
+
+        def enabled(self) -> list[Call]:
+            if self._enabled is None:
+                self._enabled = enabled(config, self.state, rules)
+            return self._enabled
+
+        def take(self, call: Call) -> bool:
+            after = try_apply(config, self.state, call, rules)
+            if after is None:
+                return False
+            self.calls.append(call)
+            for failed in catalogue.failing_step(config, self.state, call, after):
+                raise FuzzViolation(Violation(failed, tuple(self.calls)))
+            _count(rules, taken, self.state, call, after)
+            steps["prefix" if self.in_prefix else "rule"] += 1
+            if on_step is not None:
+                on_step(self.state, call, after)
+            self.state, self._enabled = after, None
+            for failed in catalogue.failing(config, after):
+                raise FuzzViolation(Violation(failed, tuple(self.calls)))
+            return True
+
+        def start_over(self, coarse: int, data: st.DataObject) -> None:
+            self.state, self.calls, self._enabled = initial_state(config), [], None
+            fine = starts[coarse]
+            group = fine[data.draw(st.integers(0, len(fine) - 1), label="situation")]
+            start = data.draw(st.integers(0, len(group) - 1), label="state")
+            self.in_prefix = True
+            for call in group[start]:
+                if not self.take(call):
+                    break  # these rules refuse the path: start from where it stops
+            self.in_prefix = False
+
+        @initialize(coarse=st.integers(0, len(starts) - 1), data=st.data())
+        def start_from_a_reachable_state(
+            self, coarse: int, data: st.DataObject
+        ) -> None:
+            self.start_over(coarse, data)
+
+        @rule(coarse=st.integers(0, len(starts) - 1), data=st.data())
+        def jump_to_a_reachable_state(self, coarse: int, data: st.DataObject) -> None:
+            self.start_over(coarse, data)
+
+        @precondition(lambda self: not self.enabled())
+        @rule()
+        def no_call_is_enabled(self) -> None:
+            detail = "deadlock: no call is enabled"
+            violation = Violation(RECOVERABILITY, tuple(self.calls), detail)
+            raise FuzzViolation(violation)
+
+        def teardown(self) -> None:
+            target(float(len(self.calls)), label="depth")
+
+        @invariant()
+        def every_always_property_holds(self) -> None:
+            for failed in catalogue.failing(config, self.state):
+                raise FuzzViolation(Violation(failed, tuple(self.calls)))
+
+    names = tuple(dict.fromkeys(spec.name for spec in rules.actions.values()))
+    for name in names:
+        setattr(ModelMachine, f"do_{name}", _action_rule(name))
+    ModelMachine.__name__ = ModelMachine.__qualname__ = "ModelMachine"
+    return ModelMachine
+
+
+def _action_rule(name: str) -> Any:
+    """A rule that takes one enabled call of action ``name``."""
+
+    def has_call(machine: Any) -> bool:
+        return any(call.action == name for call in machine.enabled())
+
+    def take_action(machine: Any, data: st.DataObject) -> None:
+        calls = [call for call in machine.enabled() if call.action == name]
+        machine.take(data.draw(st.sampled_from(calls), label=name))
+
+    take_action.__name__ = take_action.__qualname__ = f"do_{name}"
+    return precondition(has_call)(rule(data=st.data())(take_action))
+
+
+def _edge(
+    rules: Rules, pre: SystemState, call: Call, post: SystemState
+) -> EdgeKey | None:
+    """The lifecycle edge a step takes (None: it fires no trigger)."""
+    trigger = rules.actions[call.action].trigger
+    if trigger is None or call.vm is None:
+        return None
+    return (trigger, pre.vms[call.vm].phase, post.vms[call.vm].phase)
+
+
+def _count(
+    rules: Rules,
+    taken: Counter[EdgeKey],
+    pre: SystemState,
+    call: Call,
+    post: SystemState,
+) -> None:
+    edge = _edge(rules, pre, call, post)
+    if edge is not None:
+        taken[edge] += 1
+
+
+@dataclass(frozen=True)
+class FuzzReport:
+    """What a fuzzing run did: examples, steps, time, edges taken, the failure."""
+
+    examples: int
+    steps: int  # model steps drawn by the rules
+    prefix_steps: int  # model steps replaying the drawn starting states
+    seconds: float
+    coverage: dict[EdgeKey, int]
+    edges: tuple[EdgeKey, ...]
+    failure: Violation | None = None
+    untaken: tuple[EdgeKey, ...] = field(default=())
+
+    @property
+    def steps_per_second(self) -> float:
+        """Model steps (prefix steps included) per second."""
+        total = self.steps + self.prefix_steps
+        return total / self.seconds if self.seconds > 0 else float("inf")
+
+
+def fuzz(
+    config: ModelConfig,
+    rules: Rules = RULES,
+    *,
+    examples: int = 200,
+    steps: int = 50,
+    seed_value: int = 0,
+    timeout_seconds: float | None = None,
+    batch: int = 50,
+    shrink: bool = True,
+) -> FuzzReport:
+    """Run ``examples`` examples of up to ``steps`` steps; stop at the first failure.
+
+    Examples run in batches of ``batch`` with seeds ``seed_value``, +1, ... so a
+    ``timeout_seconds`` can end the run between batches; each batch is deterministic.
+    ``shrink=False`` reports the first failing example as found, without targeting
+    or shrinking (faster; the mutation test needs a kill, not the shortest trace).
+    """
+    started = time.perf_counter()
+    taken: Counter[EdgeKey] = Counter()
+    pool = start_pool(config)
+    tally: Counter[str] = Counter()
+    machine = machine_class(config, rules, pool=pool, coverage=taken, tally=tally)
+    done, failure = 0, None
+    while done < examples and failure is None:
+        size = min(batch, examples - done)
+        options = settings(
+            max_examples=size,
+            stateful_step_count=steps,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+            verbosity=Verbosity.quiet,
+            report_multiple_bugs=False,
+            phases=PHASES if shrink else PHASES[:3],
+        )
+        test = get_state_machine_test(machine, settings=options)
+        try:
+            seed(seed_value + done)(test)()
+        except FuzzViolation as error:
+            failure = error.violation
+        done += size
+        late = timeout_seconds is not None
+        if late and time.perf_counter() - started > (timeout_seconds or 0.0):
+            break
+    edges = lifecycle_edges()
+    return FuzzReport(
+        examples=done,
+        steps=tally["rule"],
+        prefix_steps=tally["prefix"],
+        seconds=time.perf_counter() - started,
+        coverage=dict(taken),
+        edges=edges,
+        failure=failure,
+        untaken=tuple(edge for edge in edges if not taken.get(edge)),
+    )

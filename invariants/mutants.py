@@ -1,0 +1,234 @@
+"""Deliberately broken variants of the model: the proof that the harness bites.
+
+Each ``Mutant`` is a small, realistic mistake (a missing guard, a wrong destination,
+an effect that forgets a step) built from the model's rules through the ``Rules``
+seam (``model.successor.Rules``): the model itself is never edited. The mutation
+test runs ``check`` and ``fuzz`` on each one and fails when either lets a mutant
+survive; every invariant of the catalogue must kill at least one mutant, or it is
+suspected of restating a guard rather than stating a property.
+
+``expected`` names the invariants meant to catch the mutant: each must kill it on
+its own (an exploration checking that invariant alone finds a violation), which is
+how the test shows that every invariant bites; with the whole catalogue the report
+says which one failed first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cache
+
+from model import Phase
+from model.action import ActionSpec, Context
+from model.lifecycle import LIFECYCLE, Dest, Edge
+from model.state import VmState
+from model.successor import RULES, Rules
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A named broken variant of the rules, and the invariant meant to catch it."""
+
+    name: str
+    summary: str
+    expected: tuple[str, ...]  # each of these kills it on its own
+    build: Callable[[], Rules]
+
+    @property
+    def rules(self) -> Rules:
+        """The mutated rules (built once)."""
+        return _built(self.name)
+
+
+def _spec(name: str) -> ActionSpec:
+    return RULES.actions[name]
+
+
+def _effect(name: str, wrap: Callable[[Context, VmState], VmState]) -> Rules:
+    """RULES with action ``name``'s VM effect post-processed by ``wrap``."""
+    spec = _spec(name)
+    original = spec.vm_effect
+    assert original is not None
+
+    def effect(ctx: Context) -> VmState:
+        return wrap(ctx, original(ctx))
+
+    return RULES.replace_action(replace(spec, vm_effect=effect))
+
+
+def _without_guards(name: str, *guards: str) -> Rules:
+    spec = _spec(name)
+    kept = tuple(g for g in spec.guards if g.name not in guards)
+    assert len(kept) < len(spec.guards), (name, guards)
+    return RULES.replace_action(replace(spec, guards=kept))
+
+
+def _edges(change: Callable[[Edge], Edge | None], *extra: Edge) -> Rules:
+    table = [changed for edge in LIFECYCLE if (changed := change(edge)) is not None]
+    return RULES.replace_lifecycle((*table, *extra))
+
+
+def _retarget(trigger: str, dest: Phase | Dest) -> Rules:
+    return _edges(lambda e: replace(e, dest=dest) if e.trigger == trigger else e)
+
+
+def _unguard(trigger: str, guard: str) -> Rules:
+    def change(edge: Edge) -> Edge | None:
+        if edge.trigger != trigger:
+            return edge
+        if guard in edge.guards:
+            return replace(edge, guards=tuple(g for g in edge.guards if g != guard))
+        return None  # the complementary row goes: the unguarded one replaces it
+
+    return _edges(change)
+
+
+def _report_ignores_running(ctx: Context, vm: VmState) -> VmState:
+    """The failed shutdown taken for a success: the report claims to be exact."""
+    record = vm.last_failover
+    assert record is not None
+    assert vm.other is not None
+    reachable = ctx.state.site(ctx.vm.active).up and ctx.state.link_up
+    if not reachable:
+        return vm
+    exact = replace(record, reported_writes=vm.other.divergent, reported_exact=True)
+    return replace(vm, last_failover=exact)
+
+
+def _report_forgets_final_sync(ctx: Context, vm: VmState) -> VmState:
+    """An exact report that assumes the final sync shipped everything."""
+    del ctx
+    record = vm.last_failover
+    assert record is not None
+    if not record.reported_exact:
+        return vm
+    return replace(vm, last_failover=replace(record, reported_writes=0))
+
+
+def _drill_write_leaks(ctx: Context, vm: VmState) -> VmState:
+    del ctx
+    assert vm.other is not None
+    leaked = replace(vm.other, divergent=vm.other.divergent + 1, from_test=True)
+    return replace(vm, other=leaked)
+
+
+def _write_untracked_in_initial_copy(ctx: Context, vm: VmState) -> VmState:
+    if ctx.vm.phase is Phase.INITIAL_REPLICATION:
+        return replace(vm, other=ctx.vm.other)
+    return vm
+
+
+def _point_without_apply(ctx: Context, vm: VmState) -> VmState:
+    """The cycle records its recovery point, but the replica never applies it."""
+    if vm.points != ctx.vm.points:
+        return replace(vm, other=ctx.vm.other)
+    return vm
+
+
+def _points_never_merged(ctx: Context, vm: VmState) -> VmState:
+    """A cycle keeps every older point: the oldest is never merged away."""
+    before = ctx.vm.points
+    added = vm.points != before and vm.points[1:] == before[: len(vm.points) - 1]
+    if added and len(before) >= len(vm.points):
+        return replace(vm, points=(vm.points[0], *before))
+    return vm
+
+
+def _change_point_without_rebase(ctx: Context, vm: VmState) -> VmState:
+    return replace(ctx.vm, chosen_point=vm.chosen_point)
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant("commit_keeps_recovery_points", "commit forgets to delete the points",
+           ("commit_discards_every_recovery_point",),
+           lambda: _effect("commit",
+                           lambda ctx, vm: replace(vm, points=ctx.vm.points))),
+    Mutant("complete_failover_lands_committed", "wrong destination: straight to commit",
+           ("commit_discards_every_recovery_point",),
+           lambda: _retarget("complete_failover", Phase.COMMITTED)),
+    Mutant("replication_after_cancel", "delta cycles allowed in replication_stopped",
+           ("no_replication_after_cancelled_failover",),
+           lambda: _edges(lambda e: e, Edge("replicate", (Phase.REPLICATION_STOPPED,),
+                                            Dest.SAME, ("log_usable",)))),
+    Mutant("cancel_resumes_replication", "wrong destination: cancel returns to steady",
+           ("no_replication_after_cancelled_failover",),
+           lambda: _retarget("cancel_failover", Dest.STEADY)),
+    Mutant("cancel_keeps_points", "a cancelled failover keeps its recovery points",
+           ("no_replication_after_cancelled_failover",),
+           lambda: _effect("cancel_failover",
+                           lambda ctx, vm: replace(vm, points=ctx.vm.points))),
+    Mutant("planned_failover_skips_final_sync", "planned failover ships nothing",
+           ("planned_failover_loses_no_acknowledged_write",),
+           lambda: _effect("planned_failover", lambda ctx, vm: replace(
+               vm, other=ctx.vm.other, points=ctx.vm.points))),
+    Mutant("reverse_moves_active_site", "reverse replication swaps the active site",
+           ("reverse_replication_keeps_the_active_site",),
+           lambda: _effect("reverse_replication", lambda ctx, vm: replace(
+               vm, active=vm.active.other))),
+    Mutant("failed_shutdown_taken_for_success", "report exact while the old copy runs",
+           ("unplanned_failover_loss_is_exact",),
+           lambda: _effect("complete_failover", _report_ignores_running)),
+    Mutant("report_forgets_final_sync_writes", "exact report assumes a full final sync",
+           ("unplanned_failover_loss_is_exact",),
+           lambda: _effect("complete_failover", _report_forgets_final_sync)),
+    Mutant("drill_writes_reach_replica", "the test VM writes into the replica",
+           ("test_failover_writes_never_reach_the_replica",
+            "replica_is_a_past_source_state"),
+           lambda: _effect("write_test_vm", _drill_write_leaks)),
+    Mutant("reverse_without_both_sites", "missing guard: reverse needs no vault",
+           ("failback_needs_both_sites_connected",),
+           lambda: _without_guards("reverse_replication", "active_site_reachable",
+                                   "other_site_reachable")),
+    Mutant("unplanned_failover_stays_trusted", "unplanned failover keeps 'protected'",
+           ("unplanned_failover_leaves_the_target_unprotected",),
+           lambda: _effect("unplanned_failover",
+                           lambda ctx, vm: replace(vm, other_trusted=True))),
+    Mutant("planned_failover_distrusts_old_copy", "planned failover: not protected",
+           ("planned_failover_leaves_it_protected",),
+           lambda: _effect("planned_failover",
+                           lambda ctx, vm: replace(vm, other_trusted=False))),
+    Mutant("initial_copy_completes_early", "missing edge guard: all disks copied",
+           ("delta_replication_only_after_initial_copy",),
+           lambda: _unguard("complete_initial_replication", "all_disks_copied")),
+    Mutant("writes_untracked_in_initial_copy", "writes during the copy are not logged",
+           ("writes_during_initial_replication_are_never_lost",),
+           lambda: _effect("write", _write_untracked_in_initial_copy)),
+    Mutant("reconciliation_under_reports", "resync reports no loss",
+           ("reconciled_loss_is_exact",),
+           lambda: _effect("complete_resynchronization", lambda ctx, vm: replace(
+               vm, closed_report=None if vm.closed_report is None else replace(
+                   vm.closed_report, reconciled_writes=0)))),
+    Mutant("change_point_without_rebase", "another point chosen, copies not re-based",
+           ("failover_starts_from_the_chosen_point",),
+           lambda: _effect("change_recovery_point", _change_point_without_rebase)),
+    Mutant("reverse_keeps_stale_copy_running", "the divergent copy is never stopped",
+           ("only_the_active_copy_is_replicated",),
+           lambda: _effect("reverse_replication",
+                           lambda ctx, vm: replace(vm, running=ctx.vm.running))),
+    Mutant("point_recorded_without_apply", "a cycle's point is kept, never applied",
+           ("recovery_points_are_past_states_in_order",),
+           lambda: _effect("replicate", _point_without_apply)),
+    Mutant("points_never_merged", "the oldest point is never merged away",
+           ("recovery_points_are_past_states_in_order",),
+           lambda: _effect("replicate", _points_never_merged)),
+    Mutant("reverse_skips_resynchronization", "deltas only after an unplanned failover",
+           ("replica_is_a_past_source_state",),
+           lambda: _unguard("reverse_replication", "other_copy_trusted")),
+    Mutant("resync_keeps_divergent_replica", "resync leaves the replica as it was",
+           ("recovery_points_are_past_states_in_order",),
+           lambda: _effect("complete_resynchronization", lambda ctx, vm: replace(
+               vm, other=ctx.vm.other))),
+    Mutant("stopped_is_a_trap", "missing edge: disable from replication_stopped",
+           ("recoverability",),
+           lambda: _edges(lambda e: e if e.trigger != "disable_protection" else replace(
+               e, sources=tuple(s for s in e.sources
+                                if s is not Phase.REPLICATION_STOPPED)))),
+)  # fmt: skip
+
+BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
+
+
+@cache
+def _built(name: str) -> Rules:
+    return BY_NAME[name].build()

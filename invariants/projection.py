@@ -1,0 +1,271 @@
+"""The successor function, factored per VM and memoised: what makes the explorer fast.
+
+A VM's actions read that VM, the two sites, the link and the fault budget, never
+another VM (``model.vm_actions``); a site or link event changes the environment
+and maps each VM on its own (a crashed host stops the VMs running there). So the
+successors of a whole state follow from the successors of its *projections*: one
+one-VM ``SystemState`` per VM, with the same sites, link and budget. The explorer
+asks the model (``model.successors``, the very function everyone else uses) once per
+distinct (environment, VM) pair and remembers the answer; every later state sharing
+that pair reuses it. Recovery plans are the exception (a plan step runs several
+VMs): their calls go through the model on the whole state.
+
+States are encoded compactly: each distinct environment and each distinct VM state
+gets a small integer, and a whole state is the tuple ``(environment, plan runs, vm
+0, vm 1, ...)``. With no recovery plan to tell the VMs apart, the VM part is sorted:
+states that differ only by a permutation of VMs are one (symmetry reduction).
+
+The properties are checked on the projections too (``invariants.kinds``: every
+predicate reads one VM with its environment), when a pair is first met: the ALWAYS
+properties on the pair, the STEP properties and the SOMETIMES witnesses on each of
+its fresh post-states (which still carry the step's observations).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from invariants import catalogue
+from invariants.kinds import Invariant
+from model import Call, ModelConfig, SystemState, VmState
+from model.action import Context, Scope
+from model.state import PlanRun, SiteState
+from model.successor import RULES, Rules, successors, try_apply
+
+Env = tuple[SiteState, SiteState, bool, int]
+Key = tuple[int, ...]  # (environment id, plan runs id, vm id, vm id, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class PairMoves:
+    """What one (environment, VM) pair can do, and what the checks found there.
+
+    ``vm_moves``: (call on vm 0, new environment id, new VM id) per VM action.
+    ``system_moves``: site and link calls -> (new environment id, the VM's new id).
+    ``failed``: (invariant, call or None) for each property the pair violates (None:
+    an ALWAYS property of the pair itself). ``seen``: witnesses its steps reach.
+    """
+
+    vm_moves: tuple[tuple[Call, int, int], ...]
+    system_moves: dict[Call, tuple[int, int]]
+    failed: tuple[tuple[Invariant, Call | None], ...]
+    seen: frozenset[str]
+    vm_targets: tuple[tuple[int, int], ...] = ()  # vm_moves without the calls
+    system_targets: tuple[tuple[int, int], ...] = ()  # system_moves' values, in order
+
+
+class Projection:
+    """Interned environments and VM states, with memoised per-pair successors."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        rules: Rules = RULES,
+        invariants: tuple[Invariant, ...] = catalogue.INVARIANTS,
+        *,
+        symmetry: bool = True,
+    ) -> None:
+        self.config = config
+        self.rules = rules
+        self.invariants = invariants
+        self.single = replace(config, vm_count=1, plans=(), plan_operations=())
+        self.symmetric = symmetry and not config.plans
+        self.envs: list[Env] = []
+        self.env_ids: dict[Env, int] = {}
+        self.vm_states: list[VmState] = []
+        self.vm_ids: dict[VmState, int] = {}
+        self.plan_runs: list[tuple[PlanRun | None, ...]] = []
+        self.plan_ids: dict[tuple[PlanRun | None, ...], int] = {}
+        self.pairs: dict[tuple[int, int], PairMoves] = {}
+        #: (invariant, plan call) found by the last plan moves computed; the
+        #: explorer takes them after each state (plan calls are not memoised).
+        self.plan_failed: list[tuple[Invariant, Call]] = []
+
+    # -- encoding ---------------------------------------------------------------
+    def env_id(self, env: Env) -> int:
+        """The id of ``env`` (interned on first sight)."""
+        found = self.env_ids.get(env)
+        if found is None:
+            found = self.env_ids[env] = len(self.envs)
+            self.envs.append(env)
+        return found
+
+    def vm_id(self, vm: VmState) -> int:
+        """The id of ``vm`` (interned on first sight; observations dropped)."""
+        found = self.vm_ids.get(vm)
+        if found is None:
+            if vm.closed_report is not None:
+                vm = replace(vm, closed_report=None)
+            found = self.vm_ids[vm] = len(self.vm_states)
+            self.vm_states.append(vm)
+        return found
+
+    def plan_id(self, runs: tuple[PlanRun | None, ...]) -> int:
+        """The id of a tuple of plan runs."""
+        found = self.plan_ids.get(runs)
+        if found is None:
+            found = self.plan_ids[runs] = len(self.plan_runs)
+            self.plan_runs.append(runs)
+        return found
+
+    def encode(self, state: SystemState) -> Key:
+        """The compact key of ``state`` (not canonical: see ``canonical``)."""
+        env = (state.primary, state.secondary, state.link_up, state.faults_left)
+        vms = tuple(self.vm_id(vm) for vm in state.vms)
+        return (self.env_id(env), self.plan_id(state.plan_runs), *vms)
+
+    def canonical(self, key: Key) -> Key:
+        """One representative per permutation of interchangeable VMs."""
+        if not self.symmetric:
+            return key
+        return (key[0], key[1], *sorted(key[2:]))
+
+    def decode(self, key: Key) -> SystemState:
+        """The ``SystemState`` a key stands for."""
+        primary, secondary, link_up, faults_left = self.envs[key[0]]
+        return SystemState(
+            primary=primary,
+            secondary=secondary,
+            link_up=link_up,
+            vms=tuple(self.vm_states[v] for v in key[2:]),
+            plan_runs=self.plan_runs[key[1]],
+            faults_left=faults_left,
+        )
+
+    def project(self, env: int, vm: VmState) -> SystemState:
+        """The one-VM state of ``vm`` in environment ``env``."""
+        primary, secondary, link_up, faults_left = self.envs[env]
+        return SystemState(primary, secondary, link_up, (vm,), (), faults_left)
+
+    # -- successors ---------------------------------------------------------------
+    def pair(self, env: int, vm: int) -> PairMoves:
+        """The memoised moves and checks of one (environment, VM) pair."""
+        found = self.pairs.get((env, vm))
+        if found is None:
+            found = self.pairs[(env, vm)] = self._explore_pair(env, vm)
+        return found
+
+    def _explore_pair(self, env: int, vm: int) -> PairMoves:
+        config = self.single
+        pre = self.project(env, self.vm_states[vm])
+        failed: list[tuple[Invariant, Call | None]] = [
+            (invariant, None)
+            for invariant in catalogue.failing(config, pre, self.invariants)
+        ]
+        seen: set[str] = set()
+        vm_moves: list[tuple[Call, int, int]] = []
+        system_moves: dict[Call, tuple[int, int]] = {}
+        for call, post in successors(config, pre, self.rules):
+            broken = catalogue.failing_step(config, pre, call, post, self.invariants)
+            failed += [(invariant, call) for invariant in broken]
+            seen.update(w.name for w in catalogue.witnessed(config, post))
+            new_env = self.env_id(
+                (post.primary, post.secondary, post.link_up, post.faults_left)
+            )
+            new_vm = self.vm_id(post.vms[0])
+            if call.vm is not None:
+                vm_moves.append((call, new_env, new_vm))
+            else:
+                system_moves[call] = (new_env, new_vm)
+        return PairMoves(
+            tuple(vm_moves),
+            system_moves,
+            tuple(failed),
+            frozenset(seen),
+            tuple((new_env, new_vm) for _, new_env, new_vm in vm_moves),
+            tuple(system_moves.values()),
+        )
+
+    def successor_keys(self, key: Key) -> list[Key]:
+        """The canonical keys ``moves(key)`` leads to (the explorer's hot path)."""
+        env, plans = key[0], key[1]
+        vms = key[2:]
+        pairs = self.pairs
+        moves = []
+        for vm in vms:
+            pair = pairs.get((env, vm))
+            if pair is None:
+                pair = self.pair(env, vm)
+            moves.append(pair)
+        found = self._vm_keys(plans, vms, moves)
+        for position, (new_env, _) in enumerate(moves[0].system_targets):
+            after = [pair.system_targets[position][1] for pair in moves]
+            if self.symmetric:
+                after.sort()
+            found.append((new_env, plans, *after))
+        if self.config.plans:
+            found += [self.canonical(after) for _, after in self._plan_moves(key)]
+        return found
+
+    def _vm_keys(
+        self, plans: int, vms: tuple[int, ...], moves: list[PairMoves]
+    ) -> list[Key]:
+        """The canonical keys the VM actions lead to (two VMs: the common case)."""
+        found: list[Key] = []
+        if not self.symmetric:
+            for index, pair in enumerate(moves):
+                head, tail = vms[:index], vms[index + 1 :]
+                found += [
+                    (new_env, plans, *head, new_vm, *tail)
+                    for new_env, new_vm in pair.vm_targets
+                ]
+        elif len(vms) == 2:
+            first, second = vms
+            for new_env, new_vm in moves[0].vm_targets:
+                low, high = (new_vm, second) if new_vm <= second else (second, new_vm)
+                found.append((new_env, plans, low, high))
+            for new_env, new_vm in moves[1].vm_targets:
+                low, high = (new_vm, first) if new_vm <= first else (first, new_vm)
+                found.append((new_env, plans, low, high))
+        else:
+            for index, pair in enumerate(moves):
+                rest = vms[:index] + vms[index + 1 :]
+                for new_env, new_vm in pair.vm_targets:
+                    ordered = list(rest)
+                    insort(ordered, new_vm)
+                    found.append((new_env, plans, *ordered))
+        return found
+
+    def moves(self, key: Key) -> Iterator[tuple[Call, Key]]:
+        """Every enabled call of the state ``key`` with the key it leads to."""
+        env, plans = key[0], key[1]
+        vms = key[2:]
+        pairs = [self.pair(env, vm) for vm in vms]
+        for index, moves in enumerate(pairs):
+            head, tail = (env, plans, *vms[:index]), vms[index + 1 :]
+            for call, new_env, new_vm in moves.vm_moves:
+                yield (
+                    Call(call.action, vm=index, args=call.args),
+                    (new_env, *head[1:], new_vm, *tail),
+                )
+        for call, (new_env, _) in pairs[0].system_moves.items():
+            vms_after = tuple(moves.system_moves[call][1] for moves in pairs)
+            yield call, (new_env, plans, *vms_after)
+        if self.config.plans:
+            yield from self._plan_moves(key)
+
+    def _plan_moves(self, key: Key) -> Iterator[tuple[Call, Key]]:
+        """The plan calls of ``key``; what they violate goes to ``plan_failed``."""
+        state = self.decode(key)
+        among = self.invariants
+        for call, post in self.plan_successors(state):
+            if post.vms is not state.vms:  # starting or cancelling a run moves no VM
+                broken = catalogue.failing_step(self.config, state, call, post, among)
+                broken += catalogue.failing(self.config, post, among)
+                self.plan_failed += [(invariant, call) for invariant in broken]
+            yield call, self.encode(post)
+
+    def plan_successors(self, state: SystemState) -> Iterator[tuple[Call, SystemState]]:
+        """The recovery-plan calls of ``state`` (on the whole state, not projected)."""
+        for spec in self.rules.actions.values():
+            if spec.scope is not Scope.PLAN:
+                continue
+            for plan in range(len(self.config.plans)):
+                bare = Call(spec.name, plan=plan)
+                for args in tuple(spec.choices(Context(self.config, state, bare))):
+                    call = replace(bare, args=args)
+                    post = try_apply(self.config, state, call, self.rules)
+                    if post is not None:
+                        yield call, post

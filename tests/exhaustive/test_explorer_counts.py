@@ -1,0 +1,112 @@
+"""The explorer on small configurations: pinned counts, and nothing found wrong.
+
+Counts are pinned as Stateright pins ``generated_count()``: a change to the model
+that changes the reachable space must change these numbers on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from invariants.explorer import Report, explore
+from invariants.mutants import BY_NAME
+from invariants.trace import DEFAULT_CONFIG, replay
+from model import ModelConfig
+
+NO_FAULTS = replace(DEFAULT_CONFIG, fault_budget=0)
+TWO_NO_FAULTS = replace(NO_FAULTS, vm_count=2)
+TWO_EVERY_FAULT = replace(DEFAULT_CONFIG, vm_count=2)
+
+
+def _clean(report: Report) -> tuple[bool, int, int, int]:
+    return (
+        report.complete,
+        len(report.violations),
+        report.deadlocks,
+        report.unrecoverable,
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "states", "transitions", "depth"),
+    [
+        (NO_FAULTS, 214, 616, 18),
+        (DEFAULT_CONFIG, 2172, 7728, 20),
+        (TWO_NO_FAULTS, 23005, 132440, 36),
+    ],
+    ids=["1vm-no-faults", "1vm-every-fault-budget-1", "2vm-no-faults"],
+)
+def test_small_configurations_have_the_pinned_counts_and_no_problem(
+    config: ModelConfig, states: int, transitions: int, depth: int
+) -> None:
+    """States, transitions and depth are as pinned; no violation, deadlock or trap."""
+    report = explore(config, stop_at_first=False)
+    figures = report.statistics
+    assert (figures.states, figures.transitions, figures.depth) == (
+        states,
+        transitions,
+        depth,
+    )
+    assert _clean(report) == (True, 0, 0, 0)
+
+
+def test_two_vms_with_every_fault_is_clean_and_reduced_by_symmetry() -> None:
+    """The acceptance configuration: 261,551 representatives of 521,078 states."""
+    report = explore(TWO_EVERY_FAULT)
+    figures = report.statistics
+    assert (figures.states, figures.transitions, figures.unreduced_states) == (
+        261551,
+        1493378,
+        521078,
+    )
+    assert _clean(report) == (True, 0, 0, 0)
+    assert report.unwitnessed == ()
+
+
+def test_symmetry_reduction_loses_no_state() -> None:
+    """Orbit sizes of the representatives add up to the unreduced search's count."""
+    reduced = explore(TWO_NO_FAULTS).statistics
+    full = explore(TWO_NO_FAULTS, symmetry=False).statistics
+    assert reduced.unreduced_states == full.states
+
+
+def test_every_witness_is_reached_with_every_fault() -> None:
+    """Every SOMETIMES witness holds somewhere: the invariants are not vacuous."""
+    assert explore(DEFAULT_CONFIG).unwitnessed == ()
+
+
+def test_without_faults_only_fault_witnesses_are_missing() -> None:
+    """Without faults, exactly the witnesses that need one are never reached."""
+    assert explore(NO_FAULTS).unwitnessed == (
+        "log_unusable",
+        "a_site_down",
+        "the_link_down",
+    )
+
+
+def test_statistics_report_a_rate_and_memory() -> None:
+    """states/s and peak memory are positive figures."""
+    figures = explore(NO_FAULTS).statistics
+    assert figures.states_per_second > 0
+    assert figures.peak_memory_bytes > 0
+
+
+def test_an_incomplete_search_is_not_ok() -> None:
+    """A search cut short by max_states is reported incomplete, never OK."""
+    report = explore(DEFAULT_CONFIG, max_states=100)
+    assert (report.complete, report.ok) == (False, False)
+
+
+@pytest.mark.parametrize(
+    "name", ["reverse_moves_active_site", "report_forgets_final_sync_writes"]
+)
+def test_two_vm_counterexamples_replay_under_symmetry(name: str) -> None:
+    """A trace found on representatives replays on the concrete model to the failure."""
+    rules = BY_NAME[name].rules
+    config = replace(TWO_NO_FAULTS, fault_budget=1)
+    violation = explore(config, rules).violations[0]
+    steps = list(replay(config, violation.trace, rules))
+    assert [step.refused for step in steps if step.refused is not None] == []
+    assert violation.invariant in steps[-1].violated
