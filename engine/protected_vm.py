@@ -290,6 +290,12 @@ class ProtectedVm:
                            disk=disk)  # fmt: skip
                 self._disks_copied += 1
         with self._lock:
+            predicted = self._decide("complete_initial_replication")
+            if predicted.phase is Phase.RESYNCHRONIZING:
+                # The logs cannot make the fuzzy copy consistent (decision 8): install
+                # it, make no point, and let the resynchronisation compare blocks.
+                self._step("complete_initial_replication", self._install_copy)
+                return
             self._step("complete_initial_replication", self._complete_copy)
 
     def replicate(self, *, app_consistent: bool = False) -> CycleReport | None:
@@ -475,14 +481,18 @@ class ProtectedVm:
             self._source.disk_path(self.name, disk), progress=report,
         )  # fmt: skip
 
-    def _complete_copy(self, *, recovering: bool = False) -> None:
-        """Install the shipped images (those still in the inbox: a restart may find
-        some already moved into place), then apply what was logged meanwhile."""
+    def _install_copy(self) -> None:
+        """Install the shipped images still in the inbox (a restart may find some
+        already moved into place)."""
         store = self._replica()
         if not store.catalogue.points:
             images = {d: p for d, p in self._inbox_images().items() if p.exists()}
             if images:
                 store.install_initial_copy(images, consume=True)
+
+    def _complete_copy(self, *, recovering: bool = False) -> None:
+        """Install the shipped images, then apply what was logged meanwhile."""
+        self._install_copy()
         if recovering:
             self._apply_waiting_cycles(finish_cut=True)
         self._run_cycles(app_consistent=False)

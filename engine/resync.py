@@ -51,7 +51,7 @@ class ResyncReport:
     """What a resynchronisation compared and sent."""
 
     cycle_id: int
-    recovery_point_id: int
+    recovery_point_id: int | None  # None: nothing differed, no new point was needed
     blocks_compared: int
     blocks_sent: int
     bytes_sent: int
@@ -77,22 +77,25 @@ def resynchronize_disks(sides: ResyncSides, cycle_id: int, epoch: int) -> Resync
             building.unlink(missing_ok=True)  # the fresh log seal() started
         compared += disk_compared
         sent += disk_sent
-    logs = {disk: log.path for disk, log in sealed.items()}
-    delivered = sides.transport.ship_cycle(
-        sides.source_site, sides.target_site, sides.vm_name, cycle_id, logs
-    )
-    point = sides.replica.apply_cycle(
-        cycle_id,
-        delivered,
-        epoch=epoch,
-        app_consistent=False,
-        expected_last_sequences={d: s.last_sequence for d, s in sealed.items()},
-    )
+    point_id: int | None = None
+    if sent or not sides.replica.catalogue.points:
+        logs = {disk: log.path for disk, log in sealed.items()}
+        delivered = sides.transport.ship_cycle(
+            sides.source_site, sides.target_site, sides.vm_name, cycle_id, logs
+        )
+        point = sides.replica.apply_cycle(
+            cycle_id,
+            delivered,
+            epoch=epoch,
+            app_consistent=False,
+            expected_last_sequences={d: s.last_sequence for d, s in sealed.items()},
+        )
+        point_id = point.recovery_point_id
     shutil.rmtree(outbox)
     block_bytes = min(source.block_bytes for source in sides.source_disks.values())
     return ResyncReport(
         cycle_id=cycle_id,
-        recovery_point_id=point.recovery_point_id,
+        recovery_point_id=point_id,
         blocks_compared=compared,
         blocks_sent=sent,
         bytes_sent=sent * block_bytes,

@@ -85,11 +85,13 @@ STOPPED = Phase.REPLICATION_STOPPED
 LIFECYCLE: tuple[Edge, ...] = (
     # Protect: tracking starts and a snapshot point is fixed at enable; the disks are then
     # copied one by one while writes land in the change logs, which are applied at the
-    # end: the first recovery point. Disable is refused mid-failover and during a drill
-    # (decision 10).
+    # end: the first recovery point. Logs that became unusable meanwhile cannot bring
+    # the copy to a consistent state: resynchronise instead (decision 8). Disable is
+    # refused mid-failover and during a drill (decision 10).
     Edge("enable_protection",            (Phase.UNPROTECTED,),              IR),
     Edge("copy_disk",                    (IR,),                             Dest.SAME,          ("disks_left_to_copy",)),
-    Edge("complete_initial_replication", (IR,),                             Dest.STEADY,        ("all_disks_copied",)),
+    Edge("complete_initial_replication", (IR,),                             Dest.STEADY,        ("all_disks_copied", "log_usable")),
+    Edge("complete_initial_replication", (IR,),                             RESYNC,             ("all_disks_copied", "log_unusable")),
     Edge("disable_protection",           (IR, *STEADY, PAUSED, RESYNC, COMMITTED, STOPPED), Phase.UNPROTECTED),
     # Steady state: delta cycles ship sealed logs; an unusable log (past its limit,
     # damaged) turns the next cycle into a resynchronisation (decision 8). Cycles go on

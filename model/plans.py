@@ -5,10 +5,12 @@ stops the plan before the next group; the plan can be resumed after the cause is
 skipping what already succeeded. Each operation is a short sequence of ordinary VM
 actions, so a plan never changes a phase the lifecycle would not: ``plan_step`` tries
 each step on each VM of the current group, skipping a step the VM has already passed,
-and the group is done when every VM of it stands in the operation's final phases.
+and a VM is done when it stands in the operation's final phases, and stays done for the
+rest of its group even if the operator moves it on (commits it) before the plan
+resumes; the group is done when all of its VMs are.
 
-The state keeps only which operation a plan runs and the group it is at (``PlanRun``):
-no job history.
+The state keeps only which operation a plan runs, the group it is at and the VMs of
+that group already done (``PlanRun``): no job history.
 """
 
 from __future__ import annotations
@@ -68,20 +70,24 @@ TryCall = Callable[[ModelConfig, SystemState, Call], SystemState | None]
 
 def run_group(
     config: ModelConfig, state: SystemState, plan: int, try_call: TryCall
-) -> tuple[SystemState, tuple[int, ...]]:
-    """Run the current group of ``plan``; return the state and the VMs not done."""
+) -> tuple[SystemState, frozenset[int]]:
+    """Run the current group of ``plan`` on the VMs not yet done; return the state and
+    the VMs of the group done so far (a VM that succeeded stays done even if the
+    operator moves it on before the plan resumes)."""
     run = state.plan_runs[plan]
     assert run is not None
     operation = OPERATIONS[run.operation]
-    failed = []
+    done = set(run.done)
     for vm in config.plans[plan].groups[run.group]:
+        if vm in done:
+            continue
         for action, args in operation.steps:
             after = try_call(config, state, Call(action, vm=vm, args=args))
             if after is not None:
                 state = after
-        if state.vms[vm].phase not in operation.done_in:
-            failed.append(vm)
-    return state, tuple(failed)
+        if state.vms[vm].phase in operation.done_in:
+            done.add(vm)
+    return state, frozenset(done)
 
 
 def make_plan_actions(try_call: TryCall) -> tuple[ActionSpec, ...]:
@@ -102,14 +108,17 @@ def make_plan_actions(try_call: TryCall) -> tuple[ActionSpec, ...]:
     def step(ctx: Context) -> SystemState:
         assert ctx.call.plan is not None
         plan = ctx.call.plan
-        state, failed = run_group(ctx.config, ctx.state, plan, try_call)
+        state, done = run_group(ctx.config, ctx.state, plan, try_call)
         run = state.plan_runs[plan]
         assert run is not None
-        if failed:
-            return state  # blocked at this group until the cause is fixed
+        group = ctx.config.plans[plan].groups[run.group]
+        if not done >= set(group):
+            # blocked at this group until the cause is fixed; remember who succeeded
+            return _with_run(state, plan, replace(run, done=done))
         groups = len(ctx.config.plans[plan].groups)
-        after = replace(run, group=run.group + 1) if run.group + 1 < groups else None
-        return _with_run(state, plan, after)
+        if run.group + 1 < groups:
+            return _with_run(state, plan, PlanRun(run.operation, run.group + 1))
+        return _with_run(state, plan, None)
 
     def progresses(ctx: Context) -> bool:
         return runs(ctx) and step(ctx) != ctx.state

@@ -191,10 +191,12 @@ class RecoveryPlan:
 
 @dataclass(frozen=True, slots=True)
 class PlanRun:
-    """A recovery plan in progress: the operation and the group it is at."""
+    """A recovery plan in progress: the operation, the group it is at, and the VMs of
+    that group that already succeeded (skipped when the plan resumes, decision 11)."""
 
     operation: str
     group: int = 0
+    done: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

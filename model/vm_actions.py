@@ -62,15 +62,11 @@ SHUTDOWN_REFUSED = "refused"  # the guest refused: it keeps running, no final sy
 def _ship(vm: VmState, points_max: int, *, app_consistent: bool) -> VmState:
     """One delta cycle: the replica catches up and a recovery point is kept.
 
-    A cycle with nothing to ship adds no point (it may only mark the newest point
-    app-consistent); the oldest points are merged away past ``points_max``.
+    A cycle with nothing to ship makes no point (app-consistent or not), as the
+    engine does; the oldest points are merged away past ``points_max``.
     """
     assert vm.other is not None
     if not _cycle_adds_point(vm):
-        newest = vm.points[0]
-        if app_consistent and not newest.app_consistent:
-            marked = replace(newest, app_consistent=True)
-            return replace(vm, points=(marked, *vm.points[1:]))
         return vm
     point = RecoveryPoint(Copy(), app_consistent=app_consistent)
     return replace(vm, other=Copy(), points=(point, *vm.points)[:points_max])
@@ -139,8 +135,11 @@ def _copy_disk(ctx: Context) -> VmState:
 def _complete_initial(ctx: Context) -> VmState:
     # The disks were copied while the workload wrote; the changes logged since tracking
     # started are applied now, so the replica equals the source at this cut and
-    # becomes the first recovery point (issue 9: "then the changes logged meanwhile
-    # are applied").
+    # becomes the first recovery point. With unusable logs the copy cannot be made
+    # consistent: no point, and the other copy is not a known past state until the
+    # resynchronisation the lifecycle leads to.
+    if ctx.vm.log is not LogHealth.USABLE:
+        return replace(ctx.vm, other_trusted=False)
     return replace(ctx.vm, other=Copy(), points=(RecoveryPoint(Copy()),))
 
 
@@ -155,21 +154,26 @@ def _unchanged(ctx: Context) -> VmState:
 
 def _complete_resync(ctx: Context) -> VmState:
     # Blocks are compared and the differing ones sent: the other copy becomes the
-    # active copy. After an unplanned failover this is the reconciliation: what the
-    # old source held beyond the new source is measured before it is overwritten.
+    # active copy, and a recovery point is made when anything was sent or none exists
+    # (nothing sent: the newest point already is the source, as the engine finds; the
+    # abstraction counts writes, so "differs" is "lags or diverges"). After an unplanned
+    # failover this is the reconciliation: what the old source held beyond the new
+    # source is measured before it is overwritten.
     vm = ctx.vm
     assert vm.other is not None
     record = vm.last_failover
     closed = None
     if record is not None:
         closed = replace(record, reconciled_writes=vm.other.divergent)
-    point = RecoveryPoint(Copy())
+    points = vm.points
+    if vm.other != Copy() or not vm.points:
+        points = (RecoveryPoint(Copy()), *vm.points)[: ctx.config.recovery_points_max]
     return replace(
         vm,
         other=Copy(),
         other_trusted=True,
         log=LogHealth.USABLE,
-        points=(point, *vm.points)[: ctx.config.recovery_points_max],
+        points=points,
         last_failover=None,
         closed_report=closed,
     )
@@ -364,7 +368,7 @@ OP, AGENT = Actor.OPERATOR, Actor.AGENT
 
 VM_ACTIONS: tuple[ActionSpec, ...] = (
     _vm("enable_protection", OP, "Enable replication: tracking starts, snapshot fixed.",
-        _enable, (*BOTH_SITES_AND_LINK, NO_DIVERGENT_COPY)),
+        _enable, (ACTIVE_REACHABLE, NO_DIVERGENT_COPY)),
     _vm("copy_disk", AGENT, "Copy the next disk of the initial replication.",
         _copy_disk, TRANSFER),
     _vm("complete_initial_replication", AGENT, "The initial copy is whole.",
@@ -387,7 +391,7 @@ VM_ACTIONS: tuple[ActionSpec, ...] = (
     _vm("planned_failover", OP, "Shut the source down and ship every pending change.",
         _prepare_planned, (*BOTH_SITES_AND_LINK, OTHER_STORAGE_FREE)),
     _vm("failover", OP, "Planned failover, second half: fail over on the replica.",
-        _failover_planned, (OTHER_REACHABLE,)),
+        _failover_planned, (ACTIVE_REACHABLE, OTHER_REACHABLE)),
     _vm("unplanned_failover", OP, "Stop replication and fail over from a chosen point.",
         _start_unplanned, (OTHER_REACHABLE, FINAL_SYNC_POSSIBLE),
         choices=_unplanned_choices, fault=_unplanned_fault),

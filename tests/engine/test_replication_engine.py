@@ -323,3 +323,44 @@ def test_a_cycle_at_a_quiesce_point_makes_an_app_consistent_point(
     engine.replicate("web")
     flags = [p.app_consistent for p in engine.status("web").recovery_points]
     assert flags == [False, True, False]
+
+
+def test_initial_replication_over_an_untrusted_log_resynchronises(
+    tmp_path: Path,
+) -> None:
+    """The log goes missing during the copy: no first point, then a resync makes one."""
+    roots = (tmp_path / "p", tmp_path / "s")
+    with ReplicationEngine.open(*roots, clock=ManualClock()) as engine:
+        engine.create_vm("web", DISKS)
+        engine.write("web", "os", 0, b"s" * BLOCK)
+        # the logs become untrusted while the disks are being copied
+        engine.enable_protection(
+            "web",
+            progress=lambda disk, done, total: engine.vm("web").disks.distrust(
+                "test: tracking lost during the copy"
+            ),
+        )
+        status = engine.status("web")
+        assert (status.phase, status.recovery_points) == ("resynchronizing", ())
+        report = engine.resynchronize("web")
+        assert report.recovery_point_id is not None
+        assert engine.status("web").phase == "protected"
+        for disk in DISKS:
+            assert source_image(engine, disk) == replica_image(engine, disk)
+
+
+def test_a_resync_with_nothing_to_send_makes_no_point(
+    engine: ReplicationEngine,
+) -> None:
+    """As in the model: the points stay as they were."""
+    engine.enable_protection("web")
+    engine.write("web", "os", 0, b"t" * BLOCK)
+    engine.replicate("web")
+    before = engine.status("web").recovery_points
+    report = engine.resynchronize("web")
+    assert (report.blocks_sent, report.recovery_point_id) == (0, None)
+    assert engine.status("web").recovery_points == before
+    engine.write("web", "data", 0, b"u" * BLOCK)
+    engine.replicate("web")  # the new epoch's first cycle applies after the old point
+    for disk in DISKS:
+        assert source_image(engine, disk) == replica_image(engine, disk)
