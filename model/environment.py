@@ -9,7 +9,9 @@ VM only after commit); a divergent copy left running by a failed shutdown takes 
 of its own; a drill's test VM takes writes that must never reach the replica.
 
 Writes are bounded (``ModelConfig.write_lag_max``): the workload waits while any copy
-lags that many writes, which keeps the loss figures exact (see ``model.state``).
+lags that many writes, or a recovery point that many times the number of points kept,
+which keeps the loss figures exact (see ``model.state``) while letting cycles go on
+until the oldest point is merged away.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ TRACKING_PHASES = frozenset(
 SHUT_DOWN_FOR_FAILOVER = frozenset({Phase.FAILOVER_PREPARED, Phase.FAILING_OVER})
 
 
-def _lags(vm: VmState) -> list[int]:
-    copies = [vm.other, vm.test_copy, vm.frozen_other]
-    copies += [point.copy for point in vm.points]
-    return [copy.behind for copy in copies if copy is not None]
+def _within_lag(vm: VmState, lag_max: int, points_max: int) -> bool:
+    """Every copy lags fewer than ``lag_max`` writes, every recovery point fewer than
+    ``lag_max * points_max`` (so cycles can go on until the oldest point is merged)."""
+    copies = (vm.other, vm.test_copy, vm.frozen_other)
+    if any(copy is not None and copy.behind >= lag_max for copy in copies):
+        return False
+    return all(point.copy.behind < lag_max * points_max for point in vm.points)
 
 
 def _write(ctx: Context) -> VmState:
@@ -69,7 +74,8 @@ WORKLOAD_RUNS = Guard(
 
 
 def _copies_within_lag(ctx: Context) -> bool:
-    return max(_lags(ctx.vm), default=0) < ctx.config.write_lag_max
+    config = ctx.config
+    return _within_lag(ctx.vm, config.write_lag_max, config.recovery_points_max)
 
 
 def _write_test(ctx: Context) -> VmState:

@@ -126,6 +126,25 @@ LIFECYCLE: tuple[Edge, ...] = (
     Edge("reverse_replication",          (COMMITTED,),                      RESYNC,             ("other_copy_untrusted",)),
 )  # fmt: skip
 
+#: Where a refusal from each phase points the operator (decisions 3, 4 and 10 ask the
+#: messages to name the way out).
+WAY_OUT: dict[Phase, str] = {
+    Phase.UNPROTECTED: "enable protection first",
+    Phase.INITIAL_REPLICATION: "wait for the initial copy to complete",
+    Phase.REPLICATION_PAUSED: "resume replication first",
+    Phase.RESYNCHRONIZING: "wait for the resynchronisation to complete",
+    Phase.TEST_FAILOVER: "a drill is open: clean it up first with cleanup_test_failover",
+    Phase.FAILOVER_PREPARED: "a planned failover is in progress: fail over, or cancel "
+    "it (replication then stops for good)",
+    Phase.FAILING_OVER: "a failover is in progress: let it complete, or cancel it "
+    "(replication then stops for good)",
+    Phase.FAILED_OVER: "the failover is not committed: commit it (or, after an "
+    "unplanned failover, choose another recovery point first)",
+    Phase.COMMITTED: "start reverse replication to protect the VM again",
+    Phase.REPLICATION_STOPPED: "a cancelled failover stopped replication for good: "
+    "disable protection, then enable it again",
+}
+
 #: Guards that come in complementary pairs: exactly one of each pair holds.
 COMPLEMENTARY_GUARDS: tuple[tuple[str, str], ...] = (
     ("log_usable", "log_unusable"),

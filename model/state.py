@@ -14,10 +14,12 @@ All disks of a VM move together (cycles cut every disk at one point), so one cop
 summarises all of a VM's disks; the per-disk order is the engine's to keep.
 
 **Bounded environment instead of saturation.** Lags are exact, never saturated: the
-workload may write only while every copy lags by less than ``write_lag_max``, so the
-loss figures the invariants compare stay exact. Recovery points are kept up to
-``recovery_points_max`` (the oldest is merged away, as the product does); environment
-faults are drawn from a budget of ``fault_budget`` per trace. Jobs keep no history here.
+workload may write only while every copy lags by less than ``write_lag_max`` and every
+recovery point by less than ``write_lag_max * recovery_points_max`` (enough for the
+oldest point to be merged away), so the loss figures the invariants compare stay
+exact. Recovery points are kept up to ``recovery_points_max`` (the oldest is merged
+away, as the product does); environment faults are drawn from a budget of
+``fault_budget`` per trace. Jobs keep no history here.
 
 **What the abstraction cannot tell apart.** Two copies that lack the same number of
 writes are equal even if the writes differ in size or place; which disk a write went to;

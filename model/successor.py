@@ -29,7 +29,7 @@ from types import MappingProxyType
 from model.action import ActionSpec, Call, Context, Scope, vm_name
 from model.environment import LINK_ENVIRONMENT, SITE_ENVIRONMENT, VM_ENVIRONMENT
 from model.errors import ActionRefused, UnknownCall
-from model.lifecycle import LIFECYCLE, Edge, Phase, edges_from, resolve
+from model.lifecycle import LIFECYCLE, WAY_OUT, Edge, Phase, edges_from, resolve
 from model.lifecycle_guards import GUARD_HINTS, GUARDS, EdgeGuard
 from model.plans import make_plan_actions
 from model.state import ModelConfig, Site, SystemState, VmState
@@ -139,7 +139,9 @@ def lifecycle_edge(
     rows = rules.rows(machine_vm.phase, trigger)
     if not rows:
         sources = ", ".join(phase.value for phase in rules.sources_of(trigger))
-        return Refusal("phase", f"{trigger} is allowed only from: {sources}")
+        reason = f"{trigger} is allowed only from: {sources}"
+        way_out = WAY_OUT.get(machine_vm.phase)
+        return Refusal("phase", reason if way_out is None else f"{reason}; {way_out}")
     for edge in rows:
         if all(guards[g](machine_vm, config) for g in edge.guards):
             return edge

@@ -116,3 +116,21 @@ def test_a_wrong_argument_names_the_choices() -> None:
     error = refusal(PROTECTED, Call("start_test_failover", vm=0, args=(("point", 7),)))
     assert error.guard == "choice"
     assert "{'point': 0}" in str(error)
+
+
+@pytest.mark.parametrize(
+    "action", ["pause", "resynchronize", "planned_failover", "unplanned_failover"]
+)
+def test_refusals_during_a_drill_say_to_clean_it_up_first(action: str) -> None:
+    """Decision 4: failover, pause and resynchronisation name the way out."""
+    drilling = run(Call("start_test_failover", vm=0, args=(("point", 0),)),
+                   state=PROTECTED)  # fmt: skip
+    error = refusal(drilling, Call(action, vm=0))
+    assert "a drill is open: clean it up first with cleanup_test_failover" in str(error)
+
+
+def test_disable_mid_failover_names_the_way_out() -> None:
+    """Decision 10: the refusal says what leads out of the failover."""
+    failing = run(Call("planned_failover", vm=0), state=PROTECTED)
+    error = refusal(failing, Call("disable_protection", vm=0))
+    assert "fail over, or cancel it" in str(error)
