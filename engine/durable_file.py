@@ -52,18 +52,13 @@ def write_file_atomically(path: Path, data: bytes) -> None:
 
 
 def copy_file_atomically(source: Path, target: Path) -> int:
-    """Copy ``source`` to ``target`` (sparse, durable, atomic); return its size."""
-    copy_disk_image(source, target)
-    return target.stat().st_size
-
-
-def copy_sparse(source: Path, target: Path) -> int:
-    """Copy ``source`` over ``target`` keeping holes; return the size.
+    """Copy ``source`` to ``target`` (sparse, durable, atomic); return its size.
 
     Holes are found with ``SEEK_DATA``/``SEEK_HOLE`` (``initial_copy.copy_disk_image``),
-    so a mostly empty disk costs what it holds, not its size; the copy is atomic too.
+    so a mostly empty disk costs what it holds, not its size.
     """
-    return copy_file_atomically(source, target)
+    copy_disk_image(source, target)
+    return target.stat().st_size
 
 
 def move_or_copy(source: Path, target: Path) -> int:

@@ -119,15 +119,6 @@ class VmStatus:
     log_problem: str | None
 
 
-def _model_args(
-    action: str, params: Mapping[str, object]
-) -> dict[str, str | int | bool]:
-    """The model's arguments of ``action`` among the recorded parameters."""
-    if action == "replicate":
-        return {"app_consistent": bool(params.get("app_consistent", False))}
-    return {}
-
-
 class ProtectedVm:
     """One VM: its disks at the source, its replica at the target, its machine."""
 

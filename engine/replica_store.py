@@ -458,7 +458,7 @@ class ReplicaStore:
         self, recovery_point_id: int, images: dict[str, Path]
     ) -> None:
         for disk, image in images.items():
-            durable_file.copy_sparse(self._disk_path(disk), image)
+            durable_file.copy_file_atomically(self._disk_path(disk), image)
         # Step back one point at a time, newest first: the undo image of point P
         # turns P's successor into P.
         points = self._catalogue.points

@@ -241,7 +241,8 @@ class InProcessTransport:
         shipped = {}
         for disk, source in files.items():
             target = safe_child(directory, disk + suffix)
-            self._bytes_shipped += durable_file.copy_sparse(Path(source), target)
+            copied = durable_file.copy_file_atomically(Path(source), target)
+            self._bytes_shipped += copied
             self._files_shipped += 1
             shipped[disk] = target
         fsync_directory(directory)
