@@ -32,10 +32,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from engine.binding.protected_vm import CycleReport
 from engine.clock import SystemClock
-from engine.protected_vm import CycleReport
-from engine.replica_store import ReplicaStore
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
+from engine.replica.store import ReplicaStore
 
 VM = "bench"
 DISK = "data"

@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from engine.initial_copy import copy_disk_image
+from engine.storage.sparse_copy import copy_disk_image
 
 RUN_BYTES = 4 * 1024 * 1024
 ROUNDS = 5

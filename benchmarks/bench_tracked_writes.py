@@ -23,8 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from engine.disk import VirtualDisk
-from engine.tracked_disk import TrackedDisk
+from engine.log.tracked_disk import TrackedDisk
+from engine.storage.disk import VirtualDisk
 
 DISK_BYTES = 256 * 1024 * 1024
 WRITE_BYTES = 4096

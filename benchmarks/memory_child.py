@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
 
 VM = "bench"
 DISK = "data"

@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.change_log import ChangeLog
 from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
+from engine.log.writer import ChangeLog
 from engine.names import safe_child, validate_disk_name
-from engine.transport import Progress, Transport
+from engine.transport.in_process import Progress, Transport
 
 
 class ManualClock:

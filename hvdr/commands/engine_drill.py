@@ -20,8 +20,8 @@ from rich.table import Table
 
 from engine.clock import SystemClock
 from engine.errors import TransitionNotAllowed
-from engine.replica_store import ReplicaStore
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
+from engine.replica.store import ReplicaStore
 
 DISKS = {"os": 64 << 20, "data": 32 << 20}
 BLOCK = 4096

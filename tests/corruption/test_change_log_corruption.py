@@ -8,7 +8,15 @@ import struct
 import google_crc32c
 import pytest
 
-from engine.change_log import (
+from engine.errors import CorruptRecord, LogMismatch
+from engine.log.format import (
+    FORMAT_VERSION,
+    HEADER_CRC,
+    HEADER_FIXED,
+    MAGIC,
+    RECORD_HEADER,
+)
+from engine.log.writer import (
     REASON_BAD_DISK_ID,
     REASON_BAD_MAGIC,
     REASON_HEADER_CHECKSUM,
@@ -32,14 +40,6 @@ from engine.change_log import (
     read_sealed_log,
     verify_sealed_log,
 )
-from engine.change_log_format import (
-    FORMAT_VERSION,
-    HEADER_CRC,
-    HEADER_FIXED,
-    MAGIC,
-    RECORD_HEADER,
-)
-from engine.errors import CorruptRecord, LogMismatch
 
 DISK_ID = "vm1.data"
 EPOCH = 4

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.replica_store import CRASH_POINTS, RecoveryAction, ReplicaStore
+from engine.replica.store import CRASH_POINTS, RecoveryAction, ReplicaStore
 from engine.testing import Cycle, CycleSource, ManualClock
 
 DISKS = {"os": 64 * 1024, "data": 32 * 1024}
@@ -21,7 +21,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, os, signal, sys
 from pathlib import Path
-from engine.replica_store import ReplicaStore
+from engine.replica.store import ReplicaStore
 from engine.testing import ManualClock
 
 root, kill_at, logs = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.protected_vm import CYCLE_CRASH_POINTS
-from engine.replica_store import CRASH_POINTS, ReplicaStore
-from engine.replication_engine import ReplicationEngine
+from engine.binding.protected_vm import CYCLE_CRASH_POINTS
+from engine.orchestration.engine import ReplicationEngine
+from engine.replica.store import CRASH_POINTS, ReplicaStore
 from engine.testing import ManualClock
 
 BLOCK = 4096
@@ -25,7 +25,7 @@ KILL_POINTS = [*CYCLE_CRASH_POINTS, *STORE_POINTS]
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
 
 def crash(step):
     if step == sys.argv[3]:
@@ -81,7 +81,7 @@ def test_every_kill_point_is_covered() -> None:
 CHILD_COPY = """
 import os, signal, sys
 from pathlib import Path
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
 
 def progress(disk, done, total):
     if disk == sys.argv[3] and done >= total // 2:
@@ -122,7 +122,7 @@ def test_killed_during_the_initial_copy_resumes_it(disk: str, tmp_path: Path) ->
 CHILD_ENABLE = """
 import os, signal, sys
 from pathlib import Path
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
 
 def crash(step):
     if step == sys.argv[3]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from engine.errors import CorruptRecord, TransportError
-from engine.replica_store import ReplicaStore
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
+from engine.replica.store import ReplicaStore
 from engine.testing import LossyTransport, ManualClock
-from engine.transport import InProcessTransport
+from engine.transport.in_process import InProcessTransport
 
 BLOCK = 4096
 DISKS = {"os": 32 * BLOCK, "data": 32 * BLOCK}

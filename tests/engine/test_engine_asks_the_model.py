@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import TransitionNotAllowed
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
 from engine.testing import ManualClock
 from model import ActionRefused, Call, apply
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.replica_store import ReplicaStore
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
+from engine.replica.store import ReplicaStore
 from engine.testing import LossyTransport, ManualClock
-from engine.transport import InProcessTransport
+from engine.transport.in_process import InProcessTransport
 
 BLOCK = 4096
 DISKS = {"a": 16 * BLOCK, "b": 16 * BLOCK}
@@ -156,7 +156,7 @@ def test_reopen_after_a_kill_does_not_need_the_link(tmp_path: Path) -> None:
     script = """
 import os, signal, sys
 from pathlib import Path
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
 def crash(step):
     if step == "outbox_removed":
         os.kill(os.getpid(), signal.SIGKILL)

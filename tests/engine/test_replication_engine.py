@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidConfiguration, InvalidName, TransitionNotAllowed
-from engine.replica_store import ReplicaStore
-from engine.replication_engine import ReplicationEngine
+from engine.orchestration.engine import ReplicationEngine
+from engine.replica.store import ReplicaStore
 from engine.testing import ManualClock
 
 BLOCK = 4096

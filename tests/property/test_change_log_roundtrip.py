@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.change_log import ChangeLog, LogRecord, read_sealed_log, verify_sealed_log
-from engine.disk import VirtualDisk
-from engine.tracked_disk import TrackedDisk
+from engine.log.tracked_disk import TrackedDisk
+from engine.log.writer import ChangeLog, LogRecord, read_sealed_log, verify_sealed_log
+from engine.storage.disk import VirtualDisk
 
 DISK_BYTES = 64 * 1024
 DISK_ID = "vm.p"

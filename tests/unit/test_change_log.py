@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from engine.change_log import (
+from engine.errors import (
+    CorruptRecord,
+    DiskRangeError,
+    InvalidConfiguration,
+    InvalidName,
+    StorageFull,
+)
+from engine.log.format import (
+    FORMAT_VERSION,
+    RECORD_HEADER,
+    RECORD_PAYLOAD_BYTES_MAX,
+)
+from engine.log.writer import (
     REASON_ENDS_EARLY,
     ChangeLog,
     ChangeLogStatistics,
@@ -19,18 +31,6 @@ from engine.change_log import (
     log_path_for,
     read_sealed_log,
     verify_sealed_log,
-)
-from engine.change_log_format import (
-    FORMAT_VERSION,
-    RECORD_HEADER,
-    RECORD_PAYLOAD_BYTES_MAX,
-)
-from engine.errors import (
-    CorruptRecord,
-    DiskRangeError,
-    InvalidConfiguration,
-    InvalidName,
-    StorageFull,
 )
 
 DISK_ID = "vm1.os"

@@ -1,4 +1,4 @@
-"""Unit tests for engine.control_store: durable per-site control state in SQLite."""
+"""Unit tests for engine.control.store: durable per-site control state in SQLite."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.control_schema import SCHEMA_VERSION
-from engine.control_store import ControlStore, OperationState
+from engine.control.schema import SCHEMA_VERSION
+from engine.control.store import ControlStore, OperationState
 from engine.errors import InvalidConfiguration, InvalidName, ReplicationError
-from engine.recovery_point import RecoveryPoint
+from engine.replica.recovery_point import RecoveryPoint
 from engine.testing import ManualClock
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -239,7 +239,7 @@ def test_missing_directory_is_reported(tmp_path: Path, clock: ManualClock) -> No
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from engine.control_store import ControlStore, OperationState
+from engine.control.store import ControlStore, OperationState
 from engine.testing import ManualClock
 
 path, stop_after = Path(sys.argv[1]), sys.argv[2]

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from engine.disk import (
+from engine.errors import DiskRangeError, InvalidConfiguration, StorageFull
+from engine.storage.disk import (
     BLOCK_BYTES_DEFAULT,
     BLOCK_BYTES_MAX,
     BLOCK_BYTES_MIN,
     VirtualDisk,
 )
-from engine.errors import DiskRangeError, InvalidConfiguration, StorageFull
 
 MIB = 1024 * 1024
 

@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from engine.change_log import read_sealed_log
-from engine.disk import VirtualDisk
 from engine.errors import InvalidConfiguration, StorageFull
-from engine.initial_copy import CopyStatistics, copy_disk_image, data_extents
-from engine.tracked_disk import TrackedDisk
+from engine.log.tracked_disk import TrackedDisk
+from engine.log.writer import read_sealed_log
+from engine.storage.disk import VirtualDisk
+from engine.storage.sparse_copy import CopyStatistics, copy_disk_image, data_extents
 
 MIB = 1024 * 1024
 SIZE = 8 * MIB

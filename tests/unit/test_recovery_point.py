@@ -1,11 +1,11 @@
-"""Unit tests for engine.recovery_point: points, ordering, retention and lookups."""
+"""Unit tests for engine.replica.recovery_point: points, ordering, retention."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.errors import CorruptRecord, InvalidConfiguration, RecoveryPointNotFound
-from engine.recovery_point import (
+from engine.replica.recovery_point import (
     RETENTION_COUNT_MAX,
     RecoveryPoint,
     RecoveryPointCatalogue,

@@ -1,4 +1,4 @@
-"""Unit tests for engine.replica_store: all-or-nothing cycles, points, retention."""
+"""Unit tests for engine.replica.store: all-or-nothing cycles, points, retention."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from engine.errors import (
     RecoveryPointNotFound,
     StorageFull,
 )
-from engine.replica_store import RecoveryAction, ReplicaStore
+from engine.replica.store import RecoveryAction, ReplicaStore
 from engine.testing import Cycle, CycleSource, ManualClock
 
 DISKS = {"os": 64 * 1024, "data": 32 * 1024}

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from engine.change_log import LogRecord, log_path_for, read_sealed_log
-from engine.change_log_format import RECORD_PAYLOAD_BYTES_MAX
-from engine.disk import VirtualDisk
 from engine.errors import DiskRangeError, StorageFull
-from engine.tracked_disk import TrackedDisk, TrackedDiskStatistics
+from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
+from engine.log.tracked_disk import TrackedDisk, TrackedDiskStatistics
+from engine.log.writer import LogRecord, log_path_for, read_sealed_log
+from engine.storage.disk import VirtualDisk
 
 MIB = 1024 * 1024
 DISK_ID = "vm1.os"

@@ -1,4 +1,4 @@
-"""Unit tests for engine.transport: the in-process transport between storage roots."""
+"""Unit tests for engine.transport.in_process: copying between storage roots."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from engine.errors import (
     StorageFull,
     TransportError,
 )
-from engine.transport import InProcessTransport, Transport
+from engine.transport.in_process import InProcessTransport, Transport
 
 
 @pytest.fixture

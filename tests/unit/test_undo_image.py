@@ -1,4 +1,4 @@
-"""Unit tests for engine.undo_image: round trip, compact zeros, strict reading."""
+"""Unit tests for engine.replica.undo_image: round trip, zeros, strict reading."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import CorruptRecord
-from engine.undo_image import (
+from engine.replica.undo_image import (
     UndoExtent,
     apply_undo_image,
     merge_regions,

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from engine.change_log import ChangeLog, SealedLog
-from engine.disk import VirtualDisk
-from engine.replica_store import ReplicaStore
-from engine.transport import Transport
+from engine.log.writer import ChangeLog, SealedLog
+from engine.replica.store import ReplicaStore
+from engine.storage.disk import VirtualDisk
+from engine.transport.in_process import Transport
 
 COMPARE_CHUNK_BYTES: Final = 1 << 20  # large reads; equal chunks cost one comparison
 

@@ -70,16 +70,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
-from engine import durable_file
 from engine.clock import Clock
-from engine.cycle_logs import (
-    logs_applied_by,
-    preallocate,
-    touched_regions,
-    verify_cycle_logs,
-    write_cycle,
-)
-from engine.disk import fsync_directory
 from engine.errors import (
     CorruptRecord,
     DiskRangeError,
@@ -88,18 +79,27 @@ from engine.errors import (
     StorageFull,
 )
 from engine.names import safe_child
-from engine.recovery_point import (
+from engine.replica.apply import (
+    logs_applied_by,
+    preallocate,
+    touched_regions,
+    verify_cycle_logs,
+    write_cycle,
+)
+from engine.replica.manifest import ApplyIntent, StoreManifest, validate_disks
+from engine.replica.recovery_point import (
     RecoveryPoint,
     RecoveryPointCatalogue,
     make_last_sequences,
     validate_retention_count,
 )
-from engine.replica_manifest import ApplyIntent, StoreManifest, validate_disks
-from engine.undo_image import (
+from engine.replica.undo_image import (
     apply_undo_image,
     capture_extents,
     write_undo_image,
 )
+from engine.storage import durable_file
+from engine.storage.disk import fsync_directory
 
 STORE_FILE: Final = "store.json"
 INTENT_FILE: Final = "intent.json"

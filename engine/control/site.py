@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from engine.clock import Clock
-from engine.control_store import ControlStore
+from engine.control.store import ControlStore
 from engine.names import safe_child, validate_site_name
 
 CONTROL_FILE: Final = "control.sqlite3"

@@ -29,7 +29,8 @@ from typing import BinaryIO, Final, NoReturn
 
 import google_crc32c
 
-from engine.change_log_format import (
+from engine.errors import CorruptRecord, InvalidConfiguration, InvalidName, LogMismatch
+from engine.log.format import (
     DISK_ID_BYTES_MAX,
     EPOCH_MAX,
     FORMAT_VERSION,
@@ -42,9 +43,8 @@ from engine.change_log_format import (
     RECORD_PAYLOAD_BYTES_MIN,
     SCAN_CHUNK_BYTES,
 )
-from engine.disk import require_int
-from engine.errors import CorruptRecord, InvalidConfiguration, InvalidName, LogMismatch
 from engine.names import validate_name
+from engine.storage.disk import require_int
 
 REASON_TRUNCATED_HEADER: Final = "truncated header"
 REASON_BAD_MAGIC: Final = "bad magic"

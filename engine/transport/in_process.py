@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from engine import durable_file
-from engine.disk import fsync_directory
 from engine.errors import InvalidConfiguration, StorageFull, TransportError
-from engine.initial_copy import copy_disk_image
 from engine.names import safe_child, validate_disk_name, validate_site_name
+from engine.storage import durable_file
+from engine.storage.disk import fsync_directory
+from engine.storage.sparse_copy import copy_disk_image
 
 INBOX: Final = "inbox"
 INITIAL_COPY: Final = "initial"

@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from engine.clock import Clock
-from engine.control_schema import (
+from engine.control.schema import (
     SCHEMA_VERSION,
     configure,
     create_or_check_site,
@@ -52,7 +52,7 @@ from engine.control_schema import (
 )
 from engine.errors import InvalidConfiguration, ReplicationError, StorageFull
 from engine.names import validate_disk_name, validate_site_name, validate_vm_name
-from engine.recovery_point import RecoveryPoint, make_last_sequences
+from engine.replica.recovery_point import RecoveryPoint, make_last_sequences
 
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 """How long a writer waits for another connection's lock (a status reader, a second

@@ -1,7 +1,7 @@
 """The disks of one VM at its active site: the workload's writes, and change tracking.
 
-What it owns: one :class:`~engine.disk.VirtualDisk` per disk, wrapped in a
-:class:`~engine.tracked_disk.TrackedDisk` while the VM is protected, and the VM-wide
+What it owns: one :class:`~engine.storage.disk.VirtualDisk` per disk, wrapped in a
+:class:`~engine.log.tracked_disk.TrackedDisk` while the VM is protected, and the VM-wide
 lock that makes a cycle's cut consistent across disks: every write takes the lock, and
 :meth:`SourceDisks.seal` seals every disk's log under it, so the cut falls between two
 writes for all disks at once.
@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import durable_file
-from engine.change_log import SealedLog, log_path_for
-from engine.disk import VirtualDisk
 from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
-from engine.tracked_disk import TrackedDisk
+from engine.log.tracked_disk import TrackedDisk
+from engine.log.writer import SealedLog, log_path_for
+from engine.storage import durable_file
+from engine.storage.disk import VirtualDisk
 
 UNTRUSTED_MARKER = "logs-untrusted.txt"
 """Beside the disks while the logs cannot be trusted; holds the reason."""

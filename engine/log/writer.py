@@ -45,7 +45,8 @@ from typing import Self
 
 import google_crc32c
 
-from engine.change_log_format import (
+from engine.errors import DiskRangeError, InvalidConfiguration
+from engine.log.format import (
     FORMAT_VERSION,
     HEADER_CRC,
     HEADER_FIXED,
@@ -59,7 +60,7 @@ from engine.change_log_format import (
     RECORD_PAYLOAD_BYTES_MIN,
     SEQUENCE_MAX,
 )
-from engine.change_log_reader import (
+from engine.log.reader import (
     REASON_BAD_DISK_ID,
     REASON_BAD_MAGIC,
     REASON_ENDS_EARLY,
@@ -88,14 +89,13 @@ from engine.change_log_reader import (
     validate_identity,
     verify_sealed_log,
 )
-from engine.disk import (
+from engine.storage.disk import (
     Buffer,
     fsync_directory,
     require_buffer,
     require_int,
     storage_error,
 )
-from engine.errors import DiskRangeError, InvalidConfiguration
 
 __all__ = [
     "REASON_BAD_DISK_ID",

@@ -26,10 +26,10 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from engine.change_log import SealedLog, read_sealed_log, verify_sealed_log
 from engine.errors import CorruptRecord, LogMismatch
-from engine.recovery_point import RecoveryPoint
-from engine.undo_image import merge_regions
+from engine.log.writer import SealedLog, read_sealed_log, verify_sealed_log
+from engine.replica.recovery_point import RecoveryPoint
+from engine.replica.undo_image import merge_regions
 
 
 def verify_cycle_logs(

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from engine.disk import fsync_directory, require_int, storage_error
 from engine.errors import InvalidConfiguration
+from engine.storage.disk import fsync_directory, require_int, storage_error
 
 CHUNK_BYTES_DEFAULT: Final = 8 * 1024 * 1024
 """Large enough that per-call overhead vanishes, small enough for frequent progress."""

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from engine import durable_file
-from engine.change_log_reader import read_header
 from engine.clock import Clock
-from engine.recovery_point import RecoveryPoint
-from engine.replica_store import ReplicaStore
-from engine.site import SiteStorage
-from engine.transport import Transport
+from engine.control.site import SiteStorage
+from engine.log.reader import read_header
+from engine.replica.recovery_point import RecoveryPoint
+from engine.replica.store import ReplicaStore
+from engine.storage import durable_file
+from engine.transport.in_process import Transport
 
 CrashPoint = Callable[[str], None]
 

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Final
 
-from engine.disk import STORAGE_FULL_ERRNOS, fsync_directory
-from engine.initial_copy import copy_disk_image
+from engine.storage.disk import STORAGE_FULL_ERRNOS, fsync_directory
+from engine.storage.sparse_copy import copy_disk_image
 
 TEMPORARY_SUFFIX: Final = ".tmp"
 

@@ -26,7 +26,7 @@ from typing import Final
 
 from engine.errors import CorruptRecord, InvalidConfiguration
 from engine.names import validate_disk_name
-from engine.recovery_point import (
+from engine.replica.recovery_point import (
     RecoveryPoint,
     RecoveryPointCatalogue,
     validate_retention_count,

@@ -9,9 +9,9 @@ model forbids; a refusal is a :class:`~engine.errors.TransitionNotAllowed` with 
 model's message.
 
 The transport is in-process by default (embedding, tests, fuzzing); anything that
-implements ``engine.transport.Transport`` can replace it. Both sites' storage roots are
-reachable from this process in this first version (the replica side runs here too); the
-replica server between hosts comes with the network transport.
+implements ``engine.transport.in_process.Transport`` can replace it. Both sites'
+storage roots are reachable from this process in this first version (the replica side
+runs here too); the replica server between hosts comes with the network transport.
 """
 
 from __future__ import annotations
@@ -22,11 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from engine.clock import Clock, SystemClock
-from engine.disk import BLOCK_BYTES_DEFAULT, VirtualDisk, validate_block_bytes
-from engine.errors import InvalidConfiguration
-from engine.names import validate_disk_name, validate_vm_name
-from engine.protected_vm import (
+from engine.binding.protected_vm import (
     CrashPoint,
     CycleReport,
     Progress,
@@ -34,10 +30,18 @@ from engine.protected_vm import (
     VmStatistics,
     VmStatus,
 )
-from engine.recovery_point import validate_retention_count
-from engine.resync import ResyncReport
-from engine.site import SiteStorage
-from engine.transport import InProcessTransport, Transport, TransportStatistics
+from engine.clock import Clock, SystemClock
+from engine.control.site import SiteStorage
+from engine.errors import InvalidConfiguration
+from engine.names import validate_disk_name, validate_vm_name
+from engine.replica.recovery_point import validate_retention_count
+from engine.source.resync import ResyncReport
+from engine.storage.disk import BLOCK_BYTES_DEFAULT, VirtualDisk, validate_block_bytes
+from engine.transport.in_process import (
+    InProcessTransport,
+    Transport,
+    TransportStatistics,
+)
 
 PRIMARY = "primary"
 SECONDARY = "secondary"

@@ -40,10 +40,15 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
-from engine import recovery_point as engine_points
 from engine.clock import Clock
-from engine.control_store import VmControl
-from engine.delta_cycle import (
+from engine.control.site import SiteStorage
+from engine.control.store import VmControl
+from engine.errors import CorruptRecord, ReplicationError, TransitionNotAllowed
+from engine.replica import recovery_point as engine_points
+from engine.replica.store import ReplicaStore
+from engine.source.disks import LogState, SourceDisks
+from engine.source.resync import ResyncReport, ResyncSides, resynchronize_disks
+from engine.source.shipping import (
     CYCLE_CRASH_POINTS,
     CrashPoint,
     CycleReport,
@@ -52,12 +57,7 @@ from engine.delta_cycle import (
     no_crash,
     ship_and_apply,
 )
-from engine.errors import CorruptRecord, ReplicationError, TransitionNotAllowed
-from engine.replica_store import ReplicaStore
-from engine.resync import ResyncReport, ResyncSides, resynchronize_disks
-from engine.site import SiteStorage
-from engine.source_disks import LogState, SourceDisks
-from engine.transport import Transport
+from engine.transport.in_process import Transport
 from model import (
     ActionRefused,
     Call,

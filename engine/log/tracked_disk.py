@@ -1,7 +1,7 @@
 """Change tracking in the write path: a disk whose every write is also logged.
 
-What it owns: the pairing of one :class:`~engine.disk.VirtualDisk` with its
-:class:`~engine.change_log.ChangeLog`, and the one lock that orders their writes. It is
+What it owns: the pairing of one :class:`~engine.storage.disk.VirtualDisk` with its
+:class:`~engine.log.writer.ChangeLog`, and the one lock that orders their writes. It is
 the source side of replication's mechanics; it never imports ``model``.
 
 Order of a write, under the lock:
@@ -38,10 +38,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from engine.change_log import ChangeLog, SealedLog, log_limit_bytes, log_path_for
-from engine.change_log_format import RECORD_PAYLOAD_BYTES_MAX
-from engine.disk import Buffer, VirtualDisk, require_buffer
 from engine.errors import ReplicationError, StorageFull
+from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
+from engine.log.writer import ChangeLog, SealedLog, log_limit_bytes, log_path_for
+from engine.storage.disk import Buffer, VirtualDisk, require_buffer
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The engine's front: ``ReplicationEngine`` opens the sites and holds the VMs."""

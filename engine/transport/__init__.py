@@ -1,0 +1,3 @@
+"""The replica interface and its implementations (in-process today; HTTP(S) between
+hosts later).
+"""
