@@ -33,7 +33,6 @@ record is an absolute write, so the replica equals the source at that cut.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +56,7 @@ from engine.source.shipping import (
     no_crash,
     ship_and_apply,
 )
+from engine.storage import files
 from engine.transport.in_process import Transport
 from model import (
     ActionRefused,
@@ -497,7 +497,7 @@ class ProtectedVm:
                 self.disks.seal(self._outbox.path(cycle_id))
                 self._outbox.mark(cycle_id, app_consistent=app_consistent)
             except (ReplicationError, OSError):
-                shutil.rmtree(self._outbox.path(cycle_id), ignore_errors=True)
+                files.remove_tree_durably(self._outbox.path(cycle_id))
                 raise
             reports.append(self._apply(cycle_id))
         return reports
@@ -582,8 +582,8 @@ class ProtectedVm:
         )  # fmt: skip
 
     def _remove_replica(self) -> None:
-        shutil.rmtree(self._replica_path(), ignore_errors=True)
-        shutil.rmtree(self._target.root / "inbox" / self.name, ignore_errors=True)
+        files.remove_tree_durably(self._replica_path())
+        files.remove_tree_durably(self._target.root / "inbox" / self.name)
 
     def _replica(self) -> ReplicaStore:
         return ReplicaStore.open(self._target.replicas, self.name, self._clock)

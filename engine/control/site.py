@@ -22,6 +22,7 @@ from typing import Final
 from engine.clock import Clock
 from engine.control.store import ControlStore
 from engine.names import safe_child, validate_site_name
+from engine.storage import files
 
 CONTROL_FILE: Final = "control.sqlite3"
 
@@ -39,9 +40,8 @@ class SiteStorage:
         """Open (creating the directories if needed) the site ``name`` at ``root``."""
         validate_site_name(name)
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
         for directory in ("vms", "outbox", "inbox", "replicas"):
-            (root / directory).mkdir(exist_ok=True)
+            files.make_directory_durably(root / directory)
         control = ControlStore.open(root / CONTROL_FILE, site_name=name, clock=clock)
         return cls(name, root, control)
 

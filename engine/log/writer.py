@@ -89,13 +89,9 @@ from engine.log.reader import (
     validate_identity,
     verify_sealed_log,
 )
-from engine.storage.disk import (
-    Buffer,
-    fsync_directory,
-    require_buffer,
-    require_int,
-    storage_error,
-)
+from engine.storage import files
+from engine.storage.disk import Buffer, require_buffer, require_int, storage_error
+from engine.storage.files import fsync_directory
 
 __all__ = [
     "REASON_BAD_DISK_ID",
@@ -181,8 +177,9 @@ def _rotate(path: Path, sealed_path: Path) -> None:
 
     On failure the log at ``path`` stays the current one, as if nothing happened.
     """
+    fs = files.current()
     try:
-        os.rename(path, sealed_path)
+        fs.rename(path, sealed_path)
     except OSError as error:
         if error.errno == errno.EXDEV:
             msg = (
@@ -192,9 +189,9 @@ def _rotate(path: Path, sealed_path: Path) -> None:
             raise InvalidConfiguration(msg) from error
         raise
     try:
-        os.rename(_fresh_path(path), path)
+        fs.rename(_fresh_path(path), path)
     except BaseException:
-        os.rename(sealed_path, path)  # undo: the current log stays current
+        fs.rename(sealed_path, path)  # undo: the current log stays current
         raise
 
 
@@ -204,9 +201,13 @@ def _finish_interrupted_seal(path: Path) -> None:
     if not fresh.exists():
         return
     if path.exists():
-        fresh.unlink()  # crashed before the first rename: the seal never happened
+        files.current().unlink(
+            fresh
+        )  # crashed before the first rename: the seal never happened
     else:
-        os.rename(fresh, path)  # crashed between the renames: the fresh log is whole
+        files.current().rename(
+            fresh, path
+        )  # crashed between the renames: the fresh log is whole
     fsync_directory(path.parent)
 
 
@@ -219,15 +220,16 @@ def _write_fresh_log(path: Path, header: LogHeader) -> tuple[int, int]:
     temporary = _fresh_path(path)
     raw = encode_header(header)
     flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    descriptor = os.open(temporary, flags, 0o600)
+    fs = files.current()
+    descriptor = fs.open(temporary, flags, 0o600)
     try:
         written = 0
         while written < len(raw):  # a short write means the storage is filling up
-            written += os.pwrite(descriptor, raw[written:], written)
-        os.fsync(descriptor)
+            written += fs.pwrite(descriptor, raw[written:], written)
+        fs.fsync(descriptor)
     except OSError as error:
         os.close(descriptor)
-        temporary.unlink(missing_ok=True)
+        fs.unlink(temporary, missing_ok=True)
         raise storage_error(error, f"creating change log {str(path)!r}") from error
     return descriptor, len(raw)
 
@@ -256,6 +258,7 @@ class ChangeLog:
         self._tail_report = tail_report
         self._last_record_start: int | None = None
         self._lock = threading.Lock()
+        self._files = files.current()
 
     @classmethod
     def create(
@@ -273,7 +276,7 @@ class ChangeLog:
             raise InvalidConfiguration(msg)
         header = LogHeader(FORMAT_VERSION, disk_id, epoch, first_sequence)
         descriptor, end = _write_fresh_log(path, header)
-        os.rename(_fresh_path(path), path)
+        files.current().rename(_fresh_path(path), path)
         fsync_directory(path.parent)
         return cls(
             path,
@@ -322,8 +325,8 @@ class ChangeLog:
                 except LogDamage as damage:
                     tail_report = TailReport(file_bytes - end, damage.reason)
             if tail_report is not None:
-                os.ftruncate(descriptor, end)
-                os.fsync(descriptor)
+                files.current().ftruncate(descriptor, end)
+                files.current().fsync(descriptor)
         except BaseException:
             os.close(descriptor)
             raise
@@ -422,14 +425,16 @@ class ChangeLog:
             frame_bytes = RECORD_HEADER.size + length
             buffers = [covered, HEADER_CRC.pack(crc), data]
             try:
-                written = os.pwritev(descriptor, buffers, start)
+                written = self._files.pwritev(descriptor, buffers, start)
                 if written < frame_bytes:  # rare: finish with plain writes
                     frame = encode_record(sequence, offset, data)
                     while written < frame_bytes:
                         chunk = frame[written:]
-                        written += os.pwrite(descriptor, chunk, start + written)
+                        written += self._files.pwrite(
+                            descriptor, chunk, start + written
+                        )
             except OSError as error:
-                os.ftruncate(descriptor, start)
+                self._files.ftruncate(descriptor, start)
                 action = f"appending to change log {str(self._path)!r}"
                 raise storage_error(error, action) from error
             self._last_record_start = start
@@ -454,7 +459,7 @@ class ChangeLog:
                     f"({self.next_sequence - 1}) can, once"
                 )
                 raise InvalidConfiguration(msg)
-            os.ftruncate(descriptor, start)
+            self._files.ftruncate(descriptor, start)
             self._payload_bytes -= self._end - start - RECORD_HEADER.size
             self._record_count -= 1
             self._end = start
@@ -462,7 +467,7 @@ class ChangeLog:
 
     def sync(self) -> None:
         """Make every appended record durable (``fdatasync``)."""
-        os.fdatasync(self._open_descriptor())
+        self._files.fdatasync(self._open_descriptor())
 
     def seal(self, sealed_path: Path) -> SealedLog:
         """Close the current log for shipping and continue in a fresh one.
@@ -478,7 +483,7 @@ class ChangeLog:
             if sealed_path.exists():
                 msg = f"sealed_path={str(sealed_path)!r} already exists; choose another"
                 raise InvalidConfiguration(msg)
-            os.fsync(descriptor)
+            self._files.fsync(descriptor)
             old_header = self._header
             header = LogHeader(
                 FORMAT_VERSION, old_header.disk_id, old_header.epoch, self.next_sequence
@@ -488,7 +493,7 @@ class ChangeLog:
                 _rotate(self._path, sealed_path)
             except BaseException:
                 os.close(fresh_descriptor)
-                _fresh_path(self._path).unlink(missing_ok=True)
+                self._files.unlink(_fresh_path(self._path), missing_ok=True)
                 raise
             fsync_directory(self._path.parent)
             if sealed_path.parent.resolve() != self._path.parent.resolve():

@@ -30,6 +30,7 @@ from engine.errors import CorruptRecord, LogMismatch
 from engine.log.writer import SealedLog, read_sealed_log, verify_sealed_log
 from engine.replica.recovery_point import RecoveryPoint
 from engine.replica.undo_image import merge_regions
+from engine.storage import files
 
 
 def verify_cycle_logs(
@@ -87,13 +88,14 @@ def write_cycle(
     ``disk_written(disk)`` is called after each disk is durable (a crash-test hook).
     """
     written = 0
+    fs = files.current()
     for disk in sorted(images):
         descriptor = os.open(images[disk], os.O_WRONLY)
         try:
             for record in read_sealed_log(Path(logs[disk]), disk_id=disk, epoch=epoch):
-                os.pwrite(descriptor, record.data, record.offset)
+                fs.pwrite(descriptor, record.data, record.offset)
                 written += len(record.data)
-            os.fsync(descriptor)
+            fs.fsync(descriptor)
         finally:
             os.close(descriptor)
         disk_written(disk)
@@ -120,10 +122,11 @@ def preallocate(
     images: Mapping[str, Path], regions: Mapping[str, list[tuple[int, int]]]
 ) -> None:
     """Reserve space for ``regions`` in ``images`` without changing their content."""
+    fs = files.current()
     for disk, ranges in regions.items():
         descriptor = os.open(images[disk], os.O_WRONLY)
         try:
             for start, end in ranges:
-                os.posix_fallocate(descriptor, start, end - start)
+                fs.fallocate(descriptor, start, end - start)
         finally:
             os.close(descriptor)

@@ -98,8 +98,8 @@ from engine.replica.undo_image import (
     capture_extents,
     write_undo_image,
 )
-from engine.storage import durable_file
-from engine.storage.disk import fsync_directory
+from engine.storage import durable_file, files
+from engine.storage.files import fsync_directory
 
 STORE_FILE: Final = "store.json"
 INTENT_FILE: Final = "intent.json"
@@ -192,12 +192,13 @@ class ReplicaStore:
         sizes = validate_disks(disks)
         store = cls(directory, vm_name, sizes, clock)
         store._retention_count = validate_retention_count(retention_count)
-        (directory / "replica").mkdir(parents=True)
-        (directory / "undo").mkdir()
+        files.make_directory_durably(directory / "replica")
+        files.make_directory_durably(directory / "undo")
+        fs = files.current()
         for disk, size in sizes.items():
             with store._disk_path(disk).open("wb") as image:
                 image.truncate(size)
-                os.fsync(image.fileno())
+                fs.fsync(image.fileno())
         fsync_directory(directory / "replica")
         store._write_store_file(store.catalogue)
         fsync_directory(directory.parent)
@@ -326,8 +327,8 @@ class ReplicaStore:
                     extents=capture_extents(self._images(), extents),
                 )
                 target.flush()
-                os.fsync(target.fileno())
-            os.replace(temporary, undo_path)
+                files.current().fsync(target.fileno())
+            files.current().rename(temporary, undo_path)
             fsync_directory(undo_path.parent)
             hook("undo_written")
             preallocate(self._images(), extents)
@@ -335,8 +336,8 @@ class ReplicaStore:
                 self.directory / INTENT_FILE, intent.to_bytes()
             )
         except OSError as error:
-            temporary.unlink(missing_ok=True)
-            undo_path.unlink(missing_ok=True)
+            files.current().unlink(temporary, missing_ok=True)
+            files.current().unlink(undo_path, missing_ok=True)
             raise _storage_error(error, f"preparing cycle {intent.cycle_id}") from error
         hook("intent_written")
 
@@ -352,7 +353,7 @@ class ReplicaStore:
             catalogue = self._catalogue.with_point(intent.point)
             retained = catalogue.retained(self._retention_count)
             temporary = self._write_store_temporary(retained)
-            os.replace(temporary, self.directory / STORE_FILE)
+            files.current().rename(temporary, self.directory / STORE_FILE)
         except (OSError, CorruptRecord) as error:
             self._roll_back(intent)
             if isinstance(error, OSError):
@@ -438,7 +439,7 @@ class ReplicaStore:
         """
         self._check_no_intent()
         self._catalogue.get(recovery_point_id)
-        target_dir.mkdir(parents=True, exist_ok=True)
+        files.make_directory_durably(target_dir)
         images = {
             disk: safe_child(target_dir, disk + DISK_SUFFIX) for disk in self._disks
         }
@@ -570,15 +571,15 @@ class ReplicaStore:
             with temporary.open("wb") as target:
                 target.write(manifest.to_bytes())
                 target.flush()
-                os.fsync(target.fileno())
+                files.current().fsync(target.fileno())
         except OSError:
-            temporary.unlink(missing_ok=True)
+            files.current().unlink(temporary, missing_ok=True)
             raise
         return temporary
 
     def _write_store_file(self, catalogue: RecoveryPointCatalogue) -> None:
         temporary = self._write_store_temporary(catalogue)
-        os.replace(temporary, self.directory / STORE_FILE)
+        files.current().rename(temporary, self.directory / STORE_FILE)
         fsync_directory(self.directory)
 
 

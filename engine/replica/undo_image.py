@@ -40,6 +40,7 @@ from typing import BinaryIO, Final, NoReturn
 import google_crc32c
 
 from engine.errors import CorruptRecord
+from engine.storage import files
 
 MAGIC: Final = b"HVDRUNDO"
 END_MAGIC: Final = b"UNDO-END"
@@ -142,12 +143,13 @@ def apply_undo_image(path: Path, *, cycle_id: int, images: Mapping[str, Path]) -
     verify_undo_image(path, cycle_id=cycle_id)
     descriptors = {disk: os.open(image, os.O_WRONLY) for disk, image in images.items()}
     written = 0
+    fs = files.current()
     try:
         for extent in read_undo_image(path, cycle_id=cycle_id):
-            os.pwrite(descriptors[extent.disk], extent.payload(), extent.offset)
+            fs.pwrite(descriptors[extent.disk], extent.payload(), extent.offset)
             written += extent.length
         for descriptor in descriptors.values():
-            os.fsync(descriptor)
+            fs.fsync(descriptor)
     finally:
         for descriptor in descriptors.values():
             os.close(descriptor)

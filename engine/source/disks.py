@@ -26,7 +26,7 @@ from pathlib import Path
 from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
 from engine.log.tracked_disk import TrackedDisk
 from engine.log.writer import SealedLog, log_path_for
-from engine.storage import durable_file
+from engine.storage import durable_file, files
 from engine.storage.disk import VirtualDisk
 
 UNTRUSTED_MARKER = "logs-untrusted.txt"
@@ -134,10 +134,10 @@ class SourceDisks:
         with self.lock:
             self.stop_tracking()
             for disk, path in self.paths.items():
-                log_path_for(path).unlink(missing_ok=True)
+                files.current().unlink(log_path_for(path), missing_ok=True)
                 self._track(disk, TrackedDisk.start, epoch, first_sequences[disk])
             self._problem = None
-            self._marker.unlink(missing_ok=True)
+            durable_file.remove_durably([self._marker])
 
     def resume_tracking(self, epoch: int) -> None:
         """Reopen the logs after a restart; note anything a reopen had to cut.
@@ -160,7 +160,7 @@ class SourceDisks:
                     # Another epoch (a crash mid-resynchronisation) or a damaged
                     # header: start afresh; only a resynchronisation can vouch now.
                     self.distrust(f"disk {disk!r}: {error}")
-                    log.unlink(missing_ok=True)
+                    files.current().unlink(log, missing_ok=True)
                     self._track(disk, TrackedDisk.start, epoch, 0)
                     continue
                 report = tracked.log.tail_report
@@ -195,7 +195,7 @@ class SourceDisks:
         with self.lock:
             for disk, tracked in list(self._tracked.items()):
                 tracked.close()
-                log_path_for(self.paths[disk]).unlink(missing_ok=True)
+                files.current().unlink(log_path_for(self.paths[disk]), missing_ok=True)
                 del self._tracked[disk]
                 self._plain[disk] = VirtualDisk.open(
                     self.paths[disk], block_bytes=self._block_bytes
@@ -211,7 +211,7 @@ class SourceDisks:
         the error is raised; the caller drops the partial cycle.
         """
         with self.lock:
-            outbox.mkdir(parents=True, exist_ok=True)
+            files.make_directory_durably(outbox)
             chosen = sorted(self._tracked) if disks is None else sorted(disks)
             sealed: dict[str, SealedLog] = {}
             for disk in chosen:

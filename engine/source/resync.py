@@ -19,7 +19,6 @@ holds directly; a transport between hosts will carry per-block digests instead.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Final
 
 from engine.log.writer import ChangeLog, SealedLog
 from engine.replica.store import ReplicaStore
+from engine.storage import files
 from engine.storage.disk import VirtualDisk
 from engine.transport.in_process import Transport
 
@@ -61,7 +61,7 @@ class ResyncReport:
 def resynchronize_disks(sides: ResyncSides, cycle_id: int, epoch: int) -> ResyncReport:
     """Compare; log the differing blocks at ``epoch``; ship and apply them."""
     outbox = sides.outbox(sides.vm_name, cycle_id)
-    outbox.mkdir(parents=True, exist_ok=True)
+    files.make_directory_durably(outbox)
     sealed: dict[str, SealedLog] = {}
     compared = sent = 0
     for disk, source in sorted(sides.source_disks.items()):
@@ -74,7 +74,9 @@ def resynchronize_disks(sides: ResyncSides, cycle_id: int, epoch: int) -> Resync
             sealed[disk] = log.seal(outbox / f"{disk}.hrl")
         finally:
             log.close()
-            building.unlink(missing_ok=True)  # the fresh log seal() started
+            files.current().unlink(
+                building, missing_ok=True
+            )  # the fresh log seal() started
         compared += disk_compared
         sent += disk_sent
     point_id: int | None = None
@@ -91,7 +93,7 @@ def resynchronize_disks(sides: ResyncSides, cycle_id: int, epoch: int) -> Resync
             expected_last_sequences={d: s.last_sequence for d, s in sealed.items()},
         )
         point_id = point.recovery_point_id
-    shutil.rmtree(outbox)
+    files.remove_tree_durably(outbox)
     block_bytes = min(source.block_bytes for source in sides.source_disks.values())
     return ResyncReport(
         cycle_id=cycle_id,

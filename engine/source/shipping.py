@@ -17,7 +17,6 @@ It never imports ``model``.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from engine.control.site import SiteStorage
 from engine.log.reader import read_header
 from engine.replica.recovery_point import RecoveryPoint
 from engine.replica.store import ReplicaStore
-from engine.storage import durable_file
+from engine.storage import durable_file, files
 from engine.transport.in_process import Transport
 
 CrashPoint = Callable[[str], None]
@@ -97,7 +96,7 @@ class Outbox:
     def discard(self) -> None:
         """Drop every waiting cycle (superseded by a resynchronisation or a disable)."""
         for cycle_id in self.waiting():
-            shutil.rmtree(self.path(cycle_id))
+            files.remove_tree_durably(self.path(cycle_id))
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def ship_and_apply(
         point.last_sequence(disk) - first + 1 for disk, first in first_sequences.items()
     )
     route.crash("applied")
-    shutil.rmtree(outbox.path(cycle_id))
+    files.remove_tree_durably(outbox.path(cycle_id))
     route.crash("outbox_removed")
     report = CycleReport(
         cycle_id=cycle_id,

@@ -33,6 +33,8 @@ from types import TracebackType
 from typing import Final, Self
 
 from engine.errors import DiskRangeError, InvalidConfiguration, StorageFull
+from engine.storage import files
+from engine.storage.files import fsync_directory
 
 BLOCK_BYTES_MIN: Final = 512
 """A sector: no guest can address less, so a smaller block would only waste digests."""
@@ -96,15 +98,6 @@ def require_buffer(value: object, *, argument: str) -> Buffer:
     return value
 
 
-def fsync_directory(path: Path) -> None:
-    """Make a create, rename or unlink in directory ``path`` durable."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class VirtualDisk:
     """A raw disk image file with bounds-checked positional reads and writes.
 
@@ -119,6 +112,7 @@ class VirtualDisk:
         assert size_bytes > 0
         assert size_bytes % block_bytes == 0
         self._path = path
+        self._files = files.current()
         self._descriptor = descriptor
         self._size_bytes = size_bytes
         self._block_bytes = block_bytes
@@ -143,17 +137,18 @@ class VirtualDisk:
             raise InvalidConfiguration(msg)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            descriptor = os.open(path, flags, 0o600)
+            descriptor = files.current().open(path, flags, 0o600)
         except FileExistsError as error:
             msg = f"path={str(path)!r} already exists; choose a new path for the disk"
             raise InvalidConfiguration(msg) from error
         try:
-            os.ftruncate(descriptor, size_bytes)
-            os.fsync(descriptor)
+            fs = files.current()
+            fs.ftruncate(descriptor, size_bytes)
+            fs.fsync(descriptor)
             fsync_directory(path.parent)
         except OSError as error:
             os.close(descriptor)
-            path.unlink(missing_ok=True)
+            files.current().unlink(path, missing_ok=True)
             raise storage_error(error, f"creating disk {str(path)!r}") from error
         return cls(path, descriptor, size_bytes, block_bytes)
 
@@ -253,7 +248,7 @@ class VirtualDisk:
         """Write ``data`` at ``offset``, a range already checked; see write_some."""
         descriptor = self._descriptor
         try:  # EINTR is retried by Python itself (PEP 475)
-            written = os.pwrite(descriptor, data, offset)
+            written = self._files.pwrite(descriptor, data, offset)
         except OSError as error:
             action = f"writing at offset {offset} of disk {str(self._path)!r}"
             raise storage_error(error, action) from error
@@ -262,7 +257,7 @@ class VirtualDisk:
         view = memoryview(data)
         while 0 < written < len(view):  # short write: the storage is filling up
             try:
-                more = os.pwrite(descriptor, view[written:], offset + written)
+                more = self._files.pwrite(descriptor, view[written:], offset + written)
             except OSError:
                 return written  # the caller learns how much landed
             if more == 0:
@@ -293,11 +288,11 @@ class VirtualDisk:
 
     def flush(self) -> None:
         """Make every write so far durable (``fsync``)."""
-        os.fsync(self._open_descriptor())
+        self._files.fsync(self._open_descriptor())
 
     def sync_data(self) -> None:
         """Make written data durable (``fdatasync``: skips timestamps)."""
-        os.fdatasync(self._open_descriptor())
+        self._files.fdatasync(self._open_descriptor())
 
     def close(self) -> None:
         """Release the file; idempotent. Call :meth:`flush` first for durability."""

@@ -16,11 +16,12 @@ sparse disk image stays sparse and a mostly empty 100 GiB disk costs what it hol
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
 
-from engine.storage.disk import STORAGE_FULL_ERRNOS, fsync_directory
+from engine.storage import files
+from engine.storage.disk import STORAGE_FULL_ERRNOS
+from engine.storage.files import fsync_directory
 from engine.storage.sparse_copy import copy_disk_image
 
 TEMPORARY_SUFFIX: Final = ".tmp"
@@ -39,15 +40,16 @@ def temporary_path(path: Path) -> Path:
 def write_file_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: the old content or the new, never a mix."""
     temporary = temporary_path(path)
+    fs = files.current()
     try:
         with temporary.open("wb") as target:
             target.write(data)
             target.flush()
-            os.fsync(target.fileno())
+            fs.fsync(target.fileno())
     except OSError:
-        temporary.unlink(missing_ok=True)
+        fs.unlink(temporary, missing_ok=True)
         raise
-    os.replace(temporary, path)
+    fs.rename(temporary, path)
     fsync_directory(path.parent)
 
 
@@ -65,12 +67,13 @@ def move_or_copy(source: Path, target: Path) -> int:
     """Move ``source`` onto ``target`` (a rename on one filesystem, else a sparse
     copy then removal of ``source``); durable either way; return the size."""
     if source.stat().st_dev == target.parent.stat().st_dev:
-        os.replace(source, target)
+        files.current().rename(source, target)
         fsync_directory(target.parent)
         fsync_directory(source.parent)
         return target.stat().st_size
     size = copy_file_atomically(source, target)
-    source.unlink()
+    files.current().unlink(source)
+    fsync_directory(source.parent)
     return size
 
 
@@ -79,7 +82,7 @@ def remove_durably(paths: list[Path]) -> None:
     directories = set()
     for path in paths:
         if path.exists():
-            path.unlink()
+            files.current().unlink(path)
             directories.add(path.parent)
     for directory in sorted(directories):
         fsync_directory(directory)

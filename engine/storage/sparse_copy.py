@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Final
 
 from engine.errors import InvalidConfiguration
-from engine.storage.disk import fsync_directory, require_int, storage_error
+from engine.storage import files
+from engine.storage.disk import require_int, storage_error
+from engine.storage.files import fsync_directory
 
 CHUNK_BYTES_DEFAULT: Final = 8 * 1024 * 1024
 """Large enough that per-call overhead vanishes, small enough for frequent progress."""
@@ -109,22 +111,23 @@ def copy_disk_image(
     source_descriptor = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        target_descriptor = os.open(partial, flags, 0o600)
+        fs = files.current()
+        target_descriptor = fs.open(partial, flags, 0o600)
         try:
             copier = _Copier(
                 source_descriptor, target_descriptor, chunk_bytes, progress
             )
             copier.use_copy_file_range &= use_copy_file_range
             copier.run()
-            os.fsync(target_descriptor)
+            fs.fsync(target_descriptor)
         except BaseException:
             os.close(target_descriptor)
-            partial.unlink(missing_ok=True)
+            fs.unlink(partial, missing_ok=True)
             raise
         os.close(target_descriptor)
     finally:
         os.close(source_descriptor)
-    os.replace(partial, target)
+    fs.rename(partial, target)
     fsync_directory(target.parent)
     return CopyStatistics(
         bytes_copied=copier.bytes_copied,
@@ -172,6 +175,7 @@ class _Copier:
         self.target_descriptor = target_descriptor
         self.chunk_bytes = chunk_bytes
         self.progress = progress
+        self.files = files.current()
         self.size_bytes = os.fstat(source_descriptor).st_size
         self.bytes_copied = 0
         self.bytes_skipped = 0
@@ -180,7 +184,7 @@ class _Copier:
 
     def run(self) -> None:
         try:
-            os.ftruncate(self.target_descriptor, self.size_bytes)
+            self.files.ftruncate(self.target_descriptor, self.size_bytes)
         except OSError as error:
             raise storage_error(error, "sizing the target image") from error
         position = 0
@@ -216,7 +220,7 @@ class _Copier:
     def _copy_chunk(self, offset: int, count: int) -> int:
         if self.use_copy_file_range:
             try:
-                moved = os.copy_file_range(
+                moved = self.files.copy_file_range(
                     self.source_descriptor,
                     self.target_descriptor,
                     count,
@@ -235,7 +239,7 @@ class _Copier:
         data = self.buffer[:read]
         written = 0
         while written < read:
-            written += os.pwrite(
+            written += self.files.pwrite(
                 self.target_descriptor, data[written:], offset + written
             )
         return self._checked(read, offset)

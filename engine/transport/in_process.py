@@ -32,7 +32,6 @@ the sender lost the acknowledgement), so shipping is idempotent.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,8 @@ from typing import Final, Protocol
 from engine.errors import InvalidConfiguration, StorageFull, TransportError
 from engine.names import safe_child, validate_disk_name, validate_site_name
 from engine.storage import durable_file
-from engine.storage.disk import fsync_directory
+from engine.storage import files as filesystem
+from engine.storage.files import fsync_directory
 from engine.storage.sparse_copy import copy_disk_image
 
 INBOX: Final = "inbox"
@@ -165,7 +165,7 @@ class InProcessTransport:
             )
             raise TransportError(msg)
         directory = safe_child(self._roots[target_site], INBOX, vm_name, INITIAL_COPY)
-        directory.mkdir(parents=True, exist_ok=True)
+        filesystem.make_directory_durably(directory)
         target = safe_child(directory, disk + IMAGE_SUFFIX)
         try:
             statistics = copy_disk_image(Path(image), target, progress=progress)
@@ -219,7 +219,7 @@ class InProcessTransport:
         try:
             shipped = self._copy_into(temporary, files, suffix)
         except (OSError, StorageFull) as error:
-            shutil.rmtree(temporary, ignore_errors=True)
+            filesystem.current().remove_tree(temporary)
             full = isinstance(error, StorageFull) or durable_file.is_storage_full(error)
             if full:
                 msg = f"site {target_site!r} is out of space receiving {shipment} of "
@@ -227,17 +227,16 @@ class InProcessTransport:
                 raise StorageFull(msg) from error
             raise
         if final.exists():
-            shutil.rmtree(final)
-        temporary.rename(final)
+            filesystem.current().remove_tree(final)
+        filesystem.current().rename(temporary, final)
         fsync_directory(vm_inbox)
         return {disk: final / path.name for disk, path in shipped.items()}
 
     def _copy_into(
         self, directory: Path, files: Mapping[str, Path], suffix: str
     ) -> dict[str, Path]:
-        if directory.exists():
-            shutil.rmtree(directory)  # debris of a transfer cut short
-        directory.mkdir(parents=True)
+        filesystem.remove_tree_durably(directory)  # debris of a transfer cut short
+        filesystem.make_directory_durably(directory)
         shipped = {}
         for disk, source in files.items():
             target = safe_child(directory, disk + suffix)
