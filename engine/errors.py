@@ -88,3 +88,23 @@ class TransportError(ReplicationError):
     The cycle did not apply; logs keep growing at the source. Retry when the link is
     back.
     """
+
+
+class DamagedState(ReplicationError):
+    """A file the engine keeps is damaged, missing or not what it should be.
+
+    Raised for the site's control state, a replica store's catalogue or intent record,
+    a VM's folder or disk image, instead of a bare ``OSError``, ``ValueError`` or
+    SQLite error, and never hidden behind a healthy status. The message names the file
+    and what was found. Nothing was changed: restore the file (or move the site aside
+    and protect the VM afresh).
+    """
+
+
+class SiteLocked(ReplicationError):
+    """Another engine (another process, or another object in this one) owns the site.
+
+    Each site's storage root has one owner at a time; the message names the holder
+    (process id, host, since when). Stop that engine first, or open another site. The
+    lock is the operating system's, so a crashed holder releases it by dying.
+    """
