@@ -1,49 +1,98 @@
-"""A site on disk: one storage root, its directories, and its durable control state.
+"""A site on disk: one storage root, its owner's lock, its directories, and its durable
+control state.
 
 Layout under a site's storage root (every name below the root is validated, so a hostile
 VM or disk name cannot escape it)::
 
-    <root>/control.sqlite3            the site's control state (``control_store.py``)
+    <root>/site.lock                  the owner's lock, who holds it (``site_lock.py``)
+    <root>/control.sqlite3            the site's control state (``store.py``)
     <root>/vms/<vm>/<disk>.img        the disks of the VMs active here
     <root>/vms/<vm>/<disk>.img.hrl    each disk's change log, beside it
     <root>/outbox/<vm>/cycle-<id>/    logs sealed at a cut, kept until applied
-    <root>/inbox/<vm>/...             what the transport delivered (``transport.py``)
+    <root>/inbox/<vm>/...             what the transport delivered (``transport``)
     <root>/replicas/<vm>/...          the replica store of a VM replicated here
 
-A site never decides anything; it only names places.
+:meth:`SiteStorage.open` works in this order, so that nothing is read or changed by a
+process that does not own the site:
+
+1. create the root (if missing) and take its lock (:class:`SiteLocked` if another
+   engine, in this process or another, holds it);
+2. refuse a control file that is missing or empty over a root that already holds VM
+   data (anything in ``vms/``, ``outbox/``, ``inbox/`` or ``replicas/``): a fresh
+   control file would silently forget those VMs, so this is :class:`DamagedState`;
+3. create the directories, then open (create, migrate, check) the control file.
+
+A site never decides anything; it only names places. The one exception to "the control
+file says what exists" is the migration from schema 1, which had no ``disk`` table: the
+disks of each VM it tracks are read, once and in the migration's transaction, from the
+images ``<root>/vms/<vm>/*.img`` (name from the file name, size from the file's size).
+This is the only place that lists a VM's folder to learn its disks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from engine.clock import Clock
+from engine.control.site_lock import SiteLock
 from engine.control.store import ControlStore
-from engine.names import safe_child, validate_site_name
+from engine.errors import DamagedState, InvalidName
+from engine.names import safe_child, validate_disk_name, validate_site_name
 from engine.storage import files
 
 CONTROL_FILE: Final = "control.sqlite3"
+DATA_DIRECTORIES: Final = ("vms", "outbox", "inbox", "replicas")
+"""The directories that hold VM data (a control file must exist over any of it)."""
+ENTRIES_SHOWN: Final = 10
+"""How many entries of each data directory a refusal names."""
 
 
 @dataclass
 class SiteStorage:
-    """The directories and the control state of one site."""
+    """The directories and the control state of one site, owned by this object."""
 
     name: str
     root: Path
     control: ControlStore
+    lock: SiteLock = field(repr=False)
 
     @classmethod
     def open(cls, name: str, root: Path, clock: Clock) -> SiteStorage:
-        """Open (creating the directories if needed) the site ``name`` at ``root``."""
+        """Lock and open (creating it if new) the site ``name`` at ``root``.
+
+        Raises :class:`SiteLocked` when another engine owns the site, and
+        :class:`DamagedState` when its control state is missing, empty or damaged.
+        """
         validate_site_name(name)
         root = Path(root)
-        for directory in ("vms", "outbox", "inbox", "replicas"):
-            files.make_directory_durably(root / directory)
-        control = ControlStore.open(root / CONTROL_FILE, site_name=name, clock=clock)
-        return cls(name, root, control)
+        files.make_directory_durably(root)
+        lock = SiteLock.acquire(name, root, clock)
+        try:
+            control_path = root / CONTROL_FILE
+            found = _vm_data(root)
+            if found and not _holds_data(control_path):
+                state = "missing" if not control_path.exists() else "empty"
+                msg = f"site {name!r} at {str(root)!r} holds VM data {found} but its "
+                msg += f"control file {str(control_path)!r} is {state}: restore "
+                msg += f"{CONTROL_FILE} from a backup, or move the site aside to "
+                msg += "start afresh"
+                raise DamagedState(msg)
+            for directory in DATA_DIRECTORIES:
+                files.make_directory_durably(root / directory)
+            control = ControlStore.open(
+                control_path,
+                site_name=name,
+                clock=clock,
+                create=not found,
+                legacy_disks=lambda vm_name: _images(root, vm_name),
+            )
+        except BaseException:
+            lock.release()
+            raise
+        return cls(name, root, control, lock)
 
     @property
     def replicas(self) -> Path:
@@ -63,5 +112,51 @@ class SiteStorage:
         return safe_child(self.root, "outbox", vm_name, f"cycle-{cycle_id}")
 
     def close(self) -> None:
-        """Close the control state."""
-        self.control.close()
+        """Close the control state, then release the site (idempotent)."""
+        try:
+            self.control.close()
+        finally:
+            self.lock.release()
+
+
+def _vm_data(root: Path) -> dict[str, list[str]]:
+    """What the data directories hold: directory -> sorted entry names."""
+    found = {}
+    for directory in DATA_DIRECTORIES:
+        try:
+            entries = sorted(os.listdir(root / directory))
+        except FileNotFoundError:
+            continue
+        if entries:
+            shown = entries[:ENTRIES_SHOWN]
+            more = len(entries) - len(shown)
+            found[directory] = shown + ([f"... {more} more"] if more else [])
+    return found
+
+
+def _holds_data(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _images(root: Path, vm_name: str) -> dict[str, int]:
+    """The disks of ``vm_name`` as its images show them (the schema-1 migration)."""
+    directory = safe_child(root, "vms", vm_name)
+    disks = {}
+    for image in sorted(directory.glob("*.img")):
+        disk = image.name.removesuffix(".img")
+        try:
+            validate_disk_name(disk)
+        except InvalidName as error:
+            msg = f"image {str(image)!r} of VM {vm_name!r} has no valid disk name "
+            msg += f"({error}): rename or remove it, then open the site again"
+            raise DamagedState(msg) from error
+        disks[disk] = image.stat().st_size
+    if not disks or not all(disks.values()):
+        msg = f"VM {vm_name!r} is in the control file of schema version 1 but its "
+        msg += f"folder {str(directory)!r} holds no usable disk image (*.img, found "
+        msg += f"{disks}); restore its images to migrate the site"
+        raise DamagedState(msg)
+    return disks

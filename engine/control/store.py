@@ -1,9 +1,10 @@
 """Durable control state of one site: what each VM is doing, in one SQLite file.
 
 The binding layer (the model deciding, the mechanics executing) keeps here, per VM: its
-lifecycle phase, the active site and the replication direction, the replication epoch,
-the next cycle id, each disk's change-log position, a mirror of the recovery-point
-catalogue, and **the operation in progress**. An operation follows one protocol:
+lifecycle phase, the active site and the replication direction (data, never inferred
+from site names), the replication epoch, the next cycle id, its disks (name, size,
+order), each disk's change-log position, a mirror of the recovery-point catalogue, and
+**the operation in progress**. An operation follows one protocol:
 
 1. :meth:`ControlStore.begin_operation` records the intent (name and parameters) and
    returns its id, before any effect starts;
@@ -15,7 +16,9 @@ catalogue, and **the operation in progress**. An operation follows one protocol:
 
 A restarted engine asks :meth:`ControlStore.pending_operation` for each VM and finishes
 or rolls back what it finds; at most one operation per VM is pending (a partial unique
-index enforces it, so two racing writers cannot both begin one).
+index enforces it, so two racing writers cannot both begin one). Creating a VM can be
+all-or-nothing the same way: ``add_vm(..., creating=True)`` records the VM, its disks
+and a pending :data:`CREATE_VM` operation in one transaction (see :meth:`add_vm`).
 
 **Why SQLite**: transactions make "operation completed + phase changed" one durable
 step, and the library is in the standard library. The file is opened in WAL mode
@@ -26,33 +29,57 @@ a commit is on disk when it returns, which the intent protocol needs (WAL with
 bound as a parameter (only PRAGMA values, our constants, are spelled out: SQLite
 cannot bind them).
 
-**Versioning** and the schema live in ``control_schema.py``: a file from a newer
-version, of another application, of another site, or not a database at all is refused
-with :class:`InvalidConfiguration` before anything is written to it.
+**Threads**: one connection, opened with ``check_same_thread=False``, serves any
+thread; every public method holds one ``threading.RLock`` for its whole use of the
+connection (a transaction included), so the calls of two threads never interleave
+inside one transaction and the one-pending-operation rule holds across threads.
+
+**Damage is never silent**: a damaged file (not a database any more, truncated, a
+table or an index missing or changed, a row holding a value the engine never writes)
+raises :class:`~engine.errors.DamagedState` naming the file and what was found, from
+:meth:`ControlStore.open` (which runs SQLite's ``quick_check``, compares the tables with
+the schema and reads every VM, disk, log-position and pending-operation row) and from
+any later call (each row is checked as it is read; an SQLite error that is not "full"
+or "busy" becomes ``DamagedState``), never a bare SQLite error, ``KeyError`` or
+``ValueError``. :meth:`ControlStore.integrity_check` runs the full check on demand.
+
+**Versioning**, migrations and the schema live in ``schema.py``: a file from a newer
+version, of another application or of another site is refused with
+:class:`InvalidConfiguration` before anything is written to it.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Concatenate, Final, NoReturn, ParamSpec, Self, TypeVar
 
 from engine.clock import Clock
 from engine.control.schema import (
     SCHEMA_VERSION,
+    LegacyDisks,
     configure,
     create_or_check_site,
+    damaged,
     refuse_foreign,
 )
-from engine.errors import InvalidConfiguration, ReplicationError, StorageFull
+from engine.errors import (
+    CorruptRecord,
+    InvalidConfiguration,
+    InvalidName,
+    ReplicationError,
+    StorageFull,
+)
 from engine.names import validate_disk_name, validate_site_name, validate_vm_name
-from engine.replica.recovery_point import RecoveryPoint, make_last_sequences
+from engine.replica.recovery_point import RecoveryPoint
 
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 """How long a writer waits for another connection's lock (a status reader, a second
@@ -65,12 +92,25 @@ PARAMS_BYTES_MAX: Final = 64 * 1024
 """Operation parameters are a few ids and flags; the bound stops a caller from turning
 the control file into a data store."""
 
+DISK_BYTES_MAX: Final = 2**63 - 1
+"""The largest size SQLite's INTEGER holds."""
+
+CREATE_VM: Final = "create_vm"
+"""The operation ``add_vm(..., creating=True)`` records (params: ``{"disks": ...}``)."""
+
 _OPERATION_SELECT: Final = (
     "SELECT operation_id, vm, name, params_json, state, started_at, finished_at, "
     "result_json FROM operation WHERE "
 )
 _OPERATION_BY_ID: Final = _OPERATION_SELECT + "operation_id = ?"
 _OPERATION_PENDING_FOR_VM: Final = _OPERATION_SELECT + "vm = ? AND state = 'pending'"
+_OPERATIONS_PENDING: Final = _OPERATION_SELECT + "state = 'pending'"
+_VM_SELECT: Final = (
+    "SELECT name, phase, active_site, direction, epoch, next_cycle_id FROM vm "
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class OperationState(enum.StrEnum):
@@ -120,45 +160,107 @@ class ControlStoreStatistics:
     finished_operation_count: int
 
 
+def _serialised(
+    method: Callable[Concatenate[ControlStore, P], R],
+) -> Callable[Concatenate[ControlStore, P], R]:
+    """Run ``method`` holding the store's lock, its SQLite errors made ours."""
+
+    @functools.wraps(method)
+    def serialised(store: ControlStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with store._lock:
+            store._require_open()
+            try:
+                return method(store, *args, **kwargs)
+            except sqlite3.DatabaseError as error:
+                if isinstance(
+                    error, sqlite3.ProgrammingError | sqlite3.NotSupportedError
+                ):
+                    raise  # our own misuse of the module, not the file's state
+                store._rollback()
+                raise _translate(error, store.path, store.site_name) from error
+
+    return serialised
+
+
 class ControlStore:
     """The durable control state of one site (one SQLite file)."""
 
     def __init__(
-        self, connection: sqlite3.Connection, site_name: str, clock: Clock
+        self, connection: sqlite3.Connection, path: Path, site_name: str, clock: Clock
     ) -> None:
         """Use :meth:`open`; this only binds an opened, checked connection."""
         self._connection = connection
+        self.path = path
         self.site_name = site_name
         self._clock = clock
+        self._lock = threading.RLock()
+        self._closed = False
 
     @classmethod
-    def open(cls, path: Path, *, site_name: str, clock: Clock) -> Self:
-        """Open (creating if missing) the control file of ``site_name`` at ``path``."""
+    def open(
+        cls,
+        path: Path,
+        *,
+        site_name: str,
+        clock: Clock,
+        create: bool = True,
+        legacy_disks: LegacyDisks | None = None,
+    ) -> Self:
+        """Open the control file of ``site_name`` at ``path``, checked and migrated.
+
+        With ``create`` a missing or empty file is created; without, it is
+        :class:`DamagedState` (the caller knows state should be there).
+        ``legacy_disks(vm_name)`` tells the disks of each VM of a schema-1 file, once,
+        in the migration's transaction (``SiteStorage.open`` reads them from the
+        images).
+        """
         validate_site_name(site_name)
-        if not Path(path).parent.is_dir():
+        path = Path(path)
+        if not path.parent.is_dir():
             msg = f"path={str(path)!r}: its directory does not exist; create the "
             msg += "site's storage root first"
             raise InvalidConfiguration(msg)
-        connection = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
-        )
+        if not create and not path.is_file():
+            raise damaged(path, "it is missing, and is not to be created afresh here")
         try:
-            refuse_foreign(connection, path)
+            connection = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.DatabaseError as error:
+            raise _translate(error, path, site_name) from error
+        try:
+            try:
+                new = refuse_foreign(connection, path)
+            except sqlite3.DatabaseError as error:
+                if _transient(error):
+                    raise
+                what = f"it is not a readable SQLite database ({error})"
+                raise damaged(path, what) from error
+            if new and not create:
+                what = "it is empty (no hvdr tables), and is not to be created afresh"
+                raise damaged(path, what)
             configure(connection, path)
-            create_or_check_site(connection, path, site_name)
+            create_or_check_site(connection, path, site_name, legacy_disks)
+            store = cls(connection, path, site_name, clock)
+            store._check_on_open()
         except sqlite3.DatabaseError as error:
             connection.close()
-            msg = f"path={str(path)!r} is not an SQLite database ({error}); "
-            msg += "point the site at its control file, or move this file away"
-            raise InvalidConfiguration(msg) from error
+            if isinstance(error, sqlite3.ProgrammingError | sqlite3.NotSupportedError):
+                raise
+            raise _translate(error, path, site_name) from error
         except BaseException:
             connection.close()
             raise
-        return cls(connection, site_name, clock)
+        return store
 
     def close(self) -> None:
         """Close the connection (idempotent); committed state is already durable."""
-        self._connection.close()
+        with self._lock:
+            self._closed = True
+            self._connection.close()
 
     def __enter__(self) -> Self:
         return self
@@ -173,6 +275,7 @@ class ControlStore:
 
     # -- VMs ---------------------------------------------------------------------------
 
+    @_serialised
     def add_vm(
         self,
         vm_name: str,
@@ -180,9 +283,19 @@ class ControlStore:
         phase: str,
         active_site: str,
         direction: str,
+        disks: Mapping[str, int],
         epoch: int = 0,
+        creating: bool = False,
     ) -> VmControl:
-        """Start tracking ``vm_name``; refuse a VM already known."""
+        """Start tracking ``vm_name`` with its ``disks`` (name -> bytes, in order).
+
+        A VM already known is refused. With ``creating`` a pending :data:`CREATE_VM`
+        operation (params ``{"disks": {...}}``) is recorded in the same transaction:
+        the caller then creates the VM's files and completes it with
+        ``complete_operation(pending_operation(vm_name).operation_id, new_phase)``, or
+        calls :meth:`remove_vm` when that fails. A restart that finds a pending
+        ``create_vm`` rolls it back the same way (remove the files, then the VM).
+        """
         validate_vm_name(vm_name)
         validate_site_name(active_site)
         values = (
@@ -190,33 +303,51 @@ class ControlStore:
             _text("phase", phase),
             active_site,
             _text("direction", direction),
+            _count("epoch", epoch),
         )
+        disk_rows = _disk_rows(vm_name, disks)
+        params = json.dumps({"disks": {row[1]: row[2] for row in disk_rows}})
+        if creating and len(params) > PARAMS_BYTES_MAX:
+            msg = f"disks: {len(disk_rows)} disks make a create_vm record of "
+            msg += f"{len(params)} bytes, over {PARAMS_BYTES_MAX}; use fewer disks"
+            raise InvalidConfiguration(msg)
         with self._transaction() as cursor:
             if self._find_vm(cursor, vm_name) is not None:
                 msg = f"vm_name={vm_name!r} is already in the control store of site "
                 msg += f"{self.site_name!r}; remove_vm() it first"
                 raise InvalidConfiguration(msg)
-            cursor.execute(
-                "INSERT INTO vm VALUES (?, ?, ?, ?, ?, 1)",
-                (*values, _count("epoch", epoch)),
-            )
+            cursor.execute("INSERT INTO vm VALUES (?, ?, ?, ?, ?, 1)", values)
+            cursor.executemany("INSERT INTO disk VALUES (?, ?, ?, ?)", disk_rows)
+            if creating:
+                self._insert_operation(cursor, vm_name, CREATE_VM, params)
         return self.vm(vm_name)
 
+    @_serialised
     def remove_vm(self, vm_name: str) -> None:
-        """Forget ``vm_name`` with its positions, points and operations."""
+        """Forget ``vm_name`` with its disks, positions, points and operations."""
         with self._transaction() as cursor:
             self._require_vm(cursor, vm_name)
             cursor.execute("DELETE FROM vm WHERE name = ?", (vm_name,))
 
+    @_serialised
     def vm(self, vm_name: str) -> VmControl:
         """Return the control row of ``vm_name``."""
         return self._require_vm(self._connection.cursor(), vm_name)
 
+    @_serialised
     def vm_names(self) -> tuple[str, ...]:
         """Return the names of the VMs tracked here, sorted."""
-        rows = self._connection.execute("SELECT name FROM vm ORDER BY name")
-        return tuple(name for (name,) in rows)
+        rows = self._connection.execute(_VM_SELECT + "ORDER BY name").fetchall()
+        return tuple(self._decode_vm(row).vm_name for row in rows)
 
+    @_serialised
+    def vm_disks(self, vm_name: str) -> dict[str, int]:
+        """Return the disks of ``vm_name`` (name -> size in bytes), in their order."""
+        cursor = self._connection.cursor()
+        self._require_vm(cursor, vm_name)
+        return self._disks(cursor, vm_name)
+
+    @_serialised
     def take_cycle_id(self, vm_name: str) -> int:
         """Return the VM's next cycle id and durably advance it (never handed twice)."""
         with self._transaction() as cursor:
@@ -227,6 +358,7 @@ class ControlStore:
             )
         return control.next_cycle_id
 
+    @_serialised
     def set_log_positions(self, vm_name: str, positions: Mapping[str, int]) -> None:
         """Record, per disk, the sequence of the last change-log record shipped."""
         rows = [
@@ -241,15 +373,14 @@ class ControlStore:
                 rows,
             )
 
+    @_serialised
     def log_positions(self, vm_name: str) -> dict[str, int]:
         """Return the recorded log position of each disk of ``vm_name``."""
-        self.vm(vm_name)
-        rows = self._connection.execute(
-            "SELECT disk, sequence FROM log_position WHERE vm = ? ORDER BY disk",
-            (vm_name,),
-        )
-        return dict(rows)
+        cursor = self._connection.cursor()
+        self._require_vm(cursor, vm_name)
+        return self._log_positions(cursor, vm_name)
 
+    @_serialised
     def save_recovery_points(
         self, vm_name: str, points: Sequence[RecoveryPoint]
     ) -> None:
@@ -273,49 +404,30 @@ class ControlStore:
                 "INSERT INTO recovery_point VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
 
+    @_serialised
     def recovery_points(self, vm_name: str) -> tuple[RecoveryPoint, ...]:
         """Return the VM's catalogue mirror, oldest first."""
-        self.vm(vm_name)
-        rows = self._connection.execute(
+        cursor = self._connection.cursor()
+        self._require_vm(cursor, vm_name)
+        rows = cursor.execute(
             "SELECT recovery_point_id, cycle_id, epoch, created_at, app_consistent, "
             "last_sequences FROM recovery_point WHERE vm = ? "
             "ORDER BY recovery_point_id",
             (vm_name,),
-        )
-        return tuple(
-            RecoveryPoint(
-                recovery_point_id=row[0],
-                cycle_id=row[1],
-                epoch=row[2],
-                created_at=row[3],
-                app_consistent=bool(row[4]),
-                last_sequences=make_last_sequences(json.loads(row[5])),
-            )
-            for row in rows
-        )
+        ).fetchall()
+        return tuple(self._decode_point(vm_name, row) for row in rows)
 
     # -- operations --------------------------------------------------------------------
 
+    @_serialised
     def begin_operation(self, vm_name: str, name: str, params_json: str) -> int:
         """Record the intent to run operation ``name``; return its id."""
         values = (_text("name", name), _json_text("params_json", params_json))
         with self._transaction() as cursor:
             self._require_vm(cursor, vm_name)
-            pending = self._pending(cursor, vm_name)
-            if pending is not None:
-                msg = f"cannot begin {name!r} on VM {vm_name!r}: operation "
-                msg += f"{pending.operation_id} ({pending.name!r}) is still pending; "
-                msg += "complete or abandon it first"
-                raise ReplicationError(msg)
-            cursor.execute(
-                "INSERT INTO operation (vm, name, params_json, state, started_at) "
-                "VALUES (?, ?, ?, 'pending', ?)",
-                (vm_name, *values, self._clock.now()),
-            )
-            operation_id = cursor.lastrowid
-        assert operation_id is not None
-        return operation_id
+            return self._insert_operation(cursor, vm_name, *values)
 
+    @_serialised
     def complete_operation(
         self,
         operation_id: int,
@@ -333,6 +445,10 @@ class ControlStore:
         _text("new_phase", new_phase)
         if active_site is not None:
             validate_site_name(active_site)
+        if direction is not None:
+            _text("direction", direction)
+        if epoch is not None:
+            _count("epoch", epoch)
         if result_json is not None:
             _json_text("result_json", result_json)
         with self._transaction() as cursor:
@@ -343,15 +459,16 @@ class ControlStore:
                 "WHERE name = ?",
                 (
                     new_phase,
-                    control.epoch if epoch is None else _count("epoch", epoch),
+                    control.epoch if epoch is None else epoch,
                     active_site or control.active_site,
-                    _text("direction", direction or control.direction),
+                    direction or control.direction,
                     operation.vm_name,
                 ),
             )
             self._finish(cursor, operation_id, OperationState.COMPLETED, result_json)
         return self.vm(operation.vm_name)
 
+    @_serialised
     def abandon_operation(self, operation_id: int, reason: str) -> None:
         """Close a pending operation whose effect was rolled back; phase unchanged."""
         with self._transaction() as cursor:
@@ -359,12 +476,14 @@ class ControlStore:
             result = json.dumps({"abandoned": reason})
             self._finish(cursor, operation_id, OperationState.ABANDONED, result)
 
+    @_serialised
     def pending_operation(self, vm_name: str) -> Operation | None:
         """Return the VM's pending operation (to finish after a restart), if any."""
         cursor = self._connection.cursor()
         self._require_vm(cursor, vm_name)
         return self._pending(cursor, vm_name)
 
+    @_serialised
     def operation(self, operation_id: int) -> Operation:
         """Return the operation ``operation_id``, whatever its state."""
         cursor = self._connection.cursor()
@@ -375,6 +494,9 @@ class ControlStore:
             raise InvalidConfiguration(msg)
         return found
 
+    # -- the file ----------------------------------------------------------------------
+
+    @_serialised
     def statistics(self) -> ControlStoreStatistics:
         """Return counts and the settings in force."""
         execute = self._connection.execute
@@ -394,36 +516,59 @@ class ControlStore:
             finished_operation_count=total - pending,
         )
 
+    @_serialised
+    def integrity_check(self) -> str:
+        """Return SQLite's ``PRAGMA integrity_check`` result: ``"ok"`` when sound.
+
+        Otherwise one line per problem SQLite found. A file too damaged for SQLite to
+        check at all raises :class:`DamagedState`.
+        """
+        rows = self._connection.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(line) for (line,) in rows)
+
     # -- helpers -----------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._closed:
+            msg = f"the control store of site {self.site_name!r} at "
+            msg += f"{str(self.path)!r} is closed; open the site again"
+            raise ReplicationError(msg)
+
+    def _rollback(self) -> None:
+        """End a transaction an error interrupted (the original error is reported)."""
+        if self._connection.in_transaction:
+            with suppress(sqlite3.DatabaseError):
+                self._connection.execute("ROLLBACK")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction; a full disk surfaces as :class:`StorageFull`."""
+        """One write transaction (callers hold the lock: they are ``_serialised``)."""
         cursor = self._connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
         try:
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
-        except sqlite3.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
-                raise
-            if self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
-            msg = f"site {self.site_name!r}: its control state cannot be written, "
-            msg += "the storage is full; nothing changed: free space and retry"
-            raise StorageFull(msg) from error
+            yield cursor
+        except BaseException:
+            self._rollback()
+            raise
+        cursor.execute("COMMIT")
+
+    def _check_on_open(self) -> None:
+        """Read what a restart relies on, so that damage shows at open."""
+        with self._lock:
+            rows = self._connection.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                found = [line for (line,) in rows[:5]]
+                raise damaged(self.path, f"SQLite's quick_check reports {found}")
+            cursor = self._connection.cursor()
+            rows = cursor.execute(_VM_SELECT + "ORDER BY name").fetchall()
+            for control in map(self._decode_vm, rows):
+                self._disks(cursor, control.vm_name)
+                self._log_positions(cursor, control.vm_name)
+            self._operations(cursor, _OPERATIONS_PENDING)
 
     def _find_vm(self, cursor: sqlite3.Cursor, vm_name: str) -> VmControl | None:
-        row = cursor.execute(
-            "SELECT name, phase, active_site, direction, epoch, next_cycle_id "
-            "FROM vm WHERE name = ?",
-            (vm_name,),
-        ).fetchone()
-        return None if row is None else VmControl(*row)
+        row = cursor.execute(_VM_SELECT + "WHERE name = ?", (vm_name,)).fetchone()
+        return None if row is None else self._decode_vm(row)
 
     def _require_vm(self, cursor: sqlite3.Cursor, vm_name: str) -> VmControl:
         found = self._find_vm(cursor, vm_name)
@@ -434,23 +579,117 @@ class ControlStore:
             raise InvalidConfiguration(msg)
         return found
 
+    def _disks(self, cursor: sqlite3.Cursor, vm_name: str) -> dict[str, int]:
+        rows = cursor.execute(
+            "SELECT name, size_bytes, ordinal FROM disk WHERE vm = ? ORDER BY ordinal",
+            (vm_name,),
+        ).fetchall()
+        if not rows:
+            raise damaged(self.path, f"VM {vm_name!r} has no rows in table disk")
+        disks: dict[str, int] = {}
+        for name, size, ordinal in rows:
+            row = _Row(self.path, f"disk {name!r} of VM {vm_name!r}")
+            row.integer("ordinal", ordinal, minimum=0)
+            disks[row.name("name", name, validate_disk_name)] = row.integer(
+                "size_bytes", size, minimum=1
+            )
+        return disks
+
+    def _log_positions(self, cursor: sqlite3.Cursor, vm_name: str) -> dict[str, int]:
+        rows = cursor.execute(
+            "SELECT disk, sequence FROM log_position WHERE vm = ? ORDER BY disk",
+            (vm_name,),
+        ).fetchall()
+        positions: dict[str, int] = {}
+        for disk, sequence in rows:
+            row = _Row(self.path, f"log position of disk {disk!r} of VM {vm_name!r}")
+            positions[row.name("disk", disk, validate_disk_name)] = row.integer(
+                "sequence", sequence, minimum=-1
+            )
+        return positions
+
+    def _decode_vm(self, values: tuple[object, ...]) -> VmControl:
+        name, phase, active_site, direction, epoch, next_cycle_id = values
+        row = _Row(self.path, f"VM {name!r}")
+        return VmControl(
+            vm_name=row.name("name", name, validate_vm_name),
+            phase=row.text("phase", phase),
+            active_site=row.name("active_site", active_site, validate_site_name),
+            direction=row.text("direction", direction),
+            epoch=row.integer("epoch", epoch, minimum=0),
+            next_cycle_id=row.integer("next_cycle_id", next_cycle_id, minimum=1),
+        )
+
+    def _decode_point(self, vm_name: str, values: tuple[object, ...]) -> RecoveryPoint:
+        point_id, cycle_id, epoch, created_at, app_consistent, sequences = values
+        row = _Row(self.path, f"recovery point {point_id!r} of VM {vm_name!r}")
+        flag = row.integer("app_consistent", app_consistent, minimum=0)
+        data = {
+            "recovery_point_id": point_id,
+            "cycle_id": cycle_id,
+            "epoch": epoch,
+            "created_at": created_at,
+            "app_consistent": flag == 1 if flag in (0, 1) else flag,
+            "last_sequences": json.loads(row.json_text("last_sequences", sequences)),
+        }
+        try:
+            return RecoveryPoint.from_json(data)
+        except CorruptRecord as error:
+            raise damaged(self.path, f"{row.where} is unreadable ({error})") from error
+
+    def _insert_operation(
+        self, cursor: sqlite3.Cursor, vm_name: str, name: str, params_json: str
+    ) -> int:
+        pending = self._pending(cursor, vm_name)
+        if pending is not None:
+            msg = f"cannot begin {name!r} on VM {vm_name!r}: operation "
+            msg += f"{pending.operation_id} ({pending.name!r}) is still pending; "
+            msg += "complete or abandon it first"
+            raise ReplicationError(msg)
+        cursor.execute(
+            "INSERT INTO operation (vm, name, params_json, state, started_at) "
+            "VALUES (?, ?, ?, 'pending', ?)",
+            (vm_name, name, params_json, self._clock.now()),
+        )
+        operation_id = cursor.lastrowid
+        assert operation_id is not None
+        return operation_id
+
+    def _operations(
+        self, cursor: sqlite3.Cursor, query: str, *values: object
+    ) -> list[Operation]:
+        assert query.startswith(_OPERATION_SELECT), query
+        rows = cursor.execute(query, values).fetchall()
+        return [self._decode_operation(row) for row in rows]
+
     def _find_operation(
         self, cursor: sqlite3.Cursor, query: str, value: object
     ) -> Operation | None:
-        assert query in (_OPERATION_BY_ID, _OPERATION_PENDING_FOR_VM), query
-        row = cursor.execute(query, (value,)).fetchone()
-        if row is None:
-            return None
-        operation_id, vm_name, name, params_json, state, started, finished, result = row
+        found = self._operations(cursor, query, value)
+        assert len(found) <= 1, found  # the key, or the partial unique index
+        return found[0] if found else None
+
+    def _decode_operation(self, values: tuple[object, ...]) -> Operation:
+        operation_id, vm_name, name, params, state, started, finished, result = values
+        row = _Row(self.path, f"operation {operation_id!r}")
+        states = [str(known) for known in OperationState]
+        if state not in states:
+            row.refuse("state", state, f"one of {states}")
+        pending = state == OperationState.PENDING
+        if pending != (finished is None):
+            allowed = "None while pending, a time once finished"
+            row.refuse(f"state={state!r} and finished_at", finished, allowed)
         return Operation(
-            operation_id=operation_id,
-            vm_name=vm_name,
-            name=name,
-            params_json=params_json,
+            operation_id=row.integer("operation_id", operation_id, minimum=1),
+            vm_name=row.name("vm", vm_name, validate_vm_name),
+            name=row.text("name", name),
+            params_json=row.json_text("params_json", params),
             state=OperationState(state),
-            started_at=started,
-            finished_at=finished,
-            result_json=result,
+            started_at=row.time("started_at", started),
+            finished_at=None if finished is None else row.time("finished_at", finished),
+            result_json=None
+            if result is None
+            else row.json_text("result_json", result),
         )
 
     def _pending(self, cursor: sqlite3.Cursor, vm_name: str) -> Operation | None:
@@ -477,6 +716,106 @@ class ControlStore:
             "WHERE operation_id = ?",
             (state, self._clock.now(), result, operation_id),
         )
+
+
+def _code(error: sqlite3.DatabaseError) -> int:
+    """SQLite's primary result code of ``error`` (0 when it carries none)."""
+    return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _transient(error: sqlite3.DatabaseError) -> bool:
+    """Whether ``error`` is about the moment (full, busy), not about the file."""
+    transient = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return _code(error) in transient
+
+
+def _translate(error: sqlite3.DatabaseError, path: Path, site_name: str) -> Exception:
+    """Our error for an SQLite error: full, busy, or else the file is damaged."""
+    if _code(error) == sqlite3.SQLITE_FULL:
+        msg = f"site {site_name!r}: its control state cannot be written, the storage "
+        msg += "is full; nothing changed: free space and retry"
+        return StorageFull(msg)
+    if _transient(error):
+        msg = f"control file {str(path)!r} stayed locked by another connection for "
+        msg += f"more than {BUSY_TIMEOUT_SECONDS:g} s ({error}); nothing changed: "
+        msg += "close the other program (an sqlite3 shell?) and retry"
+        return ReplicationError(msg)
+    return damaged(path, f"SQLite reports {error}")
+
+
+# -- values read back (DamagedState otherwise) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """Checks the values of one row read back from the file ``path``.
+
+    Each method returns the value typed when it is one the engine writes, and raises
+    :class:`DamagedState` naming the file, the row, the column and the value otherwise
+    (a file edited by hand, or damaged in a way SQLite's own checks let through).
+    """
+
+    path: Path
+    where: str
+
+    def refuse(self, column: str, value: object, allowed: str) -> NoReturn:
+        what = f"{self.where} has {column}={value!r}; allowed: {allowed}"
+        raise damaged(self.path, what)
+
+    def integer(self, column: str, value: object, *, minimum: int) -> int:
+        if type(value) is not int or value < minimum:
+            self.refuse(column, value, f"an int >= {minimum}")
+        return value
+
+    def time(self, column: str, value: object) -> float:
+        if type(value) is not float:
+            self.refuse(column, value, "a time (a float of seconds)")
+        return value
+
+    def text(self, column: str, value: object) -> str:
+        if not isinstance(value, str) or not 0 < len(value) <= TEXT_CHARACTERS_MAX:
+            self.refuse(column, value, f"text of 1 to {TEXT_CHARACTERS_MAX} characters")
+        return value
+
+    def name(
+        self, column: str, value: object, validate: Callable[[object], str]
+    ) -> str:
+        try:
+            return validate(value)
+        except InvalidName as error:
+            self.refuse(column, value, str(error).partition("allowed: ")[2] or "a name")
+
+    def json_text(self, column: str, value: object) -> str:
+        if not isinstance(value, str) or not _parses(value):
+            self.refuse(column, value, "JSON text")
+        return value
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- caller input (InvalidConfiguration otherwise) -------------------------------------
+
+
+def _disk_rows(vm_name: str, disks: object) -> list[tuple[str, str, int, int]]:
+    if not isinstance(disks, Mapping) or not disks:
+        msg = f"disks={disks!r} must be a non-empty mapping of disk name -> bytes "
+        msg += f"(got {type(disks).__name__}); a VM needs at least one disk"
+        raise InvalidConfiguration(msg)
+    rows = []
+    for ordinal, (disk, size) in enumerate(disks.items()):
+        validate_disk_name(disk)
+        if type(size) is not int or not 0 < size <= DISK_BYTES_MAX:
+            msg = f"disks[{disk!r}]={size!r} must be a positive int of bytes up to "
+            msg += f"{DISK_BYTES_MAX} (got {type(size).__name__})"
+            raise InvalidConfiguration(msg)
+        rows.append((vm_name, disk, size, ordinal))
+    return rows
 
 
 def _text(argument: str, value: object) -> str:

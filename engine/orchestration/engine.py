@@ -158,6 +158,7 @@ class ReplicationEngine:
             phase="unprotected",
             active_site=PRIMARY,
             direction="primary->secondary",
+            disks=disks,
         )
         self._bind(name, dict(disks))
 
@@ -257,8 +258,4 @@ class ReplicationEngine:
         return vm
 
     def _disk_sizes(self, name: str) -> dict[str, int]:
-        directory = self.primary.vm_directory(name)
-        return {
-            image.name.removesuffix(".img"): image.stat().st_size
-            for image in sorted(directory.glob("*.img"))
-        }
+        return self.primary.control.vm_disks(name)
