@@ -44,7 +44,7 @@ from engine.control.site import SiteStorage
 from engine.control.store import VmControl
 from engine.errors import CorruptRecord, ReplicationError, TransitionNotAllowed
 from engine.replica import recovery_point as engine_points
-from engine.replica.store import ReplicaStore
+from engine.replica.store import RecoveryAction, ReplicaStore
 from engine.source.disks import LogState, SourceDisks
 from engine.source.resync import ResyncReport, ResyncSides, resynchronize_disks
 from engine.source.shipping import (
@@ -361,7 +361,10 @@ class ProtectedVm:
             control = self._source.control
             pending = control.pending_operation(self.name)
             if pending is None:
-                return None
+                try:
+                    return self._recover_replica()
+                except (ReplicationError, OSError) as error:
+                    return f"the replica store could not be recovered ({error})"
             params = json.loads(pending.params_json)
             try:
                 return self._recover(pending.operation_id, pending.name, params)
@@ -376,6 +379,8 @@ class ProtectedVm:
             self._remove_replica()
             control.abandon_operation(operation_id, "rolled back")
             return "enable_protection rolled back: start it again"
+        if name != "disable_protection":  # (which deletes the replica store)
+            self._recover_replica()
         if name == "copy_disk":
             control.abandon_operation(operation_id, "redone on resume")
             return "copy_disk interrupted: run it again (it starts over)"
@@ -587,6 +592,17 @@ class ProtectedVm:
 
     def _replica(self) -> ReplicaStore:
         return ReplicaStore.open(self._target.replicas, self.name, self._clock)
+
+    def _recover_replica(self) -> str | None:
+        """As the replica store's owner, finish an apply a crash interrupted (once,
+        from :meth:`recover`, when the engine opens; opening the store changes
+        nothing). Says what was done, or None."""
+        if not (self._replica_path() / "store.json").exists():
+            return None
+        report = self._replica().recover()
+        if report.action is RecoveryAction.NONE:
+            return None
+        return f"replica store: {report.reason}"
 
     def _replica_path(self) -> Path:
         return self._target.replicas / self.name

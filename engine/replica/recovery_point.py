@@ -23,17 +23,22 @@ does not. Lookups that fail raise :class:`RecoveryPointNotFound` naming the ids 
 are.
 
 The JSON form (``to_json``/``from_json``) is what the replica store writes in its
-catalogue file; reading validates every field and raises :class:`CorruptRecord` naming
-the field, since that file comes from disk and may be damaged.
+catalogue file; reading validates every field and raises :class:`DamagedState` naming
+the field, since that file comes from disk and may be damaged (the store adds the file's
+name). Not :class:`CorruptRecord`: that one means a change log failed its checks, and
+is answered by distrusting the source's logs, which a damaged catalogue does not call
+for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from engine.errors import CorruptRecord, InvalidConfiguration, RecoveryPointNotFound
+from engine.errors import DamagedState, InvalidConfiguration, RecoveryPointNotFound
 
 # 24 hours of 30-second cycles is 2880 points (the product keeps hourly points up to
 # 24 hours back; we keep per-cycle points). The bound keeps the catalogue file small
@@ -82,7 +87,7 @@ class RecoveryPoint:
 
     @classmethod
     def from_json(cls, data: object) -> RecoveryPoint:
-        """Parse a catalogue row; raise :class:`CorruptRecord` naming a bad field."""
+        """Parse a catalogue row; raise :class:`DamagedState` naming a bad field."""
         row = _mapping(data, "recovery point")
         sequences = _mapping(row.get("last_sequences"), "last_sequences")
         return cls(
@@ -225,12 +230,12 @@ class RecoveryPointCatalogue:
 
     @classmethod
     def from_json(cls, data: object) -> RecoveryPointCatalogue:
-        """Parse a catalogue; raise :class:`CorruptRecord` when it is malformed."""
+        """Parse a catalogue; raise :class:`DamagedState` when it is malformed."""
         row = _mapping(data, "catalogue")
         rows = row.get("points")
         if not isinstance(rows, list):
             msg = f"catalogue field 'points' must be a list, got {type(rows).__name__}"
-            raise CorruptRecord(msg)
+            raise DamagedState(msg)
         points = tuple(RecoveryPoint.from_json(item) for item in rows)
         last_id = _int(row, "last_recovery_point_id", minimum=0)
         last_cycle = _int(row, "last_cycle_id", minimum=-1)
@@ -245,14 +250,14 @@ class RecoveryPointCatalogue:
             msg = "catalogue points are out of order or past the high-water marks: "
             msg += f"ids={ids} cycles={cycles} last_recovery_point_id={last_id} "
             msg += f"last_cycle_id={last_cycle}"
-            raise CorruptRecord(msg)
+            raise DamagedState(msg)
         return cls(points, last_id, last_cycle)
 
 
 def _mapping(value: object, what: str) -> Mapping[str, object]:
     if not isinstance(value, dict):
         msg = f"{what} must be a JSON object, got {type(value).__name__}"
-        raise CorruptRecord(msg)
+        raise DamagedState(msg)
     return value
 
 
@@ -260,21 +265,25 @@ def _int(row: Mapping[str, object], name: str, *, minimum: int) -> int:
     value = row.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         msg = f"catalogue field {name!r}={value!r} must be an int >= {minimum}"
-        raise CorruptRecord(msg)
+        raise DamagedState(msg)
     return value
 
 
 def _float(row: Mapping[str, object], name: str) -> float:
     value = row.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"catalogue field {name!r}={value!r} must be a number"
-        raise CorruptRecord(msg)
-    return float(value)
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int past the float range
+            number = float(value)
+    if not math.isfinite(number):
+        msg = f"catalogue field {name!r}={value!r} must be a finite number"
+        raise DamagedState(msg)
+    return number
 
 
 def _bool(row: Mapping[str, object], name: str) -> bool:
     value = row.get(name)
     if not isinstance(value, bool):
         msg = f"catalogue field {name!r}={value!r} must be true or false"
-        raise CorruptRecord(msg)
+        raise DamagedState(msg)
     return value

@@ -45,16 +45,45 @@ point, never touching the replica: test failover and failover start from that co
 writer and one tiny document (the disks and at most a few thousand points) that must
 change in step with files beside it; a rename gives exactly the all-or-nothing switch we
 need, the file is readable with any tool when diagnosing a site, and the per-site
-SQLite control database (``control_store.py``) stays the single place that needs a
-database. The catalogue there mirrors this one; this file is the authority for the data.
+SQLite control database (``engine/control/store.py``) stays the single place that
+needs a database. The catalogue there mirrors this one; this file is the authority for
+the data.
 
-**After a crash** (:meth:`ReplicaStore.open`), an ``intent.json`` left behind is
-**rolled forward** when the cycle's logs are still there and verify: they were complete
-and checked before the intent was written, they are deleted only after the commit, and a
-record is an absolute write (offset, bytes), so re-applying the whole cycle over a
-partly applied replica gives the same bytes. Finishing keeps the newer point (a smaller
-RPO) and needs nothing from the source. Only when a log is gone or damaged since is the
-replica **rolled back** with the undo image. The report says which was done.
+**Opening has no side effects; recovering is the owner's** (:meth:`ReplicaStore.open`,
+:meth:`ReplicaStore.recover`). ``open`` loads and validates ``store.json``, an
+``intent.json`` if one is there, and the files the catalogue needs (each replica image
+at its size, the undo image of every retained point but the newest), and changes no
+file: a status read can never finish or undo work behind its owner's back. While an
+intent waits (:attr:`ReplicaStore.pending_recovery`), every call that reads the replica
+or changes the store refuses with "recover() first"; the catalogue and the statistics
+stay readable. Only the owner, once, when the engine opens, calls ``recover``: the
+apply is **rolled forward** when the cycle's logs are still there and verify (they
+were complete and checked before the intent was written, they are deleted only after
+the commit, and a record is an absolute write, so re-applying the whole cycle over a
+partly applied replica gives the same bytes; finishing keeps the newer point, a smaller
+RPO, and needs nothing from the source). Only when a log is gone or damaged since is
+the replica **rolled back** with the undo image. Then the debris of a crash (temporary
+files, undo images no point needs) is deleted. The report says what was done.
+
+**Nothing read from a control file is trusted.** Recovery reads, and after a commit
+deletes, the log paths ``intent.json`` names; each must resolve (symlinks followed)
+under the trusted root (by default the site root, ``root.parent``, which holds the
+inbox) and outside the replicas directory, or the intent is :class:`DamagedState` and
+nothing is read or deleted (``manifest.log_path_problem``). ``apply_cycle`` refuses
+logs elsewhere up front, so the store never writes an intent its recovery would refuse.
+
+**Damage is a typed error, never a healthy look.** A damaged, missing or mis-sized
+store file (``store.json``, ``intent.json``, a replica image, ``undo/``, an undo image
+a retained point or a rollback needs) raises :class:`DamagedState` naming the file and
+what was found, from ``open`` or from the operation that needs the file. Never
+:class:`CorruptRecord`: that one means a change log failed its checks, and the binding
+answers it by distrusting the source's logs. A store directory without ``store.json``
+is damage too ("the catalogue is missing"): :meth:`create` builds a store aside
+(``.<vm_name>.creating``) and renames it into place, so no crash leaves one behind.
+
+**Block digests** (:meth:`ReplicaStore.block_digests`): one BLAKE2b-128 digest per block
+of a replica disk (``engine.storage.digests``, the definition the source side uses on
+its own disks), for a resynchronisation that compares digests instead of bytes.
 
 One writer at a time: the binding layer serialises a VM's operations, so the store
 takes no lock of its own.
@@ -64,6 +93,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +103,10 @@ from typing import Final
 from engine.clock import Clock
 from engine.errors import (
     CorruptRecord,
+    DamagedState,
     DiskRangeError,
     InvalidConfiguration,
+    InvalidName,
     ReplicationError,
     StorageFull,
 )
@@ -86,7 +118,13 @@ from engine.replica.apply import (
     verify_cycle_logs,
     write_cycle,
 )
-from engine.replica.manifest import ApplyIntent, StoreManifest, validate_disks
+from engine.replica.manifest import (
+    ORIGIN_UNDO,
+    ApplyIntent,
+    StoreManifest,
+    log_path_problem,
+    validate_disks,
+)
 from engine.replica.recovery_point import (
     RecoveryPoint,
     RecoveryPointCatalogue,
@@ -99,13 +137,23 @@ from engine.replica.undo_image import (
     write_undo_image,
 )
 from engine.storage import durable_file, files
+from engine.storage.digests import digest_file_blocks
+from engine.storage.disk import validate_block_bytes
 from engine.storage.files import fsync_directory
+from engine.storage.sparse_copy import PARTIAL_SUFFIX
 
 STORE_FILE: Final = "store.json"
 INTENT_FILE: Final = "intent.json"
-ORIGIN_UNDO: Final = "origin"
 DISK_SUFFIX: Final = ".img"
 UNDO_SUFFIX: Final = ".undo"
+CREATING_SUFFIX: Final = ".creating"
+"""``<root>/.<vm_name>.creating``: a store being built by :meth:`ReplicaStore.create`
+(hidden, so never a valid VM name), renamed to ``<root>/<vm_name>`` when complete."""
+
+WHAT_TO_DO: Final = (
+    "restore the file, or remove the VM's replica store and protect it afresh "
+    "(initial replication)"
+)
 
 CrashPoint = Callable[[str], None]
 """Test hook called with the name of each step of an apply (see ``CRASH_POINTS``)."""
@@ -124,7 +172,7 @@ CRASH_POINTS: Final = (
 
 
 class RecoveryAction(enum.Enum):
-    """What :meth:`ReplicaStore.open` did about an apply interrupted by a crash."""
+    """What :meth:`ReplicaStore.recover` did about an apply interrupted by a crash."""
 
     NONE = "none"  # no apply was interrupted
     ROLLED_FORWARD = "rolled_forward"  # the cycle was re-applied and committed
@@ -134,7 +182,7 @@ class RecoveryAction(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    """What :meth:`ReplicaStore.open` found and did about an interrupted apply."""
+    """What :meth:`ReplicaStore.recover` found and did about an interrupted apply."""
 
     action: RecoveryAction
     cycle_id: int | None
@@ -160,16 +208,27 @@ class ReplicaStore:
     """Replica images, undo images and the recovery-point catalogue of one VM."""
 
     def __init__(
-        self, directory: Path, vm_name: str, disks: dict[str, int], clock: Clock
+        self,
+        directory: Path,
+        vm_name: str,
+        disks: dict[str, int],
+        clock: Clock,
+        *,
+        trusted_root: Path,
+        replicas_root: Path,
     ) -> None:
-        """Use :meth:`create` or :meth:`open`; this only binds loaded state."""
+        """Use :meth:`create` or :meth:`open`; this only binds loaded state.
+
+        ``trusted_root`` and ``replicas_root`` are resolved (``os.path.realpath``).
+        """
         self.directory = directory
         self.vm_name = vm_name
         self._disks = disks
         self._clock = clock
+        self._trusted_root = trusted_root
+        self._replicas_root = replicas_root
         self._retention_count = 1
         self._catalogue = RecoveryPointCatalogue()
-        self._recovery = RecoveryReport(RecoveryAction.NONE, None, "store created")
         self._cycles_applied = 0
         self._bytes_applied = 0
         self._cycles_rolled_back = 0
@@ -182,25 +241,49 @@ class ReplicaStore:
         disks: Mapping[str, int],
         retention_count: int,
         clock: Clock,
+        *,
+        trusted_root: Path | None = None,
     ) -> ReplicaStore:
-        """Create the store of ``vm_name`` under ``root``, its disks sparse and zero."""
+        """Create the store of ``vm_name`` under ``root``, its disks sparse and zero.
+
+        The store is built in ``<root>/.<vm_name>.creating`` and renamed into place,
+        so a failure leaves no store (the next create removes the leftover).
+        ``trusted_root`` is where the logs of its cycles must lie (see :meth:`open`).
+        """
         directory = safe_child(root, vm_name)
-        if directory.exists():
+        trusted, replicas = _trusted_roots(root, trusted_root)
+        if directory.exists() or directory.is_symlink():
             msg = f"vm_name={vm_name!r}: a replica store already exists at "
             msg += f"{str(directory)!r}; open it, or delete it to start over"
             raise InvalidConfiguration(msg)
         sizes = validate_disks(disks)
-        store = cls(directory, vm_name, sizes, clock)
+        store = cls(
+            directory,
+            vm_name,
+            sizes,
+            clock,
+            trusted_root=trusted,
+            replicas_root=replicas,
+        )
         store._retention_count = validate_retention_count(retention_count)
-        files.make_directory_durably(directory / "replica")
-        files.make_directory_durably(directory / "undo")
+        building = directory.with_name(f".{vm_name}{CREATING_SUFFIX}")
+        files.remove_tree_durably(building)
+        files.make_directory_durably(building / "replica")
+        files.make_directory_durably(building / "undo")
         fs = files.current()
         for disk, size in sizes.items():
-            with store._disk_path(disk).open("wb") as image:
-                image.truncate(size)
-                fs.fsync(image.fileno())
-        fsync_directory(directory / "replica")
-        store._write_store_file(store.catalogue)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            descriptor = fs.open(building / "replica" / (disk + DISK_SUFFIX), flags)
+            try:
+                fs.ftruncate(descriptor, size)
+                fs.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        fsync_directory(building / "replica")
+        durable_file.write_file_atomically(
+            building / STORE_FILE, store._manifest_bytes(store.catalogue)
+        )
+        fs.rename(building, directory)
         fsync_directory(directory.parent)
         return store
 
@@ -211,25 +294,46 @@ class ReplicaStore:
         vm_name: str,
         clock: Clock,
         *,
-        crash_point: CrashPoint | None = None,
+        trusted_root: Path | None = None,
     ) -> ReplicaStore:
-        """Open an existing store, finishing or rolling back an interrupted apply.
+        """Load and validate the store of ``vm_name`` under ``root``; change nothing.
 
-        :attr:`recovery` then says what was done. ``crash_point`` is the test hook of
-        :meth:`apply_cycle`, called while an interrupted apply is rolled forward.
+        An apply a crash interrupted is left as it is: :attr:`pending_recovery` says
+        so, and its owner calls :meth:`recover`. Raises InvalidConfiguration when
+        there is no store, DamagedState when a file of it is damaged or missing
+        (``store.json``, ``intent.json``, a replica image or its size, ``undo/``, the
+        undo image of a retained point). ``trusted_root`` (default ``root.parent``,
+        the site root) is where every log path in ``intent.json`` must resolve.
         """
         directory = safe_child(root, vm_name)
-        path = directory / STORE_FILE
-        if not path.exists():
+        trusted, replicas = _trusted_roots(root, trusted_root)
+        if not directory.exists() and not directory.is_symlink():
             msg = f"vm_name={vm_name!r}: no replica store at {str(directory)!r}; "
             msg += "create it first (initial replication)"
             raise InvalidConfiguration(msg)
+        path = directory / STORE_FILE
+        if not directory.is_dir():
+            msg = f"{str(directory)!r}, the replica store of VM {vm_name!r}, is not a "
+            msg += f"directory; the store is damaged: {WHAT_TO_DO}"
+            raise DamagedState(msg)
+        if not path.exists() and not path.is_symlink():
+            msg = f"{str(directory)!r}: the catalogue is missing (no {STORE_FILE}); "
+            msg += f"the replica store of VM {vm_name!r} is damaged: {WHAT_TO_DO}"
+            raise DamagedState(msg)
         manifest = StoreManifest.load(path, vm_name)
-        store = cls(directory, vm_name, manifest.disks, clock)
+        store = cls(
+            directory,
+            vm_name,
+            manifest.disks,
+            clock,
+            trusted_root=trusted,
+            replicas_root=replicas,
+        )
         store._retention_count = manifest.retention_count
         store._catalogue = manifest.catalogue
-        store._recovery = store._recover(crash_point or _no_crash_point)
-        store._remove_debris()
+        store._check_files()
+        if store._intent_exists():
+            store._load_intent()  # validated now: a damaged intent never looks healthy
         return store
 
     @property
@@ -239,7 +343,7 @@ class ReplicaStore:
 
     @property
     def catalogue(self) -> RecoveryPointCatalogue:
-        """The committed recovery points, oldest first."""
+        """The committed recovery points, oldest first (readable while pending)."""
         return self._catalogue
 
     @property
@@ -248,9 +352,27 @@ class ReplicaStore:
         return self._retention_count
 
     @property
-    def recovery(self) -> RecoveryReport:
-        """What :meth:`open` did about an interrupted apply."""
-        return self._recovery
+    def pending_recovery(self) -> bool:
+        """Whether an interrupted apply waits for :meth:`recover` (an intent is there).
+
+        While it does, reading the replica and every change refuse.
+        """
+        return self._intent_exists()
+
+    def recover(self, *, crash_point: CrashPoint | None = None) -> RecoveryReport:
+        """Finish or undo an interrupted apply, then delete a crash's debris.
+
+        The owner's call, once, when the engine opens (nobody else's: it may change
+        the replica). Rolls the apply forward when its logs are intact, back with the
+        undo image when one is gone or damaged, or removes what a committed cycle
+        left; then deletes temporary files and undo images no point needs. With
+        nothing pending it only deletes debris (:attr:`RecoveryAction.NONE`). A failure
+        raises and leaves the intent: calling again retries. ``crash_point`` is the
+        test hook of :meth:`apply_cycle`, called while an apply is rolled forward.
+        """
+        report = self._recover(crash_point or _no_crash_point)
+        self._remove_debris()
+        return report
 
     # -- applying cycles ---------------------------------------------------------------
 
@@ -269,12 +391,15 @@ class ReplicaStore:
         ``expected_last_sequences`` (from the source's :class:`SealedLog`, when shipped
         with the logs) also refuses a log cut short at a record boundary. Re-applying a
         committed cycle returns its point and deletes those of the logs it applied.
+        Logs must lie under the trusted root (InvalidConfiguration otherwise).
         ``crash_point`` is a test hook called at each step named in ``CRASH_POINTS``.
         """
         hook = crash_point or _no_crash_point
         _check_int("cycle_id", cycle_id)
         _check_int("epoch", epoch)
-        self._check_no_intent()
+        self._refuse_if_pending(f"apply cycle {cycle_id}")
+        log_names = {disk: os.path.abspath(path) for disk, path in logs.items()}
+        self._check_log_paths(log_names)
         committed = self._catalogue.find_cycle(cycle_id)
         if committed is not None:
             durable_file.remove_durably(logs_applied_by(committed, logs))
@@ -308,10 +433,22 @@ class ReplicaStore:
                 {disk: log.last_sequence for disk, log in sealed.items()}
             ),
         )
-        log_names = {disk: os.path.abspath(path) for disk, path in logs.items()}
         intent = ApplyIntent(cycle_id, epoch, log_names, undo_name, point)
         self._prepare(intent, hook)
         return self._apply_and_commit(intent, hook)
+
+    def _check_log_paths(self, log_names: Mapping[str, str]) -> None:
+        for disk in sorted(log_names):
+            problem = log_path_problem(
+                log_names[disk],
+                trusted_root=self._trusted_root,
+                replicas_root=self._replicas_root,
+            )
+            if problem is not None:
+                msg = f"logs[{disk!r}]={log_names[disk]!r} {problem}; a store takes "
+                msg += "logs only from under its trusted root (the site root unless "
+                msg += "open/create were given trusted_root): deliver them there"
+                raise InvalidConfiguration(msg)
 
     def _prepare(self, intent: ApplyIntent, hook: CrashPoint) -> None:
         """Write the undo image and the intent; on failure leave nothing behind."""
@@ -369,7 +506,7 @@ class ReplicaStore:
         return intent.point
 
     def _finish(self, intent: ApplyIntent, hook: CrashPoint) -> None:
-        """Post-commit cleanup; idempotent, and redone by :meth:`open` after a crash."""
+        """Post-commit cleanup; idempotent, and redone by :meth:`recover`."""
         hook("before_log_delete")
         durable_file.remove_durably([Path(name) for name in intent.logs.values()])
         hook("after_log_delete")
@@ -379,17 +516,21 @@ class ReplicaStore:
     def _roll_back(self, intent: ApplyIntent) -> None:
         """Restore the pre-cycle bytes from the undo image; drop the intent."""
         undo_path = self._undo_path(intent.undo)
-        apply_undo_image(undo_path, cycle_id=intent.cycle_id, images=self._images())
+        _apply_undo(
+            undo_path,
+            cycle_id=intent.cycle_id,
+            images=self._images(),
+            doing=f"roll cycle {intent.cycle_id} back",
+        )
         durable_file.remove_durably([self.directory / INTENT_FILE, undo_path])
         self._cycles_rolled_back += 1
 
-    # -- restart -----------------------------------------------------------------------
+    # -- recovery ----------------------------------------------------------------------
 
     def _recover(self, hook: CrashPoint) -> RecoveryReport:
-        path = self.directory / INTENT_FILE
-        if not path.exists():
+        if not self._intent_exists():
             return RecoveryReport(RecoveryAction.NONE, None, "no apply interrupted")
-        intent = ApplyIntent.load(path)
+        intent = self._load_intent()
         if intent.cycle_id <= self._catalogue.last_cycle_id:
             self._finish(intent, hook)
             reason = "the cycle was committed; removed its intent and logs"
@@ -410,25 +551,88 @@ class ReplicaStore:
             self._apply_and_commit(intent, hook)
         except (OSError, ReplicationError) as error:
             committed = self._catalogue.last_cycle_id >= intent.cycle_id
-            if committed or (self.directory / INTENT_FILE).exists():
-                raise  # a cleanup or the rollback itself failed: reopen retries it
+            if committed or self._intent_exists():
+                raise  # a cleanup or the rollback itself failed: recover() retries it
             reason = f"re-applying failed ({error}); rolled back"
             return RecoveryReport(RecoveryAction.ROLLED_BACK, intent.cycle_id, reason)
         reason = "the cycle's logs were intact; re-applied and committed"
         return RecoveryReport(RecoveryAction.ROLLED_FORWARD, intent.cycle_id, reason)
+
+    def _load_intent(self) -> ApplyIntent:
+        """Read ``intent.json``: its paths checked, its point the catalogue's next."""
+        path = self.directory / INTENT_FILE
+        intent = ApplyIntent.load(
+            path,
+            disks=self._disks,
+            trusted_root=self._trusted_root,
+            replicas_root=self._replicas_root,
+        )
+        if intent.cycle_id > self._catalogue.last_cycle_id:  # not committed yet
+            newest = self._newest_point()
+            undo = ORIGIN_UNDO if newest is None else str(newest.recovery_point_id)
+            next_id = self._catalogue.next_recovery_point_id()
+            if intent.point.recovery_point_id != next_id or intent.undo != undo:
+                msg = f"{str(path)!r} is damaged: it would commit recovery_point_id="
+                msg += f"{intent.point.recovery_point_id} with undo={intent.undo!r}; "
+                msg += "after the catalogue's newest point the cycle's point is "
+                msg += f"{next_id} and its undo image {undo!r}: {WHAT_TO_DO}"
+                raise DamagedState(msg)
+        return intent
 
     def _remove_debris(self) -> None:
         """Delete temporary files and undo images no retained point needs."""
         needed = {
             self._undo_path(str(i)) for i in self._catalogue.recovery_point_ids[:-1]
         }
-        if (self.directory / INTENT_FILE).exists():
-            intent = ApplyIntent.load(self.directory / INTENT_FILE)
-            needed.add(self._undo_path(intent.undo))
-        debris = [p for p in (self.directory / "undo").iterdir() if p not in needed]
+        if self._intent_exists():
+            needed.add(self._undo_path(self._load_intent().undo))
+        debris = [
+            path
+            for path in self._undo_directory().iterdir()
+            if path not in needed and not path.is_dir()
+        ]
         for directory in (self.directory, self.directory / "replica"):
             debris += directory.glob("*" + durable_file.TEMPORARY_SUFFIX)
+        debris += (self.directory / "replica").glob("*" + PARTIAL_SUFFIX)
         durable_file.remove_durably(debris)
+
+    def _check_files(self) -> None:
+        """Check by ``stat`` (nothing read or changed) the files the catalogue needs."""
+        for name in ("replica", "undo"):
+            if not (self.directory / name).is_dir():
+                msg = f"{str(self.directory / name)!r} is missing or not a directory; "
+                msg += f"the replica store of VM {self.vm_name!r} is damaged: "
+                msg += WHAT_TO_DO
+                raise DamagedState(msg)
+        for disk, size in self._disks.items():
+            found = self._image_status(disk)
+            if found.st_size != size:
+                msg = f"replica image {str(self._disk_path(disk))!r} is "
+                msg += f"{found.st_size} bytes; {STORE_FILE} says disk {disk!r} has "
+                msg += f"{size}: the image is damaged: {WHAT_TO_DO}"
+                raise DamagedState(msg)
+        for point in self._catalogue.points[:-1]:
+            undo = self._undo_path(str(point.recovery_point_id))
+            if not undo.is_file():
+                msg = f"undo image {str(undo)!r}, needed to materialize recovery "
+                msg += f"point {point.recovery_point_id} (and any older one), is "
+                msg += f"missing: the store is damaged: {WHAT_TO_DO}"
+                raise DamagedState(msg)
+
+    def _image_status(self, disk: str) -> os.stat_result:
+        """The replica image's status; DamagedState when missing or not a file."""
+        lexical = self.directory / "replica" / (disk + DISK_SUFFIX)
+        try:
+            found = self._disk_path(disk).stat()
+        except (OSError, InvalidName) as error:
+            msg = f"replica image {str(lexical)!r} of disk {disk!r} is missing or "
+            msg += f"unreadable ({error}): the store is damaged: {WHAT_TO_DO}"
+            raise DamagedState(msg) from error
+        if not stat.S_ISREG(found.st_mode):
+            msg = f"replica image {str(lexical)!r} of disk {disk!r} is not a regular "
+            msg += f"file: the store is damaged: {WHAT_TO_DO}"
+            raise DamagedState(msg)
+        return found
 
     # -- reading points ----------------------------------------------------------------
 
@@ -437,7 +641,7 @@ class ReplicaStore:
 
         The replica is only read. Files already in ``target_dir`` are never overwritten.
         """
-        self._check_no_intent()
+        self._refuse_if_pending(f"materialize recovery point {recovery_point_id}")
         self._catalogue.get(recovery_point_id)
         files.make_directory_durably(target_dir)
         images = {
@@ -459,25 +663,86 @@ class ReplicaStore:
         self, recovery_point_id: int, images: dict[str, Path]
     ) -> None:
         for disk, image in images.items():
+            self._image_status(disk)
             durable_file.copy_file_atomically(self._disk_path(disk), image)
         # Step back one point at a time, newest first: the undo image of point P
         # turns P's successor into P.
         points = self._catalogue.points
         for point in self._catalogue.newer_than(recovery_point_id):
             predecessor = points[points.index(point) - 1]
-            undo_path = self._undo_path(str(predecessor.recovery_point_id))
-            apply_undo_image(undo_path, cycle_id=point.cycle_id, images=images)
+            _apply_undo(
+                self._undo_path(str(predecessor.recovery_point_id)),
+                cycle_id=point.cycle_id,
+                images=images,
+                doing=f"materialize recovery point {recovery_point_id}",
+            )
 
     def read(self, disk: str, offset: int, length: int) -> bytes:
         """Return ``length`` bytes of the replica of ``disk`` from ``offset``."""
+        self._refuse_if_pending(f"read disk {disk!r} of the replica")
         size = self._disk_size(disk)
         if offset < 0 or length < 0 or offset + length > size:
             msg = f"offset={offset}, length={length} on disk {disk!r} must satisfy "
             msg += f"0 <= offset and offset + length <= {size}"
             raise DiskRangeError(msg)
-        with self._disk_path(disk).open("rb") as image:
-            image.seek(offset)
-            return image.read(length)
+        path = self._disk_path(disk)
+        try:
+            with path.open("rb") as image:
+                image.seek(offset)
+                data = image.read(length)
+        except FileNotFoundError:
+            self._image_status(disk)  # raises DamagedState naming the image
+            raise
+        if len(data) != length:
+            msg = f"replica image {str(path)!r} ended before byte {offset + length} "
+            msg += f"of its {size}: the image is damaged: {WHAT_TO_DO}"
+            raise DamagedState(msg)
+        return data
+
+    def block_digests(
+        self,
+        disk: str,
+        block_bytes: int,
+        *,
+        start_block: int = 0,
+        block_count: int | None = None,
+    ) -> list[bytes]:
+        """Return the digest of each block of the replica of ``disk`` (oldest first).
+
+        ``engine.storage.digests.block_digest`` of every ``block_bytes`` block from
+        ``start_block``, ``block_count`` of them (default: to the end of the disk).
+        ``block_bytes`` must be a power of two from 512 B to 1 MiB dividing the disk
+        size (InvalidConfiguration); the blocks must lie within the disk
+        (DiskRangeError). Reads 1 MiB at a time; holes are not read.
+        """
+        self._refuse_if_pending(f"compute block digests of disk {disk!r}")
+        size = self._disk_size(disk)
+        block_bytes = validate_block_bytes(block_bytes)
+        if size % block_bytes:
+            msg = f"block_bytes={block_bytes} must divide the size of disk {disk!r} "
+            msg += f"({size} bytes); choose a smaller power of two"
+            raise InvalidConfiguration(msg)
+        total = size // block_bytes
+        start = _block_number("start_block", start_block)
+        if block_count is None:
+            count = max(0, total - start)
+        else:
+            count = _block_number("block_count", block_count)
+        if start + count > total or start > total:
+            msg = f"start_block={start}, block_count={block_count} on disk {disk!r} "
+            msg += f"must lie within its {total} blocks of {block_bytes} bytes"
+            raise DiskRangeError(msg)
+        self._image_status(disk)
+        try:
+            return digest_file_blocks(
+                self._disk_path(disk),
+                block_bytes=block_bytes,
+                first_block=start,
+                block_count=count,
+            )
+        except FileNotFoundError:
+            self._image_status(disk)  # raises DamagedState naming the image
+            raise
 
     def install_initial_copy(
         self, images: Mapping[str, Path], *, consume: bool = False
@@ -490,7 +755,7 @@ class ReplicaStore:
         With ``consume`` the images are moved into place (a rename when they are on
         the store's filesystem) instead of copied.
         """
-        self._check_no_intent()
+        self._refuse_if_pending("install an initial copy")
         if self._catalogue.points:
             msg = f"VM {self.vm_name!r} already has recovery points "
             msg += f"{list(self._catalogue.recovery_point_ids)}; an initial copy may "
@@ -512,14 +777,14 @@ class ReplicaStore:
 
     def discard_recovery_points(self) -> None:
         """Delete every recovery point (a committed failover); the replica stays."""
-        self._check_no_intent()
+        self._refuse_if_pending("discard the recovery points")
         self._write_store_file(self._catalogue.without_points())
         self._catalogue = self._catalogue.without_points()
         self._remove_debris()
 
     def statistics(self) -> ReplicaStoreStatistics:
-        """Return the store's counters."""
-        undo_bytes = sum(p.stat().st_size for p in (self.directory / "undo").iterdir())
+        """Return the store's counters (readable while an apply is pending)."""
+        undo_bytes = sum(p.stat().st_size for p in self._undo_directory().iterdir())
         points = self._catalogue.points
         return ReplicaStoreStatistics(
             vm_name=self.vm_name,
@@ -541,10 +806,15 @@ class ReplicaStore:
     def _images(self) -> dict[str, Path]:
         return {disk: self._disk_path(disk) for disk in self._disks}
 
-    def _check_no_intent(self) -> None:
-        if (self.directory / INTENT_FILE).exists():
-            msg = f"VM {self.vm_name!r}: an interrupted apply is pending at "
-            msg += f"{str(self.directory)!r}; reopen the store to finish it"
+    def _intent_exists(self) -> bool:
+        path = self.directory / INTENT_FILE
+        return path.exists() or path.is_symlink()
+
+    def _refuse_if_pending(self, doing: str) -> None:
+        if self._intent_exists():
+            msg = f"VM {self.vm_name!r}: cannot {doing} while an interrupted apply is "
+            msg += f"pending ({str(self.directory / INTENT_FILE)!r}); its owner must "
+            msg += "call recover() first (the engine does when it opens)"
             raise ReplicationError(msg)
 
     def _disk_size(self, disk: str) -> int:
@@ -561,15 +831,25 @@ class ReplicaStore:
     def _undo_path(self, name: str) -> Path:
         return safe_child(self.directory, "undo", name + UNDO_SUFFIX)
 
-    def _write_store_temporary(self, catalogue: RecoveryPointCatalogue) -> Path:
-        manifest = StoreManifest(
+    def _undo_directory(self) -> Path:
+        directory = self.directory / "undo"
+        if not directory.is_dir():
+            msg = f"{str(directory)!r} is missing or not a directory; the replica "
+            msg += f"store of VM {self.vm_name!r} is damaged: {WHAT_TO_DO}"
+            raise DamagedState(msg)
+        return directory
+
+    def _manifest_bytes(self, catalogue: RecoveryPointCatalogue) -> bytes:
+        return StoreManifest(
             self.vm_name, self._disks, self._retention_count, catalogue
-        )
+        ).to_bytes()
+
+    def _write_store_temporary(self, catalogue: RecoveryPointCatalogue) -> Path:
         path = self.directory / STORE_FILE
         temporary = durable_file.temporary_path(path)
         try:
             with temporary.open("wb") as target:
-                target.write(manifest.to_bytes())
+                target.write(self._manifest_bytes(catalogue))
                 target.flush()
                 files.current().fsync(target.fileno())
         except OSError:
@@ -583,6 +863,37 @@ class ReplicaStore:
         fsync_directory(self.directory)
 
 
+def _trusted_roots(root: Path, trusted_root: Path | None) -> tuple[Path, Path]:
+    """Return the resolved trusted root (default ``root.parent``) and ``root``."""
+    replicas = Path(os.path.realpath(root))
+    chosen = (
+        Path(os.path.abspath(root)).parent if trusted_root is None else trusted_root
+    )
+    trusted = Path(os.path.realpath(chosen))
+    if trusted.is_relative_to(replicas):
+        msg = f"trusted_root={str(chosen)!r} resolves to {str(trusted)!r}, inside the "
+        msg += f"replicas directory {str(replicas)!r}: logs never live there; give "
+        msg += "the site root (the default, root.parent) or its inbox"
+        raise InvalidConfiguration(msg)
+    return trusted, replicas
+
+
+def _apply_undo(
+    path: Path, *, cycle_id: int, images: Mapping[str, Path], doing: str
+) -> None:
+    """Apply a store's own undo image; its damage or absence is DamagedState."""
+    try:
+        apply_undo_image(path, cycle_id=cycle_id, images=images)
+    except CorruptRecord as error:
+        msg = f"{error}. It is a file of the replica store, needed to {doing}: "
+        msg += WHAT_TO_DO
+        raise DamagedState(msg) from error
+    except FileNotFoundError as error:
+        msg = f"{str(error.filename)!r} is missing, needed to {doing}: the replica "
+        msg += f"store is damaged: {WHAT_TO_DO}"
+        raise DamagedState(msg) from error
+
+
 def _no_crash_point(step: str) -> None:
     """Default hook: no crash is simulated."""
 
@@ -591,6 +902,16 @@ def _check_int(argument: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         msg = f"{argument}={value!r} must be an int >= 0 (got {type(value).__name__})"
         raise InvalidConfiguration(msg)
+
+
+def _block_number(argument: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{argument}={value!r} must be an int (got {type(value).__name__})"
+        raise InvalidConfiguration(msg)
+    if value < 0:
+        msg = f"{argument}={value} must be >= 0: blocks are numbered from 0"
+        raise DiskRangeError(msg)
+    return value
 
 
 def _storage_error(error: OSError, doing: str) -> Exception:

@@ -1,4 +1,4 @@
-"""Crash tests for ReplicaStore.apply_cycle: SIGKILL at every step, then reopen."""
+"""Crash tests for ReplicaStore.apply_cycle: SIGKILL at every step, then recover."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from engine.testing import Cycle, CycleSource, ManualClock
 DISKS = {"os": 64 * 1024, "data": 32 * 1024}
 REPOSITORY = Path(__file__).resolve().parents[2]
 
-# The child reopens the store (mode "open": and nothing else) or also applies cycle 2
-# (mode "apply"), killing itself with SIGKILL (no cleanup, no flush, no finally) when
-# the store reaches the named step.
+# The child opens the store and recovers it (mode "recover": and nothing else) or also
+# applies cycle 2 (mode "apply"), killing itself with SIGKILL (no cleanup, no flush, no
+# finally) when the store reaches the named step.
 CHILD = """
 import json, os, signal, sys
 from pathlib import Path
@@ -31,7 +31,8 @@ def crash_point(step):
     if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-store = ReplicaStore.open(root, "vm-1", ManualClock(2000.0), crash_point=crash_point)
+store = ReplicaStore.open(root, "vm-1", ManualClock(2000.0))
+store.recover(crash_point=crash_point)
 if mode == "apply":
     store.apply_cycle(
         2,
@@ -42,7 +43,7 @@ if mode == "apply":
     )
 """
 
-# What reopening must do after a kill at each step (disks are applied in name order).
+# What recover() must do after a kill at each step (disks are applied in name order).
 EXPECTED_ACTION = {
     "verified": RecoveryAction.NONE,
     "undo_written": RecoveryAction.NONE,
@@ -108,7 +109,7 @@ def run_child_killed_at(
 
 
 def test_every_kill_point_recovers_to_a_whole_point(tmp_path: Path) -> None:
-    """After SIGKILL at each step, reopen gives the old or new point, then the new."""
+    """After SIGKILL at each step, recover() gives the old or the new point."""
     covered = []
     for kill_at in kill_points():
         directory = tmp_path / kill_at.replace(":", "-")
@@ -118,10 +119,11 @@ def test_every_kill_point_recovers_to_a_whole_point(tmp_path: Path) -> None:
         covered.append(kill_at)
 
         store = ReplicaStore.open(directory / "target", "vm-1", ManualClock(3000.0))
-        assert (kill_at, EXPECTED_ACTION[kill_at]) == (kill_at, store.recovery.action)
+        report = store.recover()
+        assert (kill_at, EXPECTED_ACTION[kill_at]) == (kill_at, report.action)
         recovered = replica_bytes(store)
         assert recovered in (first.snapshot, second.snapshot), kill_at
-        rolled_on = store.recovery.action is not RecoveryAction.NONE
+        rolled_on = report.action is not RecoveryAction.NONE
         assert (kill_at, rolled_on) == (kill_at, recovered == second.snapshot)
 
         point = store.apply_cycle(2, second.logs, epoch=1, app_consistent=True)
@@ -142,15 +144,15 @@ def test_every_kill_point_recovers_to_a_whole_point(tmp_path: Path) -> None:
 
 
 def test_kill_during_the_roll_forward_of_a_kill_recovers(tmp_path: Path) -> None:
-    """A second SIGKILL while open rolls forward still ends at the new point."""
+    """A second SIGKILL while recover() rolls forward still ends at the new point."""
     first, second = prepare(tmp_path)
     killed = -signal.SIGKILL
     assert killed == run_child_killed_at(tmp_path, "disk_applied:data", second)
-    assert killed == run_child_killed_at(tmp_path, "disk_applied:os", second, "open")
+    assert killed == run_child_killed_at(tmp_path, "disk_applied:os", second, "recover")
     store = ReplicaStore.open(tmp_path / "target", "vm-1", ManualClock(3000.0))
     expected_state = (RecoveryAction.ROLLED_FORWARD, (1, 2), second.snapshot)
     actual_state = (
-        store.recovery.action,
+        store.recover().action,
         store.catalogue.recovery_point_ids,
         replica_bytes(store),
     )

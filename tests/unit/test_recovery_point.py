@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import CorruptRecord, InvalidConfiguration, RecoveryPointNotFound
+from engine.errors import (
+    CorruptRecord,
+    DamagedState,
+    InvalidConfiguration,
+    RecoveryPointNotFound,
+)
 from engine.replica.recovery_point import (
     RETENTION_COUNT_MAX,
     RecoveryPoint,
@@ -134,17 +139,19 @@ def test_json_round_trip() -> None:
     ],
 )
 def test_damaged_catalogue_is_refused(mutation: dict[str, object], match: str) -> None:
-    """A damaged catalogue document raises CorruptRecord naming the field."""
+    """A damaged catalogue document raises DamagedState naming the field (never
+    CorruptRecord, which means a damaged change log)."""
     document = {**catalogue_of(1, 2).to_json(), **mutation}
-    with pytest.raises(CorruptRecord, match=match):
+    with pytest.raises(DamagedState, match=match) as raised:
         RecoveryPointCatalogue.from_json(document)
+    assert not isinstance(raised.value, CorruptRecord)
 
 
 def test_damaged_point_field_is_named() -> None:
     """A point with a non-boolean app_consistent is refused, naming the field."""
     row = point(1).to_json()
     row["app_consistent"] = "yes"
-    with pytest.raises(CorruptRecord, match="app_consistent"):
+    with pytest.raises(DamagedState, match="app_consistent"):
         RecoveryPoint.from_json(row)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from engine.errors import (
     CorruptRecord,
+    DamagedState,
     DiskRangeError,
     InvalidConfiguration,
     InvalidName,
@@ -268,9 +269,10 @@ def test_reopen_keeps_the_catalogue(
         apply(store, source.cut(), app_consistent=seed == 0)
     reopened = ReplicaStore.open(tmp_path / "target", "vm-1", clock)
     assert store.catalogue == reopened.catalogue
-    expected = (RecoveryAction.NONE, 1)
+    expected = (False, RecoveryAction.NONE, 1)
     actual = (
-        reopened.recovery.action,
+        reopened.pending_recovery,
+        reopened.recover().action,
         reopened.catalogue.latest_app_consistent().recovery_point_id,
     )
     assert expected == actual
@@ -279,7 +281,7 @@ def test_reopen_keeps_the_catalogue(
 def test_interrupted_apply_with_intact_logs_rolls_forward(
     store: ReplicaStore, source: CycleSource, tmp_path: Path, clock: ManualClock
 ) -> None:
-    """An apply stopped after its intent is finished by open (roll forward)."""
+    """An apply stopped after its intent is finished by recover() (roll forward)."""
     write_some(source, seed=11)
     cycle = source.cut()
 
@@ -299,11 +301,9 @@ def test_interrupted_apply_with_intact_logs_rolls_forward(
             crash_point=stop_after_first_disk,
         )
     reopened = ReplicaStore.open(tmp_path / "target", "vm-1", clock)
+    report = reopened.recover()
     expected = (RecoveryAction.ROLLED_FORWARD, 1)
-    assert expected == (
-        reopened.recovery.action,
-        reopened.recovery.cycle_id,
-    )
+    assert expected == (report.action, report.cycle_id)
     assert cycle.snapshot == replica_bytes(reopened)
 
 
@@ -334,9 +334,10 @@ def test_interrupted_apply_with_lost_log_rolls_back(
         )
     second.logs["os"].unlink()
     reopened = ReplicaStore.open(tmp_path / "target", "vm-1", clock)
+    report = reopened.recover()
     assert first.snapshot == replica_bytes(reopened)
     expected = (RecoveryAction.ROLLED_BACK, (1,))
-    actual = (reopened.recovery.action, reopened.catalogue.recovery_point_ids)
+    actual = (report.action, reopened.catalogue.recovery_point_ids)
     assert expected == actual
     assert not os.listdir(reopened.directory / "undo")
 
@@ -452,9 +453,9 @@ def test_hostile_vm_name_is_refused(tmp_path: Path, clock: ManualClock) -> None:
 def test_open_refuses_a_damaged_store_file(
     store: ReplicaStore, tmp_path: Path, clock: ManualClock
 ) -> None:
-    """A store file that is not JSON raises CorruptRecord naming the file."""
+    """A store file that is not JSON raises DamagedState naming the file."""
     (store.directory / "store.json").write_bytes(b"\x00garbage")
-    with pytest.raises(CorruptRecord, match=r"store\.json"):
+    with pytest.raises(DamagedState, match=r"store\.json"):
         ReplicaStore.open(tmp_path / "target", "vm-1", clock)
 
 
@@ -466,7 +467,7 @@ def test_open_refuses_a_newer_store_format(
     document = json.loads(path.read_bytes())
     document["format_version"] = 99
     path.write_text(json.dumps(document))
-    with pytest.raises(CorruptRecord, match="format_version=99"):
+    with pytest.raises(DamagedState, match="format_version=99"):
         ReplicaStore.open(tmp_path / "target", "vm-1", clock)
 
 
