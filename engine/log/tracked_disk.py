@@ -11,12 +11,17 @@ Order of a write, under the lock:
 3. write the disk;
 4. (durable mode) make the disk durable.
 
-Logging first means a crash can leave a record for a write the disk never got (the
-replica then receives bytes the source would have held: harmless, the guest was never
-told the write completed) but never a disk change without its record, which would be
-lost from replication silently. In durable mode each write costs two ``fdatasync``
-calls; without it the caller accepts that a host crash may lose the log's tail and
-resynchronises after one, as Hyper-V Replica does after an unexpected shutdown.
+Logging first means a crash can leave a record for a write the disk never got, but
+never a disk change without its record, which would be lost from replication silently.
+The log is the write-ahead record: :meth:`TrackedDisk.resume` replays every record of
+the current log onto the disk (records are absolute writes in order, so replaying is
+idempotent), so a write whose record survived is on the disk too and the next cycle
+never ships a state the source did not hold. Replay assumes nothing but this class
+writes a tracked image while its log is current. In durable mode each write costs two
+``fdatasync`` calls; without it a host crash may keep a disk write and lose its record
+(both were only in the page cache): the caller must detect such a crash and
+resynchronise, as Hyper-V Replica does after an unexpected shutdown
+(``engine/source/disks.py`` does).
 
 Sealing (:meth:`TrackedDisk.seal_log`) takes the same lock, so it falls *between* two
 writes: every write is wholly before the cut (in the sealed log and on the disk) or
@@ -38,9 +43,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from engine.errors import ReplicationError, StorageFull
+from engine.errors import CorruptRecord, ReplicationError, StorageFull
 from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
-from engine.log.writer import ChangeLog, SealedLog, log_limit_bytes, log_path_for
+from engine.log.writer import (
+    REASON_PAST_DISK_END,
+    ChangeLog,
+    SealedLog,
+    log_limit_bytes,
+    log_path_for,
+)
 from engine.storage.disk import Buffer, VirtualDisk, require_buffer
 
 
@@ -94,10 +105,32 @@ class TrackedDisk:
 
     @classmethod
     def resume(
-        cls, disk: VirtualDisk, *, disk_id: str, epoch: int, durable: bool = False
+        cls,
+        disk: VirtualDisk,
+        *,
+        disk_id: str,
+        epoch: int,
+        durable: bool = False,
     ) -> Self:
-        """Resume tracking after a restart; see ``log.tail_report`` for what was cut."""
+        """Resume tracking after a restart: reopen the log, replay it onto the disk.
+
+        The log is the write-ahead record: a process killed between a record and its
+        disk write left the log ahead of the disk. Every record of the current log is
+        written to the disk again, in order (absolute writes: replaying is idempotent),
+        so the log describes the disk before anything else happens. In durable mode the
+        log is made durable before the replay and the disk after it.
+
+        ``log.tail_report`` says what a damaged tail cost. A record past the end of
+        the disk raises :class:`CorruptRecord`; a full disk raises
+        :class:`StorageFull` (free space and resume again). On any error the log is
+        closed and the disk is left open for the caller.
+        """
         log = ChangeLog.open(log_path_for(disk.path), disk_id=disk_id, epoch=epoch)
+        try:
+            _replay(log, disk, durable=durable)
+        except BaseException:
+            log.close()
+            raise
         return cls(disk, log, durable=durable)
 
     @property
@@ -253,3 +286,30 @@ class TrackedDisk:
         except BaseException:
             self._tracking_lost = True
             raise
+
+
+def _replay(log: ChangeLog, disk: VirtualDisk, *, durable: bool) -> None:
+    """Write every record of ``log`` onto ``disk`` again, in order (see resume)."""
+    if durable:
+        log.sync()  # the records before the disk writes they describe
+    size = disk.size_bytes
+    for record in log.records():
+        end = record.offset + len(record.data)
+        if end > size:
+            detail = f"sequence {record.sequence} writes [{record.offset}, {end}), "
+            detail += f"disk {str(disk.path)!r} has {size} bytes"
+            msg = (
+                f"change log {str(log.path)!r}: {REASON_PAST_DISK_END} ({detail}); "
+                "it cannot be replayed: resynchronise the disk"
+            )
+            raise CorruptRecord(msg)
+        try:
+            disk.write(record.offset, record.data)
+        except StorageFull as error:
+            error.add_note(
+                f"replaying change log {str(log.path)!r} onto its disk: free space "
+                "and reopen (the replay starts again; it is idempotent)"
+            )
+            raise
+    if durable:
+        disk.sync_data()

@@ -38,6 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +84,7 @@ from engine.log.reader import (
     SealedLog,
     TailReport,
     check_identity,
+    raise_corrupt,
     read_header,
     read_sealed_log,
     scan_records,
@@ -390,6 +392,33 @@ class ChangeLog:
                 payload_bytes=self._payload_bytes,
                 file_bytes=self._end,
             )
+
+    def records(self) -> Iterator[LogRecord]:
+        """Yield the whole records of the current log, in order (for replay on reopen).
+
+        Reads the file up to :attr:`size_bytes` through its own stream; do not append
+        while iterating. Raises :class:`CorruptRecord` if the file no longer holds
+        what this writer wrote (something else changed it).
+        """
+        with self._lock:
+            self._open_descriptor()
+            end = self._end
+            first_sequence = self._header.first_sequence
+        with open(self._path, "rb", buffering=STREAM_BUFFER_BYTES) as stream:
+            header, start = read_header(stream, self._path)
+            check_identity(header, self._path, self._header.disk_id, self._header.epoch)
+            try:
+                for frame in scan_records(
+                    stream,
+                    start=start,
+                    file_bytes=end,
+                    first_sequence=first_sequence,
+                    keep_payloads=True,
+                ):
+                    assert frame.payload is not None
+                    yield LogRecord(frame.sequence, frame.offset, frame.payload)
+            except LogDamage as damage:
+                raise_corrupt(self._path, damage.position, damage.reason, damage.detail)
 
     def append(self, offset: int, data: Buffer) -> int:
         """Append one record; return its sequence number.
