@@ -57,12 +57,17 @@ from engine.storage.disk import Buffer, VirtualDisk, require_buffer
 
 @dataclass(frozen=True)
 class TrackedDiskStatistics:
-    """Counters since this object was built (``log_*`` describe the current log)."""
+    """Counters since this object was built (``log_*`` describe the current log).
+
+    ``log_file_bytes`` (header and framing included) is what ``log_limit_bytes``
+    bounds, not ``log_payload_bytes``.
+    """
 
     writes: int
     bytes_written: int
     log_records: int
     log_payload_bytes: int
+    log_file_bytes: int
     log_limit_bytes: int
     next_sequence: int
     tracking_lost: bool
@@ -160,8 +165,12 @@ class TrackedDisk:
 
     @property
     def log_over_limit(self) -> bool:
-        """Whether the current log outgrew half the disk (resynchronise instead)."""
-        return self._log.payload_bytes > self._log_limit_bytes
+        """Whether the current log file outgrew half the disk (resynchronise instead).
+
+        The file's size counts, header and record framing included: it is what is
+        stored and shipped, and many small writes cost far more than their payload.
+        """
+        return self._log.size_bytes > self._log_limit_bytes
 
     def write(self, offset: int, data: Buffer) -> int:
         """Record then write ``data`` at ``offset``; return the last sequence used.
@@ -217,6 +226,7 @@ class TrackedDisk:
                 bytes_written=self._bytes_written,
                 log_records=self._log.record_count,
                 log_payload_bytes=self._log.payload_bytes,
+                log_file_bytes=self._log.size_bytes,
                 log_limit_bytes=self._log_limit_bytes,
                 next_sequence=self._log.next_sequence,
                 tracking_lost=self._tracking_lost,

@@ -133,7 +133,11 @@ def log_path_for(disk_path: Path) -> Path:
 
 
 def log_limit_bytes(disk_size_bytes: int) -> int:
-    """Payload size past which a log forces resynchronisation (half the disk)."""
+    """Log file size past which a log forces resynchronisation (half the disk).
+
+    Compared with :attr:`ChangeLog.size_bytes` (header and record framing included),
+    not with the payload: see ``LOG_LIMIT_DIVISOR``.
+    """
     require_int(disk_size_bytes, argument="disk_size_bytes")
     if disk_size_bytes <= 0:
         msg = f"disk_size_bytes={disk_size_bytes!r} must be positive"
@@ -369,12 +373,12 @@ class ChangeLog:
 
     @property
     def size_bytes(self) -> int:
-        """Size of the current log file, header included."""
+        """Size of the current log file, header and framing (see log_limit_bytes)."""
         return self._end
 
     @property
     def payload_bytes(self) -> int:
-        """Bytes of tracked writes in the current log (compare to log_limit_bytes)."""
+        """Bytes of tracked writes in the current log (without their framing)."""
         return self._payload_bytes
 
     @property

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from engine.errors import CorruptRecord, DiskRangeError, StorageFull
-from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
+from engine.log.format import RECORD_HEADER, RECORD_PAYLOAD_BYTES_MAX
 from engine.log.tracked_disk import TrackedDisk, TrackedDiskStatistics
 from engine.log.writer import ChangeLog, LogRecord, log_path_for, read_sealed_log
 from engine.storage import files
@@ -161,18 +161,22 @@ def test_resume_reopens_the_log(tmp_path):
 
 
 def test_log_over_limit_and_statistics(tmp_path):
-    """Past half the disk in payload the log reports it is over its limit."""
+    """Past half the disk in *file size* (header and framing included) the log
+    reports it is over its limit, even while its payload is still under it."""
     disk = VirtualDisk.create(tmp_path / "d.img", 8192)
     with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1) as tracked:
-        tracked.write(0, bytes(4096))
+        header = tracked.log.size_bytes  # 38 bytes for "vm1.os"
+        fits = 4096 - header - RECORD_HEADER.size  # one record up to the limit
+        tracked.write(0, bytes(fits))
         assert not tracked.log_over_limit
-        tracked.write(0, b"x")
+        tracked.write(0, b"x")  # 25 more bytes of file, payload still < 4096
         assert tracked.log_over_limit
         expected = TrackedDiskStatistics(
             writes=2,
-            bytes_written=4097,
+            bytes_written=fits + 1,
             log_records=2,
-            log_payload_bytes=4097,
+            log_payload_bytes=fits + 1,
+            log_file_bytes=4096 + RECORD_HEADER.size + 1,
             log_limit_bytes=4096,
             next_sequence=2,
             tracking_lost=False,
