@@ -57,6 +57,9 @@ class SourceDisks:
     ) -> None:
         """Open the images (untracked); call :meth:`resume_tracking` if protected."""
         self.paths = dict(sorted(paths.items()))
+        if not self.paths:
+            msg = "paths={}: a VM needs at least one disk (disk name -> image path)"
+            raise InvalidConfiguration(msg)
         self._block_bytes = block_bytes
         self._durable = durable
         self.lock = threading.RLock()

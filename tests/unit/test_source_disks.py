@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from engine.errors import InvalidConfiguration
 from engine.log.format import RECORD_HEADER
 from engine.source.disks import LogState, SourceDisks
 from engine.storage.disk import VirtualDisk
@@ -70,3 +73,9 @@ def test_a_few_large_writes_under_half_the_disk_stay_usable(tmp_path: Path) -> N
         assert disks.log_state is LogState.USABLE
     finally:
         disks.close()
+
+
+def test_a_vm_without_disks_is_refused(tmp_path: Path) -> None:
+    """No disks: InvalidConfiguration naming the problem, not a bare StopIteration."""
+    with pytest.raises(InvalidConfiguration, match="at least one disk"):
+        SourceDisks({}, block_bytes=BLOCK, durable=False)
