@@ -38,6 +38,7 @@ true and only a resynchronisation can make the replica trustworthy again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +50,7 @@ from engine.log.writer import (
     REASON_PAST_DISK_END,
     ChangeLog,
     SealedLog,
+    TailReport,
     log_limit_bytes,
     log_path_for,
 )
@@ -116,6 +118,7 @@ class TrackedDisk:
         disk_id: str,
         epoch: int,
         durable: bool = False,
+        before_cut: Callable[[TailReport], None] | None = None,
     ) -> Self:
         """Resume tracking after a restart: reopen the log, replay it onto the disk.
 
@@ -125,12 +128,15 @@ class TrackedDisk:
         so the log describes the disk before anything else happens. In durable mode the
         log is made durable before the replay and the disk after it.
 
-        ``log.tail_report`` says what a damaged tail cost. A record past the end of
-        the disk raises :class:`CorruptRecord`; a full disk raises
-        :class:`StorageFull` (free space and resume again). On any error the log is
-        closed and the disk is left open for the caller.
+        ``log.tail_report`` says what a damaged tail cost; ``before_cut`` is called
+        before it is cut (see :meth:`ChangeLog.open`). A record past the end of the
+        disk raises :class:`CorruptRecord`; a full disk raises :class:`StorageFull`
+        (free space and resume again). On any error the log is closed and the disk is
+        left open for the caller.
         """
-        log = ChangeLog.open(log_path_for(disk.path), disk_id=disk_id, epoch=epoch)
+        log = ChangeLog.open(
+            log_path_for(disk.path), disk_id=disk_id, epoch=epoch, before_cut=before_cut
+        )
         try:
             _replay(log, disk, durable=durable)
         except BaseException:

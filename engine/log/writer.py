@@ -38,7 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -295,12 +295,24 @@ class ChangeLog:
         )
 
     @classmethod
-    def open(cls, path: Path, *, disk_id: str, epoch: int) -> Self:
+    def open(
+        cls,
+        path: Path,
+        *,
+        disk_id: str,
+        epoch: int,
+        before_cut: Callable[[TailReport], None] | None = None,
+    ) -> Self:
         """Reopen the log at ``path`` after a restart; cut and report a damaged tail.
 
         Also finishes a seal a crash interrupted: when only the fresh log exists (the
         old one was already renamed to its sealed path), the fresh one is moved into
         place; when both exist, the fresh one is debris and removed.
+
+        ``before_cut`` is called with the report *before* the tail is cut: a caller
+        that must remember the damage durably does so while the evidence is still in
+        the file, so a crash between the cut and its note cannot forget it. If it
+        raises, nothing is cut and the error propagates.
         """
         path = Path(path)
         disk_id, epoch = validate_identity(disk_id, epoch)
@@ -331,6 +343,8 @@ class ChangeLog:
                 except LogDamage as damage:
                     tail_report = TailReport(file_bytes - end, damage.reason)
             if tail_report is not None:
+                if before_cut is not None:
+                    before_cut(tail_report)
                 files.current().ftruncate(descriptor, end)
                 files.current().fsync(descriptor)
         except BaseException:
