@@ -2,7 +2,7 @@
 
 Constants only, like LevelDB's ``log_format.h``: the writer (:class:`ChangeLog`) and the
 readers (reopen, :func:`read_sealed_log`, :func:`verify_sealed_log`) in
-``engine/change_log.py`` must agree on every byte, so the agreement lives in one place.
+``engine/log/writer.py`` must agree on every byte, so the agreement lives in one place.
 The full specification, with a worked example, is ``docs/change-log-format.md``.
 
 A log is one header followed by zero or more records, all little-endian::

@@ -2,11 +2,11 @@
 
 What it owns: one file beside each disk, ``<disk>.hrl`` (:func:`log_path_for`), written
 by :class:`ChangeLog` and read by :func:`read_sealed_log` and :func:`verify_sealed_log`
-(which live in ``engine/change_log_reader.py`` with the parser and the record scanner,
+(which live in ``engine/log/reader.py`` with the parser and the record scanner,
 and are re-exported here: import everything about logs from this module). It knows
 nothing of disks, transport or the lifecycle; it never imports ``model``.
 
-Format (``engine/change_log_format.py``, ``docs/change-log-format.md``): a header naming
+Format (``engine/log/format.py``, ``docs/change-log-format.md``): a header naming
 the disk, the replication epoch and the first sequence number, protected by a CRC32C;
 then append-only records ``(sequence, offset, length, crc, payload)``. The header makes
 a log impossible to apply to the wrong disk or after a failover changed the epoch; the
@@ -22,7 +22,9 @@ Two kinds of reader, because the two situations differ:
 - **reopen** (:meth:`ChangeLog.open`, after a crash): a torn or damaged *tail* is what a
   crash leaves behind; it is cut at the last whole record and reported
   (:class:`TailReport`: bytes dropped and the reason), as LevelDB's reader reports to
-  its ``Reporter``. A damaged *header* is not a tail: :class:`CorruptRecord`.
+  its ``Reporter``. A damaged *header* is not a tail: :class:`CorruptRecord`. The
+  records kept are then read back (:meth:`ChangeLog.records`) to be replayed onto the
+  disk: the log is the disk's write-ahead record.
 - **sealed** (:func:`read_sealed_log`, :func:`verify_sealed_log`): a sealed log was
   fsynced before it was renamed, so it must be whole; any damage at all raises
   :class:`CorruptRecord` (or :class:`LogMismatch` for another disk or epoch) and no
