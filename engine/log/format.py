@@ -2,7 +2,7 @@
 
 Constants only, like LevelDB's ``log_format.h``: the writer (:class:`ChangeLog`) and the
 readers (reopen, :func:`read_sealed_log`, :func:`verify_sealed_log`) in
-``engine/change_log.py`` must agree on every byte, so the agreement lives in one place.
+``engine/log/writer.py`` must agree on every byte, so the agreement lives in one place.
 The full specification, with a worked example, is ``docs/change-log-format.md``.
 
 A log is one header followed by zero or more records, all little-endian::
@@ -67,9 +67,11 @@ EPOCH_MAX: Final = 2**64 - 1
 """Largest replication epoch a header can carry (u64)."""
 
 LOG_LIMIT_DIVISOR: Final = 2
-"""A log whose payload outgrows ``disk_size_bytes // LOG_LIMIT_DIVISOR`` forces
-resynchronisation: Hyper-V Replica does the same at half the disk, because past that
-point comparing blocks costs less than shipping the log."""
+"""A log *file* (header and record framing included) that outgrows
+``disk_size_bytes // LOG_LIMIT_DIVISOR`` forces resynchronisation: Hyper-V Replica does
+the same at half the disk, because past that point comparing blocks costs less than
+shipping the log. The file is what is stored and shipped, so it is what is measured:
+many small writes cost far more than their payload (24 bytes of framing each)."""
 
 SCAN_CHUNK_BYTES: Final = 1024 * 1024
 """Payloads are checksummed in chunks of this size when they need not be kept, so a

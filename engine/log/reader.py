@@ -1,7 +1,7 @@
 """Reading change logs: the header parser, the record scanner and the strict readers.
 
 What it owns: turning the bytes of a ``<disk>.hrl`` file back into records, and deciding
-what is damage. The writer (``engine/change_log.py``) reuses the same parser and scanner
+what is damage. The writer (``engine/log/writer.py``) reuses the same parser and scanner
 when it reopens a log after a crash, so there is exactly one definition of "a valid
 record"; this module never writes a file and never imports ``model``.
 

@@ -11,12 +11,17 @@ Order of a write, under the lock:
 3. write the disk;
 4. (durable mode) make the disk durable.
 
-Logging first means a crash can leave a record for a write the disk never got (the
-replica then receives bytes the source would have held: harmless, the guest was never
-told the write completed) but never a disk change without its record, which would be
-lost from replication silently. In durable mode each write costs two ``fdatasync``
-calls; without it the caller accepts that a host crash may lose the log's tail and
-resynchronises after one, as Hyper-V Replica does after an unexpected shutdown.
+Logging first means a crash can leave a record for a write the disk never got, but
+never a disk change without its record, which would be lost from replication silently.
+The log is the write-ahead record: :meth:`TrackedDisk.resume` replays every record of
+the current log onto the disk (records are absolute writes in order, so replaying is
+idempotent), so a write whose record survived is on the disk too and the next cycle
+never ships a state the source did not hold. Replay assumes nothing but this class
+writes a tracked image while its log is current. In durable mode each write costs two
+``fdatasync`` calls; without it a host crash may keep a disk write and lose its record
+(both were only in the page cache): the caller must detect such a crash and
+resynchronise, as Hyper-V Replica does after an unexpected shutdown
+(``engine/source/disks.py`` does).
 
 Sealing (:meth:`TrackedDisk.seal_log`) takes the same lock, so it falls *between* two
 writes: every write is wholly before the cut (in the sealed log and on the disk) or
@@ -33,25 +38,38 @@ true and only a resynchronisation can make the replica trustworthy again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from engine.errors import ReplicationError, StorageFull
+from engine.errors import CorruptRecord, ReplicationError, StorageFull
 from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
-from engine.log.writer import ChangeLog, SealedLog, log_limit_bytes, log_path_for
+from engine.log.writer import (
+    REASON_PAST_DISK_END,
+    ChangeLog,
+    SealedLog,
+    TailReport,
+    log_limit_bytes,
+    log_path_for,
+)
 from engine.storage.disk import Buffer, VirtualDisk, require_buffer
 
 
 @dataclass(frozen=True)
 class TrackedDiskStatistics:
-    """Counters since this object was built (``log_*`` describe the current log)."""
+    """Counters since this object was built (``log_*`` describe the current log).
+
+    ``log_file_bytes`` (header and framing included) is what ``log_limit_bytes``
+    bounds, not ``log_payload_bytes``.
+    """
 
     writes: int
     bytes_written: int
     log_records: int
     log_payload_bytes: int
+    log_file_bytes: int
     log_limit_bytes: int
     next_sequence: int
     tracking_lost: bool
@@ -94,10 +112,36 @@ class TrackedDisk:
 
     @classmethod
     def resume(
-        cls, disk: VirtualDisk, *, disk_id: str, epoch: int, durable: bool = False
+        cls,
+        disk: VirtualDisk,
+        *,
+        disk_id: str,
+        epoch: int,
+        durable: bool = False,
+        before_cut: Callable[[TailReport], None] | None = None,
     ) -> Self:
-        """Resume tracking after a restart; see ``log.tail_report`` for what was cut."""
-        log = ChangeLog.open(log_path_for(disk.path), disk_id=disk_id, epoch=epoch)
+        """Resume tracking after a restart: reopen the log, replay it onto the disk.
+
+        The log is the write-ahead record: a process killed between a record and its
+        disk write left the log ahead of the disk. Every record of the current log is
+        written to the disk again, in order (absolute writes: replaying is idempotent),
+        so the log describes the disk before anything else happens. In durable mode the
+        log is made durable before the replay and the disk after it.
+
+        ``log.tail_report`` says what a damaged tail cost; ``before_cut`` is called
+        before it is cut (see :meth:`ChangeLog.open`). A record past the end of the
+        disk raises :class:`CorruptRecord`; a full disk raises :class:`StorageFull`
+        (free space and resume again). On any error the log is closed and the disk is
+        left open for the caller.
+        """
+        log = ChangeLog.open(
+            log_path_for(disk.path), disk_id=disk_id, epoch=epoch, before_cut=before_cut
+        )
+        try:
+            _replay(log, disk, durable=durable)
+        except BaseException:
+            log.close()
+            raise
         return cls(disk, log, durable=durable)
 
     @property
@@ -127,8 +171,12 @@ class TrackedDisk:
 
     @property
     def log_over_limit(self) -> bool:
-        """Whether the current log outgrew half the disk (resynchronise instead)."""
-        return self._log.payload_bytes > self._log_limit_bytes
+        """Whether the current log file outgrew half the disk (resynchronise instead).
+
+        The file's size counts, header and record framing included: it is what is
+        stored and shipped, and many small writes cost far more than their payload.
+        """
+        return self._log.size_bytes > self._log_limit_bytes
 
     def write(self, offset: int, data: Buffer) -> int:
         """Record then write ``data`` at ``offset``; return the last sequence used.
@@ -184,6 +232,7 @@ class TrackedDisk:
                 bytes_written=self._bytes_written,
                 log_records=self._log.record_count,
                 log_payload_bytes=self._log.payload_bytes,
+                log_file_bytes=self._log.size_bytes,
                 log_limit_bytes=self._log_limit_bytes,
                 next_sequence=self._log.next_sequence,
                 tracking_lost=self._tracking_lost,
@@ -253,3 +302,30 @@ class TrackedDisk:
         except BaseException:
             self._tracking_lost = True
             raise
+
+
+def _replay(log: ChangeLog, disk: VirtualDisk, *, durable: bool) -> None:
+    """Write every record of ``log`` onto ``disk`` again, in order (see resume)."""
+    if durable:
+        log.sync()  # the records before the disk writes they describe
+    size = disk.size_bytes
+    for record in log.records():
+        end = record.offset + len(record.data)
+        if end > size:
+            detail = f"sequence {record.sequence} writes [{record.offset}, {end}), "
+            detail += f"disk {str(disk.path)!r} has {size} bytes"
+            msg = (
+                f"change log {str(log.path)!r}: {REASON_PAST_DISK_END} ({detail}); "
+                "it cannot be replayed: resynchronise the disk"
+            )
+            raise CorruptRecord(msg)
+        try:
+            disk.write(record.offset, record.data)
+        except StorageFull as error:
+            error.add_note(
+                f"replaying change log {str(log.path)!r} onto its disk: free space "
+                "and reopen (the replay starts again; it is idempotent)"
+            )
+            raise
+    if durable:
+        disk.sync_data()

@@ -2,11 +2,11 @@
 
 What it owns: one file beside each disk, ``<disk>.hrl`` (:func:`log_path_for`), written
 by :class:`ChangeLog` and read by :func:`read_sealed_log` and :func:`verify_sealed_log`
-(which live in ``engine/change_log_reader.py`` with the parser and the record scanner,
+(which live in ``engine/log/reader.py`` with the parser and the record scanner,
 and are re-exported here: import everything about logs from this module). It knows
 nothing of disks, transport or the lifecycle; it never imports ``model``.
 
-Format (``engine/change_log_format.py``, ``docs/change-log-format.md``): a header naming
+Format (``engine/log/format.py``, ``docs/change-log-format.md``): a header naming
 the disk, the replication epoch and the first sequence number, protected by a CRC32C;
 then append-only records ``(sequence, offset, length, crc, payload)``. The header makes
 a log impossible to apply to the wrong disk or after a failover changed the epoch; the
@@ -22,7 +22,9 @@ Two kinds of reader, because the two situations differ:
 - **reopen** (:meth:`ChangeLog.open`, after a crash): a torn or damaged *tail* is what a
   crash leaves behind; it is cut at the last whole record and reported
   (:class:`TailReport`: bytes dropped and the reason), as LevelDB's reader reports to
-  its ``Reporter``. A damaged *header* is not a tail: :class:`CorruptRecord`.
+  its ``Reporter``. A damaged *header* is not a tail: :class:`CorruptRecord`. The
+  records kept are then read back (:meth:`ChangeLog.records`) to be replayed onto the
+  disk: the log is the disk's write-ahead record.
 - **sealed** (:func:`read_sealed_log`, :func:`verify_sealed_log`): a sealed log was
   fsynced before it was renamed, so it must be whole; any damage at all raises
   :class:`CorruptRecord` (or :class:`LogMismatch` for another disk or epoch) and no
@@ -38,6 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +86,7 @@ from engine.log.reader import (
     SealedLog,
     TailReport,
     check_identity,
+    raise_corrupt,
     read_header,
     read_sealed_log,
     scan_records,
@@ -131,7 +135,11 @@ def log_path_for(disk_path: Path) -> Path:
 
 
 def log_limit_bytes(disk_size_bytes: int) -> int:
-    """Payload size past which a log forces resynchronisation (half the disk)."""
+    """Log file size past which a log forces resynchronisation (half the disk).
+
+    Compared with :attr:`ChangeLog.size_bytes` (header and record framing included),
+    not with the payload: see ``LOG_LIMIT_DIVISOR``.
+    """
     require_int(disk_size_bytes, argument="disk_size_bytes")
     if disk_size_bytes <= 0:
         msg = f"disk_size_bytes={disk_size_bytes!r} must be positive"
@@ -289,12 +297,24 @@ class ChangeLog:
         )
 
     @classmethod
-    def open(cls, path: Path, *, disk_id: str, epoch: int) -> Self:
+    def open(
+        cls,
+        path: Path,
+        *,
+        disk_id: str,
+        epoch: int,
+        before_cut: Callable[[TailReport], None] | None = None,
+    ) -> Self:
         """Reopen the log at ``path`` after a restart; cut and report a damaged tail.
 
         Also finishes a seal a crash interrupted: when only the fresh log exists (the
         old one was already renamed to its sealed path), the fresh one is moved into
         place; when both exist, the fresh one is debris and removed.
+
+        ``before_cut`` is called with the report *before* the tail is cut: a caller
+        that must remember the damage durably does so while the evidence is still in
+        the file, so a crash between the cut and its note cannot forget it. If it
+        raises, nothing is cut and the error propagates.
         """
         path = Path(path)
         disk_id, epoch = validate_identity(disk_id, epoch)
@@ -325,6 +345,8 @@ class ChangeLog:
                 except LogDamage as damage:
                     tail_report = TailReport(file_bytes - end, damage.reason)
             if tail_report is not None:
+                if before_cut is not None:
+                    before_cut(tail_report)
                 files.current().ftruncate(descriptor, end)
                 files.current().fsync(descriptor)
         except BaseException:
@@ -367,12 +389,12 @@ class ChangeLog:
 
     @property
     def size_bytes(self) -> int:
-        """Size of the current log file, header included."""
+        """Size of the current log file, header and framing (see log_limit_bytes)."""
         return self._end
 
     @property
     def payload_bytes(self) -> int:
-        """Bytes of tracked writes in the current log (compare to log_limit_bytes)."""
+        """Bytes of tracked writes in the current log (without their framing)."""
         return self._payload_bytes
 
     @property
@@ -390,6 +412,33 @@ class ChangeLog:
                 payload_bytes=self._payload_bytes,
                 file_bytes=self._end,
             )
+
+    def records(self) -> Iterator[LogRecord]:
+        """Yield the whole records of the current log, in order (for replay on reopen).
+
+        Reads the file up to :attr:`size_bytes` through its own stream; do not append
+        while iterating. Raises :class:`CorruptRecord` if the file no longer holds
+        what this writer wrote (something else changed it).
+        """
+        with self._lock:
+            self._open_descriptor()
+            end = self._end
+            first_sequence = self._header.first_sequence
+        with open(self._path, "rb", buffering=STREAM_BUFFER_BYTES) as stream:
+            header, start = read_header(stream, self._path)
+            check_identity(header, self._path, self._header.disk_id, self._header.epoch)
+            try:
+                for frame in scan_records(
+                    stream,
+                    start=start,
+                    file_bytes=end,
+                    first_sequence=first_sequence,
+                    keep_payloads=True,
+                ):
+                    assert frame.payload is not None
+                    yield LogRecord(frame.sequence, frame.offset, frame.payload)
+            except LogDamage as damage:
+                raise_corrupt(self._path, damage.position, damage.reason, damage.detail)
 
     def append(self, offset: int, data: Buffer) -> int:
         """Append one record; return its sequence number.

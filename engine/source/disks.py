@@ -8,29 +8,69 @@ writes for all disks at once.
 
 It also keeps what it learnt about the logs' trustworthiness: a torn tail cut on
 reopen, a header from another epoch, a missing log, tracking lost on a full disk, a cut
-that failed half-way, a log past half its disk. :attr:`SourceDisks.log_state` says
-which; the binding maps it to the model's log health. The verdict "untrusted" is
-durable (a marker file beside the disks, ``UNTRUSTED_MARKER``) until the next fresh
-start of tracking, so a restart cannot forget that only a resynchronisation can vouch
-for the replica. It never imports ``model``.
+that failed half-way, a log past half its disk, an unclean shutdown.
+:attr:`SourceDisks.log_state` says which; the binding maps it to the model's log health.
+The verdict "untrusted" is durable (a marker file beside the disks,
+``UNTRUSTED_MARKER``, written atomically and durably, and written *before* the evidence
+is destroyed: a torn tail is noted before it is cut) until the next fresh start of
+tracking, so a restart cannot forget that only a resynchronisation can vouch for the
+replica.
+
+Unclean shutdowns, as Hyper-V Replica detects them after a host crash: while the disks
+are tracked, a second marker (``TRACKING_MARKER``) sits beside them, holding the boot id
+of the machine (``files.current().boot_id()``), whether writes are made durable, the
+process id and the time. It is
+written durably when tracking starts or resumes and removed durably by a clean
+:meth:`SourceDisks.close`, after every log and disk was flushed. Finding it when
+tracking resumes means the previous run ended without closing:
+
+- the logs are replayed onto the disks in any case (``TrackedDisk.resume``: a record
+  whose disk write was lost or never made is written again);
+- when that run made its writes durable, that is enough: every disk write was preceded
+  by a durable record;
+- when it did not, a power loss may have kept a disk write and dropped its record (both
+  were only in the page cache): when the boot id differs from the one in the marker, or
+  either is unknown, the logs are distrusted. The same boot id means a process kill:
+  the page cache survived, the logs are whole, nothing is distrusted.
+
+Both markers live in the VM's folder and are not ``*.img`` files, so whatever lists the
+folder's disks skips them. It never imports ``model``.
 """
 
 from __future__ import annotations
 
 import enum
+import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
 from engine.log.tracked_disk import TrackedDisk
-from engine.log.writer import SealedLog, log_path_for
+from engine.log.writer import SealedLog, TailReport, log_path_for
 from engine.storage import durable_file, files
 from engine.storage.disk import VirtualDisk
 
 UNTRUSTED_MARKER = "logs-untrusted.txt"
 """Beside the disks while the logs cannot be trusted; holds the reason."""
+
+TRACKING_MARKER = "tracking-open.json"
+"""Beside the disks while tracked and not cleanly closed: boot id, durability, pid,
+time."""
+
+UNCLEAN_SHUTDOWN = (
+    "unclean shutdown (the host restarted while the VM was tracked; writes not made "
+    "durable may be missing from the change log): resynchronisation needed"
+)
+UNCLEAN_SHUTDOWN_UNKNOWN_BOOT = (
+    "unclean shutdown (the VM was tracked when its previous run ended, and whether the "
+    "host restarted since cannot be told: a boot id is unknown; writes not made "
+    "durable may be missing from the change log): resynchronisation needed"
+)
 
 
 class LogState(enum.Enum):
@@ -57,6 +97,9 @@ class SourceDisks:
     ) -> None:
         """Open the images (untracked); call :meth:`resume_tracking` if protected."""
         self.paths = dict(sorted(paths.items()))
+        if not self.paths:
+            msg = "paths={}: a VM needs at least one disk (disk name -> image path)"
+            raise InvalidConfiguration(msg)
         self._block_bytes = block_bytes
         self._durable = durable
         self.lock = threading.RLock()
@@ -67,9 +110,10 @@ class SourceDisks:
         self._tracked: dict[str, TrackedDisk] = {}
         directory = next(iter(self.paths.values())).parent
         self._marker = directory / UNTRUSTED_MARKER
+        self._tracking_marker = directory / TRACKING_MARKER
         self._problem: str | None = None
         if self._marker.exists():
-            self._problem = self._marker.read_text(encoding="utf-8")
+            self._problem = self._marker.read_text(encoding="utf-8", errors="replace")
 
     @property
     def problem(self) -> str | None:
@@ -133,73 +177,152 @@ class SourceDisks:
         the logs are trusted again."""
         with self.lock:
             self.stop_tracking()
+            self._mark_tracking_open()  # durable before the first tracked write
             for disk, path in self.paths.items():
                 files.current().unlink(log_path_for(path), missing_ok=True)
-                self._track(disk, TrackedDisk.start, epoch, first_sequences[disk])
+                self._start(disk, epoch, first_sequences[disk])
             self._problem = None
             durable_file.remove_durably([self._marker])
 
     def resume_tracking(self, epoch: int) -> None:
         """Reopen the logs after a restart; note anything a reopen had to cut.
 
-        A seal a crash interrupted is finished by the log itself; a log missing
-        altogether, or one that cannot be opened, is replaced by a fresh one and the
-        logs are marked untrusted (only a resynchronisation can vouch now).
+        Each log is replayed onto its disk (``TrackedDisk.resume``). An unclean
+        shutdown that may have lost records (see the module's docstring) marks the
+        logs untrusted. A seal a crash interrupted is finished by the log itself; a
+        torn tail is noted as untrusted before it is cut; a log missing altogether, or
+        one that cannot be opened, is replaced by a fresh one and the logs are marked
+        untrusted (only a resynchronisation can vouch now).
         """
         with self.lock:
+            reason = self._unclean_shutdown()
+            if reason is not None:
+                self.distrust(reason)
+            self._mark_tracking_open()
             for disk, path in self.paths.items():
                 log = log_path_for(path)
                 fresh = log.with_name(log.name + ".new")  # a seal's fresh log
                 if not log.exists() and not fresh.exists():
                     self.distrust(f"disk {disk!r}: its change log is missing")
-                    self._track(disk, TrackedDisk.start, epoch, 0)
+                    self._start(disk, epoch, 0)
                     continue
                 try:
-                    tracked = self._track(disk, TrackedDisk.resume, epoch, None)
+                    self._track(
+                        disk,
+                        partial(
+                            TrackedDisk.resume,
+                            disk_id=disk,
+                            epoch=epoch,
+                            durable=self._durable,
+                            before_cut=partial(self._distrust_tail, disk),
+                        ),
+                    )
                 except CorruptRecord as error:
-                    # Another epoch (a crash mid-resynchronisation) or a damaged
-                    # header: start afresh; only a resynchronisation can vouch now.
+                    # Another epoch (a crash mid-resynchronisation), a damaged header
+                    # or a record past the disk's end: start afresh; only a
+                    # resynchronisation can vouch now.
                     self.distrust(f"disk {disk!r}: {error}")
                     files.current().unlink(log, missing_ok=True)
-                    self._track(disk, TrackedDisk.start, epoch, 0)
-                    continue
-                report = tracked.log.tail_report
-                if report is not None:
-                    self.distrust(
-                        f"disk {disk!r}: change log tail cut on reopen "
-                        f"({report.bytes_dropped} bytes dropped: {report.reason}); "
-                        "resynchronisation needed"
-                    )
+                    self._start(disk, epoch, 0)
+
+    def _distrust_tail(self, disk: str, report: TailReport) -> None:
+        """Called before a reopen cuts a damaged tail, so the verdict survives it."""
+        self.distrust(
+            f"disk {disk!r}: change log tail cut on reopen "
+            f"({report.bytes_dropped} bytes dropped: {report.reason}); "
+            "resynchronisation needed"
+        )
+
+    def _unclean_shutdown(self) -> str | None:
+        """Why the previous run's end makes the logs untrustworthy (None: it does not).
+
+        Only a run without durable writes can have lost records (the marker says how
+        that run wrote), and only when the host restarted since (the page cache was
+        lost) or that cannot be told.
+        """
+        marker = self._read_tracking_marker()
+        if marker is None:
+            return None  # closed cleanly, or never tracked
+        boot_id, durable = marker
+        if durable:
+            return None
+        current = files.current().boot_id()
+        if not boot_id or not current:
+            return UNCLEAN_SHUTDOWN_UNKNOWN_BOOT
+        if boot_id != current:
+            return UNCLEAN_SHUTDOWN
+        return None  # a process kill: the page cache kept every record
+
+    def _read_tracking_marker(self) -> tuple[str, bool] | None:
+        """(boot id, durable writes) from the tracking marker; None if it is absent.
+
+        A marker that cannot be read has an unknown boot id ('') and the durability
+        this object writes with.
+        """
+        try:
+            raw = self._tracking_marker.read_bytes()
+            content = json.loads(raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return "", self._durable
+        if not isinstance(content, dict):
+            return "", self._durable
+        boot_id = content.get("boot_id")
+        durable = content.get("durable")
+        return (
+            boot_id if isinstance(boot_id, str) else "",
+            durable if isinstance(durable, bool) else self._durable,
+        )
+
+    def _mark_tracking_open(self) -> None:
+        """Write the tracking marker, durably (see the module's docstring)."""
+        content = {
+            "boot_id": files.current().boot_id(),
+            "durable": self._durable,
+            "pid": os.getpid(),
+            "opened_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        raw = json.dumps(content, sort_keys=True).encode("utf-8") + b"\n"
+        durable_file.write_file_atomically(self._tracking_marker, raw)
+
+    def _start(self, disk: str, epoch: int, first_sequence: int) -> TrackedDisk:
+        """Track disk ``disk`` in a new log."""
+        return self._track(
+            disk,
+            partial(
+                TrackedDisk.start,
+                disk_id=disk,
+                epoch=epoch,
+                first_sequence=first_sequence,
+                durable=self._durable,
+            ),
+        )
 
     def _track(
-        self,
-        disk: str,
-        opener: Callable[..., TrackedDisk],
-        epoch: int,
-        first_sequence: int | None,
+        self, disk: str, opener: Callable[[VirtualDisk], TrackedDisk]
     ) -> TrackedDisk:
         """Wrap disk ``disk`` in a tracked disk; on failure it stays plain and open."""
-        image = self._plain[disk]
-        options: dict[str, int | bool | str] = {
-            "disk_id": disk, "epoch": epoch, "durable": self._durable,
-        }  # fmt: skip
-        if first_sequence is not None:
-            options["first_sequence"] = first_sequence
-        tracked = opener(image, **options)
+        tracked = opener(self._plain[disk])
         del self._plain[disk]
         self._tracked[disk] = tracked
         return tracked
 
     def stop_tracking(self) -> None:
-        """Close and delete the logs; the disks stay open, untracked."""
+        """Close and delete the logs (every disk's); the disks stay open, untracked.
+
+        The tracking marker goes too, durably, after the logs: the disks are no longer
+        tracked, so no shutdown can cost them records.
+        """
         with self.lock:
             for disk, tracked in list(self._tracked.items()):
                 tracked.close()
-                files.current().unlink(log_path_for(self.paths[disk]), missing_ok=True)
                 del self._tracked[disk]
                 self._plain[disk] = VirtualDisk.open(
                     self.paths[disk], block_bytes=self._block_bytes
                 )
+            logs = [log_path_for(path) for path in self.paths.values()]
+            durable_file.remove_durably([*logs, self._tracking_marker])
 
     def seal(
         self, outbox: Path, disks: Iterable[str] | None = None
@@ -247,14 +370,25 @@ class SourceDisks:
             return LogState.USABLE
 
     def close(self) -> None:
-        """Close every log and image."""
+        """Flush the tracked disks, then close every log and image.
+
+        A clean close: once every log and tracked disk is flushed, the tracking marker
+        is removed (durably), so the next resume knows nothing was lost. If the flush
+        fails the marker stays, everything is closed and the error is raised.
+        """
         with self.lock:
-            for tracked in self._tracked.values():
-                tracked.close()
-            for plain in self._plain.values():
-                plain.close()
-            self._tracked.clear()
-            self._plain.clear()
+            try:
+                if self._tracked:
+                    for tracked in self._tracked.values():
+                        tracked.flush()
+                    durable_file.remove_durably([self._tracking_marker])
+            finally:
+                for tracked in self._tracked.values():
+                    tracked.close()
+                for plain in self._plain.values():
+                    plain.close()
+                self._tracked.clear()
+                self._plain.clear()
 
     def _image(self, disk: str) -> VirtualDisk:
         try:

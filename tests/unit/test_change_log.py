@@ -26,6 +26,7 @@ from engine.log.writer import (
     LogHeader,
     LogRecord,
     SealedLog,
+    TailReport,
     encode_header,
     log_limit_bytes,
     log_path_for,
@@ -343,3 +344,33 @@ def test_reopen_removes_a_fresh_log_left_before_any_rename(tmp_path):
         expected = (None, 2)
         assert expected == (log.tail_report, log.next_sequence)
     assert not fresh.exists()
+
+
+def test_reopen_reports_a_torn_tail_before_cutting_it(tmp_path):
+    """``before_cut`` sees the report while the torn bytes are still in the file;
+    if it raises, nothing is cut (the caller could not note the damage)."""
+    path = tmp_path / "d.img.hrl"
+    with new_log(tmp_path) as log:
+        log.append(0, b"whole")
+        log.append(8, b"torn record")
+        whole = log.size_bytes - RECORD_HEADER.size - len(b"torn record")
+    torn = path.stat().st_size - 3
+    os.truncate(path, torn)
+    seen = []
+
+    def refuse(report):
+        seen.append((report, path.stat().st_size))
+        raise InvalidConfiguration("cannot note the damage")
+
+    with pytest.raises(InvalidConfiguration, match="cannot note"):
+        ChangeLog.open(path, disk_id=DISK_ID, epoch=EPOCH, before_cut=refuse)
+    expected_report = TailReport(torn - whole, "torn payload")
+    assert seen == [(expected_report, torn)]
+    assert path.stat().st_size == torn  # nothing cut
+    with ChangeLog.open(
+        path, disk_id=DISK_ID, epoch=EPOCH, before_cut=lambda r: seen.append(r)
+    ) as log:
+        assert log.tail_report == expected_report
+        assert seen[-1] == expected_report
+        assert [r.data for r in log.records()] == [b"whole"]
+    assert path.stat().st_size == whole

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 
-from engine.errors import DiskRangeError, StorageFull
-from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
+from engine.errors import CorruptRecord, DiskRangeError, StorageFull
+from engine.log.format import RECORD_HEADER, RECORD_PAYLOAD_BYTES_MAX
 from engine.log.tracked_disk import TrackedDisk, TrackedDiskStatistics
-from engine.log.writer import LogRecord, log_path_for, read_sealed_log
+from engine.log.writer import ChangeLog, LogRecord, log_path_for, read_sealed_log
+from engine.storage import files
 from engine.storage.disk import VirtualDisk
 
 MIB = 1024 * 1024
@@ -159,20 +161,103 @@ def test_resume_reopens_the_log(tmp_path):
 
 
 def test_log_over_limit_and_statistics(tmp_path):
-    """Past half the disk in payload the log reports it is over its limit."""
+    """Past half the disk in *file size* (header and framing included) the log
+    reports it is over its limit, even while its payload is still under it."""
     disk = VirtualDisk.create(tmp_path / "d.img", 8192)
     with TrackedDisk.start(disk, disk_id=DISK_ID, epoch=1) as tracked:
-        tracked.write(0, bytes(4096))
+        header = tracked.log.size_bytes  # 38 bytes for "vm1.os"
+        fits = 4096 - header - RECORD_HEADER.size  # one record up to the limit
+        tracked.write(0, bytes(fits))
         assert not tracked.log_over_limit
-        tracked.write(0, b"x")
+        tracked.write(0, b"x")  # 25 more bytes of file, payload still < 4096
         assert tracked.log_over_limit
         expected = TrackedDiskStatistics(
             writes=2,
-            bytes_written=4097,
+            bytes_written=fits + 1,
             log_records=2,
-            log_payload_bytes=4097,
+            log_payload_bytes=fits + 1,
+            log_file_bytes=4096 + RECORD_HEADER.size + 1,
             log_limit_bytes=4096,
             next_sequence=2,
             tracking_lost=False,
         )
         assert expected == tracked.statistics()
+
+
+def log_ahead_of_disk(tmp_path, writes, *, size=MIB):
+    """A disk and a current log holding ``writes`` the disk never got (as after a kill
+    between the records and the disk writes)."""
+    path = tmp_path / "d.img"
+    VirtualDisk.create(path, size).close()
+    with ChangeLog.create(
+        log_path_for(path), disk_id=DISK_ID, epoch=1, first_sequence=1
+    ) as log:
+        for offset, data in writes:
+            log.append(offset, data)
+    return path
+
+
+def test_resume_replays_the_log_in_order(tmp_path):
+    """Records the disk never got are written on resume, in order (a later record
+    over an earlier one wins), and nothing is counted as a new write; the log is
+    unchanged. Fails if resume does not replay."""
+    path = log_ahead_of_disk(tmp_path, [(0, b"aaaa"), (2, b"bb"), (8192, b"c")])
+    disk = VirtualDisk.open(path)
+    with TrackedDisk.resume(disk, disk_id=DISK_ID, epoch=1) as tracked:
+        assert tracked.read(0, 4) == b"aabb"
+        assert tracked.read(8192, 1) == b"c"
+        assert (tracked.statistics().writes, tracked.log.record_count) == (0, 3)
+        expected = 4
+        assert expected == tracked.write(100, b"d")
+    with TrackedDisk.resume(VirtualDisk.open(path), disk_id=DISK_ID, epoch=1) as again:
+        assert again.read(0, 4) == b"aabb"  # replaying twice changes nothing
+        assert again.read(100, 1) == b"d"
+
+
+class RecordingFileSystem(files.FileSystem):
+    """Notes every write and data sync as (operation, file suffix), then does it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def _note(self, operation, descriptor):
+        name = os.readlink(f"/proc/self/fd/{descriptor}")
+        self.calls.append((operation, os.path.splitext(name)[1]))
+
+    def pwrite(self, descriptor, data, offset):
+        self._note("pwrite", descriptor)
+        return super().pwrite(descriptor, data, offset)
+
+    def fdatasync(self, descriptor):
+        self._note("fdatasync", descriptor)
+        super().fdatasync(descriptor)
+
+
+def test_durable_resume_syncs_the_log_then_replays_then_syncs_the_disk(tmp_path):
+    """Durable mode: the log is made durable before the replay writes the disk (a
+    disk change must never be durable without its record), and the disk is made
+    durable before resume returns. Fails if resume does not replay and sync."""
+    path = log_ahead_of_disk(tmp_path, [(0, b"x"), (4096, b"y")])
+    recording = RecordingFileSystem()
+    with files.use(recording):
+        disk = VirtualDisk.open(path)
+        TrackedDisk.resume(disk, disk_id=DISK_ID, epoch=1, durable=True).close()
+    expected = [
+        ("fdatasync", ".hrl"),
+        ("pwrite", ".img"),
+        ("pwrite", ".img"),
+        ("fdatasync", ".img"),
+    ]
+    assert expected == recording.calls
+
+
+def test_resume_refuses_a_record_past_the_end_of_the_disk(tmp_path):
+    """A current log writing past the disk's end (the image was shrunk) cannot be
+    replayed: CorruptRecord, the log is closed, the disk stays open for the caller."""
+    path = log_ahead_of_disk(tmp_path, [(8192, b"zz")], size=8192)
+    disk = VirtualDisk.open(path)
+    with pytest.raises(CorruptRecord, match="record past disk end"):
+        TrackedDisk.resume(disk, disk_id=DISK_ID, epoch=1)
+    assert not disk.closed
+    disk.close()
