@@ -9,8 +9,8 @@ tell them from production ones. Embedders may use them in their own tests.
   held in memory (the oracle a test compares the replica against) whose writes go to
   *real* change logs, cut into cycles of sealed logs (all disks at one point), each
   with a snapshot of the source at the cut.
-- :class:`LossyTransport`: wraps a real transport and drops the next N shipments (the
-  link failing in the middle of a cycle, after the model allowed it).
+- :class:`LossyTransport`: wraps the replica interface and drops the next N transfers
+  (the link failing in the middle of a cycle, after the model allowed it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from pathlib import Path
 from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
 from engine.log.writer import ChangeLog
 from engine.names import safe_child, validate_disk_name
-from engine.transport.in_process import Progress, Transport
+from engine.replica.recovery_point import RecoveryPoint
+from engine.transport.interface import (
+    CycleShipment,
+    Progress,
+    ReplicaStatus,
+    ReplicaTarget,
+)
 
 
 class ManualClock:
@@ -131,49 +137,71 @@ def _finite(argument: str, value: float) -> float:
 
 
 class LossyTransport:
-    """A :class:`Transport` whose next ``drops`` shipments fail mid-way.
+    """A replica interface whose next ``drops`` transfers fail mid-way.
 
-    The link reports itself up (so the model allows the cycle) and the shipment is
+    The link reports itself up (so the model allows the cycle) and the transfer is
     lost: :class:`TransportError`, nothing delivered, exactly as a link cut during the
-    transfer. Everything else is the wrapped transport's.
+    transfer. Everything else is the wrapped interface's. Use it as
+    ``ReplicationEngine.open(..., wrap_transport=LossyTransport)``.
     """
 
-    def __init__(self, inner: Transport, drops: int = 0) -> None:
+    def __init__(self, inner: ReplicaTarget, drops: int = 0) -> None:
         self.inner = inner
         self.drops = drops
         self.dropped = 0
 
-    def reachable(self, source_site: str, target_site: str) -> bool:
-        """Whatever the wrapped transport says."""
-        return self.inner.reachable(source_site, target_site)
+    @property
+    def site_name(self) -> str:
+        """The wrapped target's site."""
+        return self.inner.site_name
 
-    def ship_cycle(
-        self,
-        source_site: str,
-        target_site: str,
-        vm_name: str,
-        cycle_id: int,
-        logs: Mapping[str, Path],
-    ) -> dict[str, Path]:
-        """Drop the shipment while drops remain; else deliver it."""
-        self._maybe_drop(f"cycle {cycle_id} of VM {vm_name!r}")
-        return self.inner.ship_cycle(source_site, target_site, vm_name, cycle_id, logs)
+    def reachable(self) -> bool:
+        """Whatever the wrapped interface says."""
+        return self.inner.reachable()
 
-    def ship_disk_image(
+    def create_replica(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """Passed through."""
+        self.inner.create_replica(vm_name, disks, retention_count)
+
+    def remove_replica(self, vm_name: str) -> None:
+        """Passed through."""
+        self.inner.remove_replica(vm_name)
+
+    def send_disk_image(
         self,
-        source_site: str,
-        target_site: str,
         vm_name: str,
         disk: str,
         image: Path,
         *,
         progress: Progress | None = None,
-    ) -> Path:
+    ) -> None:
         """Drop the disk image while drops remain; else deliver it."""
         self._maybe_drop(f"disk {disk!r} of VM {vm_name!r}")
-        return self.inner.ship_disk_image(
-            source_site, target_site, vm_name, disk, image, progress=progress
-        )
+        self.inner.send_disk_image(vm_name, disk, image, progress=progress)
+
+    def install_initial_copy(self, vm_name: str) -> None:
+        """Passed through."""
+        self.inner.install_initial_copy(vm_name)
+
+    def apply_cycle(self, vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
+        """Drop the cycle while drops remain; else deliver and apply it."""
+        self._maybe_drop(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
+        return self.inner.apply_cycle(vm_name, shipment)
+
+    def block_digests(self, vm_name: str, disk: str, block_bytes: int) -> list[bytes]:
+        """Passed through."""
+        return self.inner.block_digests(vm_name, disk, block_bytes)
+
+    def status(self, vm_name: str) -> ReplicaStatus:
+        """Passed through."""
+        return self.inner.status(vm_name)
+
+    def statistics(self) -> object:
+        """The wrapped interface's counters, when it keeps any."""
+        counters = getattr(self.inner, "statistics", None)
+        return counters() if callable(counters) else None
 
     def _maybe_drop(self, what: str) -> None:
         if self.dropped < self.drops:

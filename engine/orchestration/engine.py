@@ -1,22 +1,38 @@
-"""The library's front: two sites, a transport, and the VMs protected between them.
+"""The library's front: two sites, the replica interface between them, and the VMs.
 
-``ReplicationEngine.open(primary_root, secondary_root)`` opens (or creates) both sites
-and reopens every VM where it was: an operation a crash interrupted is finished or
-rolled back before anything else happens (``ProtectedVm.recover``), and what was done is
-listed in ``recovered``. Each VM's operations go through its binding
-(``protected_vm.py``), which asks the model first, so the engine can never do what the
-model forbids; a refusal is a :class:`~engine.errors.TransitionNotAllowed` with the
-model's message.
+``ReplicationEngine.open(primary_root, secondary_root)`` takes ownership of both sites
+(each an OS lock: a second engine, in this process or another, is refused naming the
+holder), reopens every VM where it was and finishes or rolls back what a crash
+interrupted, first on the target (an interrupted apply) then per VM
+(``ProtectedVm.recover``); what was done is listed in ``recovered``. A VM whose files
+are damaged (its folder or a disk image missing, its replica gone) does not stop the
+others: it is listed in ``damaged`` and every call on it raises that
+:class:`~engine.errors.DamagedState`.
 
-The transport is in-process by default (embedding, tests, fuzzing); anything that
-implements ``engine.transport.in_process.Transport`` can replace it. Both sites'
-storage roots are reachable from this process in this first version (the replica side
-runs here too); the replica server between hosts comes with the network transport.
+Each VM's operations go through its binding (``engine.binding``), which asks the model
+first, so the engine can never do what the model forbids; a refusal is a
+:class:`~engine.errors.TransitionNotAllowed` with the model's message. Operations may be
+called from any thread; guest writes wait only for a cut.
+
+The source side reaches the target only through the replica interface
+(``engine.transport.interface``). In this version both sites' storage roots are on
+this machine and the interface is in-process (``InProcessReplica``, its ``link_up``
+switch playing the network); ``wrap_transport`` wraps it (a fault-injecting transport in
+tests). The replica server between hosts fills the same seam.
+
+**Roles as data.** Each VM's control row says which site is active and the direction;
+its disks are in the control state. Nothing is inferred from site names or by globbing.
+
+**Creating a VM is all or nothing**: the control row is written first with a pending
+``create_vm`` operation, then the folder and the disks; a failure removes what was made
+and the row, and a restart rolls back a creation a crash interrupted, so a name never
+becomes unusable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,21 +48,22 @@ from engine.binding.protected_vm import (
 )
 from engine.clock import Clock, SystemClock
 from engine.control.site import SiteStorage
-from engine.errors import InvalidConfiguration
+from engine.errors import DamagedState, InvalidConfiguration, ReplicationError
 from engine.names import validate_disk_name, validate_vm_name
 from engine.replica.recovery_point import validate_retention_count
 from engine.source.resync import ResyncReport
+from engine.storage import files as filesystem
 from engine.storage.disk import BLOCK_BYTES_DEFAULT, VirtualDisk, validate_block_bytes
-from engine.transport.in_process import (
-    InProcessTransport,
-    Transport,
-    TransportStatistics,
-)
+from engine.transport.in_process import InProcessReplica, TransportStatistics
+from engine.transport.interface import ReplicaTarget
 
 PRIMARY = "primary"
 SECONDARY = "secondary"
 DIRECTION = "primary->secondary"
 RETENTION_COUNT_DEFAULT = 4  # recovery points kept per VM before merging the oldest
+CREATE_VM = "create_vm"
+
+TransportWrapper = Callable[[ReplicaTarget], ReplicaTarget]
 
 
 @dataclass(frozen=True)
@@ -64,12 +81,13 @@ class ReplicationEngine:
         self,
         primary: SiteStorage,
         secondary: SiteStorage,
-        transport: Transport,
+        transport: ReplicaTarget,
         clock: Clock,
         *,
         block_bytes: int,
         retention_count: int,
         durable_writes: bool,
+        crash_point: CrashPoint | None = None,
     ) -> None:
         """Use :meth:`open`."""
         self.primary = primary
@@ -79,9 +97,12 @@ class ReplicationEngine:
         self._block_bytes = block_bytes
         self._retention_count = retention_count
         self._durable = durable_writes
+        self._crash_point = crash_point
         self._vms: dict[str, ProtectedVm] = {}
-        self._crash_point: CrashPoint | None = None
-        self.recovered: dict[str, str] = {}
+        self._lock = threading.Lock()  # guards the set of VMs
+        self.damaged: dict[str, DamagedState] = {}
+        self.recovered: dict[str, str] = {}  # per VM: what reopening finished or undid
+        self.target_recovered: dict[str, str] = {}  # per VM: the same at the target
 
     @classmethod
     def open(
@@ -89,16 +110,18 @@ class ReplicationEngine:
         primary_root: Path,
         secondary_root: Path,
         *,
-        transport: Transport | None = None,
         clock: Clock | None = None,
         block_bytes: int = BLOCK_BYTES_DEFAULT,
         retention_count: int = RETENTION_COUNT_DEFAULT,
         durable_writes: bool = False,
+        link_up: bool = True,
+        wrap_transport: TransportWrapper | None = None,
         crash_point: CrashPoint | None = None,
     ) -> Self:
-        """Open both sites, reopen every VM, finish or roll back interrupted work.
+        """Own both sites, reopen every VM, finish or roll back interrupted work.
 
-        ``crash_point`` is a test seam (see ``protected_vm.CYCLE_CRASH_POINTS``).
+        ``crash_point`` is a test seam (see ``engine.source.shipping``);
+        ``wrap_transport`` wraps the in-process replica interface (fault injection).
         """
         block_bytes = validate_block_bytes(block_bytes)
         retention_count = validate_retention_count(retention_count)
@@ -108,33 +131,91 @@ class ReplicationEngine:
             raise InvalidConfiguration(msg)
         clock = clock or SystemClock()
         primary = SiteStorage.open(PRIMARY, Path(primary_root), clock)
-        secondary = SiteStorage.open(SECONDARY, Path(secondary_root), clock)
-        if transport is None:
-            transport = InProcessTransport(
-                {PRIMARY: primary.root, SECONDARY: secondary.root}
-            )
-        engine = cls(
-            primary, secondary, transport, clock,
-            block_bytes=block_bytes, retention_count=retention_count,
-            durable_writes=durable_writes,
-        )  # fmt: skip
-        engine._crash_point = crash_point
-        for name in primary.control.vm_names():
-            vm = engine._bind(name, engine._disk_sizes(name))
+        try:
+            secondary = SiteStorage.open(SECONDARY, Path(secondary_root), clock)
+        except BaseException:
+            primary.close()
+            raise
+        try:
+            replica: ReplicaTarget = InProcessReplica.open(
+                PRIMARY, SECONDARY, secondary.root, clock,
+                link_up=link_up, crash_point=crash_point,
+            )  # fmt: skip
+            if wrap_transport is not None:
+                replica = wrap_transport(replica)
+            engine = cls(
+                primary, secondary, replica, clock,
+                block_bytes=block_bytes, retention_count=retention_count,
+                durable_writes=durable_writes, crash_point=crash_point,
+            )  # fmt: skip
+            engine._reopen_vms()
+        except BaseException:
+            primary.close()
+            secondary.close()
+            raise
+        return engine
+
+    def _reopen_vms(self) -> None:
+        recovered = getattr(self.transport, "recovered", {})
+        self.target_recovered.update(recovered)
+        control = self.primary.control
+        for name in control.vm_names():
+            pending = control.pending_operation(name)
+            if pending is not None and pending.name == CREATE_VM:
+                self._undo_creation(name)
+                self.recovered[name] = "create_vm rolled back: create the VM again"
+                continue
+            try:
+                vm = self._bind(name, control.vm_disks(name))
+            except DamagedState as damage:
+                self.damaged[name] = damage
+                continue
             outcome = vm.recover()
             if outcome is not None:
-                engine.recovered[name] = outcome
-        return engine
+                self.recovered[name] = outcome
 
     # -- VMs ---------------------------------------------------------------------------
 
     def create_vm(self, name: str, disks: Mapping[str, int]) -> None:
-        """Create VM ``name`` at the primary with empty sparse disks (name -> bytes)."""
+        """Create VM ``name`` at the primary with empty sparse disks (name -> bytes).
+
+        All or nothing: on any failure nothing is left behind and the name stays free.
+        """
         validate_vm_name(name)
-        if name in self._vms:
-            known = sorted(self._vms[name].disk_sizes)
-            msg = f"vm {name!r} already exists (disks {known}); choose another name"
-            raise InvalidConfiguration(msg)
+        self._check_disks(disks)
+        with self._lock:
+            if name in self._vms or name in self.damaged:
+                known = sorted(self.disk_sizes(name))
+                msg = f"vm {name!r} already exists (disks {known}); choose another name"
+                raise InvalidConfiguration(msg)
+            directory = self.primary.vm_directory(name)
+            if directory.exists():
+                msg = f"vm {name!r}: {str(directory)!r} already exists but belongs to "
+                msg += "no VM of this site; move it away or choose another name"
+                raise InvalidConfiguration(msg)
+            control = self.primary.control
+            control.add_vm(
+                name, phase="unprotected", active_site=PRIMARY, direction=DIRECTION,
+                disks=dict(disks), creating=True,
+            )  # fmt: skip
+            try:
+                filesystem.make_directory_durably(directory)
+                for disk, size in disks.items():
+                    VirtualDisk.create(
+                        self.primary.disk_path(name, disk), size,
+                        block_bytes=self._block_bytes,
+                    ).close()  # fmt: skip
+                pending = control.pending_operation(name)
+                assert pending is not None
+                assert pending.name == CREATE_VM
+                control.complete_operation(pending.operation_id, "unprotected")
+            except BaseException as error:
+                self._undo_creation(name)
+                error.add_note(f"vm {name!r} was not created; nothing was left behind")
+                raise
+            self._bind(name, dict(disks))
+
+    def _check_disks(self, disks: Mapping[str, int]) -> None:
         if not disks:
             msg = f"disks={dict(disks)!r}: a VM needs at least one disk (name -> bytes)"
             raise InvalidConfiguration(msg)
@@ -147,32 +228,29 @@ class ReplicationEngine:
                 msg = f"disks[{disk!r}]={size} must be a multiple of block_bytes="
                 msg += f"{self._block_bytes}"
                 raise InvalidConfiguration(msg)
-        directory = self.primary.vm_directory(name)
-        directory.mkdir(parents=True, exist_ok=False)
-        for disk, size in disks.items():
-            VirtualDisk.create(
-                self.primary.disk_path(name, disk), size, block_bytes=self._block_bytes
-            ).close()
-        self.primary.control.add_vm(
-            name,
-            phase="unprotected",
-            active_site=PRIMARY,
-            direction="primary->secondary",
-            disks=disks,
-        )
-        self._bind(name, dict(disks))
+
+    def _undo_creation(self, name: str) -> None:
+        filesystem.remove_tree_durably(self.primary.vm_directory(name))
+        self.primary.control.remove_vm(name)
 
     def vm_names(self) -> tuple[str, ...]:
-        """The VMs this engine knows, sorted."""
-        return tuple(sorted(self._vms))
+        """The VMs this engine knows (damaged ones included), sorted."""
+        return tuple(sorted({*self._vms, *self.damaged}))
+
+    def disk_sizes(self, name: str) -> dict[str, int]:
+        """The disks of VM ``name`` and their sizes, from the control state."""
+        return self.primary.control.vm_disks(name)
 
     def vm(self, name: str) -> ProtectedVm:
         """The binding of VM ``name`` (for reads, writes and operations)."""
-        try:
-            return self._vms[name]
-        except KeyError:
-            msg = f"vm {name!r} is unknown; known VMs: {list(self.vm_names())}"
-            raise InvalidConfiguration(msg) from None
+        found = self._vms.get(name)
+        if found is not None:
+            return found
+        damage = self.damaged.get(name)
+        if damage is not None:
+            raise damage
+        msg = f"vm {name!r} is unknown; known VMs: {list(self.vm_names())}"
+        raise InvalidConfiguration(msg)
 
     # -- the operations, by VM name ----------------------------------------------------
 
@@ -207,7 +285,7 @@ class ReplicationEngine:
         self.vm(vm).resume()
 
     def resynchronize(self, vm: str) -> ResyncReport:
-        """Compare every block with the replica and send the differing ones."""
+        """Compare block digests with the replica and send the differing blocks."""
         return self.vm(vm).resynchronize()
 
     def disable(self, vm: str) -> None:
@@ -227,12 +305,14 @@ class ReplicationEngine:
         )
 
     def close(self) -> None:
-        """Flush and close every VM, then the sites."""
-        for vm in self._vms.values():
-            vm.flush()
-            vm.close()
-        self.primary.close()
-        self.secondary.close()
+        """Flush and close every VM, then release the sites."""
+        try:
+            for vm in self._vms.values():
+                vm.flush()
+                vm.close()
+        finally:
+            self.primary.close()
+            self.secondary.close()
 
     def __enter__(self) -> Self:
         return self
@@ -248,14 +328,41 @@ class ReplicationEngine:
     # -- internals ---------------------------------------------------------------------
 
     def _bind(self, name: str, disks: Mapping[str, int]) -> ProtectedVm:
-        vm = ProtectedVm(
-            name, disks, source=self.primary, target=self.secondary,
-            transport=self.transport, clock=self._clock,
-            block_bytes=self._block_bytes, retention_count=self._retention_count,
-            durable_writes=self._durable, crash_point=self._crash_point,
-        )  # fmt: skip
+        control = self.primary.control.vm(name)
+        if control.active_site != PRIMARY:
+            msg = f"VM {name!r} is active at site {control.active_site!r}; this "
+            msg += "engine replicates from the primary only (failover comes next)"
+            raise DamagedState(msg)
+        self._check_files(name, disks)
+        try:
+            vm = ProtectedVm(
+                name, disks, source=self.primary, replica=self.transport,
+                clock=self._clock, block_bytes=self._block_bytes,
+                retention_count=self._retention_count, durable_writes=self._durable,
+                crash_point=self._crash_point,
+            )  # fmt: skip
+        except (InvalidConfiguration, ReplicationError) as error:
+            if isinstance(error, DamagedState):
+                raise
+            msg = f"VM {name!r} cannot be opened: {error}"
+            raise DamagedState(msg) from error
         self._vms[name] = vm
         return vm
 
-    def _disk_sizes(self, name: str) -> dict[str, int]:
-        return self.primary.control.vm_disks(name)
+    def _check_files(self, name: str, disks: Mapping[str, int]) -> None:
+        directory = self.primary.vm_directory(name)
+        if not directory.is_dir():
+            msg = f"VM {name!r}: its folder {str(directory)!r} is missing (the control "
+            msg += (
+                f"state at {str(self.primary.root)!r} lists it); restore the folder, "
+            )
+            msg += "or remove the VM"
+            raise DamagedState(msg)
+        for disk, size in disks.items():
+            path = self.primary.disk_path(name, disk)
+            found = path.stat().st_size if path.is_file() else None
+            if found != size:
+                what = "is missing" if found is None else f"holds {found} bytes"
+                msg = f"VM {name!r}: disk image {str(path)!r} {what}; the control "
+                msg += f"state says {size} bytes: restore the image"
+                raise DamagedState(msg)

@@ -121,9 +121,13 @@ class SourceDisks:
         return self._problem
 
     def distrust(self, reason: str) -> None:
-        """Record, durably, that only a resynchronisation can vouch for the replica."""
-        self._problem = reason
+        """Record, durably, that only a resynchronisation can vouch for the replica.
+
+        The verdict holds in memory only once it is durable: a caller that must not
+        drop data before the verdict survives a crash sees the write fail first.
+        """
         durable_file.write_file_atomically(self._marker, reason.encode("utf-8"))
+        self._problem = reason
 
     # -- the workload ------------------------------------------------------------------
 

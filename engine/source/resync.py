@@ -1,49 +1,42 @@
-"""Resynchronisation: compare both copies block by block and send only what differs.
+"""Resynchronisation, the source's half: send only the blocks whose digests differ.
 
 When the change logs cannot be trusted (past their limit, damaged, a torn tail after a
-crash, tracking lost on a full disk), the replica is brought back by comparison, as
-Hyper-V Replica does: every block of every source disk is compared with the replica and
-only the differing blocks travel. They are written as one ordinary cycle (one log per
-disk, a **new epoch**, so no log of the old epoch can ever be applied after it) and the
-replica store applies it like any other: all disks or none, undo image first, a new
-recovery point at the end. Older points stay valid: they are past states of the source.
+crash, an unclean shutdown, tracking lost on a full disk), the replica is brought back
+by comparison, as Hyper-V Replica does. The target sends one digest per block of each
+replica disk (``ReplicaTarget.block_digests``, ``engine.storage.digest``); the source
+digests its own blocks and logs only those that differ, as one ordinary cycle at a
+**new epoch** (no log of the old epoch can ever be applied after it). The target
+applies it like any other: all disks or none, undo image first, a new recovery point
+at the end. Older points stay valid: they are past states of the source.
 
-Cost: both copies are read once (in chunks of ``COMPARE_CHUNK_BYTES``, equal chunks
-skipped without a per-block loop); only differing blocks are written to the log and
-shipped. This is the fallback DESIGN.md describes; the targeted resynchronisation after
-an unplanned failover (sending exactly the blocks known to differ) comes with failover.
+The cut: the digests are fetched first (the replica changes only through this VM's
+operations, which are serialised); then, under the disks' cut lock, every source block
+is compared, the differing ones logged and sealed, the cut recorded, and tracking
+restarted at the new epoch, so no write falls between the comparison and the fresh
+logs. The cycle is shipped after the lock is released. Guest writes wait for the
+comparison (a read of every source block); they never wait for the transfer.
 
-This module reads the replica through the replica store, which the in-process engine
-holds directly; a transport between hosts will carry per-block digests instead.
+A resynchronisation always ships its cycle, even when no block differs: the new point
+at the new epoch is what tells a restarted engine that the comparison was finished, so
+a crash after it never forces a second full comparison.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
+from engine.errors import DamagedState
 from engine.log.writer import ChangeLog, SealedLog
-from engine.replica.store import ReplicaStore
-from engine.storage import files
+from engine.source.disks import SourceDisks
+from engine.source.outbox import CutRecord, Outbox
+from engine.storage import files as filesystem
+from engine.storage.digests import block_digest
 from engine.storage.disk import VirtualDisk
-from engine.transport.in_process import Transport
+from engine.transport.interface import ReplicaTarget
 
-COMPARE_CHUNK_BYTES: Final = 1 << 20  # large reads; equal chunks cost one comparison
-
-
-@dataclass(frozen=True)
-class ResyncSides:
-    """What a resynchronisation reads, writes and ships through."""
-
-    vm_name: str
-    source_disks: Mapping[str, VirtualDisk]
-    replica: ReplicaStore
-    outbox: Callable[[str, int], Path]
-    transport: Transport
-    source_site: str
-    target_site: str
+COMPARE_CHUNK_BYTES: Final = 1 << 20  # large reads; digests per block within a chunk
 
 
 @dataclass(frozen=True)
@@ -51,77 +44,84 @@ class ResyncReport:
     """What a resynchronisation compared and sent."""
 
     cycle_id: int
-    recovery_point_id: int | None  # None: nothing differed, no new point was needed
+    recovery_point_id: int | None  # the point the resynchronised replica holds
     blocks_compared: int
     blocks_sent: int
     bytes_sent: int
     sealed: Mapping[str, SealedLog]
 
 
-def resynchronize_disks(sides: ResyncSides, cycle_id: int, epoch: int) -> ResyncReport:
-    """Compare; log the differing blocks at ``epoch``; ship and apply them."""
-    outbox = sides.outbox(sides.vm_name, cycle_id)
-    files.make_directory_durably(outbox)
+def prepare_resync(
+    disks: SourceDisks,
+    replica: ReplicaTarget,
+    outbox: Outbox,
+    *,
+    cycle_id: int,
+    epoch: int,
+) -> ResyncReport:
+    """Compare, log the differing blocks at ``epoch``, seal and record the cut.
+
+    Tracking restarts at ``epoch`` under the same hold of the cut lock. The returned
+    report has no recovery point yet: the caller ships the cycle.
+    """
+    vm = outbox.vm_name
+    images = disks.images()
+    theirs = {
+        disk: replica.block_digests(vm, disk, image.block_bytes)
+        for disk, image in sorted(images.items())
+    }
     sealed: dict[str, SealedLog] = {}
-    compared = sent = 0
-    for disk, source in sorted(sides.source_disks.items()):
-        building = outbox / f"{disk}.building"
-        log = ChangeLog.create(building, disk_id=disk, epoch=epoch, first_sequence=0)
-        try:
-            disk_compared, disk_sent = _log_differences(
-                source, sides.replica, disk, log
+    compared = sent = sent_bytes = 0
+    with disks.lock:
+        directory = outbox.open_cycle(cycle_id)
+        for disk, image in sorted(disks.images().items()):
+            building = directory / f"{disk}.building"
+            log = ChangeLog.create(
+                building, disk_id=disk, epoch=epoch, first_sequence=0
             )
-            sealed[disk] = log.seal(outbox / f"{disk}.hrl")
-        finally:
-            log.close()
-            files.current().unlink(
-                building, missing_ok=True
-            )  # the fresh log seal() started
-        compared += disk_compared
-        sent += disk_sent
-    point_id: int | None = None
-    if sent or not sides.replica.catalogue.points:
-        logs = {disk: log.path for disk, log in sealed.items()}
-        delivered = sides.transport.ship_cycle(
-            sides.source_site, sides.target_site, sides.vm_name, cycle_id, logs
+            try:
+                disk_compared, disk_sent = _log_differences(image, theirs[disk], log)
+                sealed[disk] = log.seal(directory / f"{disk}.hrl")
+            finally:
+                log.close()
+                filesystem.current().unlink(building, missing_ok=True)
+            compared += disk_compared
+            sent += disk_sent
+            sent_bytes += disk_sent * image.block_bytes
+        last = {disk: log.last_sequence for disk, log in sealed.items()}
+        outbox.record_cut(
+            CutRecord(cycle_id, epoch, app_consistent=False, last_sequences=last)
         )
-        point = sides.replica.apply_cycle(
-            cycle_id,
-            delivered,
-            epoch=epoch,
-            app_consistent=False,
-            expected_last_sequences={d: s.last_sequence for d, s in sealed.items()},
+        disks.start_tracking(
+            epoch, {disk: sequence + 1 for disk, sequence in last.items()}
         )
-        point_id = point.recovery_point_id
-    files.remove_tree_durably(outbox)
-    block_bytes = min(source.block_bytes for source in sides.source_disks.values())
     return ResyncReport(
         cycle_id=cycle_id,
-        recovery_point_id=point_id,
+        recovery_point_id=None,
         blocks_compared=compared,
         blocks_sent=sent,
-        bytes_sent=sent * block_bytes,
+        bytes_sent=sent_bytes,
         sealed=sealed,
     )
 
 
 def _log_differences(
-    source: VirtualDisk, replica: ReplicaStore, disk: str, log: ChangeLog
+    source: VirtualDisk, digests: list[bytes], log: ChangeLog
 ) -> tuple[int, int]:
-    """Append every block of ``source`` that differs from the replica; count them."""
+    """Append every block of ``source`` whose digest differs; count them."""
     block = source.block_bytes
+    if len(digests) != source.block_count:
+        msg = f"the replica sent {len(digests)} digests for disk {str(source.path)!r} "
+        msg += f"of {source.block_count} blocks: the replica disk is not this disk"
+        raise DamagedState(msg)
     chunk = max(block, COMPARE_CHUNK_BYTES - COMPARE_CHUNK_BYTES % block)
-    compared = sent = 0
+    sent = 0
     for start in range(0, source.size_bytes, chunk):
-        length = min(chunk, source.size_bytes - start)
-        ours = source.read(start, length)
-        theirs = replica.read(disk, start, length)
-        compared += -(-length // block)
-        if ours == theirs:
-            continue
-        for offset in range(0, length, block):
-            piece = ours[offset : offset + block]
-            if piece != theirs[offset : offset + block]:
-                log.append(start + offset, piece)
+        ours = memoryview(source.read(start, min(chunk, source.size_bytes - start)))
+        first = start // block
+        for index in range(len(ours) // block):
+            piece = ours[index * block : (index + 1) * block]
+            if block_digest(piece) != digests[first + index]:
+                log.append(start + index * block, bytes(piece))
                 sent += 1
-    return compared, sent
+    return source.block_count, sent

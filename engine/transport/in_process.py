@@ -1,93 +1,58 @@
-"""Moving replication data between sites: the ``Transport`` interface and its in-process
-form.
+"""The replica interface in-process: the target site's storage root is on this machine.
 
-A transport carries files from a source site to a target site's **inbox** and says
-whether the other site can be reached. It carries two kinds of payload:
+:class:`InProcessReplica` implements :class:`~engine.transport.interface.ReplicaTarget`
+for embedding, tests and fuzzing. It owns the replica stores under the target site's
+``replicas/`` folder and the ``inbox/`` they are fed from (``delivery.py``), exactly
+as a replica server will on another host, so the source side cannot tell the two apart.
 
-- a cycle: one sealed change log per disk of a VM, all cut at one point;
-- an initial copy: the disk images, one by one, copied while tracking runs.
+Its ``link_up`` switch plays the network: while it is ``False`` every transfer raises
+:class:`TransportError` naming both sites and nothing reaches the target; ``reachable``
+says so first, which is what the model is shown.
 
-It never interprets what it carries (the replica store verifies every log before
-applying it), and it never decides anything: the binding layer asks it to ship and
-reacts to :class:`TransportError` (link down) or :class:`StorageFull` (the target has no
-room). The :class:`Transport` protocol is small on purpose, so an HTTP(S) transport
-between hosts can implement it later with the same inbox layout on the receiving side.
+**Owner-only recovery.** :meth:`InProcessReplica.open` is the one place an apply that a
+crash interrupted is finished or undone (``ReplicaStore.recover``) and inbox debris is
+removed: the engine that owns the target site calls it once when it opens. Every other
+call only reads or does what it is asked; :meth:`status` has no side effects.
 
-:class:`InProcessTransport` copies between storage roots on this machine, for
-embedding, tests and fuzzing. Its ``link_up`` switch plays the network: while it is
-``False`` every transfer raises :class:`TransportError` naming both sites, and nothing
-reaches the target.
-
-Inbox layout under the target site's storage root (names validated, so a hostile VM or
-disk name cannot escape the root)::
-
-    <target_root>/inbox/<vm_name>/cycle-<cycle_id>/<disk>.hrl
-    <target_root>/inbox/<vm_name>/initial/<disk>.img   (one file at a time)
-
-A shipment is copied into a temporary directory (``<name>.tmp``), every file fsynced,
-then renamed into place: the target sees a whole cycle or none of it, even after a
-crash mid-copy. Shipping the same cycle again replaces the earlier copy (a retry after
-the sender lost the acknowledgement), so shipping is idempotent.
+**Threads.** Calls that change a replica are serialised by one lock; :meth:`status`
+takes no lock (each store's catalogue is an immutable value swapped whole), so an
+operator's status read never waits for an apply.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
-from engine.errors import InvalidConfiguration, StorageFull, TransportError
-from engine.names import safe_child, validate_disk_name, validate_site_name
-from engine.storage import durable_file
+from engine.clock import Clock
+from engine.errors import (
+    CorruptRecord,
+    DamagedState,
+    InvalidConfiguration,
+    TransportError,
+)
+from engine.names import safe_child, validate_site_name, validate_vm_name
+from engine.replica.recovery_point import RecoveryPoint
+from engine.replica.store import ReplicaStore
 from engine.storage import files as filesystem
-from engine.storage.files import fsync_directory
-from engine.storage.sparse_copy import copy_disk_image
+from engine.transport import delivery
+from engine.transport.interface import CycleShipment, Progress, ReplicaStatus
 
-INBOX: Final = "inbox"
-INITIAL_COPY: Final = "initial"
-LOG_SUFFIX: Final = ".hrl"
-IMAGE_SUFFIX: Final = ".img"
+REPLICAS: Final = "replicas"
 
-Progress = Callable[[int, int], None]
-"""Called with (bytes done, bytes total) while a disk image travels."""
+CrashPoint = Callable[[str], None]
 
 
-class Transport(Protocol):
-    """Carries cycles and initial copies from a source site to a target's inbox."""
-
-    def reachable(self, source_site: str, target_site: str) -> bool:
-        """Return whether data can go from ``source_site`` to ``target_site`` now."""
-        ...
-
-    def ship_cycle(
-        self,
-        source_site: str,
-        target_site: str,
-        vm_name: str,
-        cycle_id: int,
-        logs: Mapping[str, Path],
-    ) -> dict[str, Path]:
-        """Deliver a cycle's sealed logs (disk -> path); return the target paths."""
-        ...
-
-    def ship_disk_image(
-        self,
-        source_site: str,
-        target_site: str,
-        vm_name: str,
-        disk: str,
-        image: Path,
-        *,
-        progress: Progress | None = None,
-    ) -> Path:
-        """Deliver one disk image of an initial copy, whole or not at all."""
-        ...
+def _no_crash(step: str) -> None:
+    del step
 
 
 @dataclass(frozen=True, slots=True)
 class TransportStatistics:
-    """What an in-process transport has carried and refused since it was built."""
+    """What an in-process replica has received and refused since it was opened."""
 
     cycles_shipped: int
     initial_copies_shipped: int  # disk images
@@ -96,90 +61,192 @@ class TransportStatistics:
     transfers_refused: int
 
 
-class InProcessTransport:
-    """A :class:`Transport` that copies files between storage roots on this machine."""
+class InProcessReplica:
+    """The replicas held at a target site whose storage root is on this machine."""
 
-    def __init__(self, site_roots: Mapping[str, Path], *, link_up: bool = True) -> None:
-        """Connect the sites named in ``site_roots`` (site -> storage root)."""
-        if len(site_roots) < 2:
-            msg = f"site_roots={dict(site_roots)!r} must name at least two sites"
+    def __init__(
+        self,
+        source_site: str,
+        target_site: str,
+        root: Path,
+        clock: Clock,
+        *,
+        link_up: bool = True,
+        crash_point: CrashPoint | None = None,
+    ) -> None:
+        """Use :meth:`open` (which finishes interrupted applies); this only binds."""
+        self._source_site = validate_site_name(source_site)
+        self._target_site = validate_site_name(target_site)
+        if source_site == target_site:
+            msg = f"source_site and target_site are both {source_site!r}; "
+            msg += "replication needs two different sites"
             raise InvalidConfiguration(msg)
-        self._roots = {
-            validate_site_name(site): Path(root) for site, root in site_roots.items()
-        }
+        self._root = Path(root)
+        self._clock = clock
         self.link_up = link_up
+        self._crash = crash_point or _no_crash
+        self._lock = threading.RLock()
+        self._stores: dict[str, ReplicaStore] = {}
+        self._damaged: dict[str, DamagedState] = {}
+        self._recovered: dict[str, str] = {}
         self._cycles_shipped = 0
         self._initial_copies_shipped = 0
         self._files_shipped = 0
         self._bytes_shipped = 0
         self._transfers_refused = 0
 
-    def reachable(self, source_site: str, target_site: str) -> bool:
-        """Return whether the link is up between the two (known, distinct) sites."""
-        self._check_sites(source_site, target_site)
+    @classmethod
+    def open(
+        cls,
+        source_site: str,
+        target_site: str,
+        root: Path,
+        clock: Clock,
+        *,
+        link_up: bool = True,
+        crash_point: CrashPoint | None = None,
+    ) -> InProcessReplica:
+        """Open the target's replicas; finish or undo what a crash interrupted."""
+        replica = cls(
+            source_site, target_site, root, clock,
+            link_up=link_up, crash_point=crash_point,
+        )  # fmt: skip
+        replica._recover_all()
+        return replica
+
+    @property
+    def site_name(self) -> str:
+        """The target site."""
+        return self._target_site
+
+    @property
+    def recovered(self) -> Mapping[str, str]:
+        """What :meth:`open` finished or undid, per VM."""
+        return dict(self._recovered)
+
+    def reachable(self) -> bool:
+        """Whether the link to the target is up."""
         return self.link_up
 
-    def ship_cycle(
-        self,
-        source_site: str,
-        target_site: str,
-        vm_name: str,
-        cycle_id: int,
-        logs: Mapping[str, Path],
-    ) -> dict[str, Path]:
-        """Copy a cycle's logs into the target's inbox, whole or not at all."""
-        shipped = self._ship(
-            source_site,
-            target_site,
-            vm_name,
-            shipment=_cycle_directory(cycle_id),
-            files=logs,
-            suffix=LOG_SUFFIX,
-        )
-        self._cycles_shipped += 1
-        return shipped
+    # -- the replica interface ---------------------------------------------------------
 
-    def ship_disk_image(
+    def create_replica(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """Create an empty replica store for ``vm_name`` (replacing any earlier one)."""
+        with self._lock:
+            self.remove_replica(vm_name)
+            self._stores[vm_name] = ReplicaStore.create(
+                self._replicas, vm_name, disks, retention_count, self._clock
+            )
+
+    def remove_replica(self, vm_name: str) -> None:
+        """Delete the replica store of ``vm_name`` and its inbox."""
+        validate_vm_name(vm_name)
+        with self._lock:
+            self._stores.pop(vm_name, None)
+            self._damaged.pop(vm_name, None)
+            filesystem.remove_tree_durably(safe_child(self._replicas, vm_name))
+            filesystem.remove_tree_durably(delivery.vm_inbox(self._root, vm_name))
+
+    def send_disk_image(
         self,
-        source_site: str,
-        target_site: str,
         vm_name: str,
         disk: str,
         image: Path,
         *,
         progress: Progress | None = None,
-    ) -> Path:
-        """Copy one disk image of an initial copy into the target's inbox.
-
-        Disks travel one by one; each lands whole or not at all (a partial file is
-        renamed into place only when complete), holes stay holes, ``progress`` is
-        called with (bytes done, bytes total).
-        """
-        self._check_sites(source_site, target_site)
-        validate_disk_name(disk)
-        if not self.link_up:
-            self._transfers_refused += 1
-            msg = f"link from site {source_site!r} to site {target_site!r} is down: "
-            msg += (
-                f"disk {disk!r} of VM {vm_name!r} was not copied; retry when it is up"
+    ) -> None:
+        """Deliver one disk image of an initial copy into the inbox."""
+        with self._lock:
+            self._check_link(f"disk {disk!r} of VM {vm_name!r}")
+            self._store(vm_name)
+            copied = delivery.deliver_disk_image(
+                self._root, vm_name, disk, image, progress=progress
             )
-            raise TransportError(msg)
-        directory = safe_child(self._roots[target_site], INBOX, vm_name, INITIAL_COPY)
-        filesystem.make_directory_durably(directory)
-        target = safe_child(directory, disk + IMAGE_SUFFIX)
-        try:
-            statistics = copy_disk_image(Path(image), target, progress=progress)
-        except StorageFull as error:
-            msg = f"site {target_site!r} is out of space receiving disk {disk!r} of "
-            msg += f"VM {vm_name!r}; nothing was delivered: free space and retry"
-            raise StorageFull(msg) from error
-        self._bytes_shipped += statistics.bytes_copied
-        self._files_shipped += 1
-        self._initial_copies_shipped += 1
-        return target
+            self._bytes_shipped += copied.bytes_copied
+            self._files_shipped += 1
+            self._initial_copies_shipped += 1
+
+    def install_initial_copy(self, vm_name: str) -> None:
+        """Swap the delivered images in (a restart may find some moved already)."""
+        with self._lock:
+            store = self._store(vm_name)
+            if store.catalogue.points:
+                return
+            directory = delivery.initial_copy_directory(self._root, vm_name)
+            images = {
+                disk: directory / f"{disk}{delivery.IMAGE_SUFFIX}"
+                for disk in store.disks
+            }
+            present = {disk: path for disk, path in images.items() if path.exists()}
+            if present:
+                store.install_initial_copy(present, consume=True)
+            filesystem.remove_tree_durably(directory)
+
+    def apply_cycle(self, vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
+        """Deliver the cycle's logs, then have the store verify and apply them."""
+        with self._lock:
+            self._check_link(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
+            store = self._store(vm_name)
+            delivered, size = delivery.deliver_cycle(
+                self._root, vm_name, shipment.cycle_id, shipment.logs
+            )
+            self._crash("shipped")
+            try:
+                point = store.apply_cycle(
+                    shipment.cycle_id,
+                    delivered,
+                    epoch=shipment.epoch,
+                    app_consistent=shipment.app_consistent,
+                    expected_last_sequences=shipment.last_sequences,
+                    crash_point=self._crash,
+                )
+            except CorruptRecord:
+                # Verified before any replica byte changed: nothing to finish.
+                delivery.remove_delivered(self._root, vm_name, shipment.cycle_id)
+                raise
+            delivery.remove_delivered(self._root, vm_name, shipment.cycle_id)
+            self._cycles_shipped += 1
+            self._files_shipped += len(delivered)
+            self._bytes_shipped += size
+            return point
+
+    def block_digests(self, vm_name: str, disk: str, block_bytes: int) -> list[bytes]:
+        """One digest per block of the replica of ``disk``."""
+        with self._lock:
+            self._check_link(f"digests of disk {disk!r} of VM {vm_name!r}")
+            return self._store(vm_name).block_digests(disk, block_bytes)
+
+    def status(self, vm_name: str) -> ReplicaStatus:
+        """The replica of ``vm_name``: exists, points (no side effects)."""
+        validate_vm_name(vm_name)
+        damage = self._damaged.get(vm_name)
+        if damage is not None:
+            raise damage
+        store = self._stores.get(vm_name)
+        if store is None:
+            if not safe_child(self._replicas, vm_name).exists():
+                return ReplicaStatus(vm_name, exists=False)
+            with self._lock:
+                store = self._store(vm_name)
+        catalogue = store.catalogue
+        return ReplicaStatus(
+            vm_name,
+            exists=True,
+            points=catalogue.points,
+            last_cycle_id=catalogue.last_cycle_id,
+            disks=dict(store.disks),
+            recovered=self._recovered.get(vm_name),
+        )
+
+    def store(self, vm_name: str) -> ReplicaStore:
+        """The replica store of ``vm_name`` (target-side tools and tests only)."""
+        with self._lock:
+            return self._store(vm_name)
 
     def statistics(self) -> TransportStatistics:
-        """Return what was carried and refused."""
+        """What was received and refused."""
         return TransportStatistics(
             cycles_shipped=self._cycles_shipped,
             initial_copies_shipped=self._initial_copies_shipped,
@@ -188,82 +255,58 @@ class InProcessTransport:
             transfers_refused=self._transfers_refused,
         )
 
-    def _ship(
-        self,
-        source_site: str,
-        target_site: str,
-        vm_name: str,
-        *,
-        shipment: str,
-        files: Mapping[str, Path],
-        suffix: str,
-    ) -> dict[str, Path]:
-        self._check_sites(source_site, target_site)
-        if not files:
-            msg = f"nothing to ship for VM {vm_name!r}: give one file per disk"
-            raise InvalidConfiguration(msg)
-        for disk, path in files.items():
-            validate_disk_name(disk)
-            if not Path(path).is_file():
-                msg = f"files[{disk!r}]={str(path)!r} does not exist at site "
-                msg += f"{source_site!r}; nothing was shipped"
-                raise InvalidConfiguration(msg)
+    # -- internals ---------------------------------------------------------------------
+
+    @property
+    def _replicas(self) -> Path:
+        return self._root / REPLICAS
+
+    def _check_link(self, what: str) -> None:
         if not self.link_up:
             self._transfers_refused += 1
-            msg = f"link from site {source_site!r} to site {target_site!r} is down: "
-            msg += f"{shipment} of VM {vm_name!r} was not shipped; retry when it is up"
+            msg = f"link from site {self._source_site!r} to site "
+            msg += f"{self._target_site!r} is down: {what} was not sent; retry when "
+            msg += "it is up"
             raise TransportError(msg)
-        vm_inbox = safe_child(self._roots[target_site], INBOX, vm_name)
-        final = safe_child(vm_inbox, shipment)
-        temporary = durable_file.temporary_path(final)
-        try:
-            shipped = self._copy_into(temporary, files, suffix)
-        except (OSError, StorageFull) as error:
-            filesystem.current().remove_tree(temporary)
-            full = isinstance(error, StorageFull) or durable_file.is_storage_full(error)
-            if full:
-                msg = f"site {target_site!r} is out of space receiving {shipment} of "
-                msg += f"VM {vm_name!r}; nothing was delivered: free space and retry"
-                raise StorageFull(msg) from error
-            raise
-        if final.exists():
-            filesystem.current().remove_tree(final)
-        filesystem.current().rename(temporary, final)
-        fsync_directory(vm_inbox)
-        return {disk: final / path.name for disk, path in shipped.items()}
 
-    def _copy_into(
-        self, directory: Path, files: Mapping[str, Path], suffix: str
-    ) -> dict[str, Path]:
-        filesystem.remove_tree_durably(directory)  # debris of a transfer cut short
-        filesystem.make_directory_durably(directory)
-        shipped = {}
-        for disk, source in files.items():
-            target = safe_child(directory, disk + suffix)
-            copied = durable_file.copy_file_atomically(Path(source), target)
-            self._bytes_shipped += copied
-            self._files_shipped += 1
-            shipped[disk] = target
-        fsync_directory(directory)
-        return shipped
-
-    def _check_sites(self, source_site: str, target_site: str) -> None:
-        for argument, site in (
-            ("source_site", source_site),
-            ("target_site", target_site),
-        ):
-            if site not in self._roots:
-                msg = f"{argument}={site!r} is not a site of this transport; "
-                msg += f"choices: {sorted(self._roots)}"
+    def _store(self, vm_name: str) -> ReplicaStore:
+        validate_vm_name(vm_name)
+        damage = self._damaged.get(vm_name)
+        if damage is not None:
+            raise damage
+        store = self._stores.get(vm_name)
+        if store is None:
+            if not safe_child(self._replicas, vm_name).exists():
+                msg = f"VM {vm_name!r} has no replica at site {self._target_site!r} "
+                msg += f"({str(safe_child(self._replicas, vm_name))!r} is missing); "
+                msg += "enable protection first"
                 raise InvalidConfiguration(msg)
-        if source_site == target_site:
-            msg = f"source_site and target_site are both {source_site!r}; "
-            msg += "a transfer needs two different sites"
-            raise InvalidConfiguration(msg)
+            store = ReplicaStore.open(self._replicas, vm_name, self._clock)
+            self._stores[vm_name] = store
+        return store
 
+    def _recover_all(self) -> None:
+        """Open every store, finish or undo interrupted applies, drop inbox debris."""
+        if self._replicas.exists():
+            for directory in sorted(self._replicas.iterdir()):
+                self._recover_one(directory.name)
+        inbox = self._root / delivery.INBOX
+        if inbox.exists():
+            for vm_directory in sorted(inbox.iterdir()):
+                for entry in sorted(vm_directory.iterdir()):
+                    if entry.name != delivery.INITIAL_COPY:
+                        filesystem.remove_tree_durably(entry)
 
-def _cycle_directory(cycle_id: object) -> str:
-    if isinstance(cycle_id, bool) or not isinstance(cycle_id, int) or cycle_id < 0:
-        msg = f"cycle_id={cycle_id!r} must be an int >= 0"
-        raise InvalidConfiguration(msg)
-    return f"cycle-{cycle_id}"
+    def _recover_one(self, vm_name: str) -> None:
+        try:
+            validate_vm_name(vm_name)
+            store = ReplicaStore.open(self._replicas, vm_name, self._clock)
+            report = store.recover(crash_point=self._crash)
+        except DamagedState as damage:
+            self._damaged[vm_name] = damage
+            return
+        except InvalidConfiguration:
+            return  # not a replica store (a stray entry): ignored
+        self._stores[vm_name] = store
+        if report.cycle_id is not None:
+            self._recovered[vm_name] = f"{report.action.value}: {report.reason}"

@@ -11,7 +11,6 @@ from engine.errors import CorruptRecord, TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
 from engine.testing import LossyTransport, ManualClock
-from engine.transport.in_process import InProcessTransport
 
 BLOCK = 4096
 DISKS = {"os": 32 * BLOCK, "data": 32 * BLOCK}
@@ -66,12 +65,14 @@ def test_a_torn_log_tail_is_cut_reported_and_resynchronised(tmp_path: Path) -> N
 
 def lossy_engine(tmp_path: Path) -> tuple[ReplicationEngine, LossyTransport]:
     """An engine whose transport can lose shipments mid-way."""
-    roots = {"primary": tmp_path / "primary", "secondary": tmp_path / "secondary"}
-    lossy = LossyTransport(InProcessTransport(roots))
     engine = ReplicationEngine.open(
-        roots["primary"], roots["secondary"], transport=lossy, clock=ManualClock()
+        tmp_path / "primary",
+        tmp_path / "secondary",
+        wrap_transport=LossyTransport,
+        clock=ManualClock(),
     )
-    return engine, lossy
+    assert isinstance(engine.transport, LossyTransport)
+    return engine, engine.transport
 
 
 def test_a_cycle_lost_in_transit_waits_and_ships_first_next_time(

@@ -12,7 +12,6 @@ import pytest
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
 from engine.testing import LossyTransport, ManualClock
-from engine.transport.in_process import InProcessTransport
 
 BLOCK = 4096
 DISKS = {"a": 16 * BLOCK, "b": 16 * BLOCK}
@@ -137,9 +136,9 @@ def test_an_app_consistent_cycle_keeps_its_flag_when_shipped_again(
     tmp_path: Path,
 ) -> None:
     """Dropped in transit, then shipped by the next cycle: still app-consistent."""
-    roots = {"primary": tmp_path / "primary", "secondary": tmp_path / "secondary"}
-    lossy = LossyTransport(InProcessTransport(roots), drops=0)
-    with open_engine(tmp_path, transport=lossy) as engine:
+    with open_engine(tmp_path, wrap_transport=LossyTransport) as engine:
+        lossy = engine.transport
+        assert isinstance(lossy, LossyTransport)
         engine.create_vm("web", DISKS)
         engine.enable_protection("web")
         write_step(engine, 1)
@@ -170,11 +169,7 @@ engine.replicate("web")
     roots = [str(tmp_path / "primary"), str(tmp_path / "secondary")]
     child = subprocess.run([sys.executable, "-c", script, *roots], check=False)
     assert child.returncode == -9
-    down = InProcessTransport(
-        {"primary": tmp_path / "primary", "secondary": tmp_path / "secondary"},
-        link_up=False,
-    )
-    with open_engine(tmp_path, transport=down) as engine:
+    with open_engine(tmp_path, link_up=False) as engine:
         assert engine.recovered == {"web": "replicate finished after the restart"}
         assert engine.status("web").phase == "protected"
         assert replica(engine).read("a", 0, 1) == b"k"

@@ -1,0 +1,176 @@
+"""Delta cycles at the source: cut all disks at one point, ship what waits, in order.
+
+:class:`CycleRunner` owns the mechanics of one VM's cycles, below the binding (which
+asks the model first). A cycle is:
+
+1. **cut**: a cycle id is taken from the control state (never handed twice), the
+   outbox directory made durably, every disk's log sealed under the disks' cut lock
+   (so the cut falls between two writes for all disks at once), then the cut record
+   written; guest writes wait only for the seal;
+2. **ship**: each waiting cycle, oldest first, goes to the target through the replica
+   interface, which applies it whole or not at all; then it leaves the outbox.
+
+What can go wrong, and what happens:
+
+- the link or the target's storage fails: the cycle stays in the outbox and is shipped
+  first by the next cycle, so nothing is lost or reordered;
+- a waiting cycle the target has already applied (its id is not above the target's
+  last applied cycle: an outbox restored from a backup) is dropped, and said;
+- a cycle whose cut was interrupted (no cut record) is completed right after a restart,
+  before any write, by sealing the disks that were not sealed; at any other time it
+  would mix two moments across disks, so it is refused;
+- a cycle the target refuses as damaged (:class:`CorruptRecord`) can no longer carry
+  its changes: the verdict "logs untrusted" is made durable FIRST, and only then are
+  the waiting cycles discarded, so a crash in between loses nothing silently; if the
+  verdict cannot be written (a full disk) the cycles stay and the error is raised.
+
+It never imports ``model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.clock import Clock
+from engine.control.store import ControlStore
+from engine.errors import CorruptRecord
+from engine.log.writer import verify_sealed_log
+from engine.source.disks import SourceDisks
+from engine.source.outbox import CutRecord, Outbox
+from engine.source.shipping import CycleReport, no_crash, ship_cycle
+from engine.transport.interface import ReplicaTarget
+
+CrashPoint = Callable[[str], None]
+
+
+class CycleRunner:
+    """The cycles of one VM at its source site."""
+
+    def __init__(
+        self,
+        disks: SourceDisks,
+        outbox: Outbox,
+        replica: ReplicaTarget,
+        control: ControlStore,
+        clock: Clock,
+        *,
+        crash: CrashPoint = no_crash,
+    ) -> None:
+        self.vm_name = outbox.vm_name
+        self._disks = disks
+        self._outbox = outbox
+        self._replica = replica
+        self._control = control
+        self._clock = clock
+        self._crash = crash
+        self.cycles_applied = 0
+        self.bytes_shipped = 0
+        self.cycles_dropped = 0
+        self.last_cycle: CycleReport | None = None
+
+    def run(self, *, app_consistent: bool, epoch: int) -> list[CycleReport]:
+        """Ship what waits, then cut and ship a new cycle when there is anything
+        to send (or when the replica has no point yet)."""
+        reports = self.ship_waiting()
+        status = self._replica.status(self.vm_name)
+        if self._disks.pending().records > 0 or not status.points:
+            record = self.cut(app_consistent=app_consistent, epoch=epoch)
+            reports.append(self._ship(record))
+        return reports
+
+    def take_cycle_id(self) -> int:
+        """A cycle id above every cycle the target has applied."""
+        last = self._replica.status(self.vm_name).last_cycle_id
+        cycle_id = self._control.take_cycle_id(self.vm_name)
+        while cycle_id <= last:  # a control file restored from an older backup
+            cycle_id = self._control.take_cycle_id(self.vm_name)
+        return cycle_id
+
+    def cut(self, *, app_consistent: bool, epoch: int) -> CutRecord:
+        """Seal every disk at one point into a new outbox cycle; record the cut."""
+        cycle_id = self.take_cycle_id()
+        directory = self._outbox.open_cycle(cycle_id)
+        try:
+            sealed = self._disks.seal(directory)
+        except BaseException:
+            # A disk sealed before the failure holds records only this cycle has:
+            # keep it (seal() distrusted the logs; the next run refuses the cycle
+            # as interrupted and discards it once the verdict is durable).
+            if not any(directory.glob("*.hrl")):
+                self._outbox.remove(cycle_id)
+            raise
+        last = {disk: log.last_sequence for disk, log in sealed.items()}
+        record = CutRecord(cycle_id, epoch, app_consistent, last)
+        try:
+            self._outbox.record_cut(record)
+        except BaseException as error:
+            self._disks.distrust(
+                f"cycle {cycle_id}: its cut could not be recorded ({error}); "
+                "resynchronisation needed"
+            )
+            self._outbox.remove(cycle_id)
+            raise
+        return record
+
+    def ship_waiting(self, *, finish_cut: bool = False) -> list[CycleReport]:
+        """Ship every waiting cycle, oldest first."""
+        reports = []
+        for cycle_id in self._outbox.waiting():
+            applied = self._replica.status(self.vm_name).last_cycle_id
+            if cycle_id <= applied:
+                self._outbox.remove(cycle_id)  # applied already (a restored outbox)
+                self.cycles_dropped += 1
+                continue
+            record = self._record(cycle_id, finish_cut=finish_cut)
+            reports.append(self._ship(record))
+        return reports
+
+    def _record(self, cycle_id: int, *, finish_cut: bool) -> CutRecord:
+        try:
+            record = self._outbox.cut_record(cycle_id)
+            if record is not None:
+                return record
+            if not finish_cut:
+                msg = f"cycle {cycle_id} of VM {self.vm_name!r} has no cut record: its "
+                msg += "cut was interrupted and cannot be completed consistently now"
+                raise CorruptRecord(msg)
+            return self._finish_cut(cycle_id)
+        except CorruptRecord as damage:
+            self._distrust_and_discard(cycle_id, damage)
+            raise
+
+    def _finish_cut(self, cycle_id: int) -> CutRecord:
+        """Seal the disks a crash left unsealed (no write has happened since)."""
+        logs = self._outbox.logs(cycle_id, self._disks.paths)
+        missing = [disk for disk, path in logs.items() if not path.exists()]
+        if missing:
+            self._disks.seal(self._outbox.path(cycle_id), missing)
+        epoch = self._control.vm(self.vm_name).epoch
+        last = {
+            disk: verify_sealed_log(Path(path), disk_id=disk, epoch=epoch).last_sequence
+            for disk, path in logs.items()
+        }
+        record = CutRecord(cycle_id, epoch, app_consistent=False, last_sequences=last)
+        self._outbox.record_cut(record)
+        return record
+
+    def _ship(self, record: CutRecord) -> CycleReport:
+        try:
+            _, report = ship_cycle(
+                self._replica, self._outbox, record, clock=self._clock,
+                crash=self._crash,
+            )  # fmt: skip
+        except CorruptRecord as damage:
+            self._distrust_and_discard(record.cycle_id, damage)
+            raise
+        self.cycles_applied += 1
+        self.bytes_shipped += report.bytes_shipped
+        self.last_cycle = report
+        return report
+
+    def _distrust_and_discard(self, cycle_id: int, damage: CorruptRecord) -> None:
+        """The verdict first, durably; only then drop what the logs can't carry."""
+        self._disks.distrust(f"cycle {cycle_id} refused: {damage}")
+        self._outbox.discard()
+        damage.add_note("the next cycle resynchronises (compare and send blocks)")

@@ -1,0 +1,117 @@
+"""The replica interface: everything the source side asks of the site holding a replica.
+
+The source side of a VM (its disks, change logs and outbox at the active site) never
+touches the replica store, its files or its objects. What it needs from the target it
+asks through :class:`ReplicaTarget`, one small protocol whose calls carry only names,
+numbers, files the source made (sealed change logs, disk images) and plain values back:
+
+- ``create_replica`` / ``remove_replica``: a VM's replica store starts empty (enable) or
+  goes (disable);
+- ``send_disk_image`` then ``install_initial_copy``: the initial copy, disk by disk,
+  each delivered whole or not at all, then swapped in;
+- ``apply_cycle``: one cycle (a sealed log per disk, all cut at one point) delivered,
+  verified record by record against the sequence numbers the source sealed, and applied
+  to all disks or none; idempotent (a cycle applied already returns its point);
+- ``block_digests``: one strong digest per block of a replica disk, so a
+  resynchronisation sends only the blocks whose digests differ;
+- ``status``: whether the replica exists, its recovery points, the last cycle applied.
+
+Today's implementation is in-process (``engine.transport.in_process``): the target
+site's storage root is on this machine. A replica server between hosts implements the
+same protocol over HTTP(S); nothing above this seam changes.
+
+Errors: :class:`~engine.errors.TransportError` (the target cannot be reached; nothing
+was delivered), :class:`~engine.errors.StorageFull` (the target has no room; nothing
+was applied), :class:`~engine.errors.CorruptRecord` (a log failed its checks; nothing
+was applied), :class:`~engine.errors.DamagedState` (the target's own files are damaged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from engine.replica.recovery_point import RecoveryPoint
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) while a disk image travels."""
+
+
+@dataclass(frozen=True, slots=True)
+class CycleShipment:
+    """One sealed cycle as the source hands it over: the logs and what they must hold.
+
+    ``last_sequences`` are the sequence numbers of each disk's last record, recorded
+    by the source when it sealed the logs: the target refuses a log that ends
+    elsewhere (a log cut exactly at a record boundary would otherwise pass every CRC).
+    """
+
+    cycle_id: int
+    epoch: int
+    app_consistent: bool
+    logs: Mapping[str, Path]
+    last_sequences: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """What the target says of one VM's replica."""
+
+    vm_name: str
+    exists: bool
+    points: tuple[RecoveryPoint, ...] = ()
+    last_cycle_id: int = 0  # the highest cycle id ever applied (0: none)
+    disks: Mapping[str, int] = field(default_factory=dict)
+    recovered: str | None = None  # what opening the target finished or undid
+
+
+class ReplicaTarget(Protocol):
+    """The target site of a VM's replication, as the source side sees it."""
+
+    @property
+    def site_name(self) -> str:
+        """The name of the site holding the replicas."""
+        ...
+
+    def reachable(self) -> bool:
+        """Whether data can go to the target now."""
+        ...
+
+    def create_replica(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """Create an empty replica store for ``vm_name`` (replacing any earlier one)."""
+        ...
+
+    def remove_replica(self, vm_name: str) -> None:
+        """Delete the replica of ``vm_name`` and everything delivered for it."""
+        ...
+
+    def send_disk_image(
+        self,
+        vm_name: str,
+        disk: str,
+        image: Path,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        """Deliver one disk image of an initial copy, whole or not at all."""
+        ...
+
+    def install_initial_copy(self, vm_name: str) -> None:
+        """Swap the delivered images in (before any recovery point); idempotent."""
+        ...
+
+    def apply_cycle(self, vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
+        """Deliver, verify, apply one cycle to all disks or none; return its point."""
+        ...
+
+    def block_digests(self, vm_name: str, disk: str, block_bytes: int) -> list[bytes]:
+        """One digest per block of the replica of ``disk`` (see ``block_digest``)."""
+        ...
+
+    def status(self, vm_name: str) -> ReplicaStatus:
+        """The replica of ``vm_name`` as the target knows it (no side effects)."""
+        ...
