@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hvdr demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
