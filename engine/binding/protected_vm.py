@@ -109,6 +109,7 @@ class VmStatistics:
     pending_log_bytes: int
     cycles_waiting: int
     cycles_dropped: int  # waiting cycles the target had applied already
+    cut_seconds_max: float  # longest time guest writes waited for a cut
     last_cycle: CycleReport | None
     lag_seconds: float | None  # since the newest recovery point was taken
 
@@ -416,6 +417,7 @@ class ProtectedVm:
             pending_log_bytes=pending.payload_bytes,
             cycles_waiting=len(self._outbox.waiting()),
             cycles_dropped=self._cycles.cycles_dropped,
+            cut_seconds_max=self.disks.cut_seconds_max,
             last_cycle=self._cycles.last_cycle,
             lag_seconds=lag,
         )

@@ -219,10 +219,24 @@ class TrackedDisk:
             self._log.sync()
             self._disk.sync_data()
 
-    def seal_log(self, sealed_path: Path) -> SealedLog:
-        """Cut the log between two writes and continue in a fresh one."""
+    def sync_log(self) -> None:
+        """Make the log's records so far durable (writes may go on meanwhile)."""
+        self._log.sync()
+
+    def seal_log(self, sealed_path: Path, *, defer_sync: bool = False) -> SealedLog:
+        """Cut the log between two writes and continue in a fresh one.
+
+        ``defer_sync`` (refused in durable mode) leaves the fsyncs to
+        :meth:`make_seal_durable`, so the writers waiting on the cut wait less.
+        """
         with self._lock:
-            return self._log.seal(sealed_path)
+            return self._log.seal(
+                sealed_path, defer_sync=defer_sync and not self._durable
+            )
+
+    def make_seal_durable(self, sealed: SealedLog) -> None:
+        """Finish a deferred seal (a no-op cost when it was synced already)."""
+        self._log.make_seal_durable(sealed)
 
     def statistics(self) -> TrackedDiskStatistics:
         """A snapshot of the counters."""

@@ -219,7 +219,9 @@ def _finish_interrupted_seal(path: Path) -> None:
     fsync_directory(path.parent)
 
 
-def _write_fresh_log(path: Path, header: LogHeader) -> tuple[int, int]:
+def _write_fresh_log(
+    path: Path, header: LogHeader, *, sync: bool = True
+) -> tuple[int, int]:
     """Write a header-only log at a temporary name beside ``path``, durably.
 
     Returns ``(descriptor, size)``; the caller renames it into place. A crash leaves
@@ -234,7 +236,8 @@ def _write_fresh_log(path: Path, header: LogHeader) -> tuple[int, int]:
         written = 0
         while written < len(raw):  # a short write means the storage is filling up
             written += fs.pwrite(descriptor, raw[written:], written)
-        fs.fsync(descriptor)
+        if sync:
+            fs.fsync(descriptor)
     except OSError as error:
         os.close(descriptor)
         fs.unlink(temporary, missing_ok=True)
@@ -518,13 +521,18 @@ class ChangeLog:
         """Make every appended record durable (``fdatasync``)."""
         self._files.fdatasync(self._open_descriptor())
 
-    def seal(self, sealed_path: Path) -> SealedLog:
+    def seal(self, sealed_path: Path, *, defer_sync: bool = False) -> SealedLog:
         """Close the current log for shipping and continue in a fresh one.
 
         Fsyncs the log, renames it to ``sealed_path``, and starts an empty log at the
         original path whose first sequence is the next one. Atomic with respect to
         appends (they wait on the lock). The fresh log is written before anything is
         renamed, so a full disk refuses the seal and changes nothing.
+
+        With ``defer_sync`` nothing is fsynced here (the cut stays short for writers
+        waiting on it); the caller must call :meth:`make_seal_durable` before it relies
+        on the sealed log. Only for writers that make no durability promise of their
+        own: a durable write acknowledged after the cut needs the rename durable first.
         """
         sealed_path = Path(sealed_path)
         with self._lock:
@@ -532,21 +540,25 @@ class ChangeLog:
             if sealed_path.exists():
                 msg = f"sealed_path={str(sealed_path)!r} already exists; choose another"
                 raise InvalidConfiguration(msg)
-            self._files.fsync(descriptor)
+            if not defer_sync:
+                self._files.fsync(descriptor)
             old_header = self._header
             header = LogHeader(
                 FORMAT_VERSION, old_header.disk_id, old_header.epoch, self.next_sequence
             )
-            fresh_descriptor, fresh_end = _write_fresh_log(self._path, header)
+            fresh_descriptor, fresh_end = _write_fresh_log(
+                self._path, header, sync=not defer_sync
+            )
             try:
                 _rotate(self._path, sealed_path)
             except BaseException:
                 os.close(fresh_descriptor)
                 self._files.unlink(_fresh_path(self._path), missing_ok=True)
                 raise
-            fsync_directory(self._path.parent)
-            if sealed_path.parent.resolve() != self._path.parent.resolve():
-                fsync_directory(sealed_path.parent)
+            if not defer_sync:
+                fsync_directory(self._path.parent)
+                if sealed_path.parent.resolve() != self._path.parent.resolve():
+                    fsync_directory(sealed_path.parent)
             sealed = SealedLog(
                 path=sealed_path,
                 header=old_header,
@@ -565,6 +577,19 @@ class ChangeLog:
             self._tail_report = None
             self._last_record_start = None
             return sealed
+
+    def make_seal_durable(self, sealed: SealedLog) -> None:
+        """Finish a seal made with ``defer_sync``: the sealed log, the fresh log's
+        header and both renames become durable. Appends may go on meanwhile."""
+        descriptor = os.open(sealed.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._files.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        self._files.fsync(self._open_descriptor())
+        fsync_directory(self._path.parent)
+        if sealed.path.parent.resolve() != self._path.parent.resolve():
+            fsync_directory(sealed.path.parent)
 
     def close(self) -> None:
         """Release the file; idempotent. Call :meth:`sync` first for durability."""

@@ -43,6 +43,7 @@ import enum
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +108,7 @@ class SourceDisks:
             disk: VirtualDisk.open(path, block_bytes=block_bytes)
             for disk, path in self.paths.items()
         }
+        self.cut_seconds_max = 0.0  # longest hold of the cut lock by a seal
         self._tracked: dict[str, TrackedDisk] = {}
         directory = next(iter(self.paths.values())).parent
         self._marker = directory / UNTRUSTED_MARKER
@@ -337,13 +339,22 @@ class SourceDisks:
         succeeded, the logs are marked untrusted (the next cycle resynchronises) and
         the error is raised; the caller drops the partial cycle.
         """
+        files.make_directory_durably(outbox)
+        chosen = sorted(self._tracked) if disks is None else sorted(disks)
+        # Most of a log is written long before the cut: make it durable while writes
+        # go on, so that the seal, under the cut lock, syncs only the last records.
+        for disk in chosen:
+            tracked = self._tracked.get(disk)
+            if tracked is not None:
+                tracked.sync_log()
         with self.lock:
-            files.make_directory_durably(outbox)
-            chosen = sorted(self._tracked) if disks is None else sorted(disks)
+            held_since = time.perf_counter()
             sealed: dict[str, SealedLog] = {}
             for disk in chosen:
                 try:
-                    sealed[disk] = self._tracked[disk].seal_log(outbox / f"{disk}.hrl")
+                    sealed[disk] = self._tracked[disk].seal_log(
+                        outbox / f"{disk}.hrl", defer_sync=not self._durable
+                    )
                 except (ReplicationError, OSError) as error:
                     if sealed:
                         self.distrust(
@@ -351,7 +362,16 @@ class SourceDisks:
                             f"were sealed ({error}); resynchronisation needed"
                         )
                     raise
-            return sealed
+            tracked = {disk: self._tracked[disk] for disk in sealed}
+            held = time.perf_counter() - held_since
+            self.cut_seconds_max = max(self.cut_seconds_max, held)
+        # Without durable writes, nothing acknowledged after the cut relies on the
+        # renames being durable yet (a power loss sends the VM to resynchronisation
+        # anyway): the fsyncs happen here, after writers were let go, and before the
+        # caller records the cut.
+        for disk, log in sealed.items():
+            tracked[disk].make_seal_durable(log)
+        return sealed
 
     def pending(self) -> PendingChanges:
         """Records and payload bytes logged since the last cut."""
