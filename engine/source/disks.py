@@ -362,7 +362,7 @@ class SourceDisks:
                             f"were sealed ({error}); resynchronisation needed"
                         )
                     raise
-            tracked = {disk: self._tracked[disk] for disk in sealed}
+            sealers = {disk: self._tracked[disk] for disk in sealed}
             held = time.perf_counter() - held_since
             self.cut_seconds_max = max(self.cut_seconds_max, held)
         # Without durable writes, nothing acknowledged after the cut relies on the
@@ -370,7 +370,7 @@ class SourceDisks:
         # anyway): the fsyncs happen here, after writers were let go, and before the
         # caller records the cut.
         for disk, log in sealed.items():
-            tracked[disk].make_seal_durable(log)
+            sealers[disk].make_seal_durable(log)
         return sealed
 
     def pending(self) -> PendingChanges:
