@@ -81,7 +81,8 @@ class SiteLock:
             except OSError as error:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
-                msg = f"site {site_name!r} at {str(root)!r} is in use by "
+                where = str(Path(root).resolve())
+                msg = f"site {site_name!r} at {where!r} is in use by "
                 msg += f"{_holder(descriptor)}; stop that engine first, or open "
                 msg += "another site"
                 raise SiteLocked(msg) from None
