@@ -1,4 +1,4 @@
-"""What an embedder imports works: ``from hvdr import ReplicationEngine`` and the rest."""
+"""What an embedder imports works: `from hvdr import ReplicationEngine` and more."""
 
 from __future__ import annotations
 
