@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from engine.errors import InvalidConfiguration
+from engine.storage.disk import require_int
 from engine.storage.durable_image import (
     DurableImage,
     descriptor_path,
@@ -358,10 +359,11 @@ def _validate_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
 
 
 def _operation_index(argument: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{argument}={value!r} must be an int >= 1 (operations count from 1)"
+    index = require_int(value, argument=argument)
+    if index < 1:
+        msg = f"{argument}={index!r} must be >= 1 (operations count from 1)"
         raise InvalidConfiguration(msg)
-    return value
+    return index
 
 
 def _simulated_boot_id() -> str:

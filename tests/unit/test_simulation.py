@@ -34,6 +34,16 @@ def write_new(fs: FileSystem, path: Path, data: bytes, *, sync: bool = True) -> 
         os.close(descriptor)
 
 
+def write_synced(fs: FileSystem, path: Path, data: bytes, offset: int) -> None:
+    """Write ``data`` at ``offset`` of the existing ``path`` through ``fs``; fsync."""
+    descriptor = fs.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fs.pwrite(descriptor, data, offset)
+        fs.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under ``root`` (relative) -> content, None for a directory."""
     found: dict[str, bytes | None] = {}
@@ -56,9 +66,8 @@ def test_unsynced_appended_bytes_are_lost(tmp_path: Path) -> None:
     """Bytes written after the last fsync are gone; those before it stay."""
     (tmp_path / "log").write_bytes(b"base")
     fs = PowerLossFileSystem([tmp_path])
+    write_synced(fs, tmp_path / "log", b"+synced", 4)
     descriptor = fs.open(tmp_path / "log", os.O_WRONLY | os.O_CLOEXEC)
-    fs.pwrite(descriptor, b"+synced", 4)
-    fs.fsync(descriptor)
     fs.pwritev(descriptor, [b"+lost", b"+too"], 11)
     os.close(descriptor)
     assert (tmp_path / "log").read_bytes() == b"base+synced+lost+too"
@@ -98,10 +107,7 @@ def test_rename_without_directory_fsync_is_reverted(tmp_path: Path) -> None:
     """The old name comes back, with the content its last fsync made durable."""
     (tmp_path / "a").write_bytes(b"baseline")
     fs = PowerLossFileSystem([tmp_path])
-    descriptor = fs.open(tmp_path / "a", os.O_WRONLY | os.O_CLOEXEC)
-    fs.pwrite(descriptor, b"synced!!", 0)
-    fs.fsync(descriptor)
-    os.close(descriptor)
+    write_synced(fs, tmp_path / "a", b"synced!!", 0)
     fs.rename(tmp_path / "a", tmp_path / "b")
     fs.power_cut()
     assert tree(tmp_path) == {"a": b"synced!!"}
