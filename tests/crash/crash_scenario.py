@@ -33,6 +33,7 @@ import hashlib
 import shutil
 import sqlite3
 import struct
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from engine.testing import ManualClock
 BLOCK: Final = 4096
 DISKS: Final = {"data": 16 * BLOCK, "os": 16 * BLOCK}
 VM: Final = "web"
+REPOSITORY: Final = Path(__file__).resolve().parents[2]
 SITES: Final = ("primary", "secondary")
 DRIVE_STEPS_MAX: Final = 8  # steps to bring the replica back; the longest path takes 4
 
@@ -177,9 +179,18 @@ class Progress:
 
 
 def describe(error: BaseException) -> str:
-    """An exception in one line: type and message (and notes)."""
+    """An exception in one line: type, message, notes, and the innermost of our
+    frames it passed through."""
     notes = "; ".join(getattr(error, "__notes__", ()))
     text = f"{type(error).__name__}: {error}" + (f" [{notes}]" if notes else "")
+    ours = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if Path(frame.filename).is_relative_to(REPOSITORY)
+    ]
+    if ours:
+        place = Path(ours[-1].filename).relative_to(REPOSITORY)
+        text += f" (at {place}:{ours[-1].lineno} in {ours[-1].name})"
     return text.replace("\n", " | ")
 
 

@@ -156,7 +156,7 @@ def sweep(
             results[(point[0], point[1])] = [tuple(p) for p in problems]
     missing = [point for point in points if point not in results]
     for point in missing:
-        results[point] = [("sweep", "a worker died before this point", "")]
+        results[point] = [("sweep", "the worker stopped before this point", "")]
     return results
 
 
@@ -164,18 +164,19 @@ def _work(
     directory: Path, points: Sequence[Point], run: PointRunner, worker: int
 ) -> None:
     """One worker (a forked process): run its points, write the results, exit."""
-    code = 0
     results = []
     try:
         for point in points:
             place = directory / f"{point[0]}{point[1]}"
-            results.append((point, run(place, point)))
-            shutil.rmtree(place)
-    except BaseException:  # the sweep reports the points left
-        code = 1
-    finally:
+            try:
+                problems = run(place, point)
+            except Exception as error:  # a fault of the sweep: report it, go on
+                problems = [("sweep", "the sweep itself raised", describe(error))]
+            results.append((point, problems))
+            shutil.rmtree(place, ignore_errors=True)
+    finally:  # whatever happens, report what was done and leave the process
         (directory / f"worker-{worker}.json").write_text(json.dumps(results))
-        os._exit(code)
+        os._exit(0)
 
 
 Trace = Sequence[tuple[int, str, str]]
@@ -204,7 +205,8 @@ def format_report(
         spans = _ranges(items, sorted({point[0] for point in results}))
         lines.append(f"{check} {what}: {len(items)} points, {spans}")
         for point, detail in items[:2]:
-            lines.append(f"    at {point[0]} {point[1]}: {detail}".rstrip())
+            where = f"{point[0]} {point[1]}".rstrip()
+            lines.append(f"    at {where}: {detail}")
             lines += _trace_around(trace, point[0])
     return "\n".join(lines)
 

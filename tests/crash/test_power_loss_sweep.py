@@ -23,7 +23,7 @@ from crash_sweep import (
 )
 
 POINTS_MIN = 50  # fewer would leave whole steps of the scenario unvisited
-POINTS_MAX = 200  # per mode: every other operation or so, about 15 s on two cores
+POINTS_MAX = 200  # per mode: two operations in five, 5 to 10 s on two cores
 
 
 def sampled(operations: int) -> list[tuple[int, str]]:
