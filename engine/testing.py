@@ -11,6 +11,9 @@ tell them from production ones. Embedders may use them in their own tests.
   with a snapshot of the source at the cut.
 - :class:`LossyTransport`: wraps the replica interface and drops the next N transfers
   (the link failing in the middle of a cycle, after the model allowed it).
+- :class:`PowerLossFileSystem`, :class:`KillingFileSystem`, :class:`CountingFileSystem`
+  and :class:`PowerCut` (from ``engine.storage.simulation``): file-operation layers that
+  lose power, SIGKILL the process, or only count, at a chosen operation.
 """
 
 from __future__ import annotations
@@ -24,12 +27,29 @@ from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
 from engine.log.writer import ChangeLog
 from engine.names import safe_child, validate_disk_name
 from engine.replica.recovery_point import RecoveryPoint
+from engine.storage.simulation import (
+    CountingFileSystem,
+    KillingFileSystem,
+    PowerCut,
+    PowerLossFileSystem,
+)
 from engine.transport.interface import (
     CycleShipment,
     Progress,
     ReplicaStatus,
     ReplicaTarget,
 )
+
+__all__ = [
+    "CountingFileSystem",
+    "Cycle",
+    "CycleSource",
+    "KillingFileSystem",
+    "LossyTransport",
+    "ManualClock",
+    "PowerCut",
+    "PowerLossFileSystem",
+]
 
 
 class ManualClock:
