@@ -17,8 +17,9 @@ What can go wrong, and what happens:
 - a waiting cycle the target has already applied (its id is not above the target's
   last applied cycle: an outbox restored from a backup) is dropped, and said;
 - a cycle whose cut was interrupted (no cut record) is completed right after a restart,
-  before any write, by sealing the disks that were not sealed; at any other time it
-  would mix two moments across disks, so it is refused;
+  before any write, by sealing the disks that were not sealed, unless the logs are
+  untrusted (after a power loss they may have lost different records on different
+  disks); at any other time it would mix two moments across disks, so it is refused;
 - a cycle the target refuses as damaged (:class:`CorruptRecord`) can no longer carry
   its changes: the verdict "logs untrusted" is made durable FIRST, and only then are
   the waiting cycles discarded, so a crash in between loses nothing silently; if the
@@ -36,7 +37,7 @@ from engine.clock import Clock
 from engine.control.store import ControlStore
 from engine.errors import CorruptRecord
 from engine.log.writer import verify_sealed_log
-from engine.source.disks import SourceDisks
+from engine.source.disks import LogState, SourceDisks
 from engine.source.outbox import CutRecord, Outbox
 from engine.source.shipping import CycleReport, no_crash, ship_cycle
 from engine.transport.interface import ReplicaTarget
@@ -134,6 +135,13 @@ class CycleRunner:
             if not finish_cut:
                 msg = f"cycle {cycle_id} of VM {self.vm_name!r} has no cut record: its "
                 msg += "cut was interrupted and cannot be completed consistently now"
+                raise CorruptRecord(msg)
+            if self._disks.log_state is LogState.UNTRUSTED:
+                # After a power loss the logs may have lost different records on
+                # different disks: sealing them now would not be one moment.
+                msg = f"cycle {cycle_id} of VM {self.vm_name!r}: its cut was "
+                msg += "interrupted and the logs are untrusted "
+                msg += f"({self._disks.problem}); it cannot be completed"
                 raise CorruptRecord(msg)
             return self._finish_cut(cycle_id)
         except CorruptRecord as damage:

@@ -138,7 +138,10 @@ class SourceDisks:
         with self.lock:
             tracked = self._tracked.get(disk)
             if tracked is None:
-                self._image(disk).write(offset, data)
+                image = self._image(disk)
+                image.write(offset, data)
+                if self._durable:  # durable means durable, tracked or not
+                    image.sync_data()
                 return
             try:
                 tracked.write(offset, data)
@@ -182,7 +185,9 @@ class SourceDisks:
         """Start fresh logs at ``epoch`` (a previous protection's logs are removed);
         the logs are trusted again."""
         with self.lock:
-            self.stop_tracking()
+            # The marker is replaced, never removed first: writes this run made before
+            # may still be only in the page cache, and a power cut must still show.
+            self._close_logs()
             self._mark_tracking_open()  # durable before the first tracked write
             for disk, path in self.paths.items():
                 files.current().unlink(log_path_for(path), missing_ok=True)
@@ -321,14 +326,18 @@ class SourceDisks:
         tracked, so no shutdown can cost them records.
         """
         with self.lock:
-            for disk, tracked in list(self._tracked.items()):
-                tracked.close()
-                del self._tracked[disk]
-                self._plain[disk] = VirtualDisk.open(
-                    self.paths[disk], block_bytes=self._block_bytes
-                )
+            self._close_logs()
             logs = [log_path_for(path) for path in self.paths.values()]
             durable_file.remove_durably([*logs, self._tracking_marker])
+
+    def _close_logs(self) -> None:
+        """Close every tracked disk's log; the disks stay open, untracked."""
+        for disk, tracked in list(self._tracked.items()):
+            tracked.close()
+            del self._tracked[disk]
+            self._plain[disk] = VirtualDisk.open(
+                self.paths[disk], block_bytes=self._block_bytes
+            )
 
     def seal(
         self, outbox: Path, disks: Iterable[str] | None = None

@@ -10,8 +10,9 @@ applies it like any other: all disks or none, undo image first, a new recovery p
 at the end. Older points stay valid: they are past states of the source.
 
 The cut: the digests are fetched first (the replica changes only through this VM's
-operations, which are serialised); then, under the disks' cut lock, every source block
-is compared, the differing ones logged and sealed, the cut recorded, and tracking
+operations, which are serialised); then, under the disks' cut lock, the source disks
+are made durable (what is compared must be what a power cut leaves), every block is
+compared, the differing ones logged and sealed, the cut recorded, and tracking
 restarted at the new epoch, so no write falls between the comparison and the fresh
 logs. The cycle is shipped after the lock is released. Guest writes wait for the
 comparison (a read of every source block); they never wait for the transfer.
@@ -73,6 +74,10 @@ def prepare_resync(
     sealed: dict[str, SealedLog] = {}
     compared = sent = sent_bytes = 0
     with disks.lock:
+        # What is compared must be what the source keeps: without durable writes the
+        # page cache may hold writes a power cut would take from the source, after
+        # the comparison sent them to the replica.
+        disks.flush()
         directory = outbox.open_cycle(cycle_id)
         for disk, image in sorted(disks.images().items()):
             building = directory / f"{disk}.building"

@@ -9,6 +9,7 @@ see the report of a passing sweep too.
 
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
 
@@ -23,7 +24,9 @@ from crash_sweep import (
 )
 
 POINTS_MIN = 50  # fewer would leave whole steps of the scenario unvisited
-POINTS_MAX = 200  # per mode: two operations in five, 5 to 10 s on two cores
+POINTS_MAX = int(
+    os.environ.get("HVDR_POWER_LOSS_POINTS", "200")
+)  # per mode: two operations in five, 5 to 10 s on two cores
 
 
 def sampled(operations: int) -> list[tuple[int, str]]:
