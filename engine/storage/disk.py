@@ -2,8 +2,8 @@
 
 What it owns: the image file's descriptor, its size and the block size the rest of the
 engine uses to compare and resynchronise disks. It knows nothing of change tracking
-(``engine/tracked_disk.py`` puts a change log in front of the write path), replication
-or the lifecycle; it never imports ``model``.
+(``engine/log/tracked_disk.py`` puts a change log in front of the write path),
+replication or the lifecycle; it never imports ``model``.
 
 Format and why: a disk is a *raw* image, byte ``n`` of the guest disk at byte ``n`` of
 the file, with no header. Raw images need no parser (nothing to corrupt, nothing to

@@ -1,4 +1,4 @@
-"""Unit tests for engine/change_log.py: the writer, sealing and the strict readers."""
+"""Unit tests for engine/log/writer.py: the writer, sealing and the strict readers."""
 
 from __future__ import annotations
 

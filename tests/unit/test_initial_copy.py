@@ -1,5 +1,5 @@
-"""Unit tests for engine/initial_copy.py: sparse streaming copy, and copying while
-the source is being written (replaying the change log makes the target identical)."""
+"""Unit tests for engine/storage/sparse_copy.py: sparse streaming copy, and copying
+while the source is written (replaying the change log makes the target identical)."""
 
 from __future__ import annotations
 

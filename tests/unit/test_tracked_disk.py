@@ -1,4 +1,4 @@
-"""Unit tests for engine/tracked_disk.py: logging in the write path, sealing, ENOSPC."""
+"""Unit tests for engine/log/tracked_disk.py: logging in the write path, ENOSPC."""
 
 from __future__ import annotations
 
