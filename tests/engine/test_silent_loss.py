@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from engine.errors import CorruptRecord, DamagedState, StorageFull, TransportError
+from engine.errors import (
+    CorruptRecord,
+    DamagedState,
+    SiteLocked,
+    StorageFull,
+    TransportError,
+)
 from engine.log.format import RECORD_HEADER
 from engine.orchestration.engine import ReplicationEngine
 from engine.storage import files
@@ -518,3 +524,56 @@ def test_a_kill_after_a_comparison_that_found_nothing_finishes_it(
         engine.write("web", "b", 0, b"2" * BLOCK)
         engine.replicate("web")  # the new epoch's first cycle
         assert_replica_equals_source(engine)
+
+
+def test_an_operation_left_pending_by_a_full_disk_is_settled_by_the_next(
+    small_filesystem: Any,
+) -> None:
+    """The disk fills mid-cycle, so even the failure cannot be recorded: the next
+    operation finishes the pending one instead of being refused until a restart."""
+    fill_now: list[bool] = []
+
+    def fill_after_the_seal(step: str) -> None:
+        if step == "sealed" and fill_now and fill_now.pop():
+            small_filesystem.fill()
+
+    with protected(small_filesystem.root, crash_point=fill_after_the_seal) as engine:
+        engine.write("web", "a", 0, b"1" * BLOCK)
+        fill_now.append(True)
+        with pytest.raises(StorageFull):
+            engine.replicate("web")
+        pending = engine.primary.control.pending_operation("web")
+        assert pending is not None  # the abandon could not be written either
+        assert pending.name == "replicate"
+        small_filesystem.free()
+        engine.write("web", "b", 0, b"2" * BLOCK)
+        engine.replicate("web")
+        assert engine.primary.control.pending_operation("web") is None
+        assert engine.status("web").phase == "protected"
+        assert_replica_equals_source(engine)
+
+
+HOLD_THE_SITES = """
+import sys
+from pathlib import Path
+from engine.orchestration.engine import ReplicationEngine
+engine = ReplicationEngine.open(Path(sys.argv[1]), Path(sys.argv[2]))
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_engine_on_the_same_sites_is_refused(tmp_path: Path) -> None:
+    """Another process holds the sites: SiteLocked names its pid; free once it dies."""
+    roots = [str(tmp_path / "primary"), str(tmp_path / "secondary")]
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_SITES, *roots],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:  # fmt: skip
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(SiteLocked, match=f"pid {holder.pid}"):
+            open_engine(tmp_path)
+        holder.kill()
+    with open_engine(tmp_path) as engine:
+        assert engine.vm_names() == ()
