@@ -577,3 +577,30 @@ def test_a_second_engine_on_the_same_sites_is_refused(tmp_path: Path) -> None:
         holder.kill()
     with open_engine(tmp_path) as engine:
         assert engine.vm_names() == ()
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root``: size and modification time (ns).
+
+    SQLite's shared-memory index (``-shm``) is left out: readers take their read
+    locks there by design; it holds no data.
+    """
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if not path.name.endswith("-shm")
+    }
+
+
+def test_reads_change_nothing_on_disk(tmp_path: Path) -> None:
+    """status(), statistics(), read() and the interface's status write nothing, even
+    with a cycle waiting in the outbox."""
+    with protected(tmp_path, wrap_transport=LossyTransport) as engine:
+        engine.write("web", "a", 0, b"1" * BLOCK)
+        seal_one_cycle_that_fails_to_ship(engine)
+        before = snapshot(tmp_path)
+        engine.status("web")
+        engine.statistics()
+        engine.read("web", "a", 0, BLOCK)
+        engine.transport.status("web")
+        assert snapshot(tmp_path) == before
