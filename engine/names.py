@@ -9,10 +9,15 @@ filesystem we may meet (ext4, XFS, NTFS, SMB shares):
 
 - 1 to :data:`NAME_CHARACTERS_MAX` characters of ``[A-Za-z0-9._-]``;
 - not starting with ``.`` (no hidden files, no ``.`` or ``..``);
-- no ``..`` anywhere (a sequence some tools still treat as "parent").
+- no ``..`` anywhere (a sequence some tools still treat as "parent");
+- not ending with ``.`` (Windows and SMB drop a trailing dot: two names, one file);
+- not a Windows device name (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``,
+  ``LPT0``-``LPT9``, in any case, with any extension).
 
 The character set already excludes ``/``, ``\\``, NUL, spaces and anything non-ASCII, so
-a valid name can never name a parent, a sibling, an absolute path or a device.
+a valid name can never name a parent, a sibling, an absolute path or a device. Names
+that differ only in case are one file on NTFS: the engine refuses a second VM, or a
+second disk of a VM, whose name differs from an existing one only in case.
 
 :func:`safe_child` builds ``root / name / ...`` from validated names and then *checks*
 the resolved result is still under the resolved root. The check is redundant for valid
@@ -30,6 +35,13 @@ from engine.errors import InvalidName
 NAME_CHARACTERS_MAX = 64
 """Longest name accepted: fits a path component everywhere and keeps paths short
 enough for Windows' 260-character limit with a few levels of nesting."""
+
+RESERVED_DEVICE_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"COM{digit}" for digit in range(10)}
+    | {f"LPT{digit}" for digit in range(10)}
+)
+"""Names Windows gives to devices, whatever the extension: never a file there."""
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
@@ -54,6 +66,14 @@ def validate_name(value: object, *, argument: str) -> str:
         raise InvalidName(msg)
     if _NAME_PATTERN.fullmatch(value) is None or ".." in value:
         msg = f"{argument}={value!r} is not a valid name; allowed: {_ALLOWED}"
+        raise InvalidName(msg)
+    if value.endswith("."):
+        msg = f"{argument}={value!r} ends with '.', which Windows and SMB shares drop "
+        msg += f"(two names would be one file); allowed: {_ALLOWED}"
+        raise InvalidName(msg)
+    if value.split(".", 1)[0].upper() in RESERVED_DEVICE_NAMES:
+        msg = f"{argument}={value!r} names a device on Windows "
+        msg += f"({value.split('.', 1)[0].upper()}, with any extension); choose another"
         raise InvalidName(msg)
     return value
 

@@ -21,7 +21,8 @@ runs the same four steps, so the engine can never do what the model forbids:
 call them). Guest writes never take it: they take only the disks' cut lock, which an
 operation holds just to cut the logs (a seal), to start or stop tracking, and for a
 resynchronisation's comparison; a disk copy or a ship-and-apply runs without it.
-:meth:`ProtectedVm.status` takes neither lock and changes nothing.
+:meth:`ProtectedVm.status` takes no operation lock (it waits at most for a cut, or
+for a resynchronisation's comparison, which holds the cut lock) and changes nothing.
 
 **Roles as data.** The VM's source site and the target it replicates to are given by
 the engine from the control row (active site, direction); its disks from the control
@@ -87,6 +88,21 @@ __all__ = ["CYCLE_CRASH_POINTS", "CrashPoint", "CycleReport", "ProtectedVm"]
 
 #: The workload is not bounded by the model's explored environment here.
 WRITE_LAG_UNBOUNDED: Final = 2**62
+
+#: The model's actions this engine runs today, and the ``ReplicationEngine`` method
+#: that runs each (failovers and what follows them come with the engine's second
+#: half): ``status().allowed`` lists these methods, so a caller can call them.
+ENGINE_METHODS: Final = {
+    "enable_protection": "enable_protection",
+    "copy_disk": "continue_initial_replication",
+    "complete_initial_replication": "continue_initial_replication",
+    "replicate": "replicate",
+    "pause": "pause",
+    "resume": "resume",
+    "resynchronize": "resynchronize",
+    "complete_resynchronization": "resynchronize",
+    "disable_protection": "disable",
+}
 
 #: How the engine's view of its logs maps onto the model's log health.
 LOG_HEALTH = {
@@ -204,7 +220,8 @@ class ProtectedVm:
         control = self.control()
         phase = Phase(control.phase)
         replica = self._replica.status(self.name)
-        if phase is not Phase.UNPROTECTED and not replica.exists:
+        missing = phase is not Phase.UNPROTECTED and not replica.exists
+        if missing and self._source.control.pending_operation(self.name) is None:
             msg = f"VM {self.name!r} is {phase.value} but its replica at site "
             msg += f"{self._replica.site_name!r} is missing: it was deleted or the "
             msg += "target's storage was replaced; disable and enable protection to "
@@ -262,7 +279,14 @@ class ProtectedVm:
         )
         try:
             effect()
-        except (ReplicationError, OSError) as error:
+        except BaseException as error:
+            if not isinstance(error, Exception):
+                # Interrupted (KeyboardInterrupt, SystemExit): the effect may be half
+                # done; it stays pending and is finished as a restart would.
+                raise
+            if not isinstance(error, ReplicationError | OSError):
+                self._abandon_quietly(operation_id, error)  # a callback's own error
+                raise
             typed = _typed(error, f"VM {self.name!r}: {action}")
             try:
                 control.abandon_operation(operation_id, str(typed))
@@ -273,9 +297,24 @@ class ProtectedVm:
             if typed is error:
                 raise
             raise typed from error
-        control.complete_operation(operation_id, predicted.phase.value, epoch=epoch)
+        try:
+            control.complete_operation(operation_id, predicted.phase.value, epoch=epoch)
+        except StorageFull as full:
+            full.add_note(
+                f"VM {self.name!r}: the effect of {action} is done (a cycle may have "
+                "been applied); the phase could not be recorded, so the operation "
+                "stays pending and the next operation finishes it"
+            )
+            raise
         self.machine.fire(action, before, self.config)
         assert self.machine.phase is predicted.phase
+
+    def _abandon_quietly(self, operation_id: int, error: BaseException) -> None:
+        """Close an operation whose effect raised something not ours (a callback)."""
+        try:
+            self._source.control.abandon_operation(operation_id, repr(error))
+        except ReplicationError as failure:
+            error.add_note(f"the operation stays pending ({failure})")
 
     # -- operations --------------------------------------------------------------------
 
@@ -323,7 +362,8 @@ class ProtectedVm:
             self._step("complete_initial_replication", self.complete_copy)
 
     def replicate(self, *, app_consistent: bool = False) -> CycleReport | None:
-        """One delta cycle; None when the logs were unusable (resynchronising now)."""
+        """One delta cycle, or None: nothing to ship, or the logs were unusable (the
+        phase then says ``resynchronizing``)."""
         arguments = {"app_consistent": app_consistent}
         with self._operation_lock:
             predicted = self.decide("replicate", **arguments)
@@ -384,14 +424,15 @@ class ProtectedVm:
             return self._restart.recover()
 
     def status(self) -> VmStatus:
-        """The VM as the operator sees it (no lock taken, nothing changed)."""
+        """The VM as the operator sees it; nothing changed, no operation waited for
+        (it waits at most for a cut, or a resynchronisation's comparison)."""
         view = self.view()
         vm = view.vms[0]
         allowed = tuple(
             dict.fromkeys(
-                call.action
+                ENGINE_METHODS[call.action]
                 for call in enabled(self.config, view)
-                if call.vm == 0 and call.action != "write"
+                if call.vm == 0 and call.action in ENGINE_METHODS
             )
         )
         return VmStatus(

@@ -53,6 +53,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -235,7 +236,7 @@ class ControlStore:
             try:
                 new = refuse_foreign(connection, path)
             except sqlite3.DatabaseError as error:
-                if _transient(error):
+                if _transient(error) or _storage_exhausted(error, path):
                     raise
                 what = f"it is not a readable SQLite database ({error})"
                 raise damaged(path, what) from error
@@ -723,6 +724,23 @@ def _code(error: sqlite3.DatabaseError) -> int:
     return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
 
 
+STORAGE_LOW_BYTES: Final = 256 * 1024
+"""Below this much free space, SQLite's "disk I/O error" means a full disk: SQLite
+reports a failed write of its WAL index (``-shm``) as an I/O error, not as full."""
+
+
+def _storage_exhausted(error: sqlite3.DatabaseError, path: Path) -> bool:
+    """Whether an SQLite I/O error is the storage under ``path`` running out."""
+    if _code(error) != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        status = os.statvfs(path.parent)
+    except OSError:
+        return False
+    free = status.f_bavail * status.f_frsize
+    return free < STORAGE_LOW_BYTES or (status.f_files > 0 and status.f_favail == 0)
+
+
 def _transient(error: sqlite3.DatabaseError) -> bool:
     """Whether ``error`` is about the moment (full, busy), not about the file."""
     transient = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -731,9 +749,9 @@ def _transient(error: sqlite3.DatabaseError) -> bool:
 
 def _translate(error: sqlite3.DatabaseError, path: Path, site_name: str) -> Exception:
     """Our error for an SQLite error: full, busy, or else the file is damaged."""
-    if _code(error) == sqlite3.SQLITE_FULL:
+    if _code(error) == sqlite3.SQLITE_FULL or _storage_exhausted(error, path):
         msg = f"site {site_name!r}: its control state cannot be written, the storage "
-        msg += "is full; nothing changed: free space and retry"
+        msg += f"is full ({error}); nothing changed: free space and retry"
         return StorageFull(msg)
     if _transient(error):
         msg = f"control file {str(path)!r} stayed locked by another connection for "

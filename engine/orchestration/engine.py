@@ -31,6 +31,8 @@ becomes unusable.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,10 +50,16 @@ from engine.binding.protected_vm import (
 )
 from engine.clock import Clock, SystemClock
 from engine.control.site import SiteStorage
-from engine.errors import DamagedState, InvalidConfiguration, ReplicationError
+from engine.errors import (
+    DamagedState,
+    InvalidConfiguration,
+    ReplicationError,
+    StorageFull,
+)
 from engine.names import validate_disk_name, validate_vm_name
 from engine.replica.recovery_point import validate_retention_count
 from engine.source.resync import ResyncReport
+from engine.storage import durable_file
 from engine.storage import files as filesystem
 from engine.storage.disk import BLOCK_BYTES_DEFAULT, VirtualDisk, validate_block_bytes
 from engine.transport.in_process import InProcessReplica, TransportStatistics
@@ -125,16 +133,18 @@ class ReplicationEngine:
         """
         block_bytes = validate_block_bytes(block_bytes)
         retention_count = validate_retention_count(retention_count)
-        if Path(primary_root).resolve() == Path(secondary_root).resolve():
-            msg = f"primary_root and secondary_root are both {str(primary_root)!r}; "
-            msg += "each site needs its own storage root"
-            raise InvalidConfiguration(msg)
+        _check_roots(primary_root, secondary_root)
         clock = clock or SystemClock()
-        primary = SiteStorage.open(PRIMARY, Path(primary_root), clock)
+        try:
+            primary = SiteStorage.open(PRIMARY, Path(primary_root), clock)
+        except OSError as error:
+            raise _typed_open_error(error, primary_root) from error
         try:
             secondary = SiteStorage.open(SECONDARY, Path(secondary_root), clock)
-        except BaseException:
+        except BaseException as error:
             primary.close()
+            if isinstance(error, OSError):
+                raise _typed_open_error(error, secondary_root) from error
             raise
         try:
             replica: ReplicaTarget = InProcessReplica.open(
@@ -188,6 +198,11 @@ class ReplicationEngine:
                 known = sorted(self.disk_sizes(name))
                 msg = f"vm {name!r} already exists (disks {known}); choose another name"
                 raise InvalidConfiguration(msg)
+            same = [n for n in self.vm_names() if n.casefold() == name.casefold()]
+            if same:
+                msg = f"vm {name!r} differs from vm {same[0]!r} only in case; on "
+                msg += "Windows and SMB shares they would be one folder: choose another"
+                raise InvalidConfiguration(msg)
             directory = self.primary.vm_directory(name)
             if directory.exists():
                 msg = f"vm {name!r}: {str(directory)!r} already exists but belongs to "
@@ -211,13 +226,27 @@ class ReplicationEngine:
                 control.complete_operation(pending.operation_id, "unprotected")
             except BaseException as error:
                 self._undo_creation(name)
-                error.add_note(f"vm {name!r} was not created; nothing was left behind")
+                note = f"vm {name!r} was not created; nothing was left behind"
+                if isinstance(error, OSError | StorageFull):
+                    typed = _typed_create_error(error, name)
+                    typed.add_note(note)
+                    raise typed from error
+                error.add_note(note)
                 raise
             self._bind(name, dict(disks))
 
-    def _check_disks(self, disks: Mapping[str, int]) -> None:
+    def _check_disks(self, disks: object) -> None:
+        if not isinstance(disks, Mapping):
+            msg = f"disks={disks!r} must be a mapping of disk name to size in bytes "
+            msg += f"(got {type(disks).__name__}), e.g. {{'os': 64 << 20}}"
+            raise InvalidConfiguration(msg)
         if not disks:
             msg = f"disks={dict(disks)!r}: a VM needs at least one disk (name -> bytes)"
+            raise InvalidConfiguration(msg)
+        folded = [str(disk).casefold() for disk in disks]
+        if len(set(folded)) != len(folded):
+            msg = f"disks={sorted(disks)} has names that differ only in case; on "
+            msg += "Windows and SMB shares they would be one file: rename one"
             raise InvalidConfiguration(msg)
         for disk, size in disks.items():
             validate_disk_name(disk)
@@ -264,16 +293,17 @@ class ReplicationEngine:
 
     def enable_protection(self, vm: str, progress: Progress | None = None) -> None:
         """Enable replication and run the initial replication to its first point."""
-        self.vm(vm).enable_protection(progress)
+        self.vm(vm).enable_protection(_check_progress(progress))
 
     def continue_initial_replication(
         self, vm: str, progress: Progress | None = None
     ) -> None:
         """Finish an initial replication a restart interrupted (disks copied again)."""
-        self.vm(vm).continue_initial_replication(progress)
+        self.vm(vm).continue_initial_replication(_check_progress(progress))
 
     def replicate(self, vm: str, *, app_consistent: bool = False) -> CycleReport | None:
-        """Run one delta cycle (None: the logs were unusable; resynchronising now)."""
+        """Run one delta cycle (None: nothing to ship, or the logs were unusable and
+        the VM is resynchronising: the phase says which)."""
         return self.vm(vm).replicate(app_consistent=app_consistent)
 
     def pause(self, vm: str) -> None:
@@ -341,8 +371,8 @@ class ReplicationEngine:
                 retention_count=self._retention_count, durable_writes=self._durable,
                 crash_point=self._crash_point,
             )  # fmt: skip
-        except (InvalidConfiguration, ReplicationError) as error:
-            if isinstance(error, DamagedState):
+        except (ReplicationError, OSError) as error:
+            if isinstance(error, DamagedState | StorageFull):
                 raise
             msg = f"VM {name!r} cannot be opened: {error}"
             raise DamagedState(msg) from error
@@ -366,3 +396,58 @@ class ReplicationEngine:
                 msg = f"VM {name!r}: disk image {str(path)!r} {what}; the control "
                 msg += f"state says {size} bytes: restore the image"
                 raise DamagedState(msg)
+
+
+def _check_roots(primary_root: object, secondary_root: object) -> None:
+    """Two distinct storage roots, neither inside the other."""
+    for argument, root in (
+        ("primary_root", primary_root),
+        ("secondary_root", secondary_root),
+    ):
+        if not isinstance(root, str | os.PathLike):
+            msg = f"{argument}={root!r} must be a path (str or os.PathLike, got "
+            msg += f"{type(root).__name__})"
+            raise InvalidConfiguration(msg)
+    primary = Path(primary_root).resolve()  # type: ignore[arg-type]
+    secondary = Path(secondary_root).resolve()  # type: ignore[arg-type]
+    if primary == secondary:
+        msg = f"primary_root and secondary_root are both {str(primary)!r}; "
+        msg += "each site needs its own storage root"
+        raise InvalidConfiguration(msg)
+    for inner, outer in ((primary, secondary), (secondary, primary)):
+        if inner.is_relative_to(outer):
+            msg = f"storage root {str(inner)!r} lies inside the other site's root "
+            msg += f"{str(outer)!r}; give each site its own folder, neither inside "
+            msg += "the other (a site owns everything under its root)"
+            raise InvalidConfiguration(msg)
+
+
+def _typed_open_error(error: OSError, root: object) -> ReplicationError | OSError:
+    if durable_file.is_storage_full(error):
+        msg = f"the storage under {str(root)!r} is full ({error.strerror}); the site "
+        msg += "cannot be opened: free space and retry (nothing was changed)"
+        return StorageFull(msg)
+    return error
+
+
+def _typed_create_error(
+    error: OSError | StorageFull, name: str
+) -> ReplicationError | OSError:
+    cause = error if isinstance(error, OSError) else error.__cause__
+    if isinstance(cause, OSError) and cause.errno == errno.EFBIG:
+        msg = f"vm {name!r}: the filesystem refuses a disk that large "
+        msg += f"({cause.strerror}); choose a smaller size or another filesystem"
+        return InvalidConfiguration(msg)
+    if isinstance(error, OSError) and durable_file.is_storage_full(error):
+        msg = f"vm {name!r}: the storage is full ({error.strerror}); free space and "
+        msg += "retry"
+        return StorageFull(msg)
+    return error
+
+
+def _check_progress(progress: object) -> Progress | None:
+    if progress is not None and not callable(progress):
+        msg = f"progress={progress!r} must be None or a callable taking (disk, bytes "
+        msg += f"done, bytes total) (got {type(progress).__name__})"
+        raise InvalidConfiguration(msg)
+    return progress

@@ -161,7 +161,10 @@ class ApplyIntent:
             raise DamagedState(msg)
         for disk in sorted(logs):
             problem = log_path_problem(
-                logs[disk], trusted_root=trusted_root, replicas_root=replicas_root
+                logs[disk],
+                disk=disk,
+                trusted_root=trusted_root,
+                replicas_root=replicas_root,
             )
             if problem is not None:
                 msg = f"{str(path)!r} is damaged or not ours: logs[{disk!r}]="
@@ -185,15 +188,21 @@ class ApplyIntent:
 
 
 def log_path_problem(
-    name: str | os.PathLike[str], *, trusted_root: Path, replicas_root: Path
+    name: str | os.PathLike[str],
+    *,
+    disk: str,
+    trusted_root: Path,
+    replicas_root: Path,
 ) -> str | None:
-    """Say why ``name`` may not be a log's path (None when it may).
+    """Say why ``name`` may not be the path of ``disk``'s log (None when it may).
 
-    It must be absolute and, symlinks resolved, lie under ``trusted_root`` and not
-    under ``replicas_root`` (both given resolved).
+    It must be absolute, be named ``<disk>.hrl`` and, symlinks resolved, lie under
+    ``trusted_root`` and not under ``replicas_root`` (both given resolved).
     """
     if not os.path.isabs(name):
         return "is not an absolute path"
+    if Path(name).name != f"{disk}.hrl":
+        return f"is not named {disk + '.hrl'!r}, as disk {disk!r}'s log is"
     real = Path(os.path.realpath(name))
     if real == trusted_root or not real.is_relative_to(trusted_root):
         return (

@@ -110,6 +110,7 @@ from engine.errors import (
     ReplicationError,
     StorageFull,
 )
+from engine.log.reader import read_header
 from engine.names import safe_child
 from engine.replica.apply import (
     logs_applied_by,
@@ -441,6 +442,7 @@ class ReplicaStore:
         for disk in sorted(log_names):
             problem = log_path_problem(
                 log_names[disk],
+                disk=disk,
                 trusted_root=self._trusted_root,
                 replicas_root=self._replicas_root,
             )
@@ -508,7 +510,13 @@ class ReplicaStore:
     def _finish(self, intent: ApplyIntent, hook: CrashPoint) -> None:
         """Post-commit cleanup; idempotent, and redone by :meth:`recover`."""
         hook("before_log_delete")
-        durable_file.remove_durably([Path(name) for name in intent.logs.values()])
+        durable_file.remove_durably(
+            [
+                Path(name)
+                for disk, name in intent.logs.items()
+                if _is_change_log_of(Path(name), disk)
+            ]
+        )
         hook("after_log_delete")
         durable_file.remove_durably([self.directory / INTENT_FILE])
         self._remove_debris()
@@ -892,6 +900,16 @@ def _apply_undo(
         msg = f"{str(error.filename)!r} is missing, needed to {doing}: the replica "
         msg += f"store is damaged: {WHAT_TO_DO}"
         raise DamagedState(msg) from error
+
+
+def _is_change_log_of(path: Path, disk: str) -> bool:
+    """Whether ``path`` is a change log of ``disk`` (only those are ever deleted)."""
+    try:
+        with path.open("rb") as stream:
+            header, _ = read_header(stream, path)
+    except (OSError, ReplicationError):
+        return False
+    return header.disk_id == disk
 
 
 def _no_crash_point(step: str) -> None:

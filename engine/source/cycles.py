@@ -131,6 +131,11 @@ class CycleRunner:
         try:
             record = self._outbox.cut_record(cycle_id)
             if record is not None:
+                if set(record.last_sequences) != set(self._disks.paths):
+                    msg = f"cut record of cycle {cycle_id} of VM {self.vm_name!r} "
+                    msg += f"names disks {sorted(record.last_sequences)}, not the VM's "
+                    msg += f"{sorted(self._disks.paths)}: it is damaged"
+                    raise CorruptRecord(msg)
                 return record
             if not finish_cut:
                 msg = f"cycle {cycle_id} of VM {self.vm_name!r} has no cut record: its "

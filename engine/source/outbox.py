@@ -74,17 +74,24 @@ class CutRecord:
             not isinstance(document, dict)
             or document.get("format_version") != CUT_RECORD_VERSION
             or document.get("cycle_id") != cycle_id
-            or not isinstance(document.get("epoch"), int)
+            or not _is_count(document.get("epoch"))
             or not isinstance(document.get("app_consistent"), bool)
             or not isinstance(sequences, dict)
-            or not all(
-                isinstance(value, int) and not isinstance(value, bool) and value >= -1
-                for value in sequences.values()
-            )
+            or not all(_is_sequence(value) for value in sequences.values())
         ):
             msg = f"cut record {str(path)!r} is malformed for cycle {cycle_id}"
             raise CorruptRecord(msg)
         return cls(cycle_id, document["epoch"], document["app_consistent"], sequences)
+
+
+def _is_count(value: object) -> bool:
+    """An int >= 0 that is not a bool (JSON ``true`` must not pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_sequence(value: object) -> bool:
+    """A last sequence number: an int >= -1 (-1: the log has no record)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= -1
 
 
 class Outbox:
@@ -113,7 +120,12 @@ class Outbox:
         found = []
         for entry in directory.iterdir():
             number = entry.name.removeprefix("cycle-")
-            if entry.name.startswith("cycle-") and number.isdigit() and entry.is_dir():
+            if (
+                entry.name.startswith("cycle-")
+                and number.isascii()
+                and number.isdigit()
+                and entry.is_dir()
+            ):
                 found.append(int(number))
         return sorted(found)
 

@@ -160,7 +160,7 @@ class InProcessReplica:
         """Deliver one disk image of an initial copy into the inbox."""
         with self._lock:
             self._check_link(f"disk {disk!r} of VM {vm_name!r}")
-            self._store(vm_name)
+            self._owned_store(vm_name)
             copied = delivery.deliver_disk_image(
                 self._root, vm_name, disk, image, progress=progress
             )
@@ -171,7 +171,7 @@ class InProcessReplica:
     def install_initial_copy(self, vm_name: str) -> None:
         """Swap the delivered images in (a restart may find some moved already)."""
         with self._lock:
-            store = self._store(vm_name)
+            store = self._owned_store(vm_name)
             if store.catalogue.points:
                 return
             directory = delivery.initial_copy_directory(self._root, vm_name)
@@ -188,7 +188,7 @@ class InProcessReplica:
         """Deliver the cycle's logs, then have the store verify and apply them."""
         with self._lock:
             self._check_link(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
-            store = self._store(vm_name)
+            store = self._owned_store(vm_name)
             delivered, size = delivery.deliver_cycle(
                 self._root, vm_name, shipment.cycle_id, shipment.logs
             )
@@ -216,7 +216,7 @@ class InProcessReplica:
         """One digest per block of the replica of ``disk``."""
         with self._lock:
             self._check_link(f"digests of disk {disk!r} of VM {vm_name!r}")
-            return self._store(vm_name).block_digests(disk, block_bytes)
+            return self._owned_store(vm_name).block_digests(disk, block_bytes)
 
     def status(self, vm_name: str) -> ReplicaStatus:
         """The replica of ``vm_name``: exists, points (no side effects)."""
@@ -226,9 +226,9 @@ class InProcessReplica:
             raise damage
         store = self._stores.get(vm_name)
         if store is None:
-            if not safe_child(self._replicas, vm_name).exists():
-                return ReplicaStatus(vm_name, exists=False)
             with self._lock:
+                if not safe_child(self._replicas, vm_name).exists():
+                    return ReplicaStatus(vm_name, exists=False)
                 store = self._store(vm_name)
         catalogue = store.catalogue
         return ReplicaStatus(
@@ -285,14 +285,26 @@ class InProcessReplica:
             self._stores[vm_name] = store
         return store
 
+    def _owned_store(self, vm_name: str) -> ReplicaStore:
+        """The store, with an apply that failed earlier in this run finished or undone
+        first (a full disk can fail an apply's rollback too): we are its owner."""
+        store = self._store(vm_name)
+        if store.pending_recovery:
+            report = store.recover(crash_point=self._crash)
+            self._recovered[vm_name] = f"{report.action.value}: {report.reason}"
+        return store
+
     def _recover_all(self) -> None:
         """Open every store, finish or undo interrupted applies, drop inbox debris."""
         if self._replicas.exists():
             for directory in sorted(self._replicas.iterdir()):
                 self._recover_one(directory.name)
         inbox = self._root / delivery.INBOX
-        if inbox.exists():
+        if inbox.is_dir():
             for vm_directory in sorted(inbox.iterdir()):
+                if not vm_directory.is_dir() or vm_directory.is_symlink():
+                    filesystem.remove_tree_durably(vm_directory)  # a stray entry
+                    continue
                 for entry in sorted(vm_directory.iterdir()):
                     if entry.name != delivery.INITIAL_COPY:
                         filesystem.remove_tree_durably(entry)

@@ -300,10 +300,9 @@ def check_source(
 
 # What to call, by what the model allows, to bring the replica back (first match).
 NEXT_STEP: Final = (
-    ("complete_resynchronization", "resynchronize"),
+    ("resynchronize", "resynchronize"),
     ("resume", "resume"),
-    ("copy_disk", "continue_initial_replication"),
-    ("complete_initial_replication", "continue_initial_replication"),
+    ("continue_initial_replication", "continue_initial_replication"),
     ("enable_protection", "enable_protection"),
     ("replicate", "replicate"),
 )

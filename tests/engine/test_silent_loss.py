@@ -16,6 +16,7 @@ import pytest
 from engine.errors import (
     CorruptRecord,
     DamagedState,
+    InvalidConfiguration,
     SiteLocked,
     StorageFull,
     TransportError,
@@ -220,7 +221,7 @@ def test_a_disk_size_the_filesystem_refuses_leaves_nothing_behind(
 ) -> None:
     """create_vm fails (EFBIG: 32 TiB on ext4): no folder, no row, the name reusable."""
     with open_engine(tmp_path) as engine:
-        with pytest.raises((StorageFull, OSError)):
+        with pytest.raises(InvalidConfiguration, match="refuses a disk that large"):
             engine.create_vm("big", {"a": BLOCK, "huge": 32 * 1024**4})
         assert not (tmp_path / "primary" / "vms" / "big").exists()
         assert engine.vm_names() == ()
