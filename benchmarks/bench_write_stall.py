@@ -6,7 +6,8 @@ of each (``time.perf_counter`` around ``engine.write``). Meanwhile the main thre
 runs, in turn:
 
 1. the **initial replication** of the disk, filled with random data beforehand;
-2. a **delta cycle** after 1% of the disk's blocks were rewritten.
+2. a **delta cycle** after 1% of the disk's blocks were rewritten;
+3. a **resynchronisation** (every block's digest compared with the replica's).
 
 Two peers, measured in the same run: the same writer with nothing else running (this
 machine's scheduling and page-cache noise), and the same writer while another thread
@@ -128,6 +129,11 @@ def main() -> None:
                 cycle_seconds = time.perf_counter() - started
             rows.append(("during a 1% delta cycle", cycling, cycle_seconds))
             cut_seconds = engine.statistics().vms[VM].cut_seconds_max
+            with Writer(engine, size_bytes, 5) as comparing:
+                started = time.perf_counter()
+                engine.resynchronize(VM)
+                resync_seconds = time.perf_counter() - started
+            rows.append(("during a resynchronisation", comparing, resync_seconds))
     table = Table(title=f"guest-write stalls, {size_bytes >> 20} MiB disk")
     for column in ("while", "seconds", "writes", "p99.9 ms", "longest ms"):
         table.add_column(column, justify="right")

@@ -19,10 +19,10 @@ runs the same four steps, so the engine can never do what the model forbids:
 
 **Threads and locks.** One operation lock per VM serialises operations (any thread may
 call them). Guest writes never take it: they take only the disks' cut lock, which an
-operation holds just to cut the logs (a seal), to start or stop tracking, and for a
-resynchronisation's comparison; a disk copy or a ship-and-apply runs without it.
-:meth:`ProtectedVm.status` takes no operation lock (it waits at most for a cut, or
-for a resynchronisation's comparison, which holds the cut lock) and changes nothing.
+operation holds just to cut the logs (a seal) and to start or stop tracking; a disk
+copy, a resynchronisation's comparison and a ship-and-apply run without it.
+:meth:`ProtectedVm.status` takes no operation lock (it waits at most for a cut) and
+changes nothing.
 
 **Roles as data.** The VM's source site and the target it replicates to are given by
 the engine from the control row (active site, direction); its disks from the control
@@ -425,7 +425,7 @@ class ProtectedVm:
 
     def status(self) -> VmStatus:
         """The VM as the operator sees it; nothing changed, no operation waited for
-        (it waits at most for a cut, or a resynchronisation's comparison)."""
+        (it waits at most for a cut)."""
         view = self.view()
         vm = view.vms[0]
         allowed = tuple(

@@ -136,7 +136,13 @@ class Restart:
             compared = {d: points[-1].last_sequence(d) + 1 for d in vm.disk_sizes}
         if isinstance(epoch, int) and compared is not None:
             if self.tracking_epoch() != epoch:
+                # Restarting the logs must not clear a verdict this reopen reached
+                # (an unclean shutdown may have cost the source writes the
+                # comparison saw): the replica equals the point, not the source.
+                problem = vm.disks.problem
                 vm.disks.start_tracking(epoch, compared)
+                if problem is not None:
+                    vm.disks.distrust(problem)
             self._commit(operation_id, params)
             vm.mirror_catalogue()
             return "complete_resynchronization finished after the restart"

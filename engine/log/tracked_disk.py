@@ -223,7 +223,13 @@ class TrackedDisk:
         """Make the log's records so far durable (writes may go on meanwhile)."""
         self._log.sync()
 
-    def seal_log(self, sealed_path: Path, *, defer_sync: bool = False) -> SealedLog:
+    def seal_log(
+        self,
+        sealed_path: Path,
+        *,
+        defer_sync: bool = False,
+        sequences_skipped: int = 0,
+    ) -> SealedLog:
         """Cut the log between two writes and continue in a fresh one.
 
         ``defer_sync`` (refused in durable mode) leaves the fsyncs to
@@ -231,7 +237,9 @@ class TrackedDisk:
         """
         with self._lock:
             return self._log.seal(
-                sealed_path, defer_sync=defer_sync and not self._durable
+                sealed_path,
+                defer_sync=defer_sync and not self._durable,
+                sequences_skipped=sequences_skipped,
             )
 
     def make_seal_durable(self, sealed: SealedLog) -> None:

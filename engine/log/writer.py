@@ -521,7 +521,13 @@ class ChangeLog:
         """Make every appended record durable (``fdatasync``)."""
         self._files.fdatasync(self._open_descriptor())
 
-    def seal(self, sealed_path: Path, *, defer_sync: bool = False) -> SealedLog:
+    def seal(
+        self,
+        sealed_path: Path,
+        *,
+        defer_sync: bool = False,
+        sequences_skipped: int = 0,
+    ) -> SealedLog:
         """Close the current log for shipping and continue in a fresh one.
 
         Fsyncs the log, renames it to ``sealed_path``, and starts an empty log at the
@@ -533,7 +539,19 @@ class ChangeLog:
         waiting on it); the caller must call :meth:`make_seal_durable` before it relies
         on the sealed log. Only for writers that make no durability promise of their
         own: a durable write acknowledged after the cut needs the rename durable first.
+
+        ``sequences_skipped`` starts the fresh log that many sequence numbers later: a
+        resynchronisation puts its own records before the sealed ones in the cycle it
+        ships, and the next cycle must continue after all of them.
         """
+        if isinstance(sequences_skipped, bool) or not isinstance(
+            sequences_skipped, int
+        ):
+            msg = f"sequences_skipped={sequences_skipped!r} must be an int >= 0"
+            raise InvalidConfiguration(msg)
+        if sequences_skipped < 0:
+            msg = f"sequences_skipped={sequences_skipped!r} must be an int >= 0"
+            raise InvalidConfiguration(msg)
         sealed_path = Path(sealed_path)
         with self._lock:
             descriptor = self._open_descriptor()
@@ -544,7 +562,10 @@ class ChangeLog:
                 self._files.fsync(descriptor)
             old_header = self._header
             header = LogHeader(
-                FORMAT_VERSION, old_header.disk_id, old_header.epoch, self.next_sequence
+                FORMAT_VERSION,
+                old_header.disk_id,
+                old_header.epoch,
+                self.next_sequence + sequences_skipped,
             )
             fresh_descriptor, fresh_end = _write_fresh_log(
                 self._path, header, sync=not defer_sync

@@ -340,7 +340,11 @@ class SourceDisks:
             )
 
     def seal(
-        self, outbox: Path, disks: Iterable[str] | None = None
+        self,
+        outbox: Path,
+        disks: Iterable[str] | None = None,
+        *,
+        sequences_skipped: Mapping[str, int] | None = None,
     ) -> dict[str, SealedLog]:
         """Cut the logs of ``disks`` (default: all) into ``outbox``, at one point.
 
@@ -362,7 +366,9 @@ class SourceDisks:
             for disk in chosen:
                 try:
                     sealed[disk] = self._tracked[disk].seal_log(
-                        outbox / f"{disk}.hrl", defer_sync=not self._durable
+                        outbox / f"{disk}.hrl",
+                        defer_sync=not self._durable,
+                        sequences_skipped=(sequences_skipped or {}).get(disk, 0),
                     )
                 except (ReplicationError, OSError) as error:
                     if sealed:

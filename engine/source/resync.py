@@ -3,33 +3,45 @@
 When the change logs cannot be trusted (past their limit, damaged, a torn tail after a
 crash, an unclean shutdown, tracking lost on a full disk), the replica is brought back
 by comparison, as Hyper-V Replica does. The target sends one digest per block of each
-replica disk (``ReplicaTarget.block_digests``, ``engine.storage.digest``); the source
+replica disk (``ReplicaTarget.block_digests``, ``engine.storage.digests``); the source
 digests its own blocks and logs only those that differ, as one ordinary cycle at a
 **new epoch** (no log of the old epoch can ever be applied after it). The target
 applies it like any other: all disks or none, undo image first, a new recovery point
 at the end. Older points stay valid: they are past states of the source.
 
-The cut: the digests are fetched first (the replica changes only through this VM's
-operations, which are serialised); then, under the disks' cut lock, the source disks
-are made durable (what is compared must be what a power cut leaves), every block is
-compared, the differing ones logged and sealed, the cut recorded, and tracking
-restarted at the new epoch, so no write falls between the comparison and the fresh
-logs. The cycle is shipped after the lock is released. Guest writes wait for the
-comparison (a read of every source block); they never wait for the transfer.
+**The guest keeps writing during the comparison**, as during an initial copy:
 
-A resynchronisation always ships its cycle, even when no block differs: the new point
-at the new epoch is what tells a restarted engine that the comparison was finished, so
-a crash after it never forces a second full comparison.
+1. tracking restarts at the new epoch (fresh logs), under the cut lock, briefly: from
+   this moment every write is in a log;
+2. every block is compared while writes go on (a block read while it is being written
+   is rewritten by the log below); each differing block is appended, with the bytes
+   read, to a per-disk *resynchronisation log* in the cycle's outbox folder;
+3. the cut: under the cut lock, the tracked logs are sealed (the fresh ones continue
+   after the resynchronisation's records, ``sequences_skipped``);
+4. after the lock, each tracked log's records are appended to the resynchronisation
+   log behind the differing blocks, and that log is sealed as the disk's log of the
+   cycle; the cut record is written.
+
+Applying differing blocks first and then every write since step 1, in order, gives the
+source at the cut: a block written since step 1 ends with its last write before the
+cut; any other block was unchanged since step 1, so the comparison read its value at
+the cut. Guest writes wait only for steps 1 and 3.
+
+A resynchronisation ships its cycle even when no block differed if the replica has no
+point yet; otherwise an empty one is dropped (as the model says, the points stay). The
+restarted tracking at the new epoch and the cut record tell a restarted engine how far
+the comparison got (``engine/binding/restart.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from engine.errors import DamagedState
-from engine.log.writer import ChangeLog, SealedLog
+from engine.log.writer import ChangeLog, SealedLog, read_sealed_log
 from engine.source.disks import SourceDisks
 from engine.source.outbox import CutRecord, Outbox
 from engine.storage import files as filesystem
@@ -60,10 +72,9 @@ def prepare_resync(
     cycle_id: int,
     epoch: int,
 ) -> ResyncReport:
-    """Compare, log the differing blocks at ``epoch``, seal and record the cut.
+    """Compare while the guest writes; build and record the cycle at ``epoch``.
 
-    Tracking restarts at ``epoch`` under the same hold of the cut lock. The returned
-    report has no recovery point yet: the caller ships the cycle.
+    The returned report has no recovery point yet: the caller ships the cycle.
     """
     vm = outbox.vm_name
     images = disks.images()
@@ -71,35 +82,42 @@ def prepare_resync(
         disk: replica.block_digests(vm, disk, image.block_bytes)
         for disk, image in sorted(images.items())
     }
-    sealed: dict[str, SealedLog] = {}
-    compared = sent = sent_bytes = 0
-    with disks.lock:
-        # What is compared must be what the source keeps: without durable writes the
-        # page cache may hold writes a power cut would take from the source, after
-        # the comparison sent them to the replica.
-        disks.flush()
-        directory = outbox.open_cycle(cycle_id)
-        for disk, image in sorted(disks.images().items()):
-            building = directory / f"{disk}.building"
+    directory = outbox.open_cycle(cycle_id)
+    tracked = directory / "tracked"
+    disks.start_tracking(epoch, dict.fromkeys(images, 0))  # step 1
+    images = disks.images()  # tracking reopened the images
+    resync_logs: dict[str, ChangeLog] = {}
+    try:
+        compared = sent = sent_bytes = 0
+        for disk, image in sorted(images.items()):  # step 2
             log = ChangeLog.create(
-                building, disk_id=disk, epoch=epoch, first_sequence=0
-            )
-            try:
-                disk_compared, disk_sent = _log_differences(image, theirs[disk], log)
-                sealed[disk] = log.seal(directory / f"{disk}.hrl")
-            finally:
-                log.close()
-                filesystem.current().unlink(building, missing_ok=True)
+                directory / f"{disk}.resync", disk_id=disk, epoch=epoch,
+                first_sequence=0,
+            )  # fmt: skip
+            resync_logs[disk] = log
+            disk_compared, disk_sent = _log_differences(image, theirs[disk], log)
             compared += disk_compared
             sent += disk_sent
             sent_bytes += disk_sent * image.block_bytes
-        last = {disk: log.last_sequence for disk, log in sealed.items()}
-        outbox.record_cut(
-            CutRecord(cycle_id, epoch, app_consistent=False, last_sequences=last)
-        )
-        disks.start_tracking(
-            epoch, {disk: sequence + 1 for disk, sequence in last.items()}
-        )
+        skipped = {disk: log.record_count for disk, log in resync_logs.items()}
+        with disks.lock:  # step 3: the cut
+            filesystem.make_directory_durably(tracked)
+            cut = disks.seal(tracked, sequences_skipped=skipped)
+        sealed = {  # step 4
+            disk: _append_and_seal(
+                log, cut[disk], skipped[disk], directory / f"{disk}.hrl"
+            )
+            for disk, log in resync_logs.items()
+        }
+    finally:
+        for disk, log in resync_logs.items():
+            log.close()
+            filesystem.current().unlink(directory / f"{disk}.resync", missing_ok=True)
+    filesystem.remove_tree_durably(tracked)
+    last = {disk: log.last_sequence for disk, log in sealed.items()}
+    outbox.record_cut(
+        CutRecord(cycle_id, epoch, app_consistent=False, last_sequences=last)
+    )
     return ResyncReport(
         cycle_id=cycle_id,
         recovery_point_id=None,
@@ -108,6 +126,24 @@ def prepare_resync(
         bytes_sent=sent_bytes,
         sealed=sealed,
     )
+
+
+def _append_and_seal(
+    log: ChangeLog, tracked: SealedLog, skipped: int, target: Path
+) -> SealedLog:
+    """Append the writes of the tracked log behind the differing blocks; seal.
+
+    The tracked log started at sequence 0 and its successor at ``skipped`` past its
+    end, so the sealed cycle ends exactly where the live log goes on.
+    """
+    disk = tracked.header.disk_id
+    epoch = tracked.header.epoch
+    for record in read_sealed_log(tracked.path, disk_id=disk, epoch=epoch):
+        log.append(record.offset, record.data)
+    assert log.next_sequence == tracked.last_sequence + 1 + skipped, disk
+    sealed = log.seal(target)
+    filesystem.current().unlink(log.path, missing_ok=True)  # the fresh log seal made
+    return sealed
 
 
 def _log_differences(

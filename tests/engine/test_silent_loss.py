@@ -605,3 +605,34 @@ def test_reads_change_nothing_on_disk(tmp_path: Path) -> None:
         engine.read("web", "a", 0, BLOCK)
         engine.transport.status("web")
         assert snapshot(tmp_path) == before
+
+
+class WriteDuringComparison(files.FileSystem):
+    """When the comparison starts its log of differing blocks for disk b, write from
+    another thread to disk a; record whether the write got through."""
+
+    def __init__(self, engine: ReplicationEngine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.got_in: list[bool] = []
+
+    def open(self, path: Path, flags: int, mode: int = 0o600) -> int:
+        if str(path).endswith("b.resync.new") and not self.got_in:
+            self.got_in.append(write_from_another_thread(self.engine, "a"))
+        return super().open(path, flags, mode)
+
+
+def test_guest_writes_do_not_wait_for_a_resynchronisation(tmp_path: Path) -> None:
+    """During the block comparison a write completes, and the resynchronised point
+    plus the next cycle bring the replica to the source."""
+    with protected(tmp_path) as engine:
+        for offset in range(0, DISKS["a"], BLOCK):
+            engine.write("web", "a", offset, b"x" * BLOCK)  # past half: resync
+        assert engine.replicate("web") is None
+        during = WriteDuringComparison(engine)
+        with files.use(during):
+            report = engine.resynchronize("web")
+        assert during.got_in == [True]
+        assert report.blocks_sent == 16
+        assert engine.status("web").phase == "protected"
+        assert_replica_equals_source(engine)  # the write during it is in the point
