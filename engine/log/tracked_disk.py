@@ -49,6 +49,7 @@ from engine.log.format import RECORD_PAYLOAD_BYTES_MAX
 from engine.log.writer import (
     REASON_PAST_DISK_END,
     ChangeLog,
+    PreparedSeal,
     SealedLog,
     TailReport,
     log_limit_bytes,
@@ -241,6 +242,27 @@ class TrackedDisk:
                 defer_sync=defer_sync and not self._durable,
                 sequences_skipped=sequences_skipped,
             )
+
+    def prepare_seal(
+        self, sealed_path: Path, *, defer_sync: bool = False, sequences_skipped: int = 0
+    ) -> PreparedSeal:
+        """The part of a seal that needs space (see ``ChangeLog.prepare_seal``)."""
+        with self._lock:
+            return self._log.prepare_seal(
+                sealed_path,
+                defer_sync=defer_sync and not self._durable,
+                sequences_skipped=sequences_skipped,
+            )
+
+    def commit_seal(self, prepared: PreparedSeal) -> SealedLog:
+        """The renames of a prepared seal: the cut itself."""
+        with self._lock:
+            return self._log.commit_seal(prepared)
+
+    def abort_seal(self, prepared: PreparedSeal) -> None:
+        """Drop a prepared seal; the log stays current."""
+        with self._lock:
+            self._log.abort_seal(prepared)
 
     def make_seal_durable(self, sealed: SealedLog) -> None:
         """Finish a deferred seal (a no-op cost when it was synced already)."""

@@ -117,6 +117,7 @@ __all__ = [
     "ChangeLogStatistics",
     "LogHeader",
     "LogRecord",
+    "PreparedSeal",
     "SealedLog",
     "TailReport",
     "encode_header",
@@ -173,6 +174,17 @@ class ChangeLogStatistics:
     record_count: int
     payload_bytes: int
     file_bytes: int
+
+
+@dataclass(slots=True)
+class PreparedSeal:
+    """A seal whose fresh log is written aside, waiting for its renames."""
+
+    sealed_path: Path
+    header: LogHeader
+    fresh_descriptor: int  # -1 once the log owns it or the seal was aborted
+    fresh_end: int
+    defer_sync: bool
 
 
 def _fresh_path(path: Path) -> Path:
@@ -533,7 +545,10 @@ class ChangeLog:
         Fsyncs the log, renames it to ``sealed_path``, and starts an empty log at the
         original path whose first sequence is the next one. Atomic with respect to
         appends (they wait on the lock). The fresh log is written before anything is
-        renamed, so a full disk refuses the seal and changes nothing.
+        renamed, so a full disk refuses the seal and changes nothing. It is
+        :meth:`prepare_seal` then :meth:`commit_seal`; a caller sealing several logs
+        at one cut prepares them all first, so that a full disk refuses the cut
+        before any log moved.
 
         With ``defer_sync`` nothing is fsynced here (the cut stays short for writers
         waiting on it); the caller must call :meth:`make_seal_durable` before it relies
@@ -543,6 +558,27 @@ class ChangeLog:
         ``sequences_skipped`` starts the fresh log that many sequence numbers later: a
         resynchronisation puts its own records before the sealed ones in the cycle it
         ships, and the next cycle must continue after all of them.
+        """
+        prepared = self.prepare_seal(
+            sealed_path, defer_sync=defer_sync, sequences_skipped=sequences_skipped
+        )
+        try:
+            return self.commit_seal(prepared)
+        except BaseException:
+            self.abort_seal(prepared)
+            raise
+
+    def prepare_seal(
+        self,
+        sealed_path: Path,
+        *,
+        defer_sync: bool = False,
+        sequences_skipped: int = 0,
+    ) -> PreparedSeal:
+        """The part of :meth:`seal` that needs space: the fresh log, written aside.
+
+        Appends must not happen between this and :meth:`commit_seal` (the caller
+        holds its cut lock); :meth:`abort_seal` undoes it.
         """
         if isinstance(sequences_skipped, bool) or not isinstance(
             sequences_skipped, int
@@ -570,13 +606,27 @@ class ChangeLog:
             fresh_descriptor, fresh_end = _write_fresh_log(
                 self._path, header, sync=not defer_sync
             )
-            try:
-                _rotate(self._path, sealed_path)
-            except BaseException:
-                os.close(fresh_descriptor)
-                self._files.unlink(_fresh_path(self._path), missing_ok=True)
-                raise
-            if not defer_sync:
+            return PreparedSeal(
+                sealed_path, header, fresh_descriptor, fresh_end, defer_sync
+            )
+
+    def abort_seal(self, prepared: PreparedSeal) -> None:
+        """Drop a prepared seal that will not be committed; the log stays current."""
+        with self._lock:
+            if prepared.fresh_descriptor >= 0:
+                os.close(prepared.fresh_descriptor)
+                prepared.fresh_descriptor = -1
+            self._files.unlink(_fresh_path(self._path), missing_ok=True)
+
+    def commit_seal(self, prepared: PreparedSeal) -> SealedLog:
+        """Move the log to its sealed path and the prepared fresh log into place."""
+        sealed_path = prepared.sealed_path
+        with self._lock:
+            descriptor = self._open_descriptor()
+            old_header = self._header
+            assert prepared.header.first_sequence >= self.next_sequence
+            _rotate(self._path, sealed_path)
+            if not prepared.defer_sync:
                 fsync_directory(self._path.parent)
                 if sealed_path.parent.resolve() != self._path.parent.resolve():
                     fsync_directory(sealed_path.parent)
@@ -590,9 +640,10 @@ class ChangeLog:
                 file_bytes=self._end,
             )
             os.close(descriptor)
-            self._descriptor = fresh_descriptor
-            self._header = header
-            self._end = fresh_end
+            self._descriptor = prepared.fresh_descriptor
+            prepared.fresh_descriptor = -1  # owned by the log now
+            self._header = prepared.header
+            self._end = prepared.fresh_end
             self._record_count = 0
             self._payload_bytes = 0
             self._tail_report = None

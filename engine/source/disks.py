@@ -52,7 +52,7 @@ from pathlib import Path
 
 from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
 from engine.log.tracked_disk import TrackedDisk
-from engine.log.writer import SealedLog, TailReport, log_path_for
+from engine.log.writer import PreparedSeal, SealedLog, TailReport, log_path_for
 from engine.storage import durable_file, files
 from engine.storage.disk import VirtualDisk
 
@@ -348,9 +348,12 @@ class SourceDisks:
     ) -> dict[str, SealedLog]:
         """Cut the logs of ``disks`` (default: all) into ``outbox``, at one point.
 
-        The cut is all or nothing in effect: if one disk's seal fails after others
-        succeeded, the logs are marked untrusted (the next cycle resynchronises) and
-        the error is raised; the caller drops the partial cycle.
+        Two phases under the cut lock: every disk's fresh log is written first (the
+        only step that needs space, so a full disk refuses the cut before any log
+        moved, and the next cycle simply tries again); then every log is renamed into
+        the outbox. If a rename fails after others succeeded (rare: renames need no
+        data space), the logs are marked untrusted (the next cycle resynchronises) and
+        the error is raised.
         """
         files.make_directory_durably(outbox)
         chosen = sorted(self._tracked) if disks is None else sorted(disks)
@@ -362,15 +365,26 @@ class SourceDisks:
                 tracked.sync_log()
         with self.lock:
             held_since = time.perf_counter()
-            sealed: dict[str, SealedLog] = {}
-            for disk in chosen:
-                try:
-                    sealed[disk] = self._tracked[disk].seal_log(
+            prepared: dict[str, PreparedSeal] = {}
+            try:
+                for disk in chosen:
+                    prepared[disk] = self._tracked[disk].prepare_seal(
                         outbox / f"{disk}.hrl",
                         defer_sync=not self._durable,
                         sequences_skipped=(sequences_skipped or {}).get(disk, 0),
                     )
+            except BaseException:
+                for disk, seal in prepared.items():
+                    self._tracked[disk].abort_seal(seal)
+                raise
+            sealed: dict[str, SealedLog] = {}
+            for disk in chosen:
+                try:
+                    sealed[disk] = self._tracked[disk].commit_seal(prepared[disk])
+                    del prepared[disk]
                 except (ReplicationError, OSError) as error:
+                    for rest, seal in prepared.items():
+                        self._tracked[rest].abort_seal(seal)
                     if sealed:
                         self.distrust(
                             f"the cut failed at disk {disk!r} after {sorted(sealed)} "

@@ -636,3 +636,29 @@ def test_guest_writes_do_not_wait_for_a_resynchronisation(tmp_path: Path) -> Non
         assert report.blocks_sent == 16
         assert engine.status("web").phase == "protected"
         assert_replica_equals_source(engine)  # the write during it is in the point
+
+
+class FullForTheSecondFreshLog(files.FileSystem):
+    """ENOSPC when disk b's fresh log is written at a cut (disk a's went through)."""
+
+    def pwrite(self, descriptor: int, data: Any, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith("b.img.hrl.new"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "b.img.hrl.new")
+        return super().pwrite(descriptor, data, offset)
+
+
+def test_a_full_disk_at_the_second_disks_seal_refuses_the_whole_cut(
+    tmp_path: Path,
+) -> None:
+    """No room for disk b's fresh log: StorageFull, no log moved, nothing distrusted;
+    the next cycle ships everything, no resynchronisation needed."""
+    with protected(tmp_path) as engine:
+        engine.write("web", "a", 0, b"1" * BLOCK)
+        engine.write("web", "b", 0, b"1" * BLOCK)
+        with files.use(FullForTheSecondFreshLog()), pytest.raises(StorageFull):
+            engine.replicate("web")
+        assert engine.status("web").log_problem is None
+        assert engine.statistics().vms["web"].cycles_waiting == 0
+        engine.replicate("web")
+        assert engine.status("web").phase == "protected"
+        assert_replica_equals_source(engine)
