@@ -60,16 +60,20 @@ class SiteStorage:
     lock: SiteLock = field(repr=False)
 
     @classmethod
-    def open(cls, name: str, root: Path, clock: Clock) -> SiteStorage:
+    def open(
+        cls, name: str, root: Path, clock: Clock, *, lock: SiteLock | None = None
+    ) -> SiteStorage:
         """Lock and open (creating it if new) the site ``name`` at ``root``.
 
         Raises :class:`SiteLocked` when another engine owns the site, and
         :class:`DamagedState` when its control state is missing, empty or damaged.
+        ``lock``, from :meth:`lock_root`, is a lock the caller took already (an engine
+        locks both of its sites before it creates anything in either).
         """
         validate_site_name(name)
         root = Path(root)
-        files.make_directory_durably(root)
-        lock = SiteLock.acquire(name, root, clock)
+        if lock is None:
+            lock = cls.lock_root(name, root, clock)
         try:
             control_path = root / CONTROL_FILE
             found = _vm_data(root)
@@ -93,6 +97,13 @@ class SiteStorage:
             lock.release()
             raise
         return cls(name, root, control, lock)
+
+    @staticmethod
+    def lock_root(name: str, root: Path, clock: Clock) -> SiteLock:
+        """Take the site's lock (creating only the root folder and the lock file)."""
+        validate_site_name(name)
+        files.make_directory_durably(Path(root))
+        return SiteLock.acquire(name, Path(root), clock)
 
     @property
     def replicas(self) -> Path:

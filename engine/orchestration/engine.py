@@ -135,17 +135,9 @@ class ReplicationEngine:
         retention_count = validate_retention_count(retention_count)
         _check_roots(primary_root, secondary_root)
         clock = clock or SystemClock()
-        try:
-            primary = SiteStorage.open(PRIMARY, Path(primary_root), clock)
-        except OSError as error:
-            raise _typed_open_error(error, primary_root) from error
-        try:
-            secondary = SiteStorage.open(SECONDARY, Path(secondary_root), clock)
-        except BaseException as error:
-            primary.close()
-            if isinstance(error, OSError):
-                raise _typed_open_error(error, secondary_root) from error
-            raise
+        primary, secondary = _open_sites(
+            Path(primary_root), Path(secondary_root), clock
+        )
         try:
             replica: ReplicaTarget = InProcessReplica.open(
                 PRIMARY, SECONDARY, secondary.root, clock,
@@ -420,6 +412,34 @@ def _check_roots(primary_root: object, secondary_root: object) -> None:
             msg += f"{str(outer)!r}; give each site its own folder, neither inside "
             msg += "the other (a site owns everything under its root)"
             raise InvalidConfiguration(msg)
+
+
+def _open_sites(
+    primary_root: Path, secondary_root: Path, clock: Clock
+) -> tuple[SiteStorage, SiteStorage]:
+    """Lock both sites before creating anything in either, then open them."""
+    locks = []
+    opened: list[SiteStorage] = []
+    try:
+        for name, root in ((PRIMARY, primary_root), (SECONDARY, secondary_root)):
+            try:
+                locks.append(SiteStorage.lock_root(name, root, clock))
+            except OSError as error:
+                raise _typed_open_error(error, root) from error
+        for (name, root), lock in zip(
+            ((PRIMARY, primary_root), (SECONDARY, secondary_root)), locks, strict=True
+        ):
+            try:
+                opened.append(SiteStorage.open(name, root, clock, lock=lock))
+            except OSError as error:
+                raise _typed_open_error(error, root) from error
+    except BaseException:
+        for site in opened:
+            site.close()
+        for lock in locks[len(opened) :]:
+            lock.release()
+        raise
+    return opened[0], opened[1]
 
 
 def _typed_open_error(error: OSError, root: object) -> ReplicationError | OSError:

@@ -18,6 +18,7 @@ from engine.errors import (
     DamagedState,
     InvalidConfiguration,
     InvalidName,
+    SiteLocked,
     StorageFull,
     TransportError,
 )
@@ -269,3 +270,15 @@ def test_creating_a_vm_without_inodes_left_is_storage_full(tmp_path: Path) -> No
             assert folders == sorted(engine.vm_names())
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_refused_open_creates_nothing_in_the_other_site(tmp_path: Path) -> None:
+    """The secondary is held elsewhere: the new primary gets no control file or data
+    folders (at most its lock file), and is free again."""
+    with open_engine(tmp_path / "other", tmp_path / "s"):
+        with pytest.raises(SiteLocked):
+            open_engine(tmp_path / "new", tmp_path / "s")
+        left = sorted(p.name for p in (tmp_path / "new").iterdir())
+        assert left in ([], ["site.lock"])
+    with open_engine(tmp_path / "new", tmp_path / "s") as engine:
+        assert engine.vm_names() == ()
