@@ -53,7 +53,6 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,7 +60,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Concatenate, Final, NoReturn, ParamSpec, Self, TypeVar
+from typing import Concatenate, Final, ParamSpec, Self, TypeVar
 
 from engine.clock import Clock
 from engine.control.schema import (
@@ -72,29 +71,28 @@ from engine.control.schema import (
     damaged,
     refuse_foreign,
 )
+from engine.control.sqlite_errors import (
+    BUSY_TIMEOUT_SECONDS,
+    storage_exhausted,
+    transient,
+    translate,
+)
+from engine.control.values import (
+    PARAMS_BYTES_MAX,
+    Row,
+    checked_count,
+    checked_json_text,
+    checked_sequence,
+    checked_text,
+    disk_rows,
+)
 from engine.errors import (
     CorruptRecord,
     InvalidConfiguration,
-    InvalidName,
     ReplicationError,
-    StorageFull,
 )
 from engine.names import validate_disk_name, validate_site_name, validate_vm_name
 from engine.replica.recovery_point import RecoveryPoint
-
-BUSY_TIMEOUT_SECONDS: Final = 5.0
-"""How long a writer waits for another connection's lock (a status reader, a second
-engine process by mistake) before failing: long enough for any of our transactions."""
-
-TEXT_CHARACTERS_MAX: Final = 64
-"""Phases, directions and operation names are short identifiers from the model."""
-
-PARAMS_BYTES_MAX: Final = 64 * 1024
-"""Operation parameters are a few ids and flags; the bound stops a caller from turning
-the control file into a data store."""
-
-DISK_BYTES_MAX: Final = 2**63 - 1
-"""The largest size SQLite's INTEGER holds."""
 
 CREATE_VM: Final = "create_vm"
 """The operation ``add_vm(..., creating=True)`` records (params: ``{"disks": ...}``)."""
@@ -178,7 +176,7 @@ def _serialised(
                 ):
                     raise  # our own misuse of the module, not the file's state
                 store._rollback()
-                raise _translate(error, store.path, store.site_name) from error
+                raise translate(error, store.path, store.site_name) from error
 
     return serialised
 
@@ -231,12 +229,12 @@ class ControlStore:
                 check_same_thread=False,
             )
         except sqlite3.DatabaseError as error:
-            raise _translate(error, path, site_name) from error
+            raise translate(error, path, site_name) from error
         try:
             try:
                 new = refuse_foreign(connection, path)
             except sqlite3.DatabaseError as error:
-                if _transient(error) or _storage_exhausted(error, path):
+                if transient(error) or storage_exhausted(error, path):
                     raise
                 what = f"it is not a readable SQLite database ({error})"
                 raise damaged(path, what) from error
@@ -251,7 +249,7 @@ class ControlStore:
             connection.close()
             if isinstance(error, sqlite3.ProgrammingError | sqlite3.NotSupportedError):
                 raise
-            raise _translate(error, path, site_name) from error
+            raise translate(error, path, site_name) from error
         except BaseException:
             connection.close()
             raise
@@ -301,15 +299,15 @@ class ControlStore:
         validate_site_name(active_site)
         values = (
             vm_name,
-            _text("phase", phase),
+            checked_text("phase", phase),
             active_site,
-            _text("direction", direction),
-            _count("epoch", epoch),
+            checked_text("direction", direction),
+            checked_count("epoch", epoch),
         )
-        disk_rows = _disk_rows(vm_name, disks)
-        params = json.dumps({"disks": {row[1]: row[2] for row in disk_rows}})
+        new_disks = disk_rows(vm_name, disks)
+        params = json.dumps({"disks": {row[1]: row[2] for row in new_disks}})
         if creating and len(params) > PARAMS_BYTES_MAX:
-            msg = f"disks: {len(disk_rows)} disks make a create_vm record of "
+            msg = f"disks: {len(new_disks)} disks make a create_vm record of "
             msg += f"{len(params)} bytes, over {PARAMS_BYTES_MAX}; use fewer disks"
             raise InvalidConfiguration(msg)
         with self._transaction() as cursor:
@@ -318,7 +316,7 @@ class ControlStore:
                 msg += f"{self.site_name!r}; remove_vm() it first"
                 raise InvalidConfiguration(msg)
             cursor.execute("INSERT INTO vm VALUES (?, ?, ?, ?, ?, 1)", values)
-            cursor.executemany("INSERT INTO disk VALUES (?, ?, ?, ?)", disk_rows)
+            cursor.executemany("INSERT INTO disk VALUES (?, ?, ?, ?)", new_disks)
             if creating:
                 self._insert_operation(cursor, vm_name, CREATE_VM, params)
         return self.vm(vm_name)
@@ -363,7 +361,7 @@ class ControlStore:
     def set_log_positions(self, vm_name: str, positions: Mapping[str, int]) -> None:
         """Record, per disk, the sequence of the last change-log record shipped."""
         rows = [
-            (vm_name, validate_disk_name(disk), _sequence(disk, sequence))
+            (vm_name, validate_disk_name(disk), checked_sequence(disk, sequence))
             for disk, sequence in positions.items()
         ]
         with self._transaction() as cursor:
@@ -423,7 +421,10 @@ class ControlStore:
     @_serialised
     def begin_operation(self, vm_name: str, name: str, params_json: str) -> int:
         """Record the intent to run operation ``name``; return its id."""
-        values = (_text("name", name), _json_text("params_json", params_json))
+        values = (
+            checked_text("name", name),
+            checked_json_text("params_json", params_json),
+        )
         with self._transaction() as cursor:
             self._require_vm(cursor, vm_name)
             return self._insert_operation(cursor, vm_name, *values)
@@ -443,15 +444,15 @@ class ControlStore:
 
         ``epoch``, ``active_site`` and ``direction`` change with the phase when given.
         """
-        _text("new_phase", new_phase)
+        checked_text("new_phase", new_phase)
         if active_site is not None:
             validate_site_name(active_site)
         if direction is not None:
-            _text("direction", direction)
+            checked_text("direction", direction)
         if epoch is not None:
-            _count("epoch", epoch)
+            checked_count("epoch", epoch)
         if result_json is not None:
-            _json_text("result_json", result_json)
+            checked_json_text("result_json", result_json)
         with self._transaction() as cursor:
             operation = self._require_pending(cursor, operation_id)
             control = self._require_vm(cursor, operation.vm_name)
@@ -589,7 +590,7 @@ class ControlStore:
             raise damaged(self.path, f"VM {vm_name!r} has no rows in table disk")
         disks: dict[str, int] = {}
         for name, size, ordinal in rows:
-            row = _Row(self.path, f"disk {name!r} of VM {vm_name!r}")
+            row = Row(self.path, f"disk {name!r} of VM {vm_name!r}")
             row.integer("ordinal", ordinal, minimum=0)
             disks[row.name("name", name, validate_disk_name)] = row.integer(
                 "size_bytes", size, minimum=1
@@ -603,7 +604,7 @@ class ControlStore:
         ).fetchall()
         positions: dict[str, int] = {}
         for disk, sequence in rows:
-            row = _Row(self.path, f"log position of disk {disk!r} of VM {vm_name!r}")
+            row = Row(self.path, f"log position of disk {disk!r} of VM {vm_name!r}")
             positions[row.name("disk", disk, validate_disk_name)] = row.integer(
                 "sequence", sequence, minimum=-1
             )
@@ -611,7 +612,7 @@ class ControlStore:
 
     def _decode_vm(self, values: tuple[object, ...]) -> VmControl:
         name, phase, active_site, direction, epoch, next_cycle_id = values
-        row = _Row(self.path, f"VM {name!r}")
+        row = Row(self.path, f"VM {name!r}")
         return VmControl(
             vm_name=row.name("name", name, validate_vm_name),
             phase=row.text("phase", phase),
@@ -623,7 +624,7 @@ class ControlStore:
 
     def _decode_point(self, vm_name: str, values: tuple[object, ...]) -> RecoveryPoint:
         point_id, cycle_id, epoch, created_at, app_consistent, sequences = values
-        row = _Row(self.path, f"recovery point {point_id!r} of VM {vm_name!r}")
+        row = Row(self.path, f"recovery point {point_id!r} of VM {vm_name!r}")
         flag = row.integer("app_consistent", app_consistent, minimum=0)
         data = {
             "recovery_point_id": point_id,
@@ -672,7 +673,7 @@ class ControlStore:
 
     def _decode_operation(self, values: tuple[object, ...]) -> Operation:
         operation_id, vm_name, name, params, state, started, finished, result = values
-        row = _Row(self.path, f"operation {operation_id!r}")
+        row = Row(self.path, f"operation {operation_id!r}")
         states = [str(known) for known in OperationState]
         if state not in states:
             row.refuse("state", state, f"one of {states}")
@@ -717,155 +718,3 @@ class ControlStore:
             "WHERE operation_id = ?",
             (state, self._clock.now(), result, operation_id),
         )
-
-
-def _code(error: sqlite3.DatabaseError) -> int:
-    """SQLite's primary result code of ``error`` (0 when it carries none)."""
-    return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-
-
-STORAGE_LOW_BYTES: Final = 256 * 1024
-"""Below this much free space, SQLite's "disk I/O error" means a full disk: SQLite
-reports a failed write of its WAL index (``-shm``) as an I/O error, not as full."""
-
-
-def _storage_exhausted(error: sqlite3.DatabaseError, path: Path) -> bool:
-    """Whether an SQLite I/O error is the storage under ``path`` running out."""
-    if _code(error) != sqlite3.SQLITE_IOERR:
-        return False
-    try:
-        status = os.statvfs(path.parent)
-    except OSError:
-        return False
-    free = status.f_bavail * status.f_frsize
-    return free < STORAGE_LOW_BYTES or (status.f_files > 0 and status.f_favail == 0)
-
-
-def _transient(error: sqlite3.DatabaseError) -> bool:
-    """Whether ``error`` is about the moment (full, busy), not about the file."""
-    transient = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return _code(error) in transient
-
-
-def _translate(error: sqlite3.DatabaseError, path: Path, site_name: str) -> Exception:
-    """Our error for an SQLite error: full, busy, or else the file is damaged."""
-    if _code(error) == sqlite3.SQLITE_FULL or _storage_exhausted(error, path):
-        msg = f"site {site_name!r}: its control state cannot be written, the storage "
-        msg += f"is full ({error}); nothing changed: free space and retry"
-        return StorageFull(msg)
-    if _transient(error):
-        msg = f"control file {str(path)!r} stayed locked by another connection for "
-        msg += f"more than {BUSY_TIMEOUT_SECONDS:g} s ({error}); nothing changed: "
-        msg += "close the other program (an sqlite3 shell?) and retry"
-        return ReplicationError(msg)
-    return damaged(path, f"SQLite reports {error}")
-
-
-# -- values read back (DamagedState otherwise) -----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """Checks the values of one row read back from the file ``path``.
-
-    Each method returns the value typed when it is one the engine writes, and raises
-    :class:`DamagedState` naming the file, the row, the column and the value otherwise
-    (a file edited by hand, or damaged in a way SQLite's own checks let through).
-    """
-
-    path: Path
-    where: str
-
-    def refuse(self, column: str, value: object, allowed: str) -> NoReturn:
-        what = f"{self.where} has {column}={value!r}; allowed: {allowed}"
-        raise damaged(self.path, what)
-
-    def integer(self, column: str, value: object, *, minimum: int) -> int:
-        if type(value) is not int or value < minimum:
-            self.refuse(column, value, f"an int >= {minimum}")
-        return value
-
-    def time(self, column: str, value: object) -> float:
-        if type(value) is not float:
-            self.refuse(column, value, "a time (a float of seconds)")
-        return value
-
-    def text(self, column: str, value: object) -> str:
-        if not isinstance(value, str) or not 0 < len(value) <= TEXT_CHARACTERS_MAX:
-            self.refuse(column, value, f"text of 1 to {TEXT_CHARACTERS_MAX} characters")
-        return value
-
-    def name(
-        self, column: str, value: object, validate: Callable[[object], str]
-    ) -> str:
-        try:
-            return validate(value)
-        except InvalidName as error:
-            self.refuse(column, value, str(error).partition("allowed: ")[2] or "a name")
-
-    def json_text(self, column: str, value: object) -> str:
-        if not isinstance(value, str) or not _parses(value):
-            self.refuse(column, value, "JSON text")
-        return value
-
-
-def _parses(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
-# -- caller input (InvalidConfiguration otherwise) -------------------------------------
-
-
-def _disk_rows(vm_name: str, disks: object) -> list[tuple[str, str, int, int]]:
-    if not isinstance(disks, Mapping) or not disks:
-        msg = f"disks={disks!r} must be a non-empty mapping of disk name -> bytes "
-        msg += f"(got {type(disks).__name__}); a VM needs at least one disk"
-        raise InvalidConfiguration(msg)
-    rows = []
-    for ordinal, (disk, size) in enumerate(disks.items()):
-        validate_disk_name(disk)
-        if type(size) is not int or not 0 < size <= DISK_BYTES_MAX:
-            msg = f"disks[{disk!r}]={size!r} must be a positive int of bytes up to "
-            msg += f"{DISK_BYTES_MAX} (got {type(size).__name__})"
-            raise InvalidConfiguration(msg)
-        rows.append((vm_name, disk, size, ordinal))
-    return rows
-
-
-def _text(argument: str, value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= TEXT_CHARACTERS_MAX:
-        msg = f"{argument}={value!r} must be a str of 1 to {TEXT_CHARACTERS_MAX} "
-        msg += f"characters (got {type(value).__name__})"
-        raise InvalidConfiguration(msg)
-    return value
-
-
-def _count(argument: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"{argument}={value!r} must be an int >= 0 (got {type(value).__name__})"
-        raise InvalidConfiguration(msg)
-    return value
-
-
-def _sequence(disk: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-        msg = f"positions[{disk!r}]={value!r} must be an int >= -1 (-1: no record yet)"
-        raise InvalidConfiguration(msg)
-    return value
-
-
-def _json_text(argument: str, value: object) -> str:
-    if not isinstance(value, str) or len(value.encode()) > PARAMS_BYTES_MAX:
-        msg = f"{argument} must be a str of JSON text up to {PARAMS_BYTES_MAX} bytes "
-        msg += f"(got {type(value).__name__})"
-        raise InvalidConfiguration(msg)
-    try:
-        json.loads(value)
-    except json.JSONDecodeError as error:
-        msg = f"{argument}={value[:80]!r} is not valid JSON: {error}"
-        raise InvalidConfiguration(msg) from error
-    return value

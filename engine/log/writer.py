@@ -37,7 +37,6 @@ leaves the file exactly as it was (truncated back) and raises :class:`StorageFul
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -52,10 +51,8 @@ from engine.errors import DiskRangeError, InvalidConfiguration
 from engine.log.format import (
     FORMAT_VERSION,
     HEADER_CRC,
-    HEADER_FIXED,
     LOG_LIMIT_DIVISOR,
     LOG_SUFFIX,
-    MAGIC,
     OFFSET_MAX,
     RECORD_COVERED,
     RECORD_HEADER,
@@ -92,6 +89,15 @@ from engine.log.reader import (
     scan_records,
     validate_identity,
     verify_sealed_log,
+)
+from engine.log.rotation import (
+    PreparedSeal,
+    encode_header,
+    encode_record,
+    finish_interrupted_seal,
+    fresh_path,
+    rotate,
+    write_fresh_log,
 )
 from engine.storage import files
 from engine.storage.disk import Buffer, require_buffer, require_int, storage_error
@@ -148,23 +154,6 @@ def log_limit_bytes(disk_size_bytes: int) -> int:
     return disk_size_bytes // LOG_LIMIT_DIVISOR
 
 
-def encode_header(header: LogHeader) -> bytes:
-    """The header's bytes, CRC included (for the writer and for tests)."""
-    raw_id = header.disk_id.encode("ascii")
-    fixed = HEADER_FIXED.pack(
-        MAGIC, header.format_version, len(raw_id), header.epoch, header.first_sequence
-    )
-    covered = fixed + raw_id
-    return covered + HEADER_CRC.pack(google_crc32c.value(covered))
-
-
-def encode_record(sequence: int, offset: int, data: bytes) -> bytes:
-    """One record's bytes, header and payload (for the writer's fallback and tests)."""
-    covered = RECORD_COVERED.pack(sequence, offset, len(data))
-    crc = google_crc32c.extend(google_crc32c.value(covered), data)
-    return covered + HEADER_CRC.pack(crc) + data
-
-
 @dataclass(frozen=True)
 class ChangeLogStatistics:
     """Counters of the current log (a seal starts them again)."""
@@ -174,87 +163,6 @@ class ChangeLogStatistics:
     record_count: int
     payload_bytes: int
     file_bytes: int
-
-
-@dataclass(slots=True)
-class PreparedSeal:
-    """A seal whose fresh log is written aside, waiting for its renames."""
-
-    sealed_path: Path
-    header: LogHeader
-    fresh_descriptor: int  # -1 once the log owns it or the seal was aborted
-    fresh_end: int
-    defer_sync: bool
-
-
-def _fresh_path(path: Path) -> Path:
-    """Where a fresh log for ``path`` is written before it is renamed into place."""
-    return path.with_name(path.name + ".new")
-
-
-def _rotate(path: Path, sealed_path: Path) -> None:
-    """Rename the log at ``path`` to ``sealed_path`` and the fresh log into its place.
-
-    On failure the log at ``path`` stays the current one, as if nothing happened.
-    """
-    fs = files.current()
-    try:
-        fs.rename(path, sealed_path)
-    except OSError as error:
-        if error.errno == errno.EXDEV:
-            msg = (
-                f"sealed_path={str(sealed_path)!r} must be on the same filesystem as "
-                f"the log {str(path)!r} (a seal is a rename)"
-            )
-            raise InvalidConfiguration(msg) from error
-        raise
-    try:
-        fs.rename(_fresh_path(path), path)
-    except BaseException:
-        fs.rename(sealed_path, path)  # undo: the current log stays current
-        raise
-
-
-def _finish_interrupted_seal(path: Path) -> None:
-    """Complete or undo what a crash left of :func:`_rotate` (see ChangeLog.open)."""
-    fresh = _fresh_path(path)
-    if not fresh.exists():
-        return
-    if path.exists():
-        files.current().unlink(
-            fresh
-        )  # crashed before the first rename: the seal never happened
-    else:
-        files.current().rename(
-            fresh, path
-        )  # crashed between the renames: the fresh log is whole
-    fsync_directory(path.parent)
-
-
-def _write_fresh_log(
-    path: Path, header: LogHeader, *, sync: bool = True
-) -> tuple[int, int]:
-    """Write a header-only log at a temporary name beside ``path``, durably.
-
-    Returns ``(descriptor, size)``; the caller renames it into place. A crash leaves
-    either no new log or a whole one, never a torn header.
-    """
-    temporary = _fresh_path(path)
-    raw = encode_header(header)
-    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    fs = files.current()
-    descriptor = fs.open(temporary, flags, 0o600)
-    try:
-        written = 0
-        while written < len(raw):  # a short write means the storage is filling up
-            written += fs.pwrite(descriptor, raw[written:], written)
-        if sync:
-            fs.fsync(descriptor)
-    except OSError as error:
-        os.close(descriptor)
-        fs.unlink(temporary, missing_ok=True)
-        raise storage_error(error, f"creating change log {str(path)!r}") from error
-    return descriptor, len(raw)
 
 
 class ChangeLog:
@@ -298,8 +206,8 @@ class ChangeLog:
             msg = f"path={str(path)!r} already exists; open() it or remove it"
             raise InvalidConfiguration(msg)
         header = LogHeader(FORMAT_VERSION, disk_id, epoch, first_sequence)
-        descriptor, end = _write_fresh_log(path, header)
-        files.current().rename(_fresh_path(path), path)
+        descriptor, end = write_fresh_log(path, header)
+        files.current().rename(fresh_path(path), path)
         fsync_directory(path.parent)
         return cls(
             path,
@@ -333,7 +241,7 @@ class ChangeLog:
         """
         path = Path(path)
         disk_id, epoch = validate_identity(disk_id, epoch)
-        _finish_interrupted_seal(path)
+        finish_interrupted_seal(path)
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError as error:
@@ -603,7 +511,7 @@ class ChangeLog:
                 old_header.epoch,
                 self.next_sequence + sequences_skipped,
             )
-            fresh_descriptor, fresh_end = _write_fresh_log(
+            fresh_descriptor, fresh_end = write_fresh_log(
                 self._path, header, sync=not defer_sync
             )
             return PreparedSeal(
@@ -616,7 +524,7 @@ class ChangeLog:
             if prepared.fresh_descriptor >= 0:
                 os.close(prepared.fresh_descriptor)
                 prepared.fresh_descriptor = -1
-            self._files.unlink(_fresh_path(self._path), missing_ok=True)
+            self._files.unlink(fresh_path(self._path), missing_ok=True)
 
     def commit_seal(self, prepared: PreparedSeal) -> SealedLog:
         """Move the log to its sealed path and the prepared fresh log into place."""
@@ -625,7 +533,7 @@ class ChangeLog:
             descriptor = self._open_descriptor()
             old_header = self._header
             assert prepared.header.first_sequence >= self.next_sequence
-            _rotate(self._path, sealed_path)
+            rotate(self._path, sealed_path)
             if not prepared.defer_sync:
                 fsync_directory(self._path.parent)
                 if sealed_path.parent.resolve() != self._path.parent.resolve():
