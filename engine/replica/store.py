@@ -66,11 +66,13 @@ the replica **rolled back** with the undo image. Then the debris of a crash (tem
 files, undo images no point needs) is deleted. The report says what was done.
 
 **Nothing read from a control file is trusted.** Recovery reads, and after a commit
-deletes, the log paths ``intent.json`` names; each must resolve (symlinks followed)
-under the trusted root (by default the site root, ``root.parent``, which holds the
-inbox) and outside the replicas directory, or the intent is :class:`DamagedState` and
-nothing is read or deleted (``manifest.log_path_problem``). ``apply_cycle`` refuses
-logs elsewhere up front, so the store never writes an intent its recovery would refuse.
+deletes, the log paths ``intent.json`` names; each must be named ``<disk>.hrl`` and
+resolve (symlinks followed) under the trusted root (by default the site root,
+``root.parent``, which holds the inbox) and outside the replicas directory, or the
+intent is :class:`DamagedState` and nothing is read or deleted
+(``manifest.log_path_problem``); and the cleanup after a commit deletes a file only if
+it reads as a change log of that disk. ``apply_cycle`` refuses logs elsewhere up
+front, so the store never writes an intent its recovery would refuse.
 
 **Damage is a typed error, never a healthy look.** A damaged, missing or mis-sized
 store file (``store.json``, ``intent.json``, a replica image, ``undo/``, an undo image
