@@ -220,13 +220,19 @@ class ProtectedVm:
         control = self.control()
         phase = Phase(control.phase)
         replica = self._replica.status(self.name)
-        missing = phase is not Phase.UNPROTECTED and not replica.exists
-        if missing and self._source.control.pending_operation(self.name) is None:
-            msg = f"VM {self.name!r} is {phase.value} but its replica at site "
-            msg += f"{self._replica.site_name!r} is missing: it was deleted or the "
-            msg += "target's storage was replaced; disable and enable protection to "
-            msg += "start afresh"
-            raise DamagedState(msg)
+        if phase is not Phase.UNPROTECTED and not replica.exists:
+            # Read while an operation (disable, enable) was changing both? Look again
+            # once no operation runs: only a replica missing then is damage.
+            with self._operation_lock:
+                control = self.control()
+                phase = Phase(control.phase)
+                replica = self._replica.status(self.name)
+                if phase is not Phase.UNPROTECTED and not replica.exists:
+                    msg = f"VM {self.name!r} is {phase.value} but its replica at "
+                    msg += f"site {self._replica.site_name!r} is missing: it was "
+                    msg += "deleted or the target's storage was replaced; disable "
+                    msg += "and enable protection to start afresh"
+                    raise DamagedState(msg)
         behind = len(self._outbox.waiting()) + self.disks.pending().records
         points = tuple(
             RecoveryPoint(Copy(behind=behind), app_consistent=point.app_consistent)
@@ -240,10 +246,29 @@ class ProtectedVm:
             other=Copy(behind=behind) if replica.exists else None,
             disks_copied=self._disks_copied,
             points=points,
-            log=LOG_HEALTH[self.disks.log_state],
+            log=self._log_health(),
         )
         link = self._replica.reachable()
         return SystemState(vms=(vm,), link_up=link, plan_runs=(), faults_left=0)
+
+    def _second_step_refusal(
+        self, view: SystemState, first: str, second: str
+    ) -> str | None:
+        """The model's refusal of ``second`` right after ``first`` (None: allowed)."""
+        try:
+            after = apply(self.config, view, Call(first, vm=0, args=()))
+            apply(self.config, after, Call(second, vm=0, args=()))
+        except ActionRefused as refusal:
+            return str(refusal)
+        return None
+
+    def _log_health(self) -> LogHealth:
+        """The logs' health; a waiting cycle whose cut record is damaged makes them
+        unusable already (the next cycle would refuse it), said without writing."""
+        health = LOG_HEALTH[self.disks.log_state]
+        if health is LogHealth.USABLE and self._outbox.damaged_records(self.disk_sizes):
+            return LogHealth.DAMAGED
+        return health
 
     def decide(self, action: str, **args: str | int | bool) -> VmState:
         """Ask the model; return the VM it predicts, or raise its refusal."""
@@ -392,6 +417,16 @@ class ProtectedVm:
         """Compare block digests with the replica and send only those that differ."""
         with self._operation_lock:
             if Phase(self.control().phase) is not Phase.RESYNCHRONIZING:
+                # Both steps must be possible before the first commits: a refused
+                # comparison (the link is down) must not leave the VM unprotected.
+                self.decide("resynchronize")  # the model's own refusal, as it is
+                refusal = self._second_step_refusal(
+                    self.view(), "resynchronize", "complete_resynchronization"
+                )
+                if refusal is not None:
+                    msg = f"cannot resynchronize VM {self.name!r} now: {refusal}; "
+                    msg += "nothing was changed"
+                    raise TransitionNotAllowed(msg)
                 self._step("resynchronize", lambda: None)
             # Newer than anything the replica ever saw, even if an earlier resync's
             # epoch reached the replica but not the control state.
@@ -432,7 +467,15 @@ class ProtectedVm:
             dict.fromkeys(
                 ENGINE_METHODS[call.action]
                 for call in enabled(self.config, view)
-                if call.vm == 0 and call.action in ENGINE_METHODS
+                if call.vm == 0
+                and call.action in ENGINE_METHODS
+                and (
+                    call.action != "resynchronize"
+                    or self._second_step_refusal(
+                        view, "resynchronize", "complete_resynchronization"
+                    )
+                    is None
+                )
             )
         )
         return VmStatus(
@@ -443,7 +486,8 @@ class ProtectedVm:
             active_site=vm.active.value,
             recovery_points=self._replica.status(self.name).points,
             allowed=allowed,
-            log_problem=self.disks.problem,
+            log_problem=self.disks.problem
+            or next(iter(self._outbox.damaged_records(self.disk_sizes)), None),
         )
 
     def statistics(self) -> VmStatistics:

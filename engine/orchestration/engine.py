@@ -134,6 +134,8 @@ class ReplicationEngine:
         block_bytes = validate_block_bytes(block_bytes)
         retention_count = validate_retention_count(retention_count)
         _check_roots(primary_root, secondary_root)
+        _check_flag("durable_writes", durable_writes)
+        _check_flag("link_up", link_up)
         clock = clock or SystemClock()
         primary, secondary = _open_sites(
             Path(primary_root), Path(secondary_root), clock
@@ -264,6 +266,11 @@ class ReplicationEngine:
 
     def vm(self, name: str) -> ProtectedVm:
         """The binding of VM ``name`` (for reads, writes and operations)."""
+        if not isinstance(name, str):  # caller input: checked whatever the annotation
+            kind = type(name).__name__  # type: ignore[unreachable]
+            msg = f"vm={name!r} must be a VM name (str, got {kind}); known VMs: "
+            msg += f"{list(self.vm_names())}"
+            raise InvalidConfiguration(msg)
         found = self._vms.get(name)
         if found is not None:
             return found
@@ -296,6 +303,7 @@ class ReplicationEngine:
     def replicate(self, vm: str, *, app_consistent: bool = False) -> CycleReport | None:
         """Run one delta cycle (None: nothing to ship, or the logs were unusable and
         the VM is resynchronising: the phase says which)."""
+        _check_flag("app_consistent", app_consistent)
         return self.vm(vm).replicate(app_consistent=app_consistent)
 
     def pause(self, vm: str) -> None:
@@ -463,6 +471,12 @@ def _typed_create_error(
         msg += "retry"
         return StorageFull(msg)
     return error
+
+
+def _check_flag(argument: str, value: object) -> None:
+    if not isinstance(value, bool):
+        msg = f"{argument}={value!r} must be True or False (got {type(value).__name__})"
+        raise InvalidConfiguration(msg)
 
 
 def _check_progress(progress: object) -> Progress | None:

@@ -516,7 +516,7 @@ class ReplicaStore:
             [
                 Path(name)
                 for disk, name in intent.logs.items()
-                if _is_change_log_of(Path(name), disk)
+                if _is_log_of(Path(name), disk, intent.cycle_id, intent.epoch)
             ]
         )
         hook("after_log_delete")
@@ -904,14 +904,17 @@ def _apply_undo(
         raise DamagedState(msg) from error
 
 
-def _is_change_log_of(path: Path, disk: str) -> bool:
-    """Whether ``path`` is a change log of ``disk`` (only those are ever deleted)."""
+def _is_log_of(path: Path, disk: str, cycle_id: int, epoch: int) -> bool:
+    """Whether ``path`` is ``disk``'s log of this cycle: in a ``cycle-<id>`` folder,
+    a change log of that disk and epoch. Only such files are ever deleted."""
+    if path.parent.name != f"cycle-{cycle_id}":
+        return False
     try:
         with path.open("rb") as stream:
             header, _ = read_header(stream, path)
     except (OSError, ReplicationError):
         return False
-    return header.disk_id == disk
+    return header.disk_id == disk and header.epoch == epoch
 
 
 def _no_crash_point(step: str) -> None:

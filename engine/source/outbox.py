@@ -124,6 +124,7 @@ class Outbox:
                 entry.name.startswith("cycle-")
                 and number.isascii()
                 and number.isdigit()
+                and str(int(number)) == number  # cycle-007 is not cycle 7
                 and entry.is_dir()
             ):
                 found.append(int(number))
@@ -146,6 +147,26 @@ class Outbox:
         if not path.exists():
             return None
         return CutRecord.load(path, cycle_id)
+
+    def damaged_records(self, disks: Iterable[str]) -> list[str]:
+        """Why each waiting cycle whose cut record cannot be trusted is damaged
+        (unreadable, malformed, or naming other disks than ``disks``)."""
+        expected = set(disks)
+        problems = []
+        for cycle_id in self.waiting():
+            try:
+                record = self.cut_record(cycle_id)
+            except CorruptRecord as damage:
+                problems.append(str(damage))
+                continue
+            if record is not None and set(record.last_sequences) != expected:
+                path = safe_child(self.path(cycle_id), CUT_RECORD)
+                msg = f"cut record {str(path)!r} names disks "
+                msg += (
+                    f"{sorted(record.last_sequences)}, not the VM's {sorted(expected)}"
+                )
+                problems.append(msg)
+        return problems
 
     def remove(self, cycle_id: int) -> None:
         """Delete one cycle (applied, or never complete), durably."""

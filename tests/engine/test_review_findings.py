@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from engine.errors import (
-    CorruptRecord,
     DamagedState,
     InvalidConfiguration,
     InvalidName,
     SiteLocked,
     StorageFull,
+    TransitionNotAllowed,
     TransportError,
 )
 from engine.orchestration.engine import ReplicationEngine
@@ -97,7 +97,8 @@ def leave_a_cycle_waiting(engine: ReplicationEngine) -> Path:
 def test_a_damaged_cut_record_sends_the_vm_to_resynchronisation(
     tmp_path: Path, damage: str
 ) -> None:
-    """A cut record with a bool epoch or a disk missing is refused as damaged."""
+    """A cut record with a bool epoch or a disk missing is damage: status says so,
+    the next cycle sends the VM to resynchronisation, which repairs the replica."""
     with protected(tmp_path, wrap_transport=LossyTransport) as engine:
         record = leave_a_cycle_waiting(engine)
         document = json.loads(record.read_text())
@@ -106,11 +107,15 @@ def test_a_damaged_cut_record_sends_the_vm_to_resynchronisation(
         else:
             del document["last_sequences"]["data"]
         record.write_text(json.dumps(document))
-        with pytest.raises(CorruptRecord):
-            engine.replicate("web")
-        assert engine.status("web").log_problem is not None
+        problem = engine.status("web").log_problem
+        assert problem is not None
+        assert "cycle.json" in problem
         assert engine.replicate("web") is None
         assert engine.status("web").phase == "resynchronizing"
+        engine.resynchronize("web")
+        store = engine.transport.inner.store("web")  # type: ignore[attr-defined]
+        for disk, size in DISKS.items():
+            assert store.read(disk, 0, size) == engine.read("web", disk, 0, size)
 
 
 def test_stray_entries_in_the_inbox_and_outbox_are_ignored(tmp_path: Path) -> None:
@@ -282,3 +287,90 @@ def test_a_refused_open_creates_nothing_in_the_other_site(tmp_path: Path) -> Non
         assert left in ([], ["site.lock"])
     with open_engine(tmp_path / "new", tmp_path / "s") as engine:
         assert engine.vm_names() == ()
+
+
+def test_status_never_races_an_operation_into_a_false_damage(tmp_path: Path) -> None:
+    """status() polled from another thread during disable/enable never raises."""
+    import threading
+
+    with protected(tmp_path) as engine:
+        stop = threading.Event()
+        errors: list[str] = []
+
+        def poll() -> None:
+            while not stop.is_set():
+                try:
+                    engine.status("web")
+                except Exception as error:  # reported below
+                    errors.append(f"{type(error).__name__}: {error}")
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            for _ in range(40):
+                engine.disable("web")
+                engine.enable_protection("web")
+        finally:
+            stop.set()
+            poller.join()
+        assert errors == []
+
+
+def test_a_zero_padded_stray_in_the_outbox_is_ignored(tmp_path: Path) -> None:
+    """cycle-00099 is not cycle 99: ignored, cycles go on, nothing distrusted."""
+    with protected(tmp_path) as engine:
+        (tmp_path / "p" / "outbox" / "web").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "p" / "outbox" / "web" / "cycle-00099").mkdir()
+        (tmp_path / "p" / "outbox" / "web" / "cycle-01").mkdir()
+        for step in range(3):
+            engine.write("web", "os", 0, bytes([step + 1]) * BLOCK)
+            engine.replicate("web")
+        assert engine.status("web").log_problem is None
+        assert engine.statistics().vms["web"].cycles_dropped == 0
+
+
+def test_a_resynchronisation_the_link_cannot_carry_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Link down: resynchronize is not offered, and a call is refused with the VM
+    still protected (not left in resynchronizing)."""
+    with protected(tmp_path) as engine:
+        engine.transport.link_up = False  # type: ignore[attr-defined]
+        assert "resynchronize" not in engine.status("web").allowed
+        with pytest.raises(TransitionNotAllowed, match="nothing was changed"):
+            engine.resynchronize("web")
+        status = engine.status("web")
+        assert (status.phase, status.protected) == ("protected", True)
+        engine.transport.link_up = True  # type: ignore[attr-defined]
+        assert "resynchronize" in engine.status("web").allowed
+
+
+def test_a_damaged_cut_record_shows_in_status_before_the_next_cycle(
+    tmp_path: Path,
+) -> None:
+    """Damage in a waiting cycle's cut record is not hidden behind 'normal'."""
+    with protected(tmp_path, wrap_transport=LossyTransport) as engine:
+        record = leave_a_cycle_waiting(engine)
+        record.write_text("{ not json")
+        status = engine.status("web")
+        assert status.health != "normal"
+        assert status.log_problem is not None
+        assert "cycle.json" in status.log_problem
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("durable_writes", "no"), ("link_up", "no")]
+)
+def test_flags_must_be_booleans(tmp_path: Path, option: str, value: object) -> None:
+    """A truthy string is not silently taken for True."""
+    with pytest.raises(InvalidConfiguration, match=option):
+        open_engine(tmp_path / "p", tmp_path / "s", **{option: value})
+
+
+def test_operation_arguments_of_the_wrong_type_are_refused(tmp_path: Path) -> None:
+    """A list as a VM name, a string as a flag: InvalidConfiguration."""
+    with protected(tmp_path) as engine:
+        with pytest.raises(InvalidConfiguration, match="VM name"):
+            engine.write(["web"], "os", 0, b"a")  # type: ignore[arg-type]
+        with pytest.raises(InvalidConfiguration, match="app_consistent"):
+            engine.replicate("web", app_consistent="yes")  # type: ignore[arg-type]
