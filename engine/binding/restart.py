@@ -10,10 +10,10 @@ link or the sites look like now, or rolls it back:
 - ``complete_initial_replication`` and ``replicate``: the waiting cycles are shipped
   (an interrupted cut completed first) and the phase committed;
 - ``complete_resynchronization``: finished when its cycle was recorded (shipped if it
-  still waits) or already applied, so a crash after the comparison does not force a
-  second full comparison (except a crash while the fresh logs of the new epoch were
-  being created, one disk after the other: a disk left without its log is distrusted
-  and compared again); otherwise abandoned, and ``resynchronize()`` compares again;
+  still waits) or already applied, so a crash after the comparison never forces a
+  second full comparison (the fresh logs of the new epoch are started before the
+  comparison begins: a crash while they are created is before any comparison);
+  otherwise abandoned, and ``resynchronize()`` compares again;
 - ``disable_protection``: finished;
 - ``pause`` and ``resume``: committed.
 
