@@ -413,8 +413,11 @@ class ProtectedVm:
         with self._operation_lock:
             self._step("resume", lambda: None)
 
-    def resynchronize(self) -> ResyncReport:
-        """Compare block digests with the replica and send only those that differ."""
+    def resynchronize(self, progress: Progress | None = None) -> ResyncReport:
+        """Compare block digests with the replica and send only those that differ.
+
+        ``progress`` is called with (disk, bytes compared, bytes total).
+        """
         with self._operation_lock:
             if Phase(self.control().phase) is not Phase.RESYNCHRONIZING:
                 # Both steps must be possible before the first commits: a refused
@@ -440,6 +443,7 @@ class ProtectedVm:
                 report = prepare_resync(
                     self.disks, self._replica, self._outbox,
                     cycle_id=self._cycles.take_cycle_id(), epoch=epoch,
+                    progress=progress,
                 )  # fmt: skip
                 point = self.ship_resync(report.cycle_id)
                 reports.append(report if point is None else _with_point(report, point))

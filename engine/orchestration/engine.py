@@ -314,9 +314,12 @@ class ReplicationEngine:
         """Resume shipping for ``vm``."""
         self.vm(vm).resume()
 
-    def resynchronize(self, vm: str) -> ResyncReport:
-        """Compare block digests with the replica and send the differing blocks."""
-        return self.vm(vm).resynchronize()
+    def resynchronize(self, vm: str, progress: Progress | None = None) -> ResyncReport:
+        """Compare block digests with the replica and send the differing blocks.
+
+        ``progress(disk, bytes compared, bytes total)`` follows the comparison.
+        """
+        return self.vm(vm).resynchronize(_check_progress(progress))
 
     def disable(self, vm: str) -> None:
         """Disable replication: logs and replica deleted, the VM's disks kept."""

@@ -35,8 +35,9 @@ the comparison got (``engine/binding/restart.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -71,10 +72,12 @@ def prepare_resync(
     *,
     cycle_id: int,
     epoch: int,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ResyncReport:
     """Compare while the guest writes; build and record the cycle at ``epoch``.
 
     The returned report has no recovery point yet: the caller ships the cycle.
+    ``progress`` is called with (disk, bytes compared, bytes total).
     """
     vm = outbox.vm_name
     images = disks.images()
@@ -95,7 +98,10 @@ def prepare_resync(
                 first_sequence=0,
             )  # fmt: skip
             resync_logs[disk] = log
-            disk_compared, disk_sent = _log_differences(image, theirs[disk], log)
+            report = None if progress is None else partial(progress, disk)
+            disk_compared, disk_sent = _log_differences(
+                image, theirs[disk], log, report
+            )
             compared += disk_compared
             sent += disk_sent
             sent_bytes += disk_sent * image.block_bytes
@@ -147,9 +153,15 @@ def _append_and_seal(
 
 
 def _log_differences(
-    source: VirtualDisk, digests: list[bytes], log: ChangeLog
+    source: VirtualDisk,
+    digests: list[bytes],
+    log: ChangeLog,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int]:
-    """Append every block of ``source`` whose digest differs; count them."""
+    """Append every block of ``source`` whose digest differs; count them.
+
+    ``progress`` is called with (bytes compared, bytes total) after each chunk.
+    """
     block = source.block_bytes
     if len(digests) != source.block_count:
         msg = f"the replica sent {len(digests)} digests for disk {str(source.path)!r} "
@@ -165,4 +177,6 @@ def _log_differences(
             if block_digest(piece) != digests[first + index]:
                 log.append(start + index * block, bytes(piece))
                 sent += 1
+        if progress is not None:
+            progress(start + len(ours), source.size_bytes)
     return source.block_count, sent

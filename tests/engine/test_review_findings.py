@@ -374,3 +374,14 @@ def test_operation_arguments_of_the_wrong_type_are_refused(tmp_path: Path) -> No
             engine.write(["web"], "os", 0, b"a")  # type: ignore[arg-type]
         with pytest.raises(InvalidConfiguration, match="app_consistent"):
             engine.replicate("web", app_consistent="yes")  # type: ignore[arg-type]
+
+
+def test_a_resynchronisation_reports_its_progress(tmp_path: Path) -> None:
+    """progress(disk, done, total) reaches the whole of every disk, in order."""
+    with protected(tmp_path) as engine:
+        seen: list[tuple[str, int, int]] = []
+        engine.resynchronize("web", progress=lambda *step: seen.append(step))
+        finals = [step for step in seen if step[1] == step[2]]
+        assert finals == [(disk, size, size) for disk, size in sorted(DISKS.items())]
+        with pytest.raises(InvalidConfiguration, match="progress"):
+            engine.resynchronize("web", progress="loud")  # type: ignore[arg-type]
