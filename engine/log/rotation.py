@@ -59,6 +59,23 @@ class PreparedSeal:
     defer_sync: bool
 
 
+@dataclass(slots=True)
+class PreparedLog:
+    """A new log written aside (``<log>.new``, durable), waiting to be renamed in."""
+
+    path: Path
+    header: LogHeader
+    descriptor: int  # -1 once a ChangeLog owns it or it was dropped
+    end: int
+
+    def drop(self) -> None:
+        """Give the new log up: close it and delete it."""
+        if self.descriptor >= 0:
+            os.close(self.descriptor)
+            self.descriptor = -1
+        files.current().unlink(fresh_path(self.path), missing_ok=True)
+
+
 def fresh_path(path: Path) -> Path:
     """Where a fresh log for ``path`` is written before it is renamed into place."""
     return path.with_name(path.name + ".new")

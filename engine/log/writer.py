@@ -91,6 +91,7 @@ from engine.log.reader import (
     verify_sealed_log,
 )
 from engine.log.rotation import (
+    PreparedLog,
     PreparedSeal,
     encode_header,
     encode_record,
@@ -123,6 +124,7 @@ __all__ = [
     "ChangeLogStatistics",
     "LogHeader",
     "LogRecord",
+    "PreparedLog",
     "PreparedSeal",
     "SealedLog",
     "TailReport",
@@ -196,28 +198,60 @@ class ChangeLog:
         cls, path: Path, *, disk_id: str, epoch: int, first_sequence: int
     ) -> Self:
         """Start a new, empty log at ``path``; refuse to overwrite one."""
+        if Path(path).exists():
+            msg = f"path={str(path)!r} already exists; open() it or remove it"
+            raise InvalidConfiguration(msg)
+        prepared = cls.prepare(
+            path, disk_id=disk_id, epoch=epoch, first_sequence=first_sequence
+        )
+        try:
+            return cls.adopt(prepared)
+        except BaseException:
+            prepared.drop()
+            raise
+
+    @staticmethod
+    def prepare(
+        path: Path, *, disk_id: str, epoch: int, first_sequence: int
+    ) -> PreparedLog:
+        """Write a new, empty log for ``path`` aside (``<path>.new``), durably.
+
+        :meth:`adopt` renames it into place (replacing a log there); until then the
+        log at ``path``, if any, is untouched. A caller that must switch logs between
+        two writes prepares outside its lock and adopts under it.
+        """
         path = Path(path)
         disk_id, epoch = validate_identity(disk_id, epoch)
         first_sequence = require_int(first_sequence, argument="first_sequence")
         if not 0 <= first_sequence <= SEQUENCE_MAX:
             msg = f"first_sequence={first_sequence!r} must be between 0 and 2**64 - 1"
             raise InvalidConfiguration(msg)
-        if path.exists():
-            msg = f"path={str(path)!r} already exists; open() it or remove it"
-            raise InvalidConfiguration(msg)
         header = LogHeader(FORMAT_VERSION, disk_id, epoch, first_sequence)
         descriptor, end = write_fresh_log(path, header)
+        return PreparedLog(path, header, descriptor, end)
+
+    @classmethod
+    def adopt(cls, prepared: PreparedLog, *, sync_directory: bool = True) -> Self:
+        """Rename a prepared log into place (replacing any log there); the writer.
+
+        Without ``sync_directory`` the rename is durable only once the caller fsyncs
+        the directory (for writers that make no durability promise of their own).
+        """
+        path = prepared.path
         files.current().rename(fresh_path(path), path)
-        fsync_directory(path.parent)
-        return cls(
+        if sync_directory:
+            fsync_directory(path.parent)
+        log = cls(
             path,
-            descriptor,
-            header,
-            end=end,
+            prepared.descriptor,
+            prepared.header,
+            end=prepared.end,
             record_count=0,
             payload_bytes=0,
             tail_report=None,
         )
+        prepared.descriptor = -1  # owned by the log now
+        return log
 
     @classmethod
     def open(

@@ -52,7 +52,14 @@ from pathlib import Path
 
 from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
 from engine.log.tracked_disk import TrackedDisk
-from engine.log.writer import PreparedSeal, SealedLog, TailReport, log_path_for
+from engine.log.writer import (
+    ChangeLog,
+    PreparedLog,
+    PreparedSeal,
+    SealedLog,
+    TailReport,
+    log_path_for,
+)
 from engine.storage import durable_file, files
 from engine.storage.disk import VirtualDisk
 
@@ -182,18 +189,48 @@ class SourceDisks:
         return bool(self._tracked)
 
     def start_tracking(self, epoch: int, first_sequences: Mapping[str, int]) -> None:
-        """Start fresh logs at ``epoch`` (a previous protection's logs are removed);
-        the logs are trusted again."""
-        with self.lock:
-            # The marker is replaced, never removed first: writes this run made before
-            # may still be only in the page cache, and a power cut must still show.
-            self._close_logs()
-            self._mark_tracking_open()  # durable before the first tracked write
+        """Start fresh logs at ``epoch`` (a previous protection's logs are replaced);
+        the logs are trusted again.
+
+        The slow part happens before the cut lock is taken: the tracking marker is
+        written (replaced, never removed first: writes this run made before may still
+        be only in the page cache, and a power cut must still show) and every fresh
+        log is written aside, durably. Under the lock the logs are only switched by
+        renames (made durable there when writes are durable; right after otherwise).
+        """
+        self._mark_tracking_open()  # durable before the first tracked write
+        prepared: dict[str, PreparedLog] = {}
+        try:
             for disk, path in self.paths.items():
-                files.current().unlink(log_path_for(path), missing_ok=True)
-                self._start(disk, epoch, first_sequences[disk])
-            self._problem = None
-            durable_file.remove_durably([self._marker])
+                prepared[disk] = ChangeLog.prepare(
+                    log_path_for(path),
+                    disk_id=disk,
+                    epoch=epoch,
+                    first_sequence=first_sequences[disk],
+                )
+            with self.lock:
+                self._close_logs()
+                for disk, path in self.paths.items():
+                    # Renamed aside, not replaced: freeing a large log's pages is
+                    # slow, and happens below, after the writers were let go.
+                    current = log_path_for(path)
+                    if current.exists():
+                        files.current().rename(current, _retired(current))
+                    log = ChangeLog.adopt(
+                        prepared.pop(disk), sync_directory=self._durable
+                    )
+                    self._track(
+                        disk, partial(TrackedDisk, log=log, durable=self._durable)
+                    )
+                self._problem = None
+        finally:
+            for left in prepared.values():
+                left.drop()
+        if not self._durable:
+            for directory in {path.parent for path in self.paths.values()}:
+                files.fsync_directory(directory)
+        retired = [_retired(log_path_for(path)) for path in self.paths.values()]
+        durable_file.remove_durably([*retired, self._marker])
 
     def resume_tracking(self, epoch: int) -> None:
         """Reopen the logs after a restart; note anything a reopen had to cut.
@@ -328,7 +365,8 @@ class SourceDisks:
         with self.lock:
             self._close_logs()
             logs = [log_path_for(path) for path in self.paths.values()]
-            durable_file.remove_durably([*logs, self._tracking_marker])
+            retired = [_retired(log) for log in logs]
+            durable_file.remove_durably([*logs, *retired, self._tracking_marker])
 
     def _close_logs(self) -> None:
         """Close every tracked disk's log; the disks stay open, untracked."""
@@ -450,3 +488,8 @@ class SourceDisks:
             msg = f"disk={disk!r} is not a disk of this VM; its disks: "
             msg += f"{sorted(self.paths)}"
             raise InvalidConfiguration(msg) from None
+
+
+def _retired(log: Path) -> Path:
+    """Where a replaced log waits to be deleted once the cut lock is released."""
+    return log.with_name(log.name + ".retired")

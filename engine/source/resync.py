@@ -106,9 +106,8 @@ def prepare_resync(
             sent += disk_sent
             sent_bytes += disk_sent * image.block_bytes
         skipped = {disk: log.record_count for disk, log in resync_logs.items()}
-        with disks.lock:  # step 3: the cut
-            filesystem.make_directory_durably(tracked)
-            cut = disks.seal(tracked, sequences_skipped=skipped)
+        # step 3: the cut (seal() takes the cut lock itself, after syncing the logs)
+        cut = disks.seal(tracked, sequences_skipped=skipped)
         sealed = {  # step 4
             disk: _append_and_seal(
                 log, cut[disk], skipped[disk], directory / f"{disk}.hrl"
