@@ -64,7 +64,7 @@ from engine.source.shipping import (
     no_crash,
     ship_cycle,
 )
-from engine.storage import durable_file
+from engine.storage.disk import storage_error
 from engine.transport.interface import ReplicaTarget
 from model import (
     ActionRefused,
@@ -625,8 +625,6 @@ def _with_point(
 
 def _typed(error: ReplicationError | OSError, doing: str) -> ReplicationError | OSError:
     """A full disk is :class:`StorageFull` whatever layer met it."""
-    if isinstance(error, OSError) and durable_file.is_storage_full(error):
-        msg = f"{doing}: the storage is full ({error.strerror}); nothing was half "
-        msg += "applied: free space and retry"
-        return StorageFull(msg)
+    if isinstance(error, OSError):
+        return storage_error(error, f"{doing} (nothing was half applied)")
     return error

@@ -59,9 +59,13 @@ from engine.errors import (
 from engine.names import validate_disk_name, validate_vm_name
 from engine.replica.recovery_point import validate_retention_count
 from engine.source.resync import ResyncReport
-from engine.storage import durable_file
 from engine.storage import files as filesystem
-from engine.storage.disk import BLOCK_BYTES_DEFAULT, VirtualDisk, validate_block_bytes
+from engine.storage.disk import (
+    BLOCK_BYTES_DEFAULT,
+    VirtualDisk,
+    storage_error,
+    validate_block_bytes,
+)
 from engine.transport.in_process import InProcessReplica, TransportStatistics
 from engine.transport.interface import ReplicaTarget
 
@@ -454,11 +458,7 @@ def _open_sites(
 
 
 def _typed_open_error(error: OSError, root: object) -> ReplicationError | OSError:
-    if durable_file.is_storage_full(error):
-        msg = f"the storage under {str(root)!r} is full ({error.strerror}); the site "
-        msg += "cannot be opened: free space and retry (nothing was changed)"
-        return StorageFull(msg)
-    return error
+    return storage_error(error, f"opening the site at {str(root)!r} (nothing changed)")
 
 
 def _typed_create_error(
@@ -469,10 +469,8 @@ def _typed_create_error(
         msg = f"vm {name!r}: the filesystem refuses a disk that large "
         msg += f"({cause.strerror}); choose a smaller size or another filesystem"
         return InvalidConfiguration(msg)
-    if isinstance(error, OSError) and durable_file.is_storage_full(error):
-        msg = f"vm {name!r}: the storage is full ({error.strerror}); free space and "
-        msg += "retry"
-        return StorageFull(msg)
+    if isinstance(error, OSError):
+        return storage_error(error, f"creating vm {name!r}")
     return error
 
 
