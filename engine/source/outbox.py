@@ -141,31 +141,33 @@ class Outbox:
         path = safe_child(self.path(record.cycle_id), CUT_RECORD)
         durable_file.write_file_atomically(path, record.to_bytes())
 
-    def cut_record(self, cycle_id: int) -> CutRecord | None:
-        """The cut record of ``cycle_id``, or None when its cut was interrupted."""
+    def cut_record(
+        self, cycle_id: int, disks: Iterable[str] | None = None
+    ) -> CutRecord | None:
+        """The cut record of ``cycle_id``, or None when its cut was interrupted.
+
+        With ``disks``, a record naming other disks is damaged (:class:`CorruptRecord`).
+        """
         path = safe_child(self.path(cycle_id), CUT_RECORD)
         if not path.exists():
             return None
-        return CutRecord.load(path, cycle_id)
+        record = CutRecord.load(path, cycle_id)
+        if disks is not None and set(record.last_sequences) != set(disks):
+            msg = f"cut record {str(path)!r} names disks "
+            msg += f"{sorted(record.last_sequences)}, not the VM's {sorted(disks)}"
+            raise CorruptRecord(msg)
+        return record
 
     def damaged_records(self, disks: Iterable[str]) -> list[str]:
         """Why each waiting cycle whose cut record cannot be trusted is damaged
         (unreadable, malformed, or naming other disks than ``disks``)."""
-        expected = set(disks)
+        expected = sorted(disks)
         problems = []
         for cycle_id in self.waiting():
             try:
-                record = self.cut_record(cycle_id)
+                self.cut_record(cycle_id, expected)
             except CorruptRecord as damage:
                 problems.append(str(damage))
-                continue
-            if record is not None and set(record.last_sequences) != expected:
-                path = safe_child(self.path(cycle_id), CUT_RECORD)
-                msg = f"cut record {str(path)!r} names disks "
-                msg += (
-                    f"{sorted(record.last_sequences)}, not the VM's {sorted(expected)}"
-                )
-                problems.append(msg)
         return problems
 
     def remove(self, cycle_id: int) -> None:
