@@ -1,4 +1,4 @@
-"""The catalogue: every property of DESIGN.md as a named, documented predicate.
+"""The catalogue: every property of the design as a named, documented predicate.
 
 ``INVARIANTS`` lists them all, by theme: the replica and its recovery points
 (``invariants.replica``), failover, loss and failback (``invariants.failover``), the
@@ -26,7 +26,7 @@ RECOVERABILITY = Invariant(
 
     With the sites up, the link repaired and the vault reconnected, every VM can
     reach a steady phase and every job (failover, recovery plan) ends. Rule:
-    DESIGN.md, Invariants ("recoverability"); decision 3 (disable then enable
+    docs/verification.md, "recoverability"; decision 3 (disable then enable
     leaves ``replication_stopped``); decision 11 (a plan can be resumed or
     cancelled). Disaster: a VM wedged for good in a phase no operator action
     leaves. Applies: every reachable state; the explorer checks it by one backward

@@ -80,8 +80,8 @@ def unplanned_failover_loss_is_exact(config: ModelConfig, state: SystemState) ->
     """The reported loss never exceeds the truth, and equals it when marked exact.
 
     Rule: failovers report data loss honestly: at failover time what the target can
-    know (a bound, labelled as such), exact figures after reconciliation (DESIGN.md,
-    "Failovers report data loss honestly"; decision 9). Disaster: an operator told
+    know (a bound, labelled as such), exact figures after reconciliation (docs/model.md;
+    decision 9). Disaster: an operator told
     "nothing lost" (or too much) chooses the wrong recovery point or skips the
     reconciliation. Applies: while a loss record is open (failed over, committed,
     reconciling); the old copy then holds exactly the lost writes.
@@ -106,7 +106,7 @@ def reconciled_loss_is_exact(
 ) -> bool:
     """A closed loss report's reconciled figure equals the writes actually lost.
 
-    Rule: exact figures after reconciliation with the old source (DESIGN.md,
+    Rule: exact figures after reconciliation with the old source (docs/verification.md,
     "unplanned_failover_loss_is_exact"); a second running copy's writes "are
     reported lost at reconciliation, never merged silently". Disaster: a
     reconciliation that under-reports, so the operator never recovers the writes

@@ -55,8 +55,8 @@ def replica_is_a_past_source_state(config: ModelConfig, state: SystemState) -> b
     """While replicating, the replica is a past state of the source.
 
     Rule: delta logs ship whole and in order, all disks of a VM cut at one point and
-    applied together (DESIGN.md, "Engine principles"; reference, "Replication
-    process" 4-5). Disaster: a replica holding writes the source never made (a log
+    applied together (docs/outbox-format.md; docs/traceability.md,
+    S6-S7). Disaster: a replica holding writes the source never made (a log
     applied twice, a divergent copy shipped) is a failover target no one can trust.
     Applies: from enable to a failover's completion, and in a resynchronisation that
     is not a reconciliation.
@@ -197,8 +197,9 @@ def only_the_active_copy_is_replicated(config: ModelConfig, state: SystemState) 
 
     Rule: a failed shutdown leaves two running copies (reference: "the failover
     goes on even if the shutdown fails"); the second copy is divergent, and its
-    writes are reported lost at reconciliation, never merged silently (DESIGN.md,
-    Invariants). Disaster: two writers to one replication stream (split brain).
+    writes are reported lost at reconciliation, never merged silently
+    (docs/verification.md, "Properties"). Disaster: two writers to one replication
+    stream (split brain).
     Applies: the shipping phases (steady, resynchronising, drill) and pause.
     """
     del config

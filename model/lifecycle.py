@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 
 class Phase(enum.Enum):
-    """Where one VM stands in its protection lifecycle (DESIGN.md, "The lifecycle")."""
+    """Where one VM stands in its protection lifecycle (docs/model.md)."""
 
     UNPROTECTED = "unprotected"
     INITIAL_REPLICATION = "initial_replication"

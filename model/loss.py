@@ -8,8 +8,8 @@ history: the old source's. A copy's *position* on that line, relative to the act
 copy, is ``divergent - behind`` (one of the two is zero on the line): positive when it
 holds writes the active copy lacks, negative when it lags.
 
-The loss record keeps three figures apart (DESIGN.md, "Failovers report data loss
-honestly"):
+The loss record keeps three figures apart (docs/model.md: failovers report
+data loss honestly):
 
 * ``lost_writes`` (ghost): the acknowledged writes of the old source missing from the
   new active copy, kept by its own bookkeeping: set from the chosen point's lag when the

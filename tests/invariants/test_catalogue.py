@@ -29,7 +29,7 @@ CHECKED = [inv for inv in INVARIANTS if inv.kind is not Kind.SOMETIMES]
 
 
 def test_every_invariant_of_design_md_is_in_the_catalogue() -> None:
-    """Each property DESIGN.md lists has an entry of the same name."""
+    """Each property the design lists (docs/verification.md) has an entry."""
     assert [name for name in DESIGN_NAMES if name not in BY_NAME] == []
 
 
