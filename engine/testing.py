@@ -11,9 +11,10 @@ tell them from production ones. Embedders may use them in their own tests.
   with a snapshot of the source at the cut.
 - :class:`LossyTransport`: wraps the replica interface and drops the next N transfers
   (the link failing in the middle of a cycle, after the model allowed it).
-- :class:`PowerLossFileSystem`, :class:`KillingFileSystem`, :class:`CountingFileSystem`
-  and :class:`PowerCut` (from ``engine.storage.simulation``): file-operation layers that
-  lose power, SIGKILL the process, or only count, at a chosen operation.
+- :class:`PowerLossFileSystem`, :class:`KillingFileSystem`,
+  :class:`FullDiskFileSystem`, :class:`CountingFileSystem` and :class:`PowerCut` (from
+  ``engine.storage.simulation``): file-operation layers that lose power, SIGKILL the
+  process, fill the disk, or only count, at a chosen operation.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from engine.names import safe_child, validate_disk_name
 from engine.replica.recovery_point import RecoveryPoint
 from engine.storage.simulation import (
     CountingFileSystem,
+    FullDiskFileSystem,
     KillingFileSystem,
     PowerCut,
     PowerLossFileSystem,
@@ -44,6 +46,7 @@ __all__ = [
     "CountingFileSystem",
     "Cycle",
     "CycleSource",
+    "FullDiskFileSystem",
     "KillingFileSystem",
     "LossyTransport",
     "ManualClock",

@@ -41,6 +41,7 @@ from typing import Final
 from engine.clock import Clock
 from engine.errors import InvalidConfiguration, SiteLocked
 from engine.storage import files
+from engine.storage.disk import storage_error
 
 LOCK_FILE: Final = "site.lock"
 """The lock file's name in a site's storage root."""
@@ -71,6 +72,9 @@ class SiteLock:
         try:
             descriptor = fs.open(path, flags, 0o644)
         except OSError as error:
+            full = storage_error(error, f"creating the lock file {str(path)!r}")
+            if full is not error:
+                raise full from error
             msg = f"site {site_name!r}: its lock file {str(path)!r} cannot be opened "
             msg += f"({error}); it must be a regular file (not a symlink) the engine "
             msg += "may write"

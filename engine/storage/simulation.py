@@ -1,7 +1,7 @@
-"""File systems for crash tests: one that loses power, one that kills, one that counts.
+"""File systems for crash tests: they lose power, kill, fill the disk, or only count.
 
 Every step the engine takes on its own files goes through ``engine.storage.files``
-(:func:`~engine.storage.files.use` installs another implementation). The three here
+(:func:`~engine.storage.files.use` installs another implementation). The four here
 count the **mutating operations** that pass through them (an ``open`` that may write,
 ``pwrite``, ``pwritev``, ``ftruncate``, ``fallocate``, ``copy_file_range``, ``fsync``,
 ``fdatasync``, ``fsync_directory``, ``rename``, ``unlink``, ``make_directory``,
@@ -12,6 +12,8 @@ count the **mutating operations** that pass through them (an ``open`` that may w
 - :class:`KillingFileSystem` SIGKILLs its own process just before or just after the
   N-th operation. A kill keeps the page cache: everything written stays, durable or
   not, so it tests the *order* of the steps and the recovery code;
+- :class:`FullDiskFileSystem` answers ``ENOSPC`` at the N-th operation that needs
+  space, once: a disk that filled up at exactly that step;
 - :class:`PowerLossFileSystem` raises :class:`PowerCut` before the N-th operation and,
   when :meth:`PowerLossFileSystem.power_cut` is called, rewrites the real trees under
   its roots to what was *durable*, as a reboot after a power loss finds them.
@@ -54,6 +56,7 @@ cut also looks like a reboot).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -227,6 +230,39 @@ class KillingFileSystem(CountingFileSystem):
     def _after(self, entry: TracedOperation) -> None:
         if self._when == "after" and entry.index == self._kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+SPACE_OPERATIONS: Final = frozenset(
+    {"open", "pwrite", "pwritev", "fallocate", "copy_file_range", "make_directory"}
+)
+"""The operations a full disk can refuse: they need new space (a new inode, data or
+a directory entry). A truncation, an fsync, a rename or an unlink does not."""
+
+
+class FullDiskFileSystem(CountingFileSystem):
+    """Counts like :class:`CountingFileSystem`; the storage is full at one operation.
+
+    The ``full_at``-th operation, if it needs space (:data:`SPACE_OPERATIONS`), fails
+    with ``ENOSPC`` before it happens, as on a disk that filled up just then; every
+    other operation goes through (the space came back at once: the worst case for
+    code that must not half-apply anything and must resume afterwards).
+    """
+
+    def __init__(self, full_at: int) -> None:
+        super().__init__()
+        self._full_at = _operation_index("full_at", full_at)
+        self.refused: TracedOperation | None = None  # the operation refused, once
+
+    def _before(self, entry: TracedOperation) -> None:
+        if (
+            self.refused is None
+            and entry.index == self._full_at
+            and entry.operation in SPACE_OPERATIONS
+        ):
+            # A refused operation is not traced (it did not happen): the next one
+            # takes its index, so remember that the disk was full once already.
+            self.refused = entry
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), entry.path)
 
 
 class PowerLossFileSystem(CountingFileSystem):

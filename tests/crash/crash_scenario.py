@@ -126,9 +126,20 @@ def open_engine(sites: Path, *, durable_writes: bool) -> ReplicationEngine:
     )
 
 
-def run_scenario(sites: Path, *, durable_writes: bool, report: Report) -> None:
-    """Run ``PLAN``; report "step i" before each step and "ack n" after write n."""
+def run_scenario(
+    sites: Path,
+    *,
+    durable_writes: bool,
+    report: Report,
+    opened: Callable[[ReplicationEngine], None] | None = None,
+) -> None:
+    """Run ``PLAN``; report "step i" before each step and "ack n" after write n.
+
+    ``opened`` is given the engine once it is open (to go on after a refusal).
+    """
     engine = open_engine(sites, durable_writes=durable_writes)
+    if opened is not None:
+        opened(engine)
     for index, step in enumerate(PLAN):
         report(f"step {index}")
         action = step.action

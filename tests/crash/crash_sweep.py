@@ -28,17 +28,23 @@ from pathlib import Path
 from typing import Final, Literal
 
 from crash_scenario import (
+    VM,
     Problem,
     Progress,
     Report,
     check_after_crash,
     describe,
+    drive_to_equality,
+    open_engine,
     run_scenario,
 )
 
+from engine.errors import ReplicationError
+from engine.orchestration.engine import ReplicationEngine
 from engine.storage import files
 from engine.testing import (
     CountingFileSystem,
+    FullDiskFileSystem,
     KillingFileSystem,
     PowerCut,
     PowerLossFileSystem,
@@ -132,6 +138,44 @@ def kill_point(directory: Path, point: Point, *, durable: bool) -> list[Problem]
     if os.waitstatus_to_exitcode(status) != -signal.SIGKILL:
         return [("child", "the child was not killed", str(progress.notes))]
     return check_after_crash(directory, progress, durable=durable, killed=True)
+
+
+def full_disk_point(directory: Path, point: Point, *, durable: bool) -> list[Problem]:
+    """ENOSPC at operation ``point[0]``: a typed error, then, in the same process,
+    replication resumes; then the four properties after a reopen."""
+    sites = directory / "sites"
+    sites.mkdir(parents=True)
+
+    def body(report: Report) -> None:
+        engines: list[ReplicationEngine] = []
+        try:
+            with files.use(FullDiskFileSystem(point[0])):
+                run_scenario(
+                    sites, durable_writes=durable, report=report, opened=engines.append
+                )
+        except ReplicationError as error:
+            report(f"refused {describe(error)}")
+            if not engines:  # refused while opening: open again, with space back
+                engines.append(open_engine(sites, durable_writes=durable))
+                if VM not in engines[0].vm_names():
+                    return  # refused before the VM existed: nothing to resume
+            for _, what, detail in drive_to_equality(engines[0]):
+                report(f"stuck {what}: {detail}")
+        except Exception as error:  # reported to the parent as a violation
+            report(f"untyped {describe(error)}")
+
+    status, progress = run_child(body)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return [("child", "the scenario crashed", str(progress.notes))]
+    problems: list[Problem] = []
+    for note in progress.notes:
+        if note.startswith("untyped "):
+            problems.append(("(0)", "a full disk raised an untyped error", note))
+        elif note.startswith("stuck "):
+            problems.append(("(3)", "replication did not resume in-process", note))
+    return problems + check_after_crash(
+        directory, progress, durable=durable, killed=True
+    )
 
 
 PointRunner = Callable[[Path, Point], list[Problem]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -273,3 +274,36 @@ def test_invalid_arguments_are_refused(tmp_path: Path) -> None:
         PowerLossFileSystem([tmp_path, tmp_path / "sub"])
     with pytest.raises(InvalidConfiguration, match="when='during'"):
         KillingFileSystem(1, when="during")  # type: ignore[arg-type]
+
+
+def test_the_full_disk_refuses_one_space_operation_once(tmp_path: Path) -> None:
+    """ENOSPC at the chosen operation only; the retry and the rest go through."""
+    from engine.testing import FullDiskFileSystem
+
+    target = tmp_path / "file"
+    full = FullDiskFileSystem(2)
+    with files.use(full):
+        descriptor = files.current().open(target, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError, match="No space left") as refused:
+                files.current().pwrite(descriptor, b"first", 0)
+            assert refused.value.errno == errno.ENOSPC
+            assert files.current().pwrite(descriptor, b"again", 0) == 5
+        finally:
+            os.close(descriptor)
+    assert target.read_bytes() == b"again"
+    assert full.refused is not None
+    assert full.refused.operation == "pwrite"
+
+
+def test_the_full_disk_never_refuses_what_needs_no_space(tmp_path: Path) -> None:
+    """An fsync or a rename at the chosen index goes through: they need no space."""
+    from engine.testing import FullDiskFileSystem
+
+    source = tmp_path / "a"
+    source.write_bytes(b"x")
+    full = FullDiskFileSystem(1)
+    with files.use(full):
+        files.current().rename(source, tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"x"
+    assert full.refused is None
