@@ -30,7 +30,6 @@ It never imports ``model``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from engine.clock import Clock
@@ -39,10 +38,8 @@ from engine.errors import CorruptRecord
 from engine.log.writer import verify_sealed_log
 from engine.source.disks import LogState, SourceDisks
 from engine.source.outbox import CutRecord, Outbox
-from engine.source.shipping import CycleReport, no_crash, ship_cycle
+from engine.source.shipping import CrashPoint, CycleReport, no_crash, ship_cycle
 from engine.transport.interface import ReplicaTarget
-
-CrashPoint = Callable[[str], None]
 
 
 class CycleRunner:
