@@ -81,7 +81,7 @@ def test_union_difference_and_equality() -> None:
 def test_a_set_is_the_set_of_its_blocks(
     block_count: int, picks: list[int], ranges: list[tuple[int, int]]
 ) -> None:
-    """Against Python's set: members, order, length, runs and the file round trip."""
+    """Against Python's set: the members, their order, the length and the runs."""
     size = block_count * 512
     blocks = BlockSet(size, 512)
     expected: set[int] = set()
