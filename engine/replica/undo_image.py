@@ -135,6 +135,12 @@ def verify_undo_image(path: Path, *, cycle_id: int) -> int:
     return sum(extent.length for extent in read_undo_image(path, cycle_id=cycle_id))
 
 
+def undo_image_disks(path: Path, *, cycle_id: int) -> list[str]:
+    """Return the disks the image's header names (header checked, extents not)."""
+    with path.open("rb") as source:
+        return _read_header(source, path, cycle_id)
+
+
 def apply_undo_image(path: Path, *, cycle_id: int, images: Mapping[str, Path]) -> int:
     """Verify the image, then write its extents into ``images`` (disk -> file); fsync.
 
