@@ -1,9 +1,12 @@
 """The two small documents of a replica store: its manifest and its apply intent.
 
 ``store.json`` (:class:`StoreManifest`) says what the store is (the VM, its disks and
-their sizes, the retention count) and holds the recovery-point catalogue. It is the
-store's commit record: rewritten whole (temporary file, fsync, rename) at every commit,
-so it always describes a committed state.
+their sizes, the retention count) and holds the recovery-point catalogue and, while a
+drill reads one, the pinned point (``pinned_recovery_point_id``, written only when set,
+so a store without a pin writes exactly what it did before the field existed, and a
+file without it loads as unpinned). It is the store's commit record: rewritten whole
+(temporary file, fsync, rename) at every commit, so it always describes a committed
+state.
 
 ``intent.json`` (:class:`ApplyIntent`) exists only while a cycle is being applied. It
 names the cycle, its epoch, the absolute paths of its sealed logs, the undo image
@@ -54,6 +57,9 @@ DOCUMENT_BYTES_MAX: Final = 16 * 1024 * 1024
 """Largest ``store.json`` or ``intent.json`` read: a full catalogue (4096 points) is
 about 1 MiB, so a bigger file is damage, refused before it is held in memory."""
 
+PINNED_FIELD: Final = "pinned_recovery_point_id"
+"""The optional ``store.json`` field naming the pinned point (absent: no pin)."""
+
 ORIGIN_UNDO: Final = "origin"
 """Name of the undo image of a cycle applied when the catalogue has no point."""
 
@@ -69,16 +75,23 @@ class StoreManifest:
     disks: dict[str, int]
     retention_count: int
     catalogue: RecoveryPointCatalogue
+    pinned: int | None = None  # the point a drill reads (ReplicaStore.pin), if any
+
+    def __post_init__(self) -> None:
+        ids = self.catalogue.recovery_point_ids
+        assert self.pinned is None or self.pinned in ids, (self.pinned, ids)
 
     def to_bytes(self) -> bytes:
         """Return the manifest as the JSON bytes written to ``store.json``."""
-        document = {
+        document: dict[str, object] = {
             "format_version": STORE_FORMAT_VERSION,
             "vm_name": self.vm_name,
             "disks": self.disks,
             "retention_count": self.retention_count,
             "catalogue": self.catalogue.to_json(),
         }
+        if self.pinned is not None:
+            document[PINNED_FIELD] = self.pinned
         return json.dumps(document, indent=1).encode()
 
     @classmethod
@@ -108,7 +121,8 @@ class StoreManifest:
             raise DamagedState(msg) from error
         for point in catalogue.points:
             _check_point_disks(path, point, sizes)
-        return cls(vm_name, sizes, retention_count, catalogue)
+        pinned = _load_pin(path, document, catalogue)
+        return cls(vm_name, sizes, retention_count, catalogue, pinned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +280,22 @@ def _count(path: Path, document: Mapping[str, object], name: str) -> int:
         msg = f"{str(path)!r} is damaged: {name}={value!r} must be an int >= 0"
         raise DamagedState(msg)
     return value
+
+
+def _load_pin(
+    path: Path, document: Mapping[str, object], catalogue: RecoveryPointCatalogue
+) -> int | None:
+    """The pinned point of ``document`` (None when absent or null); DamagedState
+    unless it names a point of ``catalogue``."""
+    pinned = document.get(PINNED_FIELD)
+    if pinned is None:
+        return None
+    ids = list(catalogue.recovery_point_ids)
+    if isinstance(pinned, bool) or not isinstance(pinned, int) or pinned not in ids:
+        msg = f"{str(path)!r} is damaged: {PINNED_FIELD}={pinned!r} must name a "
+        msg += f"recovery point of the catalogue {ids} (or be absent: no drill)"
+        raise DamagedState(msg)
+    return pinned
 
 
 def _check_point_disks(

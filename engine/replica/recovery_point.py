@@ -16,7 +16,10 @@ construction:
   after every point was merged away or deleted (the catalogue keeps the high-water
   marks);
 - retention keeps the newest ``retention_count`` points: merging away always takes the
-  oldest, so the retained points are a contiguous run of cycles.
+  oldest, so the retained points are a contiguous run of cycles. A *pinned* point (a
+  drill reads it, ``ReplicaStore.pin``) stops the merge: neither it nor any newer
+  point is merged away, so the catalogue may hold more than ``retention_count`` points
+  while the pin lasts.
 
 Ordering is by id, never by ``created_at``: a wall clock may step backwards, a counter
 does not. Lookups that fail raise :class:`RecoveryPointNotFound` naming the ids there
@@ -155,15 +158,26 @@ class RecoveryPointCatalogue:
             last_cycle_id=point.cycle_id,
         )
 
-    def merge_candidates(self, retention_count: int) -> tuple[RecoveryPoint, ...]:
-        """Return the oldest points beyond ``retention_count``, oldest first."""
+    def merge_candidates(
+        self, retention_count: int, *, pinned: int | None = None
+    ) -> tuple[RecoveryPoint, ...]:
+        """Return the oldest points beyond ``retention_count``, oldest first.
+
+        With ``pinned`` (a retained point's id) only points older than it are
+        candidates: the pinned point and every newer one stay.
+        """
         validate_retention_count(retention_count)
         excess = max(0, len(self.points) - retention_count)
+        if pinned is not None:
+            assert pinned in self.recovery_point_ids, (pinned, self.recovery_point_ids)
+            excess = min(excess, self.recovery_point_ids.index(pinned))
         return self.points[:excess]
 
-    def retained(self, retention_count: int) -> RecoveryPointCatalogue:
+    def retained(
+        self, retention_count: int, *, pinned: int | None = None
+    ) -> RecoveryPointCatalogue:
         """Return the catalogue without its merge candidates (the newest kept)."""
-        excess = len(self.merge_candidates(retention_count))
+        excess = len(self.merge_candidates(retention_count, pinned=pinned))
         return RecoveryPointCatalogue(
             points=self.points[excess:],
             last_recovery_point_id=self.last_recovery_point_id,

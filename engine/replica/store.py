@@ -41,6 +41,17 @@ image; the replica does not change. :meth:`ReplicaStore.materialize` copies the
 replica (sparse) elsewhere and applies undo images newest first down to the chosen
 point, never touching the replica: test failover and failover start from that copy.
 
+**Pinning a point for a drill** (:meth:`ReplicaStore.pin`, :meth:`ReplicaStore.unpin`).
+A drill reads an older point through the undo chain (``engine/replica/point_view.py``)
+instead of copying it, so that chain must stay whole while cycles keep arriving: while
+a point is pinned, the retention merge of ``apply_cycle`` never merges away the pinned
+point nor any newer one, and the catalogue may grow past the retention count. The pin
+is a field of ``store.json`` (``pinned_recovery_point_id``), written atomically as
+every commit is; ``unpin`` drops it and merges back down to the retention count in that
+same rewrite, then deletes the undo images no point needs (a crash in between leaves
+them as debris for :meth:`ReplicaStore.recover`). One pin at a time;
+``discard_recovery_points`` refuses while one is held.
+
 **Catalogue storage: one JSON file replaced atomically**, not SQLite. The store has one
 writer and one tiny document (the disks and at most a few thousand points) that must
 change in step with files beside it; a rename gives exactly the all-or-nothing switch we
@@ -94,6 +105,7 @@ takes no lock of its own.
 from __future__ import annotations
 
 import enum
+import itertools
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -193,6 +205,19 @@ class RecoveryReport:
 
 
 @dataclass(frozen=True, slots=True)
+class UndoStep:
+    """One link of the undo chain (:meth:`ReplicaStore.undo_chain`).
+
+    ``path`` is the undo image of ``recovery_point_id``: the bytes the cycle
+    ``cycle_id`` (the one that made the next point) overwrote.
+    """
+
+    recovery_point_id: int
+    cycle_id: int
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaStoreStatistics:
     """Counters of one replica store (sizes from the disk, counts since open)."""
 
@@ -232,6 +257,7 @@ class ReplicaStore:
         self._replicas_root = replicas_root
         self._retention_count = 1
         self._catalogue = RecoveryPointCatalogue()
+        self._pinned: int | None = None
         self._cycles_applied = 0
         self._bytes_applied = 0
         self._cycles_rolled_back = 0
@@ -284,7 +310,7 @@ class ReplicaStore:
                 os.close(descriptor)
         fsync_directory(building / "replica")
         durable_file.write_file_atomically(
-            building / STORE_FILE, store._manifest_bytes(store.catalogue)
+            building / STORE_FILE, store._manifest_bytes(store.catalogue, pinned=None)
         )
         fs.rename(building, directory)
         fsync_directory(directory.parent)
@@ -334,6 +360,7 @@ class ReplicaStore:
         )
         store._retention_count = manifest.retention_count
         store._catalogue = manifest.catalogue
+        store._pinned = manifest.pinned
         store._check_files()
         if store._intent_exists():
             store._load_intent()  # validated now: a damaged intent never looks healthy
@@ -353,6 +380,11 @@ class ReplicaStore:
     def retention_count(self) -> int:
         """How many recovery points are kept before the oldest is merged away."""
         return self._retention_count
+
+    @property
+    def pinned(self) -> int | None:
+        """The recovery point a drill holds (:meth:`pin`), or None."""
+        return self._pinned
 
     @property
     def pending_recovery(self) -> bool:
@@ -492,8 +524,8 @@ class ReplicaStore:
             )
             hook("before_commit")
             catalogue = self._catalogue.with_point(intent.point)
-            retained = catalogue.retained(self._retention_count)
-            temporary = self._write_store_temporary(retained)
+            retained = catalogue.retained(self._retention_count, pinned=self._pinned)
+            temporary = self._write_store_temporary(retained, pinned=self._pinned)
             files.current().rename(temporary, self.directory / STORE_FILE)
         except (OSError, CorruptRecord) as error:
             self._roll_back(intent)
@@ -786,11 +818,87 @@ class ReplicaStore:
                 raise _storage_error(error, f"installing {disk!r}") from error
 
     def discard_recovery_points(self) -> None:
-        """Delete every recovery point (a committed failover); the replica stays."""
+        """Delete every recovery point (a committed failover); the replica stays.
+
+        Refused (InvalidConfiguration) while a point is pinned: a drill reads it.
+        """
         self._refuse_if_pending("discard the recovery points")
-        self._write_store_file(self._catalogue.without_points())
+        if self._pinned is not None:
+            msg = f"VM {self.vm_name!r}: cannot discard the recovery points while "
+            msg += f"recovery point {self._pinned} is pinned by a drill (test "
+            msg += "failover); clean up the drill first (cleanup_drill unpins it)"
+            raise InvalidConfiguration(msg)
+        self._write_store_file(self._catalogue.without_points(), pinned=None)
         self._catalogue = self._catalogue.without_points()
         self._remove_debris()
+
+    # -- pinning a point for a drill ---------------------------------------------------
+
+    def pin(self, recovery_point_id: int) -> None:
+        """Keep ``recovery_point_id`` and every newer point until :meth:`unpin`.
+
+        Durable once it returns (``store.json`` replaced atomically). Pinning the
+        pinned point again changes nothing; pinning another one while a point is
+        pinned is InvalidConfiguration (one drill at a time); a point the catalogue
+        does not hold is RecoveryPointNotFound.
+        """
+        self._refuse_if_pending(f"pin recovery point {recovery_point_id!r}")
+        _check_int("recovery_point_id", recovery_point_id)
+        if self._pinned == recovery_point_id:
+            return
+        if self._pinned is not None:
+            msg = f"recovery_point_id={recovery_point_id}: VM {self.vm_name!r} "
+            msg += f"already has recovery point {self._pinned} pinned by a drill; "
+            msg += "one drill at a time: clean that one up first (cleanup_drill)"
+            raise InvalidConfiguration(msg)
+        self._catalogue.get(recovery_point_id)
+        self._write_pin(recovery_point_id, f"pinning point {recovery_point_id}")
+
+    def unpin(self) -> None:
+        """Release the pin and merge back down to the retention count, durably.
+
+        One atomic rewrite of ``store.json`` drops the pin and the points retention
+        kept only for it; then their undo images are deleted (a crash before that
+        leaves them as debris :meth:`recover` deletes). Without a pin it only
+        deletes such debris, so it may be called again after a crash.
+        """
+        self._refuse_if_pending("unpin")
+        if self._pinned is not None:
+            self._write_pin(None, f"unpinning point {self._pinned}")
+        self._remove_debris()
+
+    def undo_chain(self, recovery_point_id: int) -> tuple[UndoStep, ...]:
+        """The undo images from ``recovery_point_id`` to the newest point, oldest first.
+
+        Applied newest first to a copy of the replica they give the point (what
+        :meth:`materialize` does); read oldest first, the first one holding a byte
+        holds the point's value of it, and a byte none holds is the replica's.
+        """
+        self._refuse_if_pending(f"read recovery point {recovery_point_id}")
+        self._catalogue.get(recovery_point_id)
+        points = self._catalogue.points
+        start = self._catalogue.recovery_point_ids.index(recovery_point_id)
+        return tuple(
+            UndoStep(
+                point.recovery_point_id,
+                successor.cycle_id,
+                self._undo_path(str(point.recovery_point_id)),
+            )
+            for point, successor in itertools.pairwise(points[start:])
+        )
+
+    def _write_pin(self, pinned: int | None, doing: str) -> None:
+        catalogue = self._catalogue.retained(self._retention_count, pinned=pinned)
+        try:
+            self._write_store_file(catalogue, pinned=pinned)
+        except OSError as error:
+            if durable_file.is_storage_full(error):
+                msg = f"storage full while {doing} ({error.strerror}); {STORE_FILE} "
+                msg += "was left as it was: free space and retry"
+                raise StorageFull(msg) from error
+            raise
+        self._catalogue = catalogue
+        self._pinned = pinned
 
     def statistics(self) -> ReplicaStoreStatistics:
         """Return the store's counters (readable while an apply is pending)."""
@@ -849,17 +957,21 @@ class ReplicaStore:
             raise DamagedState(msg)
         return directory
 
-    def _manifest_bytes(self, catalogue: RecoveryPointCatalogue) -> bytes:
+    def _manifest_bytes(
+        self, catalogue: RecoveryPointCatalogue, *, pinned: int | None
+    ) -> bytes:
         return StoreManifest(
-            self.vm_name, self._disks, self._retention_count, catalogue
+            self.vm_name, self._disks, self._retention_count, catalogue, pinned
         ).to_bytes()
 
-    def _write_store_temporary(self, catalogue: RecoveryPointCatalogue) -> Path:
+    def _write_store_temporary(
+        self, catalogue: RecoveryPointCatalogue, *, pinned: int | None
+    ) -> Path:
         path = self.directory / STORE_FILE
         temporary = durable_file.temporary_path(path)
         try:
             with temporary.open("wb") as target:
-                target.write(self._manifest_bytes(catalogue))
+                target.write(self._manifest_bytes(catalogue, pinned=pinned))
                 target.flush()
                 files.current().fsync(target.fileno())
         except OSError:
@@ -867,8 +979,10 @@ class ReplicaStore:
             raise
         return temporary
 
-    def _write_store_file(self, catalogue: RecoveryPointCatalogue) -> None:
-        temporary = self._write_store_temporary(catalogue)
+    def _write_store_file(
+        self, catalogue: RecoveryPointCatalogue, *, pinned: int | None
+    ) -> None:
+        temporary = self._write_store_temporary(catalogue, pinned=pinned)
         files.current().rename(temporary, self.directory / STORE_FILE)
         fsync_directory(self.directory)
 

@@ -26,6 +26,9 @@ Why not reuse the change-log format: a log is append-only with a torn tail cut o
 reopen, an undo image is written once and must be complete or nothing, and it carries
 several disks. Reading is strict: any mismatch raises :class:`CorruptRecord` naming the
 offset in the file; :func:`verify_undo_image` is a full pass done before applying one.
+:func:`locate_undo_extents` is that same full pass keeping, instead of the bytes, where
+each extent's bytes lie in the file: an index a reader of an old point
+(``engine/replica/point_view.py``) builds once and then reads from with ``pread``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,18 @@ class UndoExtent:
         return bytes(self.length) if self.data is None else self.data
 
 
+@dataclass(frozen=True, slots=True)
+class UndoExtentLocation:
+    """Where one extent's pre-cycle bytes are: ``data_position`` in the image file
+    (``length`` bytes there), or None for a ZEROS extent (no bytes stored)."""
+
+    disk: str
+    offset: int
+    length: int
+    kind: int  # KIND_DATA or KIND_ZEROS
+    data_position: int | None
+
+
 def write_undo_image(
     target: BinaryIO,
     *,
@@ -114,6 +129,30 @@ def read_undo_image(path: Path, *, cycle_id: int) -> Iterator[UndoExtent]:
     The trailer is checked only after the last extent: call :func:`verify_undo_image`
     first when a partial image must not be applied.
     """
+    for extent, _ in _scan(path, cycle_id):
+        yield extent
+
+
+def locate_undo_extents(path: Path, *, cycle_id: int) -> list[UndoExtentLocation]:
+    """Read the whole image at ``path`` (every CRC and the trailer); return where
+    each extent's bytes lie, in file order. Raise CorruptRecord on any damage."""
+    locations = []
+    for extent, position in _scan(path, cycle_id):
+        stored = extent.data is not None
+        locations.append(
+            UndoExtentLocation(
+                extent.disk,
+                extent.offset,
+                extent.length,
+                KIND_DATA if stored else KIND_ZEROS,
+                position + EXTENT_COVERED.size + CRC.size if stored else None,
+            )
+        )
+    return locations
+
+
+def _scan(path: Path, cycle_id: int) -> Iterator[tuple[UndoExtent, int]]:
+    """Yield each extent with its position in the file; check the trailer last."""
     with path.open("rb") as source:
         disks = _read_header(source, path, cycle_id)
         running = 0
@@ -126,7 +165,7 @@ def read_undo_image(path: Path, *, cycle_id: int) -> Iterator[UndoExtent]:
             extent, crc = _read_extent(source, path, position, head, disks)
             running = google_crc32c.extend(running, CRC.pack(crc))
             count += 1
-            yield extent
+            yield extent, position
         _check_trailer(source, path, position, head, running=running, count=count)
 
 

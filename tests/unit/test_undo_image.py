@@ -9,8 +9,12 @@ import pytest
 
 from engine.errors import CorruptRecord
 from engine.replica.undo_image import (
+    KIND_DATA,
+    KIND_ZEROS,
     UndoExtent,
+    UndoExtentLocation,
     apply_undo_image,
+    locate_undo_extents,
     merge_regions,
     read_undo_image,
     verify_undo_image,
@@ -90,6 +94,37 @@ def test_damaged_image_writes_nothing(image: Path, tmp_path: Path) -> None:
         apply_undo_image(image, cycle_id=7, images=disks)
     expected = b"\xff" * 8192
     assert [expected, expected] == [path.read_bytes() for path in disks.values()]
+
+
+def test_locate_gives_where_each_extent_is(image: Path) -> None:
+    """locate_undo_extents() names each extent and where its bytes lie (the
+    worked example's offsets: data after each 23-byte extent head)."""
+    expected = [
+        UndoExtentLocation("data", 4096, 512, KIND_ZEROS, None),
+        UndoExtentLocation("os", 0, 4, KIND_DATA, 0x35 + 19),
+        UndoExtentLocation("os", 100, 300, KIND_DATA, 0x35 + 19 + 4 + 19),
+    ]
+    locations = locate_undo_extents(image, cycle_id=7)
+    assert expected == locations
+    position = 0x35 + 19
+    expected_data = b"MBR!"
+    assert expected_data == image.read_bytes()[position : position + 4]
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda data: data[:-1], "truncated trailer"),
+        (lambda data: data[:72] + bytes([data[72] ^ 1]) + data[73:], "CRC32C"),
+    ],
+)
+def test_locate_checks_every_crc_and_the_trailer(
+    image: Path, damage: Callable[[bytes], bytes], match: str
+) -> None:
+    """A damaged image gives no locations: CorruptRecord naming the reason."""
+    image.write_bytes(damage(image.read_bytes()))
+    with pytest.raises(CorruptRecord, match=match):
+        locate_undo_extents(image, cycle_id=7)
 
 
 def test_image_of_another_cycle_is_refused(image: Path) -> None:
