@@ -20,7 +20,7 @@ tell them from production ones. Embedders may use them in their own tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,9 +213,16 @@ class LossyTransport:
         self._maybe_drop(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
         return self.inner.apply_cycle(vm_name, shipment)
 
-    def block_digests(self, vm_name: str, disk: str, block_bytes: int) -> list[bytes]:
+    def block_digests(
+        self,
+        vm_name: str,
+        disk: str,
+        block_bytes: int,
+        *,
+        blocks: Sequence[int] | None = None,
+    ) -> list[bytes]:
         """Passed through."""
-        return self.inner.block_digests(vm_name, disk, block_bytes)
+        return self.inner.block_digests(vm_name, disk, block_bytes, blocks=blocks)
 
     def status(self, vm_name: str) -> ReplicaStatus:
         """Passed through."""

@@ -108,7 +108,7 @@ import enum
 import itertools
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -152,7 +152,7 @@ from engine.replica.undo_image import (
     write_undo_image,
 )
 from engine.storage import durable_file, files
-from engine.storage.digests import digest_file_blocks
+from engine.storage.digests import digest_blocks, digest_file_blocks
 from engine.storage.disk import validate_block_bytes
 from engine.storage.files import fsync_directory
 from engine.storage.sparse_copy import PARTIAL_SUFFIX
@@ -782,6 +782,31 @@ class ReplicaStore:
                 first_block=start,
                 block_count=count,
             )
+        except FileNotFoundError:
+            self._image_status(disk)  # raises DamagedState naming the image
+            raise
+
+    def digests_of_blocks(
+        self, disk: str, block_bytes: int, blocks: Sequence[int]
+    ) -> list[bytes]:
+        """Return the digest of each listed block of ``disk``, in the order listed.
+
+        As :meth:`block_digests`, for the blocks a targeted resynchronisation compares;
+        a block outside the disk is DiskRangeError naming the disk and its blocks.
+        """
+        self.block_digests(disk, block_bytes, block_count=0)  # its checks, no read
+        total = self._disk_size(disk) // block_bytes
+        wrong = [b for b in blocks if isinstance(b, bool) or not isinstance(b, int)]
+        if wrong:
+            msg = f"blocks must be ints (got {wrong[:4]!r} among them)"
+            raise InvalidConfiguration(msg)
+        outside = [block for block in blocks if not 0 <= block < total]
+        if outside:
+            msg = f"blocks {outside[:8]} of disk {disk!r} must lie within its {total} "
+            msg += f"blocks of {block_bytes} bytes (0 to {total - 1})"
+            raise DiskRangeError(msg)
+        try:
+            return digest_blocks(self._disk_path(disk), block_bytes, blocks)
         except FileNotFoundError:
             self._image_status(disk)  # raises DamagedState naming the image
             raise

@@ -90,6 +90,19 @@ class LogState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class RetiredLogs:
+    """The logs a restart of tracking replaced, handed over before they are deleted.
+
+    ``paths`` maps each disk that had a current log to it; ``trusted`` says whether
+    they held every write up to the switch (every disk tracked, the logs trusted, no
+    tracking lost), which only the lock can tell.
+    """
+
+    paths: Mapping[str, Path]
+    trusted: bool
+
+
+@dataclass(frozen=True)
 class PendingChanges:
     """What the current logs hold, not yet sealed into a cycle."""
 
@@ -188,7 +201,13 @@ class SourceDisks:
         """Whether writes are being logged."""
         return bool(self._tracked)
 
-    def start_tracking(self, epoch: int, first_sequences: Mapping[str, int]) -> None:
+    def start_tracking(
+        self,
+        epoch: int,
+        first_sequences: Mapping[str, int],
+        *,
+        on_retired: Callable[[RetiredLogs], None] | None = None,
+    ) -> None:
         """Start fresh logs at ``epoch`` (a previous protection's logs are replaced);
         the logs are trusted again.
 
@@ -197,6 +216,10 @@ class SourceDisks:
         be only in the page cache, and a power cut must still show) and every fresh
         log is written aside, durably. Under the lock the logs are only switched by
         renames (made durable there when writes are durable; right after otherwise).
+
+        ``on_retired``, when given, is called after the lock is released and before
+        the replaced logs are deleted, with those logs (:class:`RetiredLogs`): every
+        write before the switch is in them, every write after it in the fresh ones.
         """
         self._mark_tracking_open()  # durable before the first tracked write
         prepared: dict[str, PreparedLog] = {}
@@ -209,6 +232,8 @@ class SourceDisks:
                     first_sequence=first_sequences[disk],
                 )
             with self.lock:
+                trusted = self._logs_hold_every_write()
+                replaced: dict[str, Path] = {}
                 self._close_logs()
                 for disk, path in self.paths.items():
                     # Renamed aside, not replaced: freeing a large log's pages is
@@ -216,6 +241,7 @@ class SourceDisks:
                     current = log_path_for(path)
                     if current.exists():
                         files.current().rename(current, _retired(current))
+                        replaced[disk] = _retired(current)
                     log = ChangeLog.adopt(
                         prepared.pop(disk), sync_directory=self._durable
                     )
@@ -230,7 +256,20 @@ class SourceDisks:
             for directory in {path.parent for path in self.paths.values()}:
                 files.fsync_directory(directory)
         retired = [_retired(log_path_for(path)) for path in self.paths.values()]
-        durable_file.remove_durably([*retired, self._marker])
+        try:
+            if on_retired is not None:
+                on_retired(RetiredLogs(replaced, trusted=trusted))
+        finally:
+            durable_file.remove_durably([*retired, self._marker])
+
+    def _logs_hold_every_write(self) -> bool:
+        """Whether every disk is tracked by a log that holds every write (under the
+        lock: no write can change it)."""
+        return (
+            self._problem is None
+            and set(self._tracked) == set(self.paths)
+            and not any(tracked.tracking_lost for tracked in self._tracked.values())
+        )
 
     def resume_tracking(self, epoch: int) -> None:
         """Reopen the logs after a restart; note anything a reopen had to cut.

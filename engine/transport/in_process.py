@@ -22,7 +22,7 @@ operator's status read never waits for an apply.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -207,11 +207,21 @@ class InProcessReplica:
             self._bytes_shipped += size
             return point
 
-    def block_digests(self, vm_name: str, disk: str, block_bytes: int) -> list[bytes]:
-        """One digest per block of the replica of ``disk``."""
+    def block_digests(
+        self,
+        vm_name: str,
+        disk: str,
+        block_bytes: int,
+        *,
+        blocks: Sequence[int] | None = None,
+    ) -> list[bytes]:
+        """One digest per block of the replica of ``disk``, or per listed block."""
         with self._lock:
             self._check_link(f"digests of disk {disk!r} of VM {vm_name!r}")
-            return self._owned_store(vm_name).block_digests(disk, block_bytes)
+            store = self._owned_store(vm_name)
+            if blocks is None:
+                return store.block_digests(disk, block_bytes)
+            return store.digests_of_blocks(disk, block_bytes, blocks)
 
     def status(self, vm_name: str) -> ReplicaStatus:
         """The replica of ``vm_name``: exists, points (no side effects)."""

@@ -12,8 +12,8 @@ numbers, files the source made (sealed change logs, disk images) and plain value
 - ``apply_cycle``: one cycle (a sealed log per disk, all cut at one point) delivered,
   verified record by record against the sequence numbers the source sealed, and applied
   to all disks or none; idempotent (a cycle applied already returns its point);
-- ``block_digests``: one strong digest per block of a replica disk, so a
-  resynchronisation sends only the blocks whose digests differ;
+- ``block_digests``: one strong digest per block of a replica disk, or of the blocks
+  listed, so a resynchronisation sends only the blocks whose digests differ;
 - ``status``: whether the replica exists, its recovery points, the last cycle applied.
 
 Today's implementation is in-process (``engine.transport.in_process``): the target
@@ -28,7 +28,7 @@ was applied), :class:`~engine.errors.DamagedState` (the target's own files are d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -108,8 +108,20 @@ class ReplicaTarget(Protocol):
         """Deliver, verify, apply one cycle to all disks or none; return its point."""
         ...
 
-    def block_digests(self, vm_name: str, disk: str, block_bytes: int) -> list[bytes]:
-        """One digest per block of the replica of ``disk`` (see ``block_digest``)."""
+    def block_digests(
+        self,
+        vm_name: str,
+        disk: str,
+        block_bytes: int,
+        *,
+        blocks: Sequence[int] | None = None,
+    ) -> list[bytes]:
+        """One digest per block of the replica of ``disk`` (see ``block_digest``).
+
+        With ``blocks``, one digest per listed block, in the order listed (a targeted
+        resynchronisation's candidates); a block outside the disk is
+        :class:`~engine.errors.DiskRangeError` naming the disk and its block count.
+        """
         ...
 
     def status(self, vm_name: str) -> ReplicaStatus:

@@ -212,3 +212,51 @@ def test_unknown_disk_names_the_choices(tmp_path: Path) -> None:
     store = ReplicaStore.create(tmp_path / "r", "vm-1", {"os": BLOCK}, 1, ManualClock())
     with pytest.raises(InvalidConfiguration, match=r"choices: \['os'\]"):
         store.block_digests("swap", BLOCK)
+
+
+# -- digests of chosen blocks ----------------------------------------------------------
+
+
+def test_digests_of_chosen_blocks_match_the_whole_list(tmp_path: Path) -> None:
+    """Listed blocks, in the order listed (repeats too), across chunks and holes."""
+    generator = random.Random(11)
+    image = bytearray(3 * MIB)
+    for offset in (0, MIB - 50, 2 * MIB + 4096, 3 * MIB - 100):
+        image[offset : offset + 100] = generator.randbytes(100)
+    store = store_with(tmp_path / "replicas", {"os": bytes(image)})
+    everything = store.block_digests("os", BLOCK)
+    chosen = [767, 0, 1, 2, 255, 256, 257, 513, 512, 767, 3, 400]
+    assert [everything[b] for b in chosen] == store.digests_of_blocks(
+        "os", BLOCK, chosen
+    )
+    assert everything == store.digests_of_blocks("os", BLOCK, range(768))
+    assert store.digests_of_blocks("os", BLOCK, []) == []
+
+
+@pytest.mark.parametrize(
+    ("blocks", "error", "match"),
+    [
+        ([8], DiskRangeError, r"blocks \[8\] of disk 'data' must lie within its 8 "),
+        ([0, -1, 9], DiskRangeError, r"blocks \[-1, 9\] of disk 'data'"),
+        ([True], InvalidConfiguration, "blocks must be ints"),
+        ([1.0], InvalidConfiguration, "blocks must be ints"),
+    ],
+)
+def test_chosen_blocks_must_lie_inside_the_disk(
+    tmp_path: Path, blocks: list[object], error: type[Exception], match: str
+) -> None:
+    """A listed block outside the disk is DiskRangeError naming the disk and count."""
+    store = ReplicaStore.create(
+        tmp_path / "r", "vm-1", {"data": 32 * 1024}, 1, ManualClock()
+    )
+    with pytest.raises(error, match=match):
+        store.digests_of_blocks("data", BLOCK, blocks)  # type: ignore[arg-type]
+
+
+def test_chosen_blocks_check_the_disk_and_block_size(tmp_path: Path) -> None:
+    """The same checks as for every block: the disk and block_bytes."""
+    store = ReplicaStore.create(tmp_path / "r", "vm-1", {"os": BLOCK}, 1, ManualClock())
+    with pytest.raises(InvalidConfiguration, match=r"choices: \['os'\]"):
+        store.digests_of_blocks("swap", BLOCK, [0])
+    with pytest.raises(InvalidConfiguration, match="power of two"):
+        store.digests_of_blocks("os", 3000, [0])

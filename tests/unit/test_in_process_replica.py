@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InvalidConfiguration, TransportError
-from engine.testing import CycleSource, ManualClock
+from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
+from engine.testing import CycleSource, LossyTransport, ManualClock
 from engine.transport.in_process import InProcessReplica
 from engine.transport.interface import CycleShipment, ReplicaTarget
 
@@ -85,6 +85,28 @@ def test_block_digests_differ_where_blocks_differ(
     after = replica.block_digests("vm-1", "os", BLOCK)
     assert len(before) == len(after) == 8
     assert [i for i in range(8) if before[i] != after[i]] == [3]
+
+
+def test_digests_of_listed_blocks_only(
+    replica: InProcessReplica, tmp_path: Path
+) -> None:
+    """blocks=[...] gives one digest per listed block, in order, through the
+    interface and through LossyTransport; the link down refuses it too."""
+    replica.create_replica("vm-1", DISKS, 4)
+    source = CycleSource(tmp_path / "source", DISKS)
+    source.write("os", 3 * BLOCK, b"y" * BLOCK)
+    replica.apply_cycle("vm-1", shipment(source))
+    every = replica.block_digests("vm-1", "os", BLOCK)
+    lossy: ReplicaTarget = LossyTransport(replica)
+    expected = [every[5], every[3], every[0]]
+    assert expected == replica.block_digests("vm-1", "os", BLOCK, blocks=[5, 3, 0])
+    assert expected == lossy.block_digests("vm-1", "os", BLOCK, blocks=[5, 3, 0])
+    assert every == lossy.block_digests("vm-1", "os", BLOCK)
+    with pytest.raises(DiskRangeError, match="disk 'os' must lie within its 8"):
+        replica.block_digests("vm-1", "os", BLOCK, blocks=[8])
+    replica.link_up = False
+    with pytest.raises(TransportError, match="digests of disk 'os'"):
+        replica.block_digests("vm-1", "os", BLOCK, blocks=[0])
 
 
 def test_status_of_a_vm_without_replica_says_so(replica: InProcessReplica) -> None:

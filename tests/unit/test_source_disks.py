@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidConfiguration
+from engine.log.extents import summarize_log
 from engine.log.format import RECORD_HEADER
-from engine.source.disks import LogState, SourceDisks
+from engine.source.disks import LogState, RetiredLogs, SourceDisks
 from engine.storage.disk import VirtualDisk
 
 BLOCK = 4096
@@ -79,3 +80,42 @@ def test_a_vm_without_disks_is_refused(tmp_path: Path) -> None:
     """No disks: InvalidConfiguration naming the problem, not a bare StopIteration."""
     with pytest.raises(InvalidConfiguration, match="at least one disk"):
         SourceDisks({}, block_bytes=BLOCK, durable=False)
+
+
+def test_a_restart_of_tracking_hands_over_the_logs_it_replaces(tmp_path: Path) -> None:
+    """on_retired sees every replaced log (whole, trusted) before it is deleted."""
+    disks = source_disks(tmp_path, {"os": 64 * KIB, "data": 64 * KIB})
+    handed: list[RetiredLogs] = []
+    try:
+        disks.start_tracking(1, {"os": 0, "data": 0}, on_retired=handed.append)
+        disks.write("os", BLOCK, b"a" * 10)
+        disks.write("data", 0, b"b" * 10)
+        seen: dict[str, int] = {}
+
+        def read(retired: RetiredLogs) -> None:
+            handed.append(retired)
+            for disk, path in retired.paths.items():
+                seen[disk] = summarize_log(path).record_count
+
+        disks.start_tracking(2, {"os": 0, "data": 0}, on_retired=read)
+    finally:
+        disks.close()
+    first, second = handed
+    assert (first.paths, first.trusted) == ({}, False)  # nothing was tracked
+    assert second.trusted
+    assert seen == {"os": 1, "data": 1}
+    assert not any(path.exists() for path in second.paths.values())
+
+
+def test_untrusted_logs_are_handed_over_as_untrusted(tmp_path: Path) -> None:
+    """A distrusted VM's replaced logs do not hold every write: trusted is False."""
+    disks = source_disks(tmp_path, {"os": 64 * KIB})
+    handed: list[RetiredLogs] = []
+    try:
+        disks.start_tracking(1, {"os": 0})
+        disks.distrust("test: a write was lost")
+        disks.start_tracking(2, {"os": 0}, on_retired=handed.append)
+    finally:
+        disks.close()
+    assert [retired.trusted for retired in handed] == [False]
+    assert list(handed[0].paths) == ["os"]
