@@ -1,10 +1,12 @@
-"""SIGKILL before and after every operation of starting and cleaning up a drill.
+"""A kill or a power cut at every operation of starting and cleaning up a drill.
 
-One child interpreter (``CHILD``) forks a process per kill point; each copies a
-prepared site, runs ``start_drill`` or ``cleanup_drill`` under ``KillingFileSystem``
-and dies there. This test then reopens every killed site: the store opens, a drill
-either opens and reads its point exactly or is refused as never started, and
-``cleanup_drill`` then leaves no area, no pin and every retained point exact.
+Kills: one child interpreter (``CHILD``) forks a process per kill point; each copies
+a prepared site, runs ``start_drill`` or ``cleanup_drill`` under
+``KillingFileSystem`` and dies there. Power cuts: ``PowerLossFileSystem`` in this
+process, which keeps only what was fsynced. Every site is then reopened: the store
+opens, a drill either opens and reads its point exactly or is refused as never
+started, and ``cleanup_drill`` then leaves no area, no pin and every retained point
+exact.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from engine.errors import InvalidConfiguration
 from engine.replica.drill import cleanup_drill, open_drill, start_drill
 from engine.replica.store import ReplicaStore
 from engine.storage import files
-from engine.testing import CountingFileSystem, CycleSource, ManualClock
+from engine.testing import (
+    CountingFileSystem,
+    CycleSource,
+    ManualClock,
+    PowerCut,
+    PowerLossFileSystem,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 BLOCK = 4096
@@ -80,6 +88,14 @@ def prepare(site: Path, *, drill: bool) -> dict[int, dict[str, bytes]]:
     return snapshots
 
 
+def run(operation: str, store: ReplicaStore, area: Path, point: int) -> None:
+    """Start a drill of ``point`` in ``area``, or clean up the one there."""
+    if operation == "start":
+        start_drill(store, point, area, BLOCK)
+    else:
+        cleanup_drill(store, area)
+
+
 def count_operations(template: Path, scratch: Path, operation: str, point: int) -> int:
     shutil.copytree(template, scratch)
     store = ReplicaStore.open(scratch / "replicas", "vm-1", ManualClock())
@@ -99,13 +115,42 @@ def point_bytes(store: ReplicaStore, point: int, directory: Path) -> dict[str, b
     return {disk: path.read_bytes() for disk, path in images.items()}
 
 
+def check_site(
+    site: Path, operation: str, point: int, snapshots: dict[int, dict[str, bytes]]
+) -> None:
+    """The store opens; the drill opens exactly or is refused as never started;
+    cleanup_drill then leaves no area, no pin and every retained point exact."""
+    store = ReplicaStore.open(site / "replicas", "vm-1", ManualClock())
+    store.recover()
+    if (site / "drill" / "drill.json").exists():
+        with open_drill(store, site / "drill") as vm:
+            expected = bytearray(snapshots[point]["os"])
+            if operation == "cleanup":
+                expected[5:12] = b"test VM"
+            assert bytes(expected) == vm.read("os", 0, DISKS["os"]), site.name
+    elif (site / "drill").exists() or store.pinned is not None:
+        with pytest.raises(InvalidConfiguration, match="holds no drill"):
+            open_drill(store, site / "drill")
+    cleanup_drill(store, site / "drill")
+    reopened = ReplicaStore.open(site / "replicas", "vm-1", ManualClock())
+    expected_state = (False, None, (3, 4))
+    actual_state = (
+        (site / "drill").exists(),
+        reopened.pinned,
+        reopened.catalogue.recovery_point_ids,
+    )
+    assert expected_state == actual_state, site.name
+    for retained in (3, 4):
+        found = point_bytes(reopened, retained, site / "points")
+        assert snapshots[retained] == found, (site.name, retained)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("operation", ["start", "cleanup"])
 def test_a_kill_at_any_step_leaves_a_drill_cleanup_can_finish(
     tmp_path: Path, operation: str
 ) -> None:
-    """After each kill: the store opens, the drill opens exactly or is refused as
-    unstarted, and cleanup_drill leaves no area, no pin, every point exact."""
+    """After each kill (before and after every operation): see check_site."""
     template = tmp_path / "template"
     snapshots = prepare(template, drill=operation == "cleanup")
     point = 1 if operation == "cleanup" else 3  # cleanup: the prepared drill's
@@ -120,28 +165,26 @@ def test_a_kill_at_any_step_leaves_a_drill_cleanup_can_finish(
     outcomes = json.loads(child.stdout)
     assert len(outcomes) == 2 * count
     for site_name, signal_number in outcomes:
-        site = Path(site_name)
-        assert signal_number == 9, site.name
+        assert signal_number == 9, site_name
+        check_site(Path(site_name), operation, point, snapshots)
+
+
+@pytest.mark.parametrize("operation", ["start", "cleanup"])
+def test_a_power_cut_at_any_step_leaves_a_drill_cleanup_can_finish(
+    tmp_path: Path, operation: str
+) -> None:
+    """After power is lost before each operation (only what was fsynced stays):
+    see check_site."""
+    template = tmp_path / "template"
+    snapshots = prepare(template, drill=operation == "cleanup")
+    point = 1 if operation == "cleanup" else 3
+    count = count_operations(template, tmp_path / "count", operation, point)
+    for crash_at in range(1, count + 1):
+        site = tmp_path / f"cut-{crash_at}"
+        shutil.copytree(template, site)
         store = ReplicaStore.open(site / "replicas", "vm-1", ManualClock())
-        store.recover()
-        if (site / "drill" / "drill.json").exists():
-            with open_drill(store, site / "drill") as vm:
-                expected = bytearray(snapshots[point]["os"])
-                if operation == "cleanup":
-                    expected[5:12] = b"test VM"
-                assert bytes(expected) == vm.read("os", 0, DISKS["os"]), site.name
-        elif (site / "drill").exists() or store.pinned is not None:
-            with pytest.raises(InvalidConfiguration, match="holds no drill"):
-                open_drill(store, site / "drill")
-        cleanup_drill(store, site / "drill")
-        reopened = ReplicaStore.open(site / "replicas", "vm-1", ManualClock())
-        expected_state = (False, None, (3, 4))
-        actual_state = (
-            (site / "drill").exists(),
-            reopened.pinned,
-            reopened.catalogue.recovery_point_ids,
-        )
-        assert expected_state == actual_state, site.name
-        for retained in (3, 4):
-            found = point_bytes(reopened, retained, site / "points")
-            assert snapshots[retained] == found, (site.name, retained)
+        power = PowerLossFileSystem([site], crash_at=crash_at)
+        with files.use(power), pytest.raises(PowerCut):
+            run(operation, store, site / "drill", point)
+        power.power_cut()
+        check_site(site, operation, point, snapshots)
