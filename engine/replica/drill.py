@@ -98,9 +98,18 @@ class TestVm:
             disk.flush()
 
     def close(self) -> None:
-        """Flush and close every disk; the area stays (reopen with open_drill)."""
+        """Flush and close every disk; the area stays (reopen with open_drill).
+
+        Every disk is closed even when one fails to flush; the first error is raised.
+        """
+        errors: list[OSError | ReplicationError] = []
         for disk in self._disks.values():
-            disk.close()
+            try:
+                disk.close()
+            except (OSError, ReplicationError) as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
     def statistics(self) -> dict[str, DifferencingDiskStatistics]:
         """Return each disk's counters."""
