@@ -204,15 +204,15 @@ class DifferencingDisk:
     def write(self, offset: int, data: Buffer) -> None:
         """Write ``data`` at ``offset`` into the overlay (durable at :meth:`flush`)."""
         descriptor = self._open_descriptor()
-        data = require_buffer(data, argument="data")
-        self._check_range(offset, len(data))
-        if not data:
+        view = memoryview(require_buffer(data, argument="data")).cast("B")
+        self._check_range(offset, len(view))
+        if not view:
             return
-        end = offset + len(data)
+        end = offset + len(view)
         block = self._block_bytes
         blocks = range(offset // block, (end - 1) // block + 1)
         try:
-            for number in {blocks[0], blocks[-1]}:
+            for number in dict.fromkeys((blocks[0], blocks[-1])):  # first, last
                 start, stop = (
                     number * block,
                     min((number + 1) * block, self._size_bytes),
@@ -222,10 +222,10 @@ class DifferencingDisk:
                         descriptor, self._read_base(start, stop - start), start
                     )
                     self._copied += 1
-            self._write_all(descriptor, data, offset)
+            self._write_all(descriptor, view, offset)
         except OSError as error:
             raise storage_error(error, f"writing {str(self.overlay_path)!r}") from error
-        self._written += len(data)
+        self._written += len(view)
         if not self._present.issuperset(blocks):
             self._present.update(blocks)
             self._map_changed = True

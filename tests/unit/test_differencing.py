@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import os
 import random
 from collections.abc import Callable
@@ -96,6 +97,14 @@ def test_a_partial_write_copies_the_rest_of_its_block(tmp_path: Path) -> None:
             statistics.blocks_present,
             statistics.blocks_copied_from_base,
         )
+
+
+def test_a_memoryview_of_wide_items_is_written_as_its_bytes(tmp_path: Path) -> None:
+    """A buffer of 4-byte items writes all its bytes, not one per item."""
+    words = array.array("I", [1, 2, 3])
+    with create(tmp_path) as disk:
+        disk.write(BLOCK - 4, memoryview(words))
+        assert words.tobytes() == disk.read(BLOCK - 4, 12)
 
 
 def test_the_partial_last_block_is_handled(tmp_path: Path) -> None:
