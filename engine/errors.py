@@ -108,3 +108,19 @@ class SiteLocked(ReplicationError):
     (process id, host, since when). Stop that engine first, or open another site. The
     lock is the operating system's, so a crashed holder releases it by dying.
     """
+
+
+class SiteUnreachable(TransportError):
+    """A site the operation needs is down: nothing of it was read or changed.
+
+    Raised instead of reading a site the engine cannot reach (its hosts crashed), so no
+    figure is ever made up from one. The site comes back with ``recover_site``.
+    """
+
+
+class ShutdownRefused(ReplicationError):
+    """The source VM did not shut down (its guest refused, or its VMM is unreachable).
+
+    A planned failover stops there (nothing changed); an unplanned one goes on from
+    the newest point that reached the target, and reports the loss as a bound.
+    """

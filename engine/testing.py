@@ -28,6 +28,7 @@ from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
 from engine.log.writer import ChangeLog
 from engine.names import safe_child, validate_disk_name
 from engine.replica.recovery_point import RecoveryPoint
+from engine.storage.block_set import BlockSet
 from engine.storage.simulation import (
     CountingFileSystem,
     FullDiskFileSystem,
@@ -37,9 +38,11 @@ from engine.storage.simulation import (
 )
 from engine.transport.interface import (
     CycleShipment,
+    DiskReader,
     Progress,
     ReplicaStatus,
     ReplicaTarget,
+    TestVmDisks,
 )
 
 __all__ = [
@@ -227,6 +230,28 @@ class LossyTransport:
     def status(self, vm_name: str) -> ReplicaStatus:
         """Passed through."""
         return self.inner.status(vm_name)
+
+    def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:
+        self.inner.start_test_failover(vm_name, recovery_point_id)
+
+    def test_vm(self, vm_name: str) -> TestVmDisks:
+        return self.inner.test_vm(vm_name)
+
+    def cleanup_test_failover(self, vm_name: str) -> None:
+        self.inner.cleanup_test_failover(vm_name)
+
+    def point_reader(self, vm_name: str, recovery_point_id: int) -> DiskReader:
+        return self.inner.point_reader(vm_name, recovery_point_id)
+
+    def promote_replica(
+        self, vm_name: str, recovery_point_id: int, block_bytes: int
+    ) -> Mapping[str, BlockSet]:
+        return self.inner.promote_replica(vm_name, recovery_point_id, block_bytes)
+
+    def adopt_copy(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        self.inner.adopt_copy(vm_name, disks, retention_count)
 
     def statistics(self) -> object:
         """The wrapped interface's counters, when it keeps any."""

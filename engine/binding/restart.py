@@ -15,7 +15,17 @@ link or the sites look like now, or rolls it back:
   comparison begins: a crash while they are created is before any comparison);
   otherwise abandoned, and ``resynchronize()`` compares again;
 - ``disable_protection``: finished;
-- ``pause`` and ``resume``: committed.
+- ``pause`` and ``resume``: committed;
+- the failover half (``failover.py``, ``reverse.py``): what changes nothing that cannot
+  be undone is rolled back and said (``start_test_failover``, ``planned_failover``,
+  ``failover``, ``unplanned_failover``, ``complete_failover``,
+  ``change_recovery_point``: the VM runs where it ran, the phase is the one before,
+  and the operation can be started again); what cannot be undone is finished, its
+  effect being idempotent (``cleanup_test_failover``, ``commit``, ``cancel_failover``,
+  ``reverse_replication``).
+
+An operation is recorded at the site it acts on (its source or its target), so a
+restart looks for a pending one at every site that is up.
 
 An operation whose abandon could not be written (a full disk while a failed effect was
 being recorded) stays pending: :meth:`Restart.settle`, called before every operation,
@@ -24,9 +34,14 @@ treats it exactly as a restart would, so the VM is never refused forever.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
+from engine.binding import failover, reverse
+from engine.binding.details import VmDetails
+from engine.binding.sites import direction, other_site
 from engine.control.store import ControlStore, Operation
 from engine.errors import ReplicationError
 from engine.log.reader import read_header
@@ -37,23 +52,48 @@ if TYPE_CHECKING:
     from engine.binding.protected_vm import ProtectedVm
 
 
+#: Operations rolled back after a restart (nothing they did is lost by undoing it).
+ROLLED_BACK: Final = frozenset(
+    {
+        "start_test_failover",
+        "planned_failover",
+        "failover",
+        "unplanned_failover",
+        "complete_failover",
+        "change_recovery_point",
+    }
+)
+
+#: Operations finished after a restart: the idempotent effect again, then the phase.
+FINISHED: Final[dict[str, Callable[[ProtectedVm, dict[str, object]], VmDetails]]] = {
+    "cleanup_test_failover": failover.finish_cleanup,
+    "commit": failover.finish_commit,
+    "cancel_failover": failover.finish_cancel,
+    "reverse_replication": reverse.finish_reverse,
+}
+
+
 class Restart:
     """The restart logic of one :class:`ProtectedVm`."""
 
     def __init__(self, vm: ProtectedVm) -> None:
         self._vm = vm
+        self._control: ControlStore = vm.sites.storage(
+            next(iter(vm.sites.up_sites())).name
+        ).control
 
     def recover(self) -> str | None:
         """Finish or roll back the pending operation; never raises for a failed
         effect (it is abandoned and said)."""
-        pending = self._control.pending_operation(self._vm.name)
-        if pending is None:
+        found = self._pending()
+        if found is None:
             return None
+        pending, control = found
         try:
-            return self._finish(pending)
+            return self._finish(pending, control)
         except (ReplicationError, OSError) as error:
             try:
-                self._control.abandon_operation(pending.operation_id, str(error))
+                control.abandon_operation(pending.operation_id, str(error))
             except ReplicationError as again:
                 return (
                     f"{pending.name} could not be finished ({error}) nor closed "
@@ -63,19 +103,46 @@ class Restart:
 
     def settle(self) -> None:
         """Before an operation: close one left pending; raise if it cannot be."""
-        pending = self._control.pending_operation(self._vm.name)
-        if pending is None:
+        found = self._pending()
+        if found is None:
             return
+        pending, control = found
         try:
-            self._finish(pending)
+            self._finish(pending, control)
         except (ReplicationError, OSError) as error:
-            self._control.abandon_operation(pending.operation_id, str(error))
+            control.abandon_operation(pending.operation_id, str(error))
+
+    def _pending(self) -> tuple[Operation, ControlStore] | None:
+        """The VM's pending operation at a site that is up, with that site's store.
+
+        An operation pending at a site whose row is older than another site's was
+        superseded while that site was down (a failover at the target while the old
+        source crashed mid-cycle): it is abandoned, never finished.
+        """
+        holders = [
+            site.control
+            for site in self._vm.sites.up_sites()
+            if self._vm.name in site.control.vm_names()
+        ]
+        newest = max(control.vm(self._vm.name).generation for control in holders)
+        for control in holders:
+            pending = control.pending_operation(self._vm.name)
+            if pending is None:
+                continue
+            if control.vm(self._vm.name).generation < newest:
+                reason = "superseded: another site recorded newer operations while "
+                reason += f"site {control.site_name!r} was down"
+                control.abandon_operation(pending.operation_id, reason)
+                continue
+            return pending, control
+        return None
 
     def tracking_epoch(self) -> int:
         """The epoch the current logs were started at, when a pending
         resynchronisation restarted them at its new epoch; else the control epoch."""
         control = self._vm.control()
-        pending = self._control.pending_operation(self._vm.name)
+        found = self._pending()
+        pending = None if found is None else found[0]
         if pending is None or pending.name != "complete_resynchronization":
             return control.epoch
         epoch = json.loads(pending.params_json).get("epoch")
@@ -94,14 +161,18 @@ class Restart:
 
     # -- internals ---------------------------------------------------------------------
 
-    @property
-    def _control(self) -> ControlStore:
-        return self._vm.source_site.control
-
-    def _finish(self, pending: Operation) -> str:
+    def _finish(self, pending: Operation, control: ControlStore) -> str:  # noqa: PLR0911
+        self._control = control
         vm = self._vm
         params = json.loads(pending.params_json)
         operation_id, name = pending.operation_id, pending.name
+        if name in ROLLED_BACK:
+            return self._roll_back_failover(operation_id, name)
+        if name in FINISHED:
+            details = FINISHED[name](vm, params)
+            self._commit(operation_id, params, details_json=details.to_json())
+            vm.open_disks()
+            return f"{name} finished after the restart"
         if name == "enable_protection":
             vm.disks.stop_tracking()
             vm.replica.remove_replica(vm.name)
@@ -117,10 +188,26 @@ class Restart:
         elif name == "replicate":
             vm.cycles.ship_waiting(finish_cut=True)
         elif name == "disable_protection":
+            details = reverse.after_disable(vm)
             vm.disable_effect()
+            self._commit(operation_id, params, details_json=details.to_json())
+            return f"{name} finished after the restart"
         self._commit(operation_id, params)
         vm.mirror_catalogue()
         return f"{name} finished after the restart"
+
+    def _roll_back_failover(self, operation_id: int, name: str) -> str:
+        vm = self._vm
+        if name == "start_test_failover":
+            target = other_site(vm.control().active_site)
+            vm.sites.towards(target).cleanup_test_failover(vm.name)
+        if vm.sites.up(vm.control().active_site):
+            with contextlib.suppress(ReplicationError):
+                vm.disks.restart()  # a shutdown the interruption left: the VM runs
+        self._control.abandon_operation(operation_id, "rolled back after a restart")
+        return (
+            f"{name} interrupted: rolled back (the phase is as before); start it again"
+        )
 
     def _finish_resync(self, operation_id: int, params: dict[str, object]) -> str:
         vm = self._vm
@@ -143,17 +230,29 @@ class Restart:
                 vm.disks.start_tracking(epoch, compared)
                 if problem is not None:
                     vm.disks.distrust(problem)
-            self._commit(operation_id, params)
+            details = reverse.after_resync(vm)
+            self._commit(operation_id, params, details_json=details.to_json())
+            reverse.forget_candidates(vm)
             vm.mirror_catalogue()
             return "complete_resynchronization finished after the restart"
         vm.outbox.discard()
         self._control.abandon_operation(operation_id, "redone on resume")
         return "complete_resynchronization interrupted: resynchronize() compares again"
 
-    def _commit(self, operation_id: int, params: dict[str, object]) -> None:
+    def _commit(
+        self,
+        operation_id: int,
+        params: dict[str, object],
+        *,
+        details_json: str | None = None,
+    ) -> None:
         phase = Phase(str(params["phase"]))
         epoch = params.get("epoch")
+        active = params.get("active_site")
         self._control.complete_operation(
-            operation_id, phase.value, epoch=epoch if isinstance(epoch, int) else None
-        )
+            operation_id, phase.value, epoch=epoch if isinstance(epoch, int) else None,
+            details_json=details_json,
+            active_site=active if isinstance(active, str) else None,
+            direction=direction(active) if isinstance(active, str) else None,
+        )  # fmt: skip
         self._vm.machine = PhaseMachine(phase)

@@ -35,7 +35,7 @@ from typing import Final
 
 from engine.errors import DamagedState, InvalidConfiguration
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x48564452  # "HVDR" in ASCII: marks the file as ours
 
 SCHEMA_V1: Final = (
@@ -86,6 +86,16 @@ MIGRATIONS: Final[Mapping[int, tuple[str, ...]]] = {
             ordinal INTEGER NOT NULL CHECK (ordinal >= 0),
             PRIMARY KEY (vm, name),
             UNIQUE (vm, ordinal)) STRICT""",
+    ),
+    3: (
+        # Which site's row is newer (a failover recorded at the target while the old
+        # source was down), and what the phase alone does not say (where the VM runs,
+        # the failover in progress, the drill, the loss report) as one JSON object.
+        (
+            "ALTER TABLE vm ADD COLUMN generation INTEGER NOT NULL DEFAULT 0 "
+            "CHECK (generation >= 0)"
+        ),
+        "ALTER TABLE vm ADD COLUMN details_json TEXT NOT NULL DEFAULT '{}'",
     ),
 }
 """``MIGRATIONS[n]``: the statements taking a file from version ``n - 1`` to ``n``."""

@@ -105,7 +105,8 @@ _OPERATION_BY_ID: Final = _OPERATION_SELECT + "operation_id = ?"
 _OPERATION_PENDING_FOR_VM: Final = _OPERATION_SELECT + "vm = ? AND state = 'pending'"
 _OPERATIONS_PENDING: Final = _OPERATION_SELECT + "state = 'pending'"
 _VM_SELECT: Final = (
-    "SELECT name, phase, active_site, direction, epoch, next_cycle_id FROM vm "
+    "SELECT name, phase, active_site, direction, epoch, next_cycle_id, generation, "
+    "details_json FROM vm "
 )
 
 P = ParamSpec("P")
@@ -130,6 +131,15 @@ class VmControl:
     direction: str
     epoch: int
     next_cycle_id: int
+    generation: int = 0  # grows with every completed operation (the newer row wins)
+    details_json: str = "{}"  # a JSON object: what the phase alone does not say
+
+    @property
+    def details(self) -> dict[str, object]:
+        """The details as a fresh dict (decoded and checked when the row was read)."""
+        found = json.loads(self.details_json)
+        assert isinstance(found, dict), found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +325,7 @@ class ControlStore:
                 msg = f"vm_name={vm_name!r} is already in the control store of site "
                 msg += f"{self.site_name!r}; remove_vm() it first"
                 raise InvalidConfiguration(msg)
-            cursor.execute("INSERT INTO vm VALUES (?, ?, ?, ?, ?, 1)", values)
+            cursor.execute("INSERT INTO vm VALUES (?, ?, ?, ?, ?, 1, 0, '{}')", values)
             cursor.executemany("INSERT INTO disk VALUES (?, ?, ?, ?)", new_disks)
             if creating:
                 self._insert_operation(cursor, vm_name, CREATE_VM, params)
@@ -439,10 +449,12 @@ class ControlStore:
         active_site: str | None = None,
         direction: str | None = None,
         result_json: str | None = None,
+        details_json: str | None = None,
     ) -> VmControl:
         """Mark the operation completed and move its VM to ``new_phase``, atomically.
 
-        ``epoch``, ``active_site`` and ``direction`` change with the phase when given.
+        ``epoch``, ``active_site``, ``direction`` and the details (a JSON object)
+        change with the phase when given; the row's generation grows by one.
         """
         checked_text("new_phase", new_phase)
         if active_site is not None:
@@ -453,17 +465,21 @@ class ControlStore:
             checked_count("epoch", epoch)
         if result_json is not None:
             checked_json_text("result_json", result_json)
+        if details_json is not None:
+            _checked_details(details_json)
         with self._transaction() as cursor:
             operation = self._require_pending(cursor, operation_id)
             control = self._require_vm(cursor, operation.vm_name)
             cursor.execute(
-                "UPDATE vm SET phase = ?, epoch = ?, active_site = ?, direction = ? "
-                "WHERE name = ?",
+                "UPDATE vm SET phase = ?, epoch = ?, active_site = ?, direction = ?, "
+                "generation = ?, details_json = ? WHERE name = ?",
                 (
                     new_phase,
                     control.epoch if epoch is None else epoch,
                     active_site or control.active_site,
                     direction or control.direction,
+                    control.generation + 1,
+                    control.details_json if details_json is None else details_json,
                     operation.vm_name,
                 ),
             )
@@ -477,6 +493,59 @@ class ControlStore:
             self._require_pending(cursor, operation_id)
             result = json.dumps({"abandoned": reason})
             self._finish(cursor, operation_id, OperationState.ABANDONED, result)
+
+    @_serialised
+    def update_details(self, vm_name: str, details_json: str) -> VmControl:
+        """Replace the VM's details outside an operation (what the environment did:
+        a site that crashed stops the copy running there); the generation grows."""
+        _checked_details(details_json)
+        with self._transaction() as cursor:
+            control = self._require_vm(cursor, vm_name)
+            cursor.execute(
+                "UPDATE vm SET generation = ?, details_json = ? WHERE name = ?",
+                (control.generation + 1, details_json, vm_name),
+            )
+        return self.vm(vm_name)
+
+    @_serialised
+    def adopt_vm(self, row: VmControl, disks: Mapping[str, int]) -> bool:
+        """Take the other site's row of a VM when it is newer; return whether it was.
+
+        A VM unknown here is added with ``disks``; a known one takes the row's phase,
+        roles, epoch, generation and details when ``row.generation`` is higher (its
+        next cycle id never goes back). A VM with an operation pending here is left
+        alone: the restart that finishes it decides first.
+        """
+        validate_vm_name(row.vm_name)
+        validate_site_name(row.active_site)
+        _checked_details(row.details_json)
+        with self._transaction() as cursor:
+            found = self._find_vm(cursor, row.vm_name)
+            if found is None:
+                cursor.execute(
+                    "INSERT INTO vm VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.vm_name, row.phase, row.active_site, row.direction,
+                        row.epoch, row.next_cycle_id, row.generation, row.details_json,
+                    ),
+                )  # fmt: skip
+                rows = disk_rows(row.vm_name, disks)
+                cursor.executemany("INSERT INTO disk VALUES (?, ?, ?, ?)", rows)
+                return True
+            if found.generation >= row.generation:
+                return False
+            if self._pending(cursor, row.vm_name) is not None:
+                return False
+            cursor.execute(
+                "UPDATE vm SET phase = ?, active_site = ?, direction = ?, epoch = ?, "
+                "next_cycle_id = ?, generation = ?, details_json = ? WHERE name = ?",
+                (
+                    row.phase, row.active_site, row.direction, row.epoch,
+                    max(row.next_cycle_id, found.next_cycle_id), row.generation,
+                    row.details_json, row.vm_name,
+                ),
+            )  # fmt: skip
+            return True
 
     @_serialised
     def pending_operation(self, vm_name: str) -> Operation | None:
@@ -611,8 +680,12 @@ class ControlStore:
         return positions
 
     def _decode_vm(self, values: tuple[object, ...]) -> VmControl:
-        name, phase, active_site, direction, epoch, next_cycle_id = values
+        name, phase, active_site, direction, epoch, next_cycle_id = values[:6]
+        generation, details = values[6:]
         row = Row(self.path, f"VM {name!r}")
+        details_text = row.json_text("details_json", details)
+        if not details_text.startswith("{"):
+            row.refuse("details_json", details, "a JSON object")
         return VmControl(
             vm_name=row.name("name", name, validate_vm_name),
             phase=row.text("phase", phase),
@@ -620,6 +693,8 @@ class ControlStore:
             direction=row.text("direction", direction),
             epoch=row.integer("epoch", epoch, minimum=0),
             next_cycle_id=row.integer("next_cycle_id", next_cycle_id, minimum=1),
+            generation=row.integer("generation", generation, minimum=0),
+            details_json=details_text,
         )
 
     def _decode_point(self, vm_name: str, values: tuple[object, ...]) -> RecoveryPoint:
@@ -718,3 +793,12 @@ class ControlStore:
             "WHERE operation_id = ?",
             (state, self._clock.now(), result, operation_id),
         )
+
+
+def _checked_details(details_json: str) -> str:
+    """A VM's details must be one JSON object (within the size a row may hold)."""
+    checked_json_text("details_json", details_json)
+    if not isinstance(json.loads(details_json), dict):
+        msg = f"details_json={details_json[:80]!r} must be a JSON object"
+        raise InvalidConfiguration(msg)
+    return details_json

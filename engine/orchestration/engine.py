@@ -40,14 +40,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from engine.binding.details import VmDetails
+from engine.binding.failover import CommitReport, DrillReport, FailoverReport
+from engine.binding.loss_report import LossReport
 from engine.binding.protected_vm import (
     CrashPoint,
     CycleReport,
+    GuestShutdown,
     Progress,
     ProtectedVm,
     VmStatistics,
     VmStatus,
+    always_shuts_down,
 )
+from engine.binding.reverse import ReverseReport
+from engine.binding.sites import SITE_NAMES, Sites, other_site
 from engine.clock import Clock, SystemClock
 from engine.control.site import SiteStorage
 from engine.errors import (
@@ -67,7 +74,7 @@ from engine.storage.disk import (
     validate_block_bytes,
 )
 from engine.transport.in_process import InProcessReplica, TransportStatistics
-from engine.transport.interface import ReplicaTarget
+from engine.transport.interface import ReplicaTarget, TestVmDisks
 
 PRIMARY = "primary"
 SECONDARY = "secondary"
@@ -93,18 +100,27 @@ class ReplicationEngine:
         self,
         primary: SiteStorage,
         secondary: SiteStorage,
-        transport: ReplicaTarget,
+        transports: Mapping[str, InProcessReplica],
         clock: Clock,
         *,
         block_bytes: int,
         retention_count: int,
         durable_writes: bool,
+        link_up: bool = True,
         crash_point: CrashPoint | None = None,
+        wrap_transport: TransportWrapper | None = None,
+        guest_shutdown: GuestShutdown = always_shuts_down,
     ) -> None:
         """Use :meth:`open`."""
-        self.primary = primary
-        self.secondary = secondary
-        self.transport = transport
+        self._roots = {PRIMARY: primary.root, SECONDARY: secondary.root}
+        self._in_process = dict(transports)
+        self._wrap = wrap_transport
+        wrapped = {site: self._wrapped(found) for site, found in transports.items()}
+        self.sites = Sites(
+            {PRIMARY: primary, SECONDARY: secondary}, wrapped,
+            set_link=self._set_link, link_up=link_up,
+        )  # fmt: skip
+        self._guest_shutdown = guest_shutdown
         self._clock = clock
         self._block_bytes = block_bytes
         self._retention_count = retention_count
@@ -129,11 +145,14 @@ class ReplicationEngine:
         link_up: bool = True,
         wrap_transport: TransportWrapper | None = None,
         crash_point: CrashPoint | None = None,
+        guest_shutdown: GuestShutdown | None = None,
     ) -> Self:
         """Own both sites, reopen every VM, finish or roll back interrupted work.
 
         ``crash_point`` is a test seam (see ``engine.source.shipping``);
-        ``wrap_transport`` wraps the in-process replica interface (fault injection).
+        ``wrap_transport`` wraps each in-process replica interface (fault injection);
+        ``guest_shutdown(vm, site)`` plays the guests (False: the guest refuses to
+        shut down; default: every shutdown succeeds).
         """
         block_bytes = validate_block_bytes(block_bytes)
         retention_count = validate_retention_count(retention_count)
@@ -145,16 +164,23 @@ class ReplicationEngine:
             Path(primary_root), Path(secondary_root), clock
         )
         try:
-            replica: ReplicaTarget = InProcessReplica.open(
-                PRIMARY, SECONDARY, secondary.root, clock,
-                link_up=link_up, crash_point=crash_point,
-            )  # fmt: skip
-            if wrap_transport is not None:
-                replica = wrap_transport(replica)
+            replicas = {
+                target.name: InProcessReplica.open(
+                    other_site(target.name),
+                    target.name,
+                    target.root,
+                    clock,
+                    link_up=link_up,
+                    crash_point=crash_point,
+                )
+                for target in (primary, secondary)
+            }
             engine = cls(
-                primary, secondary, replica, clock,
+                primary, secondary, replicas, clock,
                 block_bytes=block_bytes, retention_count=retention_count,
                 durable_writes=durable_writes, crash_point=crash_point,
+                link_up=link_up, wrap_transport=wrap_transport,
+                guest_shutdown=_check_guest(guest_shutdown or always_shuts_down),
             )  # fmt: skip
             engine._reopen_vms()
         except BaseException:
@@ -164,23 +190,39 @@ class ReplicationEngine:
         return engine
 
     def _reopen_vms(self) -> None:
-        recovered = getattr(self.transport, "recovered", {})
-        self.target_recovered.update(recovered)
+        for replica in self._in_process.values():
+            self.target_recovered.update(replica.recovered)
         control = self.primary.control
         for name in control.vm_names():
             pending = control.pending_operation(name)
             if pending is not None and pending.name == CREATE_VM:
                 self._undo_creation(name)
                 self.recovered[name] = "create_vm rolled back: create the VM again"
-                continue
-            try:
-                vm = self._bind(name, control.vm_disks(name))
-            except DamagedState as damage:
-                self.damaged[name] = damage
-                continue
+        for name in self._known_names():
+            self._reopen(name)
+
+    def _known_names(self) -> list[str]:
+        """Every VM the sites that are up know, sorted."""
+        names: set[str] = set()
+        for site in self.sites.up_sites():
+            names.update(site.control.vm_names())
+        return sorted(names)
+
+    def _reopen(self, name: str) -> None:
+        holder = next(s for s in self.sites.up_sites() if name in s.control.vm_names())
+        try:
+            vm = self._bind(name, holder.control.vm_disks(name))
+        except DamagedState as damage:
+            self.damaged[name] = damage
+            return
+        try:
             outcome = vm.recover()
-            if outcome is not None:
-                self.recovered[name] = outcome
+        except DamagedState as damage:
+            self.damaged[name] = damage
+            del self._vms[name]
+            return
+        if outcome is not None:
+            self.recovered[name] = outcome
 
     # -- VMs ---------------------------------------------------------------------------
 
@@ -221,7 +263,10 @@ class ReplicationEngine:
                 pending = control.pending_operation(name)
                 assert pending is not None
                 assert pending.name == CREATE_VM
-                control.complete_operation(pending.operation_id, "unprotected")
+                control.complete_operation(
+                    pending.operation_id, "unprotected",
+                    details_json=VmDetails(running=frozenset({PRIMARY})).to_json(),
+                )  # fmt: skip
             except BaseException as error:
                 self._undo_creation(name)
                 note = f"vm {name!r} was not created; nothing was left behind"
@@ -260,12 +305,106 @@ class ReplicationEngine:
         filesystem.remove_tree_durably(self.primary.vm_directory(name))
         self.primary.control.remove_vm(name)
 
+    # -- sites, the link, the vault ----------------------------------------------------
+
+    @property
+    def primary(self) -> SiteStorage:
+        """The primary site's storage (while it is up)."""
+        return self.sites.storage(PRIMARY)
+
+    @property
+    def secondary(self) -> SiteStorage:
+        """The secondary site's storage (while it is up)."""
+        return self.sites.storage(SECONDARY)
+
+    @property
+    def transport(self) -> ReplicaTarget:
+        """The replica interface towards the secondary site."""
+        return self.sites.towards(SECONDARY)
+
+    def transport_towards(self, site: str) -> ReplicaTarget:
+        """The replica interface whose target is ``site``."""
+        return self.sites.towards(_site(site))
+
+    @property
+    def link_up(self) -> bool:
+        """Whether data can travel between the sites."""
+        return self.sites.link_up
+
+    def set_link(self, up: bool) -> None:  # noqa: FBT001
+        """Cut (False) or repair (True) the link between the sites."""
+        _check_flag("up", up)
+        self.sites.set_link(up)
+
+    def _set_link(self, up: bool) -> None:  # noqa: FBT001
+        for replica in self._in_process.values():
+            replica.link_up = up
+
+    def disconnect_vault(self, site: str) -> None:
+        """The site's VMM server loses the vault: no order goes through it."""
+        self.sites.set_connected(_site(site), connected=False)
+
+    def reconnect_vault(self, site: str) -> None:
+        """The site's VMM server is connected to the vault again."""
+        self.sites.set_connected(_site(site), connected=True)
+
+    def crash_site(self, site: str) -> None:
+        """The site's hosts go down: its VMs stop, nothing of it is read until
+        :meth:`recover_site` (its storage is closed and its lock released)."""
+        site = _site(site)
+        storage = self.sites.storage(site)
+        with self._lock:
+            for vm in self._vms.values():
+                with vm.operation_lock:
+                    vm.site_down(site)
+                    vm.stop_copy_at(site)
+            self.sites.mark_down(site)
+            storage.close()
+
+    def recover_site(self, site: str) -> dict[str, str]:
+        """The site's hosts come back: its storage reopens, interrupted work at it is
+        finished or rolled back, rows are reconciled, a VM active there restarts, and
+        a failover's loss is reconciled with its logs. Returns what was recovered."""
+        site = _site(site)
+        if self.sites.up(site):
+            msg = f"site {site!r} is already up"
+            raise InvalidConfiguration(msg)
+        storage = _open_one(site, self._roots[site], self._clock)
+        try:
+            replica = InProcessReplica.open(
+                other_site(site), site, storage.root, self._clock,
+                link_up=self.sites.link_up, crash_point=self._crash_point,
+            )  # fmt: skip
+        except BaseException:
+            storage.close()
+            raise
+        self._in_process[site] = replica
+        self.sites.mark_up(site, storage, self._wrapped(replica))
+        outcomes: dict[str, str] = dict(replica.recovered)
+        with self._lock:
+            for name in self._known_names():
+                vm = self._vms.get(name)
+                if vm is None:
+                    if name not in self.damaged:
+                        self._reopen(name)
+                    continue
+                outcome = vm.site_recovered(site)
+                if outcome:
+                    outcomes[name] = outcome
+        return outcomes
+
+    def _wrapped(self, replica: InProcessReplica) -> ReplicaTarget:
+        return replica if self._wrap is None else self._wrap(replica)
+
     def vm_names(self) -> tuple[str, ...]:
         """The VMs this engine knows (damaged ones included), sorted."""
         return tuple(sorted({*self._vms, *self.damaged}))
 
     def disk_sizes(self, name: str) -> dict[str, int]:
         """The disks of VM ``name`` and their sizes, from the control state."""
+        for site in self.sites.up_sites():
+            if name in site.control.vm_names():
+                return site.control.vm_disks(name)
         return self.primary.control.vm_disks(name)
 
     def vm(self, name: str) -> ProtectedVm:
@@ -286,13 +425,23 @@ class ReplicationEngine:
 
     # -- the operations, by VM name ----------------------------------------------------
 
-    def write(self, vm: str, disk: str, offset: int, data: bytes) -> None:
-        """The workload writes ``data`` at ``offset`` of ``disk`` (tracked)."""
-        self.vm(vm).write(disk, offset, data)
+    def write(
+        self, vm: str, disk: str, offset: int, data: bytes, *, site: str | None = None
+    ) -> None:
+        """The workload writes ``data`` at ``offset`` of ``disk`` (tracked), at the
+        active copy, or at ``site`` where a copy a failed shutdown left still runs."""
+        self.vm(vm).write(
+            disk, offset, data, site=None if site is None else _site(site)
+        )
 
     def read(self, vm: str, disk: str, offset: int, length: int) -> bytes:
         """Read the active copy."""
         return self.vm(vm).read(disk, offset, length)
+
+    def flush(self, vm: str | None = None) -> None:
+        """Make every write so far durable (of ``vm``, or of every VM)."""
+        for found in [self.vm(vm)] if vm is not None else list(self._vms.values()):
+            found.flush()
 
     def enable_protection(self, vm: str, progress: Progress | None = None) -> None:
         """Enable replication and run the initial replication to its first point."""
@@ -330,8 +479,66 @@ class ReplicationEngine:
         self.vm(vm).disable_protection()
 
     def status(self, vm: str) -> VmStatus:
-        """Phase, derived status, health, recovery points, what is allowed now."""
+        """Phase, derived status, health, recovery points, what is allowed now, the
+        loss report of the last failover."""
         return self.vm(vm).status()
+
+    # -- the failover half -------------------------------------------------------------
+
+    def start_test_failover(self, vm: str, point: int | None = None) -> DrillReport:
+        """A drill: a test VM from ``point`` (default: the latest) on differencing
+        disks in the target's isolated area; cycles go on."""
+        return self.vm(vm).start_test_failover(point)
+
+    def test_vm(self, vm: str) -> TestVmDisks:
+        """The open drill's test VM (read, write, flush)."""
+        return self.vm(vm).test_vm()
+
+    def cleanup_test_failover(self, vm: str) -> None:
+        """End the drill: the test VM and its overlay are deleted."""
+        self.vm(vm).cleanup_test_failover()
+
+    def planned_failover(
+        self, vm: str, *, then_fail_over: bool = True
+    ) -> FailoverReport:
+        """Shut the source down, ship every change, fail over: zero loss
+        (``then_fail_over=False``: stop once prepared, as ``-Prepare`` does)."""
+        return self.vm(vm).planned_failover(then_fail_over=then_fail_over)
+
+    def failover(self, vm: str) -> FailoverReport:
+        """The planned failover's second half (after it was prepared)."""
+        return self.vm(vm).failover()
+
+    def unplanned_failover(
+        self, vm: str, point: int | str = "latest", *, shut_down_first: bool = False
+    ) -> FailoverReport:
+        """Fail over from ``point`` (an id, "latest", "latest_app_consistent"); with
+        ``shut_down_first`` the shutdown and a final sync are tried (each may fail)."""
+        return self.vm(vm).unplanned_failover(point, shut_down_first=shut_down_first)
+
+    def complete_failover(self, vm: str) -> FailoverReport:
+        """Start the replica VM of a failover that waited (its VMM reconnected)."""
+        return self.vm(vm).complete_failover()
+
+    def change_recovery_point(self, vm: str, point: int) -> FailoverReport:
+        """Before commit, after an unplanned failover: restart from another point."""
+        return self.vm(vm).change_recovery_point(point)
+
+    def commit(self, vm: str) -> CommitReport:
+        """Commit the failover: every recovery point is deleted."""
+        return self.vm(vm).commit()
+
+    def cancel_failover(self, vm: str) -> None:
+        """Cancel a failover in progress: replication never resumes."""
+        self.vm(vm).cancel_failover()
+
+    def reverse_replication(self, vm: str) -> ReverseReport:
+        """After commit: replicate back towards the other site."""
+        return self.vm(vm).reverse_replication()
+
+    def reconcile(self, vm: str) -> LossReport | None:
+        """Count the last failover's exact loss from the old source (if reachable)."""
+        return self.vm(vm).reconcile()
 
     def statistics(self) -> EngineStatistics:
         """Counters per VM and of the transport."""
@@ -348,8 +555,8 @@ class ReplicationEngine:
                 vm.flush()
                 vm.close()
         finally:
-            self.primary.close()
-            self.secondary.close()
+            for storage in list(self.sites.up_sites()):
+                storage.close()
 
     def __enter__(self) -> Self:
         return self
@@ -365,18 +572,20 @@ class ReplicationEngine:
     # -- internals ---------------------------------------------------------------------
 
     def _bind(self, name: str, disks: Mapping[str, int]) -> ProtectedVm:
-        control = self.primary.control.vm(name)
-        if control.active_site != PRIMARY:
-            msg = f"VM {name!r} is active at site {control.active_site!r}; this "
-            msg += "engine replicates from the primary only (failover comes next)"
-            raise DamagedState(msg)
-        self._check_files(name, disks)
+        rows = [
+            site.control.vm(name)
+            for site in self.sites.up_sites()
+            if name in site.control.vm_names()
+        ]
+        control = max(rows, key=lambda row: row.generation)
+        if self.sites.up(control.active_site) and control.phase != "failed_over":
+            self._check_files(name, disks, self.sites.storage(control.active_site))
         try:
             vm = ProtectedVm(
-                name, disks, source=self.primary, replica=self.transport,
+                name, disks, sites=self.sites,
                 clock=self._clock, block_bytes=self._block_bytes,
                 retention_count=self._retention_count, durable_writes=self._durable,
-                crash_point=self._crash_point,
+                crash_point=self._crash_point, guest_shutdown=self._guest_shutdown,
             )  # fmt: skip
         except (ReplicationError, OSError) as error:
             if isinstance(error, DamagedState | StorageFull):
@@ -386,17 +595,17 @@ class ReplicationEngine:
         self._vms[name] = vm
         return vm
 
-    def _check_files(self, name: str, disks: Mapping[str, int]) -> None:
-        directory = self.primary.vm_directory(name)
+    def _check_files(
+        self, name: str, disks: Mapping[str, int], site: SiteStorage
+    ) -> None:
+        directory = site.vm_directory(name)
         if not directory.is_dir():
             msg = f"VM {name!r}: its folder {str(directory)!r} is missing (the control "
-            msg += (
-                f"state at {str(self.primary.root)!r} lists it); restore the folder, "
-            )
+            msg += f"state at {str(site.root)!r} lists it); restore the folder, "
             msg += "or remove the VM"
             raise DamagedState(msg)
         for disk, size in disks.items():
-            path = self.primary.disk_path(name, disk)
+            path = site.disk_path(name, disk)
             found = path.stat().st_size if path.is_file() else None
             if found != size:
                 what = "is missing" if found is None else f"holds {found} bytes"
@@ -455,6 +664,33 @@ def _open_sites(
             lock.release()
         raise
     return opened[0], opened[1]
+
+
+def _open_one(name: str, root: Path, clock: Clock) -> SiteStorage:
+    """Lock and open one site (a site that recovers)."""
+    try:
+        lock = SiteStorage.lock_root(name, root, clock)
+    except OSError as error:
+        raise _typed_open_error(error, root) from error
+    try:
+        return SiteStorage.open(name, root, clock, lock=lock)
+    except OSError as error:
+        raise _typed_open_error(error, root) from error
+
+
+def _site(site: object) -> str:
+    if site not in SITE_NAMES:
+        msg = f"site={site!r} is not a site of this engine; sites: {list(SITE_NAMES)}"
+        raise InvalidConfiguration(msg)
+    assert isinstance(site, str)
+    return site
+
+
+def _check_guest(guest: object) -> GuestShutdown:
+    if not callable(guest):
+        msg = f"guest_shutdown={guest!r} must be a callable (vm name, site) -> bool"
+        raise InvalidConfiguration(msg)
+    return guest
 
 
 def _typed_open_error(error: OSError, root: object) -> ReplicationError | OSError:

@@ -60,6 +60,11 @@ class RecoveryPoint:
     app_consistent: bool
     # (disk name, sequence of the last change-log record applied), sorted by disk name.
     last_sequences: tuple[tuple[str, int], ...]
+    # What the cycle carried (all disks): a failover to an older point reports the
+    # writes and bytes it rolls back from these. None in catalogues written before
+    # (and in the control state's mirror, which keeps the identity only).
+    record_count: int | None = field(default=None, compare=False)
+    payload_bytes: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         disks = [disk for disk, _ in self.last_sequences]
@@ -86,6 +91,8 @@ class RecoveryPoint:
             "created_at": self.created_at,
             "app_consistent": self.app_consistent,
             "last_sequences": dict(self.last_sequences),
+            "record_count": self.record_count,
+            "payload_bytes": self.payload_bytes,
         }
 
     @classmethod
@@ -102,7 +109,16 @@ class RecoveryPoint:
             last_sequences=tuple(
                 (disk, _int(sequences, disk, minimum=-1)) for disk in sorted(sequences)
             ),
+            record_count=_optional_int(row, "record_count"),
+            payload_bytes=_optional_int(row, "payload_bytes"),
         )
+
+
+def _optional_int(row: Mapping[str, object], name: str) -> int | None:
+    """An optional count (absent or null in catalogues written before it existed)."""
+    if row.get(name) is None:
+        return None
+    return _int(row, name, minimum=0)
 
 
 def make_last_sequences(positions: Mapping[str, int]) -> tuple[tuple[str, int], ...]:

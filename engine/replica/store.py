@@ -467,6 +467,8 @@ class ReplicaStore:
             last_sequences=make_last_sequences(
                 {disk: log.last_sequence for disk, log in sealed.items()}
             ),
+            record_count=sum(log.record_count for log in sealed.values()),
+            payload_bytes=sum(log.payload_bytes for log in sealed.values()),
         )
         intent = ApplyIntent(cycle_id, epoch, log_names, undo_name, point)
         self._prepare(intent, hook)

@@ -50,7 +50,12 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from engine.errors import CorruptRecord, InvalidConfiguration, ReplicationError
+from engine.errors import (
+    CorruptRecord,
+    InvalidConfiguration,
+    ReplicationError,
+    TransitionNotAllowed,
+)
 from engine.log.tracked_disk import TrackedDisk
 from engine.log.writer import (
     ChangeLog,
@@ -134,6 +139,7 @@ class SourceDisks:
         self._marker = directory / UNTRUSTED_MARKER
         self._tracking_marker = directory / TRACKING_MARKER
         self._problem: str | None = None
+        self._halted: str | None = None  # why the VM takes no writes (shut down)
         if self._marker.exists():
             self._problem = self._marker.read_text(encoding="utf-8", errors="replace")
 
@@ -153,9 +159,30 @@ class SourceDisks:
 
     # -- the workload ------------------------------------------------------------------
 
+    def halt(self, reason: str) -> None:
+        """The VM shut down: every later write is refused with ``reason``.
+
+        Taken under the cut lock, so a write either completed before (and is in the
+        log the final sync seals) or is refused: none slips in between.
+        """
+        with self.lock:
+            self._halted = reason
+
+    def restart(self) -> None:
+        """The VM runs again (a failover that shut it down was cancelled or failed)."""
+        with self.lock:
+            self._halted = None
+
+    @property
+    def halted(self) -> str | None:
+        """Why the VM takes no writes here (None: it runs)."""
+        return self._halted
+
     def write(self, disk: str, offset: int, data: bytes) -> None:
         """Write through the tracker when tracking, under the VM-wide lock."""
         with self.lock:
+            if self._halted is not None:
+                raise TransitionNotAllowed(self._halted)
             tracked = self._tracked.get(disk)
             if tracked is None:
                 image = self._image(disk)

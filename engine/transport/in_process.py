@@ -35,13 +35,26 @@ from engine.errors import (
     TransportError,
 )
 from engine.names import safe_child, validate_site_name, validate_vm_name
+from engine.replica import drill, promote
+from engine.replica.point_view import PointView
 from engine.replica.recovery_point import RecoveryPoint
 from engine.replica.store import CrashPoint, ReplicaStore
 from engine.storage import files as filesystem
+from engine.storage.block_set import BlockSet
 from engine.transport import delivery
-from engine.transport.interface import CycleShipment, Progress, ReplicaStatus
+from engine.transport.interface import (
+    CycleShipment,
+    DiskReader,
+    Progress,
+    ReplicaStatus,
+    TestVmDisks,
+)
 
 REPLICAS: Final = "replicas"
+DRILLS: Final = "drills"
+"""The target's isolated area: one folder per VM with an open drill."""
+VMS: Final = "vms"
+DISK_SUFFIX: Final = ".img"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +94,7 @@ class InProcessReplica:
         self._crash = crash_point
         self._lock = threading.RLock()
         self._stores: dict[str, ReplicaStore] = {}
+        self._drills: dict[str, _LockedTestVm] = {}
         self._damaged: dict[str, DamagedState] = {}
         self._recovered: dict[str, str] = {}
         self._cycles_shipped = 0
@@ -135,9 +149,13 @@ class InProcessReplica:
             )
 
     def remove_replica(self, vm_name: str) -> None:
-        """Delete the replica store of ``vm_name`` and its inbox."""
+        """Delete the replica store of ``vm_name``, its inbox and any drill."""
         validate_vm_name(vm_name)
         with self._lock:
+            found = self._drills.pop(vm_name, None)
+            if found is not None:
+                found.close()
+            filesystem.remove_tree_durably(self._drill_area(vm_name))
             self._stores.pop(vm_name, None)
             self._damaged.pop(vm_name, None)
             filesystem.remove_tree_durably(safe_child(self._replicas, vm_name))
@@ -245,6 +263,94 @@ class InProcessReplica:
             recovered=self._recovered.get(vm_name),
         )
 
+    # -- the target-side half of a failover --------------------------------------------
+
+    def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:
+        """Pin the point and open a test VM on differencing disks under ``drills/``."""
+        with self._lock:
+            store = self._owned_store(vm_name)
+            area = self._drill_area(vm_name)
+            if store.pinned == recovery_point_id and (area / drill.DRILL_FILE).exists():
+                self._drills[vm_name] = _LockedTestVm(
+                    drill.open_drill(store, area), self._lock
+                )
+                return
+            if store.pinned is not None or area.exists():
+                drill.cleanup_drill(store, area)  # a start a crash cut short
+            self._drills[vm_name] = _LockedTestVm(
+                drill.start_drill(store, recovery_point_id, area, _block_of(store)),
+                self._lock,
+            )
+
+    def test_vm(self, vm_name: str) -> TestVmDisks:
+        """The open drill's test VM (reopened after a restart)."""
+        with self._lock:
+            found = self._drills.get(vm_name)
+            if found is None:
+                store = self._owned_store(vm_name)
+                found = _LockedTestVm(
+                    drill.open_drill(store, self._drill_area(vm_name)), self._lock
+                )
+                self._drills[vm_name] = found
+            return found
+
+    def cleanup_test_failover(self, vm_name: str) -> None:
+        """Close and delete the test VM and its overlay; unpin (idempotent)."""
+        with self._lock:
+            found = self._drills.pop(vm_name, None)
+            if found is not None:
+                found.close()
+            drill.cleanup_drill(self._owned_store(vm_name), self._drill_area(vm_name))
+
+    def point_reader(self, vm_name: str, recovery_point_id: int) -> DiskReader:
+        """A view of the replica at the point (reads serialised with applies)."""
+        with self._lock:
+            view = PointView(self._owned_store(vm_name), recovery_point_id)
+            return _LockedReader(view, self._lock)
+
+    def promote_replica(
+        self, vm_name: str, recovery_point_id: int, block_bytes: int
+    ) -> Mapping[str, BlockSet]:
+        """Make the point the VM's disks under ``vms/`` here; the store goes."""
+        with self._lock:
+            directory = safe_child(self._replicas, vm_name)
+            if directory.exists():
+                store = self._owned_store(vm_name)
+                if store.pinned is not None:
+                    drill.cleanup_drill(store, self._drill_area(vm_name))
+                store.catalogue.get(recovery_point_id)
+            self._stores.pop(vm_name, None)
+            self._drills.pop(vm_name, None)
+            blocks = promote.promote(
+                directory, self._vm_directory(vm_name), vm_name, recovery_point_id,
+                block_bytes,
+            )  # fmt: skip
+            filesystem.remove_tree_durably(delivery.vm_inbox(self._root, vm_name))
+            return blocks
+
+    def adopt_copy(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """The VM's disks under ``vms/`` here become its replica (no point yet)."""
+        with self._lock:
+            folder = self._vm_directory(vm_name)
+            images = {disk: folder / f"{disk}{DISK_SUFFIX}" for disk in disks}
+            present = {disk: path for disk, path in images.items() if path.exists()}
+            directory = safe_child(self._replicas, vm_name)
+            if not directory.exists():
+                if len(present) != len(images):
+                    missing = sorted(set(images) - set(present))
+                    msg = f"VM {vm_name!r}: the copy to adopt at site "
+                    msg += f"{self._target_site!r} lacks the disks {missing}"
+                    raise DamagedState(msg)
+                self._stores[vm_name] = ReplicaStore.create(
+                    self._replicas, vm_name, disks, retention_count, self._clock
+                )
+            store = self._owned_store(vm_name)
+            if present and not store.catalogue.points:
+                store.install_initial_copy(present, consume=True)
+            filesystem.remove_tree_durably(folder)
+
     def store(self, vm_name: str) -> ReplicaStore:
         """The replica store of ``vm_name`` (target-side tools and tests only)."""
         with self._lock:
@@ -265,6 +371,12 @@ class InProcessReplica:
     @property
     def _replicas(self) -> Path:
         return self._root / REPLICAS
+
+    def _drill_area(self, vm_name: str) -> Path:
+        return safe_child(self._root, DRILLS, vm_name)
+
+    def _vm_directory(self, vm_name: str) -> Path:
+        return safe_child(self._root, VMS, vm_name)
 
     def _check_link(self, what: str) -> None:
         if not self.link_up:
@@ -327,3 +439,48 @@ class InProcessReplica:
         self._stores[vm_name] = store
         if report.cycle_id is not None:
             self._recovered[vm_name] = f"{report.action.value}: {report.reason}"
+
+
+def _block_of(store: ReplicaStore) -> int:
+    """The overlay's block size: the largest power of two up to 64 KiB dividing every
+    disk of the store (a drill's writes are copied on write in these units)."""
+    size = 64 * 1024
+    while any(disk % size for disk in store.disks.values()) and size > 512:
+        size //= 2
+    return size
+
+
+class _LockedReader:
+    """A point view whose reads wait for an apply in progress (one lock)."""
+
+    def __init__(self, view: PointView, lock: threading.RLock) -> None:
+        self._view = view
+        self._lock = lock
+
+    def read(self, disk: str, offset: int, length: int) -> bytes:
+        with self._lock:
+            return self._view.read(disk, offset, length)
+
+
+class _LockedTestVm:
+    """A drill's test VM whose reads and writes wait for an apply in progress."""
+
+    def __init__(self, vm: drill.TestVm, lock: threading.RLock) -> None:
+        self._vm = vm
+        self._lock = lock
+
+    def read(self, disk: str, offset: int, length: int) -> bytes:
+        with self._lock:
+            return self._vm.read(disk, offset, length)
+
+    def write(self, disk: str, offset: int, data: bytes) -> None:
+        with self._lock:
+            self._vm.write(disk, offset, data)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._vm.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._vm.close()

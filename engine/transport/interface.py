@@ -14,7 +14,13 @@ numbers, files the source made (sealed change logs, disk images) and plain value
   to all disks or none; idempotent (a cycle applied already returns its point);
 - ``block_digests``: one strong digest per block of a replica disk, or of the blocks
   listed, so a resynchronisation sends only the blocks whose digests differ;
-- ``status``: whether the replica exists, its recovery points, the last cycle applied.
+- ``status``: whether the replica exists, its recovery points, the last cycle applied;
+- the target-side half of a failover: ``start_test_failover`` / ``test_vm`` /
+  ``cleanup_test_failover`` (a drill's test VM on differencing disks in the target's
+  isolated area), ``point_reader`` (the replica VM reading its recovery point before
+  commit), ``promote_replica`` (commit: the point becomes the VM's disks at the target,
+  every point deleted; returns the blocks rolled back) and ``adopt_copy`` (reverse
+  replication: the old source's disks at the target become a replica without points).
 
 Today's implementation is in-process (``engine.transport.in_process``): the target
 site's storage root is on this machine. A replica server between hosts implements the
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.replica.recovery_point import RecoveryPoint
+from engine.storage.block_set import BlockSet
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a disk image travels."""
@@ -65,6 +72,30 @@ class ReplicaStatus:
     last_cycle_id: int = 0  # the highest cycle id ever applied (0: none)
     disks: Mapping[str, int] = field(default_factory=dict)
     recovered: str | None = None  # what opening the target finished or undid
+
+
+class DiskReader(Protocol):
+    """Reads a VM's disks as one recovery point holds them."""
+
+    def read(self, disk: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``disk`` from ``offset``."""
+        ...
+
+
+class TestVmDisks(Protocol):
+    """A drill's test VM: reads fall through to its point, writes stay in an overlay."""
+
+    def read(self, disk: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``disk`` from ``offset``, as the test VM sees them."""
+        ...
+
+    def write(self, disk: str, offset: int, data: bytes) -> None:
+        """Write into the test VM's overlay (never into the replica)."""
+        ...
+
+    def flush(self) -> None:
+        """Make the test VM's writes so far durable."""
+        ...
 
 
 class ReplicaTarget(Protocol):
@@ -126,4 +157,35 @@ class ReplicaTarget(Protocol):
 
     def status(self, vm_name: str) -> ReplicaStatus:
         """The replica of ``vm_name`` as the target knows it (no side effects)."""
+        ...
+
+    def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:
+        """Pin the point and start a test VM from it in the isolated area; idempotent
+        (a drill of that point already there is reopened)."""
+        ...
+
+    def test_vm(self, vm_name: str) -> TestVmDisks:
+        """The open drill's test VM."""
+        ...
+
+    def cleanup_test_failover(self, vm_name: str) -> None:
+        """Delete the test VM and its overlay, unpin the point; idempotent."""
+        ...
+
+    def point_reader(self, vm_name: str, recovery_point_id: int) -> DiskReader:
+        """A reader of the VM's disks at ``recovery_point_id`` (no copy made)."""
+        ...
+
+    def promote_replica(
+        self, vm_name: str, recovery_point_id: int, block_bytes: int
+    ) -> Mapping[str, BlockSet]:
+        """Make the point the VM's disks at the target and delete the store (every
+        recovery point); return the blocks rolled back per disk. Idempotent."""
+        ...
+
+    def adopt_copy(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """Make the VM's disks at the target (an old source's copy) its replica, with
+        no recovery point yet. Idempotent."""
         ...
