@@ -112,6 +112,7 @@ def start_test_failover(vm: ProtectedVm, point: int | None) -> DrillReport:
         msg = f"point={point!r} must be a recovery point id (int) or None (the latest)"
         raise InvalidConfiguration(msg)
     with vm.operation_lock:
+        vm.ask_first("start_test_failover")
         target = other_site(vm.control().active_site)
         points = _points_at(vm, target)
         chosen = _point(points, point, vm)
@@ -235,6 +236,8 @@ def failover_prepared(vm: ProtectedVm) -> FailoverReport:
     """The planned failover's second half at the target, then the replica VM."""
     with vm.operation_lock:
         control = vm.control()
+        if Phase(control.phase) is not Phase.FAILING_OVER:
+            vm.ask_first("failover")
         if Phase(control.phase) is Phase.FAILOVER_PREPARED:
             target = other_site(control.active_site)
             newest = _points_at(vm, target)[-1]
@@ -267,6 +270,7 @@ def unplanned_failover(
         msg = f"shut_down_first={shut_down_first!r} must be True or False"  # type: ignore[unreachable]
         raise InvalidConfiguration(msg)
     with vm.operation_lock:
+        vm.ask_first("unplanned_failover")
         control = vm.control()
         active = control.active_site
         target = other_site(active)
@@ -415,6 +419,7 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
         msg = f"point={point!r} must be a recovery point id (int)"
         raise InvalidConfiguration(msg)
     with vm.operation_lock:
+        vm.ask_first("change_recovery_point")
         control = vm.control()
         points = _points_at(vm, control.active_site)
         chosen = _point(points, point, vm)
@@ -446,6 +451,7 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
 def commit(vm: ProtectedVm) -> CommitReport:
     """Commit: the chosen point becomes the VM's disks; every point is deleted."""
     with vm.operation_lock:
+        vm.ask_first("commit")
         control = vm.control()
         active = control.active_site
         details = vm.details(control)
@@ -496,6 +502,7 @@ def finish_commit(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:
 def cancel_failover(vm: ProtectedVm) -> None:
     """Cancel the failover in progress: replication stops for good (decision 3)."""
     with vm.operation_lock:
+        vm.ask_first("cancel_failover")
         vm.step(
             "cancel_failover",
             lambda: _cancel_effect(vm),

@@ -84,6 +84,7 @@ from engine.storage.block_set import BlockSet
 from engine.storage.disk import storage_error
 from engine.transport.interface import ReplicaTarget, TestVmDisks
 from model import (
+    ACTIONS,
     ActionRefused,
     Call,
     LogHealth,
@@ -97,6 +98,7 @@ from model import (
     health,
     is_protected,
 )
+from model.action import Context
 from model.state import ALL_FAULTS
 
 __all__ = ["CYCLE_CRASH_POINTS", "CrashPoint", "CycleReport", "ProtectedVm"]
@@ -621,6 +623,30 @@ class ProtectedVm:
         ):
             return LogHealth.DAMAGED
         return health_now
+
+    def ask_first(self, action: str) -> None:
+        """Raise the model's refusal when it refuses ``action`` whatever its arguments
+        (before the engine looks at the arguments it was given)."""
+        view = self.view()
+        if any(c.vm == 0 and c.action == action for c in enabled(self.config, view)):
+            return
+        bare = Call(action, vm=0, args=())
+        try:
+            apply(self.config, view, bare)
+        except ActionRefused as refusal:
+            if refusal.guard != "choice":  # the phase, or a guard: the real reason
+                raise TransitionNotAllowed(str(refusal)) from refusal
+        # Refused only for the missing arguments: ask with the first it could take.
+        choices = tuple(ACTIONS[action].choices(Context(self.config, view, bare)))
+        if not choices:
+            msg = (
+                f"{action} of VM {self.name!r} takes no argument the model accepts now"
+            )
+            raise TransitionNotAllowed(msg)
+        try:
+            apply(self.config, view, Call(action, vm=0, args=choices[0]))
+        except ActionRefused as refusal:
+            raise TransitionNotAllowed(str(refusal)) from refusal
 
     def decide(self, action: str, **args: str | int | bool) -> VmState:
         """Ask the model; return the VM it predicts, or raise its refusal."""
