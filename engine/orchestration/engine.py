@@ -352,6 +352,9 @@ class ReplicationEngine:
         """The site's hosts go down: its VMs stop, nothing of it is read until
         :meth:`recover_site` (its storage is closed and its lock released)."""
         site = _site(site)
+        if not self.sites.up(site):
+            msg = f"site {site!r} is already down; recover_site brings it back"
+            raise InvalidConfiguration(msg)
         storage = self.sites.storage(site)
         with self._lock:
             for vm in self._vms.values():
