@@ -82,7 +82,7 @@ from engine.source.shipping import (
 )
 from engine.storage.block_set import BlockSet
 from engine.storage.disk import storage_error
-from engine.transport.interface import ReplicaTarget, TestVmDisks
+from engine.transport.interface import DiskReader, ReplicaTarget, TestVmDisks
 from model import (
     ACTIONS,
     ActionRefused,
@@ -248,6 +248,7 @@ class ProtectedVm:
         self._cycles: CycleRunner | None = None
         self._disks_copied = 0
         self._write_verdicts: dict[str, str | None] = {}
+        self._point_reader: tuple[int, DiskReader] | None = None
         self._verdict_generation = 0
         self.config = ModelConfig(
             vm_count=1,
@@ -482,6 +483,7 @@ class ProtectedVm:
         """The VM's state changed: the cached write verdicts are stale."""
         self._verdict_generation += 1
         self._write_verdicts = {}
+        self._point_reader = None
 
     def read(self, disk: str, offset: int, length: int) -> bytes:
         """Read the active copy (the chosen point while a failover awaits commit)."""
@@ -489,10 +491,13 @@ class ProtectedVm:
         if Phase(control.phase) is Phase.FAILED_OVER:
             point = self.details(control).chosen_point_id
             assert point is not None
-            reader = self.sites.towards(control.active_site).point_reader(
-                self.name, point
-            )
-            return reader.read(disk, offset, length)
+            cached = self._point_reader
+            if cached is None or cached[0] != point:
+                reader = self.sites.towards(control.active_site).point_reader(
+                    self.name, point
+                )
+                cached = self._point_reader = (point, reader)
+            return cached[1].read(disk, offset, length)
         return self.disks.read(disk, offset, length)
 
     def flush(self) -> None:
