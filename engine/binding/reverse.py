@@ -128,8 +128,10 @@ def finish_reverse(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:
 def reconcile(vm: ProtectedVm) -> LossReport | None:
     """Count the exact loss from the old source's logs, if they can be read now.
 
-    Nothing is read from a site that is down, and a report already exact with the old
-    copy stopped stays as it is. The updated report is written to the control state.
+    Nothing is read from a site that is down or across a link that is down (the
+    target asks the old source, as at failover time), and a report already exact with
+    the old copy stopped stays as it is. The updated report is written to the control
+    state.
     """
     control = vm.control()
     details = vm.details(control)
@@ -139,6 +141,8 @@ def reconcile(vm: ProtectedVm) -> LossReport | None:
     old = details.old_site
     if old is None or vm.old_disks is None or not vm.sites.up(old):
         return report
+    if not vm.sites.link_up:
+        return report  # the old source is up but cannot be asked across the link
     if report.exact and old not in details.running and report.reconciled_at:
         return report
     if vm.old_disks.log_state is LogState.UNTRUSTED:

@@ -127,3 +127,29 @@ def test_a_site_recovering_twice_or_crashing_twice_is_refused(tmp_path: Path) ->
             engine.crash_site("secondary")
         engine.recover_site("secondary")
         assert engine.status("web").phase == "protected"
+
+
+def test_with_the_link_down_the_loss_stays_a_bound_until_the_source_can_be_asked(
+    tmp_path: Path,
+) -> None:
+    """The source is up but the link is down: at failover time, and at a reconcile,
+    the target cannot ask it, so the figure stays a lower bound; once the link is
+    back the exact figure comes from the source's logs."""
+    with protected(tmp_path) as engine:
+        engine.write("web", "os", 0, b"a" * BLOCK)
+        engine.replicate("web")
+        engine.write("web", "os", BLOCK, b"b" * BLOCK)
+        engine.set_link(False)
+        report = engine.unplanned_failover("web", shut_down_first=True)
+        assert report.shutdown == "sync_cut_short"
+        assert report.loss is not None
+        assert not report.loss.exact
+        assert "unreachable" in report.loss.note
+        reconciled = engine.reconcile("web")
+        assert reconciled is not None
+        assert not reconciled.exact
+        engine.set_link(True)
+        exact = engine.reconcile("web")
+        assert exact is not None
+        assert exact.exact
+        assert exact.writes_lost == 1
