@@ -8,6 +8,9 @@ The public surface an embedder needs is re-exported here (and from ``hvdr``)::
         engine.enable_protection("web")
         engine.write("web", "os", 0, b"...")
         engine.replicate("web")
+        engine.planned_failover("web")      # zero loss, the replica VM runs
+        engine.commit("web")                # every recovery point deleted
+        engine.reverse_replication("web")   # protected again, towards the primary
 
 Packages by role (imports point one way, checked by ``tests/test_layers.py``):
 ``storage`` (disks, durable files, sparse copies, the file-operation seam), ``log``
@@ -20,7 +23,10 @@ only package importing ``model``) and ``orchestration`` (the engine's front). Pu
 fakes for tests live in ``engine.testing``.
 """
 
+from engine.binding.failover import CommitReport, DrillReport, FailoverReport
+from engine.binding.loss_report import LossReport
 from engine.binding.protected_vm import CycleReport, VmStatistics, VmStatus
+from engine.binding.reverse import ReverseReport
 from engine.clock import Clock, SystemClock
 from engine.errors import (
     CorruptRecord,
@@ -31,7 +37,9 @@ from engine.errors import (
     LogMismatch,
     RecoveryPointNotFound,
     ReplicationError,
+    ShutdownRefused,
     SiteLocked,
+    SiteUnreachable,
     StorageFull,
     TransitionNotAllowed,
     TransportError,
@@ -44,16 +52,20 @@ from engine.transport.interface import CycleShipment, ReplicaStatus, ReplicaTarg
 
 __all__ = [
     "Clock",
+    "CommitReport",
     "CorruptRecord",
     "CycleReport",
     "CycleShipment",
     "DamagedState",
     "DiskRangeError",
+    "DrillReport",
     "EngineStatistics",
+    "FailoverReport",
     "InProcessReplica",
     "InvalidConfiguration",
     "InvalidName",
     "LogMismatch",
+    "LossReport",
     "RecoveryPoint",
     "RecoveryPointNotFound",
     "ReplicaStatus",
@@ -61,7 +73,10 @@ __all__ = [
     "ReplicationEngine",
     "ReplicationError",
     "ResyncReport",
+    "ReverseReport",
+    "ShutdownRefused",
     "SiteLocked",
+    "SiteUnreachable",
     "StorageFull",
     "SystemClock",
     "TransitionNotAllowed",
