@@ -85,13 +85,12 @@ class LossReport:
     def summary(self) -> str:
         """One line a person reads."""
         if self.exact and self.writes_lost is not None:
-            text = f"{self.writes_lost} writes ({self.bytes_lost} bytes) lost, exact"
+            size = "unknown" if self.bytes_lost is None else str(self.bytes_lost)
+            text = f"{self.writes_lost} writes ({size} bytes) lost"
         else:
-            text = f"at least {self.writes_lost_at_least} writes lost (a lower bound)"
-        return (
-            f"{self.kind} failover from recovery point {self.recovery_point_id}: "
-            + (f"{text}; {self.note}" if self.note else text)
-        )
+            text = f"at least {self.writes_lost_at_least} writes lost"
+        head = f"{self.kind} failover from recovery point {self.recovery_point_id}"
+        return f"{head}: {text} ({self.note})" if self.note else f"{head}: {text}"
 
 
 def rolled_back(
