@@ -486,6 +486,7 @@ def _commit_effect(vm: ProtectedVm, epoch: int) -> int:
     assert point is not None
     blocks = vm.sites.towards(active).promote_replica(vm.name, point, vm.block_bytes)
     vm.crash("promoted")
+    reverse.forget_candidates(vm, unshipped_only=True)  # left by an older failover
     vm.start_new_source(active, epoch)
     vm.crash("tracking_started")
     return sum(len(found) for found in blocks.values())

@@ -1117,6 +1117,7 @@ class ProtectedVm:
         if Phase(control.phase) is not Phase.COMMITTED:
             self.replica.remove_replica(self.name)
         reverse.drop_old_logs(self)
+        reverse.forget_candidates(self)
         self.mirror_catalogue()
 
     def start_new_source(self, site: str, epoch: int) -> None:

@@ -108,6 +108,7 @@ def _reverse_effect(vm: ProtectedVm, *, trusted: bool) -> None:
     drop_old_logs(vm)
     vm.sites.towards(old).adopt_copy(vm.name, vm.disk_sizes, vm.retention_count)
     if trusted:
+        forget_candidates(vm)  # deltas only: no resynchronisation will use them
         vm.run_cycles(app_consistent=False)
 
 
@@ -252,13 +253,16 @@ def candidates(vm: ProtectedVm) -> dict[str, BlockSet] | None:
     return found
 
 
-def forget_candidates(vm: ProtectedVm) -> None:
-    """The resynchronisation is done: the saved block sets are no longer needed."""
+def forget_candidates(vm: ProtectedVm, *, unshipped_only: bool = False) -> None:
+    """The saved block sets are no longer needed (the resynchronisation is done, or
+    none will come); with ``unshipped_only``, only sets an older failover left."""
     storage = vm.source_site
     paths = []
     for disk in vm.disk_sizes:
         image = str(storage.disk_path(vm.name, disk))
-        paths += [Path(image + ROLLED_BACK), Path(image + UNSHIPPED)]
+        paths.append(Path(image + UNSHIPPED))
+        if not unshipped_only:
+            paths.append(Path(image + ROLLED_BACK))
     durable_file.remove_durably(paths)
 
 
