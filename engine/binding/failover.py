@@ -368,13 +368,19 @@ def _resolve_chosen(
 # -- completing, changing the point ----------------------------------------------------
 
 
-def complete_failover(vm: ProtectedVm) -> FailoverReport:
-    """Start the replica VM from the chosen point; record what was lost."""
+def complete_failover(vm: ProtectedVm, *, asked: bool = False) -> FailoverReport:
+    """Start the replica VM from the chosen point; record what was lost.
+
+    ``asked``: the operator called it (outside a failing-over phase the model's
+    refusal is raised); a failover's own last step returns the report instead.
+    """
     with vm.operation_lock:
         control = vm.control()
         details = vm.details(control)
         phase = Phase(control.phase)
         if phase is not Phase.FAILING_OVER:
+            if asked:
+                vm.ask_first("complete_failover")
             return _report(vm, waiting=None)
         old = control.active_site
         target = other_site(old)

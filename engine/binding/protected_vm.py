@@ -957,7 +957,7 @@ class ProtectedVm:
 
     def complete_failover(self) -> FailoverReport:
         """Start the replica VM of a failover in progress (after a wait)."""
-        return failovers.complete_failover(self)
+        return failovers.complete_failover(self, asked=True)
 
     def change_recovery_point(self, point: int) -> FailoverReport:
         """Before commit (unplanned failover only): restart from another point."""

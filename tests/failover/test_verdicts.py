@@ -35,6 +35,7 @@ OPERATIONS: dict[str, tuple[str, Operation]] = {
     "enable_protection": ("enable_protection", lambda e: e.enable_protection("web")),
     "replicate": ("replicate", lambda e: e.replicate("web")),
     "pause": ("pause", lambda e: e.pause("web")),
+    "resynchronize": ("resynchronize", lambda e: e.resynchronize("web")),
     "resume": ("resume", lambda e: e.resume("web")),
     "disable": ("disable_protection", lambda e: e.disable("web")),
     "start_test_failover": (
@@ -53,6 +54,7 @@ OPERATIONS: dict[str, tuple[str, Operation]] = {
         "change_recovery_point",
         lambda e: e.change_recovery_point("web", _other_point(e)),
     ),
+    "complete_failover": ("complete_failover", lambda e: e.complete_failover("web")),
     "commit": ("commit", lambda e: e.commit("web")),
     "cancel_failover": ("cancel_failover", lambda e: e.cancel_failover("web")),
     "reverse_replication": (
@@ -84,6 +86,8 @@ def _model_refusal(engine: ReplicationEngine, action: str) -> str | None:
     """The model's refusal of ``action`` (default arguments) on the engine's view."""
     vm = engine.vm("web")
     view = vm.view()
+    if action == "resynchronize" and view.vms[0].phase.value == "resynchronizing":
+        action = "complete_resynchronization"  # resynchronize() runs the second step
     args: tuple[tuple[str, object], ...] = ()
     if action == "start_test_failover":
         args = (("point", 0),)
