@@ -551,6 +551,10 @@ class SourceDisks:
         try:
             return self._plain[disk]
         except KeyError:
+            if disk in self.paths:
+                msg = f"disk {disk!r} is closed: the engine was closed, or the site "
+                msg += "holding it went down (recover_site brings it back)"
+                raise TransitionNotAllowed(msg) from None
             msg = f"disk={disk!r} is not a disk of this VM; its disks: "
             msg += f"{sorted(self.paths)}"
             raise InvalidConfiguration(msg) from None

@@ -153,3 +153,13 @@ def test_with_the_link_down_the_loss_stays_a_bound_until_the_source_can_be_asked
         assert exact is not None
         assert exact.exact
         assert exact.writes_lost == 1
+
+
+def test_a_write_through_a_stale_handle_after_close_says_the_disks_are_closed(
+    tmp_path: Path,
+) -> None:
+    engine = protected(tmp_path)
+    vm = engine.vm("web")
+    engine.close()
+    with pytest.raises(TransitionNotAllowed, match="closed"):
+        vm.disks.write("os", 0, b"x" * BLOCK)
