@@ -10,6 +10,7 @@ import pytest
 from engine.errors import (
     InvalidConfiguration,
     RecoveryPointNotFound,
+    ReplicationError,
     TransitionNotAllowed,
 )
 from engine.orchestration.engine import ReplicationEngine
@@ -159,7 +160,9 @@ def test_a_write_through_a_stale_handle_after_close_says_the_disks_are_closed(
     tmp_path: Path,
 ) -> None:
     engine = protected(tmp_path)
-    vm = engine.vm("web")
+    disks = engine.vm("web").disks
     engine.close()
     with pytest.raises(TransitionNotAllowed, match="closed"):
-        vm.disks.write("os", 0, b"x" * BLOCK)
+        disks.write("os", 0, b"x" * BLOCK)
+    with pytest.raises(ReplicationError, match="closed"):
+        engine.write("web", "os", 0, b"x" * BLOCK)
