@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from invariants.kinds import Invariant, always, step
 from model import (
+    STEADY,
     Call,
     Copy,
     FailoverKind,
@@ -117,6 +118,12 @@ def reconciled_loss_is_exact(
     for vm in post.vms:
         report = vm.closed_report
         if report is None:
+            continue
+        if report.abandoned:
+            # Disable gave the old copy up (decision 16): no reconciliation, but the
+            # figure it closes with never claims more than was really lost.
+            if report.reported_writes > report.lost_writes:
+                return False
             continue
         if report.reconciled_writes != report.lost_writes:
             return False
@@ -273,7 +280,25 @@ def writes_during_initial_replication_are_never_lost(
     return True
 
 
+@always("a VM shown protected has no recovery point to fail over to")
+def protected_vm_has_a_recovery_point(config: ModelConfig, state: SystemState) -> bool:
+    """A VM whose status is protected can be failed over: a recovery point exists.
+
+    Rule: decision 15, "the copy reverse replication starts from is a recovery point
+    ... a VM shown protected can always be failed over again". Disaster: after
+    failback the VM shows protected, and the failover the operator then needs is
+    refused because no point exists. Applies: the steady phases and while paused.
+    """
+    del config
+    for vm in state.vms:
+        steady = vm.phase in (*STEADY, Phase.REPLICATION_PAUSED)
+        if steady and is_protected(vm) and not vm.points:
+            return False
+    return True
+
+
 FAILOVER_INVARIANTS: tuple[Invariant, ...] = (
+    protected_vm_has_a_recovery_point,
     planned_failover_loses_no_acknowledged_write,
     unplanned_failover_loss_is_exact,
     reconciled_loss_is_exact,

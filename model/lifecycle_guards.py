@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from model.lifecycle import check_lifecycle
+from model.lifecycle import Phase, check_lifecycle
 from model.state import FailoverKind, LogHealth, ModelConfig, VmState
 
 EdgeGuard = Callable[[VmState, ModelConfig], bool]
@@ -89,6 +89,16 @@ GUARD_HINTS: Mapping[str, str] = MappingProxyType(
         "failover (the final sync's point)",
         "other_copy_trusted": "the other copy may hold writes the active copy lacks",
         "other_copy_untrusted": "the other copy is the new source's starting point",
+    }
+)
+
+#: Where a phase changes what a refused guard means (decision 4: a drill forbids the
+#: resynchronisation that unusable logs call for, so the way on is its cleanup).
+PHASE_GUARD_HINTS: Mapping[tuple[Phase, str], str] = MappingProxyType(
+    {
+        (Phase.TEST_FAILOVER, "log_usable"): "the change logs are unusable "
+        "(overflowed or damaged) and a drill forbids resynchronising: clean up the "
+        "test failover first (cleanup_test_failover), then resynchronize",
     }
 )
 

@@ -129,6 +129,7 @@ class LossRecord:
     reported_writes: int
     reported_exact: bool
     reconciled_writes: int | None = None
+    abandoned: bool = False  # disable gave a divergent copy up: never reconciled
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from model.action import ActionSpec, Call, Context, Scope, vm_name
 from model.environment import LINK_ENVIRONMENT, SITE_ENVIRONMENT, VM_ENVIRONMENT
 from model.errors import ActionRefused, UnknownCall
 from model.lifecycle import LIFECYCLE, WAY_OUT, Edge, Phase, edges_from, resolve
-from model.lifecycle_guards import GUARD_HINTS, GUARDS, EdgeGuard
+from model.lifecycle_guards import GUARD_HINTS, GUARDS, PHASE_GUARD_HINTS, EdgeGuard
 from model.plans import make_plan_actions
 from model.state import ModelConfig, Site, SystemState, VmState
 from model.vm_actions import VM_ACTIONS
@@ -146,7 +146,8 @@ def lifecycle_edge(
         if all(guards[g](machine_vm, config) for g in edge.guards):
             return edge
     first = next(g for g in rows[0].guards if not guards[g](machine_vm, config))
-    return Refusal(first, GUARD_HINTS.get(first, first))
+    hint = PHASE_GUARD_HINTS.get((machine_vm.phase, first))
+    return Refusal(first, hint or GUARD_HINTS.get(first, first))
 
 
 def _refusal(config: ModelConfig, spec: ActionSpec, ctx: Context) -> Refusal | None:

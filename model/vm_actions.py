@@ -38,7 +38,6 @@ from model.guards import (
     BOTH_SITES_AND_LINK,
     OTHER_REACHABLE,
     OTHER_STORAGE_FREE,
-    OTHER_UP,
     TRANSFER,
 )
 from model.state import (
@@ -144,8 +143,15 @@ def _complete_initial(ctx: Context) -> VmState:
 
 
 def _disable(ctx: Context) -> VmState:
-    # Deletes the replica's recovery points and the logs; never the active copy.
-    return _fresh(ctx.vm, other=None)
+    # Deletes the replica's recovery points and the logs; never the active copy. A
+    # loss record still open (a divergent copy given up, decision 16) is closed as
+    # abandoned: the writes known lost are what the target could say.
+    vm = ctx.vm
+    closed = None
+    if vm.last_failover is not None:
+        closed = replace(vm.last_failover, abandoned=True)
+    fresh = _fresh(vm, other=None)
+    return replace(fresh, running=frozenset({vm.active}), closed_report=closed)
 
 
 def _unchanged(ctx: Context) -> VmState:
@@ -210,11 +216,15 @@ def _unplanned_choices(ctx: Context) -> Iterable[Args]:
     if any(point.app_consistent for point in points):
         targets.append(POINT_LATEST_APP_CONSISTENT)
     targets += range(1, len(points))
-    source_up = ctx.state.site(ctx.vm.active).up
-    runs_at_source = ctx.vm.active in ctx.vm.running and source_up
+    source = ctx.state.site(ctx.vm.active)
+    runs_at_source = ctx.vm.active in ctx.vm.running and source.up
     outcomes = [SHUTDOWN_SKIP]
-    if runs_at_source:
+    if runs_at_source and source.connected:
         outcomes += [SHUTDOWN_COMPLETE, SHUTDOWN_SYNC_CUT, SHUTDOWN_REFUSED]
+    elif runs_at_source:
+        # Decision 14: the shutdown is ordered through the source's VMM; while it is
+        # disconnected the shutdown fails (and the failover goes on).
+        outcomes.append(SHUTDOWN_REFUSED)
     shift = int(_cycle_adds_point(ctx.vm))
     points_max = ctx.config.recovery_points_max
     for target in targets:
@@ -333,6 +343,10 @@ def _reverse(ctx: Context) -> VmState:
     # running there is stopped: its writes are reported at reconciliation. After a
     # planned failover the report was exact from the start and closes here.
     vm = replace(ctx.vm, running=ctx.vm.running & {ctx.vm.active}, failover_kind=None)
+    if vm.other_trusted:
+        # Decision 15: the copy reverse replication starts from is the first recovery
+        # point (a first cycle ships what the new source wrote since commit).
+        vm = _ship(vm, ctx.config.recovery_points_max, app_consistent=False)
     if vm.other_trusted and vm.last_failover is not None:
         closed = replace(
             vm.last_failover, reconciled_writes=vm.last_failover.lost_writes
@@ -374,7 +388,7 @@ VM_ACTIONS: tuple[ActionSpec, ...] = (
     _vm("complete_initial_replication", AGENT, "The initial copy is whole.",
         _complete_initial, TRANSFER),
     _vm("disable_protection", OP, "Disable replication: points and logs deleted.",
-        _disable, (ACTIVE_REACHABLE, NO_DIVERGENT_COPY)),
+        _disable, (ACTIVE_REACHABLE,)),
     _vm("replicate", AGENT, "One delta cycle: seal, ship and apply the logs.",
         _replicate, TRANSFER, choices=_cycle_choices),
     _vm("pause", OP, "Suspend shipping; tracking goes on.", _unchanged,
@@ -391,12 +405,12 @@ VM_ACTIONS: tuple[ActionSpec, ...] = (
     _vm("planned_failover", OP, "Shut the source down and ship every pending change.",
         _prepare_planned, (*BOTH_SITES_AND_LINK, OTHER_STORAGE_FREE)),
     _vm("failover", OP, "Planned failover, second half: fail over on the replica.",
-        _failover_planned, (ACTIVE_REACHABLE, OTHER_REACHABLE)),
+        _failover_planned, (OTHER_REACHABLE,)),
     _vm("unplanned_failover", OP, "Stop replication and fail over from a chosen point.",
         _start_unplanned, (OTHER_REACHABLE, FINAL_SYNC_POSSIBLE),
         choices=_unplanned_choices, fault=_unplanned_fault),
     _vm("complete_failover", AGENT, "The replica VM starts: the failover completes.",
-        _complete_failover, (OTHER_UP,)),
+        _complete_failover, (OTHER_REACHABLE,)),
     _vm("change_recovery_point", OP, "Before commit: restart from another point.",
         _change_point, (ACTIVE_REACHABLE,), choices=_change_point_choices),
     _vm("commit", OP, "Commit the failover: every recovery point is deleted.",

@@ -257,8 +257,6 @@ def test_a_failed_shutdown_leaves_two_copies_and_the_old_ones_writes_are_lost(
         assert engine.status("web").running_at == ("primary", "secondary")
         stale = work.write(2, site="primary")  # the divergent copy takes writes
         engine.commit("web")
-        with pytest.raises(TransitionNotAllowed):
-            engine.disable("web")  # the model: a divergent copy runs
         reverse = engine.reverse_replication("web")
         assert reverse.loss is not None
         assert reverse.loss.exact
@@ -372,3 +370,35 @@ def test_a_planned_failover_under_a_running_writer_loses_no_acknowledged_write(
         assert report.loss.writes_lost == 0
         for (disk, offset), data in acknowledged.items():
             assert engine.read("web", disk, offset, BLOCK) == data
+
+
+def test_disable_gives_a_divergent_old_copy_up_keeping_its_disks(
+    tmp_path: Path,
+) -> None:
+    """Decision 16: disable from committed while the old copy still runs is allowed;
+    the loss report is closed as abandoned, the old copy stops, its change logs are
+    deleted and its disks kept."""
+    with ReplicationEngine.open(
+        tmp_path / "p", tmp_path / "s", guest_shutdown=lambda vm, site: False
+    ) as engine:
+        engine.create_vm("web", DISKS)
+        engine.enable_protection("web")
+        work = Workload(engine)
+        work.write(2)
+        engine.replicate("web")
+        engine.unplanned_failover("web", shut_down_first=True)
+        engine.commit("web")
+        work.write(1, site="primary")
+        engine.disable("web")
+        status = engine.status("web")
+        assert status.phase == "unprotected"
+        assert status.running_at == ("secondary",)
+        assert status.loss is not None
+        assert status.loss.abandoned
+        old = tmp_path / "p" / "vms" / "web"
+        assert sorted(path.name for path in old.glob("*.img")) == ["data.img", "os.img"]
+        assert not list(old.glob("*.hrl"))
+        with pytest.raises(TransitionNotAllowed):
+            work.write(site="primary")
+        engine.enable_protection("web")  # afresh, from where the VM now runs
+        assert engine.status("web").phase == "reverse_replicating"

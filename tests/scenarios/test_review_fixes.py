@@ -82,14 +82,22 @@ def test_enable_needs_only_the_source_site() -> None:
 
 
 def test_failing_back_needs_both_sites_connected() -> None:
-    """Decision 7 and the seed: the failover back needs both VMM servers connected."""
-    state = run(ONE, initial_state(ONE), vm("enable_protection"), vm("copy_disk"),
-                vm("complete_initial_replication"), vm("planned_failover"),
-                vm("failover"), vm("complete_failover"), vm("commit"),
-                vm("reverse_replication"), vm("planned_failover"),
-                Call("disconnect_vault", site=Site.SECONDARY))  # fmt: skip
+    """Decision 7 and the seed: the failover back needs both VMM servers connected
+    for its first half (shutdown and final sync); decision 13: its second half then
+    needs only the target, so a source lost after the first half does not leave
+    cancel as the only way on."""
+    back = run(ONE, initial_state(ONE), vm("enable_protection"), vm("copy_disk"),
+               vm("complete_initial_replication"), vm("planned_failover"),
+               vm("failover"), vm("complete_failover"), vm("commit"),
+               vm("reverse_replication"))  # fmt: skip
+    source_lost = run(ONE, back, Call("disconnect_vault", site=Site.SECONDARY))
     with pytest.raises(ActionRefused, match="disconnected from the vault"):
-        run(ONE, state, vm("failover"))
+        run(ONE, source_lost, vm("planned_failover"))
+    prepared = run(ONE, back, vm("planned_failover"),
+                   Call("disconnect_vault", site=Site.SECONDARY))  # fmt: skip
+    done = run(ONE, prepared, vm("failover"), vm("complete_failover"))
+    assert done.vms[0].phase is Phase.FAILED_OVER
+    assert done.vms[0].active is Site.PRIMARY
 
 
 def test_a_resync_that_sends_nothing_keeps_the_points() -> None:
