@@ -328,6 +328,7 @@ class ProtectedVm:
     def site_down(self, site: str) -> None:
         """The site's hosts went down: close what this VM had open there."""
         self.invalidate()
+        self._cycles = None  # it holds the replica interface of the site now gone
         if self._disks_site == site:
             self._close_active()
         details = self.details(self.control_at_any())
@@ -362,10 +363,15 @@ class ProtectedVm:
             control = self.control()
             details = self.details(control)
             phase = Phase(control.phase)
+            self._cycles = None  # the transport towards the site was reopened
             running = details.running - {site}
             shut_down = phase in (Phase.FAILOVER_PREPARED, Phase.FAILING_OVER)
-            if site == control.active_site and not shut_down:
-                running = running | {site}
+            active = control.active_site
+            if self.sites.up(active) and not shut_down:
+                # A recovered host restarts the VMs active there; when both sites were
+                # down, the newer row (written while this one was down) may say the VM
+                # runs nowhere: it runs again at its active site once that is up.
+                running = running | {active}
             if running != details.running:
                 holder = self.sites.storage(site).control
                 holder.update_details(
@@ -892,9 +898,9 @@ class ProtectedVm:
             newest_epoch = max([p.epoch for p in points], default=0)
             epoch = max(self.next_epoch() - 1, newest_epoch) + 1
             reports: list[ResyncReport] = []
-            candidates = reverse.candidates(self)
 
             def effect() -> None:
+                candidates = reverse.candidates(self)
                 self.outbox.discard()
                 report = prepare_resync(
                     self.disks, self.replica, self.outbox,

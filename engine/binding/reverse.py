@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 
 UNSHIPPED: Final = ".unshipped.blocks"
 """Beside a disk image: the blocks of the old source's records never applied."""
+WRITTEN: Final = ".written.blocks"
+"""Beside a disk image: the blocks the new source wrote since commit, saved when a
+targeted resynchronisation starts; found at the start of another, it says an attempt
+did not finish (its logs were restarted, the writes just before the restart are known
+to it alone): the next attempt compares every block."""
 
 
 @dataclass(frozen=True)
@@ -237,19 +242,30 @@ def candidates(vm: ProtectedVm) -> dict[str, BlockSet] | None:
     """
     storage = vm.source_site
     found: dict[str, BlockSet] = {}
+    written: dict[str, BlockSet] = {}
     for disk, size in vm.disk_sizes.items():
         image = storage.disk_path(vm.name, disk)
         parts = [Path(str(image) + ROLLED_BACK), Path(str(image) + UNSHIPPED)]
         if not all(part.exists() for part in parts):
             return None
+        if Path(str(image) + WRITTEN).exists():
+            return None  # an earlier attempt restarted the logs: compare every block
+        geometry = {"size_bytes": size, "block_bytes": vm.block_bytes}
         try:
-            blocks = BlockSet.load(parts[0]).union(BlockSet.load(parts[1]))
+            blocks = BlockSet.load(parts[0], **geometry)
+            blocks = blocks.union(BlockSet.load(parts[1], **geometry))
         except (DamagedState, ReplicationError):
             return None
+        new = BlockSet(size, vm.block_bytes)
         log = log_path_for(image)
         if log.exists():
-            blocks = blocks.union(blocks_touched_by_log(log, vm.block_bytes, size))
-        found[disk] = blocks
+            new = new.union(blocks_touched_by_log(log, vm.block_bytes, size))
+        written[disk] = new
+        found[disk] = blocks.union(new)
+    # Durable before the resynchronisation restarts the logs: an attempt that fails
+    # (a dropped transfer, a full disk, a crash) is then seen by the next one.
+    for disk, new in written.items():
+        new.save(Path(str(storage.disk_path(vm.name, disk)) + WRITTEN))
     return found
 
 
@@ -260,7 +276,7 @@ def forget_candidates(vm: ProtectedVm, *, unshipped_only: bool = False) -> None:
     paths = []
     for disk in vm.disk_sizes:
         image = str(storage.disk_path(vm.name, disk))
-        paths.append(Path(image + UNSHIPPED))
+        paths += [Path(image + UNSHIPPED), Path(image + WRITTEN)]
         if not unshipped_only:
             paths.append(Path(image + ROLLED_BACK))
     durable_file.remove_durably(paths)
