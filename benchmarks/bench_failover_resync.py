@@ -35,7 +35,9 @@ source to target (the differing blocks with their record headers) and the digest
 target sends the source (16 bytes per compared block); for rsync, ``Total bytes
 sent`` and ``Total bytes received`` from ``--stats``. Both results are checked: the
 replica at the primary, and rsync's destination, each equal the new source byte for
-byte.
+byte, and the engine sent exactly the diverged blocks. For scale, the floor of any
+durable apply of the divergence is timed last, on rsync's destination: one ``pwrite``
+per diverged block and one ``fsync``.
 
 Goals (the issue's): targeted at most 0.1x rsync's time, fallback at most 0.8x, and
 fewer bytes sent than rsync in both. Without rsync on ``PATH`` the engine runs are
