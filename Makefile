@@ -22,7 +22,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# rsync is bench_failover_resync's peer: installed where missing (CI and fresh
+# machines run as root on Debian/Ubuntu); without it that comparison is skipped.
 bench: $(STAMP)
+	@command -v rsync >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null; } || \
+	  echo "make bench: rsync is missing and apt-get could not install it;" \
+	    "bench_failover_resync will skip its comparison with rsync"
 	$(VENV)/bin/python -m benchmarks
 
 diagrams: $(STAMP)
