@@ -47,7 +47,7 @@ from engine.errors import (
     TransitionNotAllowed,
 )
 from engine.replica.recovery_point import RecoveryPoint
-from engine.source.disks import SourceDisks
+from engine.source.disks import LogState, SourceDisks
 from engine.source.shipping import CycleReport
 from model import Phase
 
@@ -393,7 +393,11 @@ def complete_failover(vm: ProtectedVm, *, asked: bool = False) -> FailoverReport
         chosen = _find(points, details.chosen_point_id)
         counts = None
         still_runs = old in details.running
-        if not still_runs and vm.sites.up(old) and vm.sites.link_up:
+        reachable = not still_runs and vm.sites.up(old) and vm.sites.link_up
+        if reachable and vm.disks.log_state is not LogState.UNTRUSTED:
+            # Asked only when its logs can say what it never shipped: after a reopen
+            # that found them damaged, or a final cycle refused and discarded, they
+            # cannot (LogState.UNTRUSTED), and the figure stays a bound.
             counts = reverse.old_source_counts(vm, vm.disks, vm.outbox, points)
         report = loss_report.at_failover(
             kind=details.failover_kind or "unplanned",

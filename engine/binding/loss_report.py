@@ -26,6 +26,7 @@ This module is pure: the binding gathers the counts and passes them in.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Self
 
@@ -66,6 +67,9 @@ class LossReport:
     abandoned: bool = False  # disable gave the divergent copy up (not reconciled)
     note: str = ""
     newest_cycle_id: int | None = None  # the newest cycle the target had applied
+    rolled_back_countable: bool = True  # False: a resynchronisation's point is in it
+    unshipped_writes: int | None = None  # what the old source's logs held
+    unshipped_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The report as stored in the control row's details."""
@@ -96,10 +100,22 @@ class LossReport:
 def rolled_back(
     points: tuple[RecoveryPoint, ...], chosen: RecoveryPoint
 ) -> tuple[int, int | None]:
-    """Writes and payload bytes of the points newer than ``chosen`` (oldest first)."""
-    newer = [p for p in points if p.recovery_point_id > chosen.recovery_point_id]
-    writes = sum(p.record_count or 0 for p in newer)
-    sizes = [p.payload_bytes for p in newer]
+    """Writes and payload bytes of the delta cycles newer than ``chosen``.
+
+    A resynchronisation's point (the first of a new epoch) counts blocks that
+    differed, not writes: it is left out, so the figure is never more than the truth
+    (``_countable`` says whether it is all of it). Bytes are None when unknown.
+    """
+    writes = 0
+    sizes: list[int | None] = []
+    for previous, point in itertools.pairwise(points):
+        if point.recovery_point_id <= chosen.recovery_point_id:
+            continue
+        if point.epoch != previous.epoch:
+            sizes.append(None)
+            continue
+        writes += point.record_count or 0
+        sizes.append(point.payload_bytes)
     known = None if any(size is None for size in sizes) else sum(s or 0 for s in sizes)
     return writes, known
 
@@ -137,13 +153,28 @@ def at_failover(
         writes_lost_at_least=writes,
         old_copy_kept_running=old_copy_running,
         newest_cycle_id=newest.cycle_id,
+        rolled_back_countable=_countable(points, chosen),
     )
     if source is None or old_copy_running:
-        why = "still runs (its shutdown failed)" if old_copy_running else "unreachable"
+        why = "still running" if old_copy_running else "unreachable or untrusted"
         note = f"lower bound: the old source at the {old_site} site is {why}; its "
         note += "unshipped writes are counted when it is reconciled"
         return replace(report, note=note)
     return _exact(report, source, now=None)
+
+
+_UNCOUNTABLE = (
+    "lower bound: the points rolled back include a resynchronisation's, which "
+    "carries the blocks that differed, not the writes that made them"
+)
+
+
+def _countable(points: tuple[RecoveryPoint, ...], chosen: RecoveryPoint) -> bool:
+    """Whether the writes of the points newer than ``chosen`` can be counted: each
+    came from a delta cycle of the chosen point's epoch (a resynchronisation starts a
+    new epoch and records blocks), and each recorded its counts."""
+    newer = [p for p in points if p.recovery_point_id > chosen.recovery_point_id]
+    return all(p.epoch == chosen.epoch and p.record_count is not None for p in newer)
 
 
 def rechosen(
@@ -159,23 +190,41 @@ def rechosen(
         writes_rolled_back=writes,
         bytes_rolled_back=size,
         writes_lost_at_least=writes,
+        rolled_back_countable=_countable(points, chosen),
+        exact=False,
+        writes_lost=None,
+        bytes_lost=None,
     )
-    if not report.exact or report.writes_lost is None:
-        return moved
-    unshipped = report.writes_lost - report.writes_rolled_back
-    unshipped_bytes = None
-    if report.bytes_lost is not None and report.bytes_rolled_back is not None:
-        unshipped_bytes = report.bytes_lost - report.bytes_rolled_back
-    counts = LogCounts(unshipped, unshipped_bytes or 0, report.window_end)
-    exact = _exact(moved, counts, now=report.reconciled_at)
-    if unshipped_bytes is None:
-        exact = replace(exact, bytes_lost=None)
-    return replace(exact, note=report.note)
+    if report.unshipped_writes is None:
+        return moved  # the old source was never asked: still a bound
+    counts = LogCounts(
+        report.unshipped_writes, report.unshipped_bytes or 0, report.window_end
+    )
+    return _exact(moved, counts, now=report.reconciled_at)
 
 
-def reconciled(report: LossReport, source: LogCounts, *, now: float) -> LossReport:
-    """The exact report, once the old source's logs could be read."""
-    return _exact(report, source, now=now)
+def reconciled(
+    report: LossReport,
+    source: LogCounts,
+    *,
+    now: float,
+    still_running: bool = False,
+) -> LossReport:
+    """The exact report, once the old source's logs could be read; a lower bound
+    while its copy still runs (it may write more until it is stopped)."""
+    exact = _exact(report, source, now=now)
+    if not still_running or not exact.exact:
+        return exact
+    note = "lower bound: counted from the old source's logs while its copy still "
+    note += "runs; reverse replication or disable stops it and closes the figure"
+    return replace(
+        exact,
+        exact=False,
+        writes_lost=None,
+        bytes_lost=None,
+        writes_lost_at_least=exact.writes_lost or 0,
+        note=note,
+    )
 
 
 def abandoned(report: LossReport, *, now: float) -> LossReport:
@@ -190,6 +239,18 @@ def abandoned(report: LossReport, *, now: float) -> LossReport:
 
 
 def _exact(report: LossReport, source: LogCounts, *, now: float | None) -> LossReport:
+    if not report.rolled_back_countable:
+        return replace(
+            report,
+            exact=False,
+            writes_lost=None,
+            bytes_lost=None,
+            writes_lost_at_least=report.writes_rolled_back + source.records,
+            unshipped_writes=source.records,
+            unshipped_bytes=source.payload_bytes,
+            reconciled_at=now if now is not None else report.reconciled_at,
+            note=_UNCOUNTABLE,
+        )
     writes = report.writes_rolled_back + source.records
     size = None
     if report.bytes_rolled_back is not None:
@@ -203,6 +264,8 @@ def _exact(report: LossReport, source: LogCounts, *, now: float | None) -> LossR
     return replace(
         report,
         exact=True,
+        unshipped_writes=source.records,
+        unshipped_bytes=source.payload_bytes,
         writes_lost=writes,
         bytes_lost=size,
         window_start=report.point_created_at if writes else None,

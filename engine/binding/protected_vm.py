@@ -99,7 +99,9 @@ from model import (
     is_protected,
 )
 from model.action import Context
+from model.lifecycle import Edge
 from model.state import ALL_FAULTS
+from model.successor import lifecycle_edge
 
 __all__ = ["CYCLE_CRASH_POINTS", "CrashPoint", "CycleReport", "ProtectedVm"]
 
@@ -642,12 +644,12 @@ class ProtectedVm:
         if any(c.vm == 0 and c.action == action for c in enabled(self.config, view)):
             return
         bare = Call(action, vm=0, args=())
-        try:
-            apply(self.config, view, bare)
-        except ActionRefused as refusal:
-            if refusal.guard != "choice":  # the phase, or a guard: the real reason
+        if not isinstance(lifecycle_edge(self.config, view, 0, action), Edge):
+            try:  # the phase or an edge guard refuses: the model says so
+                apply(self.config, view, bare)
+            except ActionRefused as refusal:
                 raise TransitionNotAllowed(str(refusal)) from refusal
-        # Refused only for the missing arguments: ask with the first it could take.
+        # The phase allows it: ask with the first arguments it could take.
         choices = tuple(ACTIONS[action].choices(Context(self.config, view, bare)))
         if not choices:
             msg = (

@@ -107,6 +107,11 @@ def reverse_replication(vm: ProtectedVm) -> ReverseReport:
 def _reverse_effect(vm: ProtectedVm, *, trusted: bool) -> None:
     """Reconcile, save what may differ, stop the old copy, adopt it, first point."""
     old = other_site(vm.control().active_site)
+    if vm.old_disks is not None:
+        # Stopped first, under the cut lock: no write of a divergent copy can land
+        # after the count (it would be lost without being reported).
+        vm.old_disks.halt(f"VM {vm.name!r}: the old copy at site {old!r} was stopped")
+        vm.old_disks.flush()
     report = reconcile(vm)
     if not trusted and vm.old_disks is not None:
         _save_unshipped(vm, vm.old_disks, report)
@@ -161,7 +166,10 @@ def reconcile(vm: ProtectedVm) -> LossReport | None:
             vm, vm.old_disks, Outbox(vm.sites.storage(old), vm.name), (),
             newest_cycle_id=_int_or_none(details.loss.get("newest_cycle_id")),
         )  # fmt: skip
-        updated = loss_report.reconciled(report, counts, now=vm.clock.now())
+        updated = loss_report.reconciled(
+            report, counts, now=vm.clock.now(),
+            still_running=old in details.running and vm.old_disks.halted is None,
+        )  # fmt: skip
     stored = {**details.loss, **updated.to_json()}
     holder = vm.sites.storage(control.active_site).control
     holder.update_details(vm.name, details.with_(loss=stored).to_json())

@@ -68,7 +68,7 @@ def test_a_disconnected_source_vmm_cannot_shut_the_vm_down(tmp_path: Path) -> No
         assert report.shutdown == "refused"
         assert report.loss is not None
         assert not report.loss.exact
-        assert "still runs" in report.loss.note
+        assert "still running" in report.loss.note
         assert engine.status("web").running_at == ("primary", "secondary")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import TransportError
+from engine.errors import TransitionNotAllowed, TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.testing import LossyTransport
 
@@ -101,3 +101,79 @@ def test_a_vm_restarts_when_both_sites_crashed_and_recovered(tmp_path: Path) -> 
         engine.recover_site("secondary")
         assert engine.status("web").running_at == ("primary",)
         engine.write("web", "os", 0, pattern(2))
+
+
+def test_no_exact_figure_from_logs_the_engine_distrusts(tmp_path: Path) -> None:
+    """A change log went missing (the logs are untrusted on reopen): the failover
+    with a shutdown reports a bound, not an exact figure counted from those logs."""
+    engine = protected(tmp_path)
+    engine.write("web", "os", BLOCK, pattern(1))
+    engine.replicate("web")
+    engine.write("web", "os", 2 * BLOCK, pattern(2))
+    engine.write("web", "data", 2 * BLOCK, pattern(3))
+    engine.flush()
+    engine.close()
+    (tmp_path / "p" / "vms" / "web" / "os.img.hrl").unlink()
+    with ReplicationEngine.open(tmp_path / "p", tmp_path / "s") as engine:
+        report = engine.unplanned_failover("web", shut_down_first=True)
+        assert report.loss is not None
+        assert not report.loss.exact
+        assert report.loss.writes_lost is None
+        reconciled = engine.reconcile("web")
+        assert reconciled is not None
+        assert not reconciled.exact
+
+
+def test_while_the_old_copy_runs_a_reconciled_figure_is_a_lower_bound(
+    tmp_path: Path,
+) -> None:
+    """A copy left running can write more: counted, but not called exact; reverse
+    replication stops it first, then the exact figure equals its writes."""
+    with protected(tmp_path, guest_shutdown=lambda vm, site: False) as engine:
+        engine.write("web", "os", BLOCK, pattern(1))
+        engine.replicate("web")
+        engine.unplanned_failover("web", shut_down_first=True)
+        engine.write("web", "os", 2 * BLOCK, pattern(2), site="primary")
+        running = engine.reconcile("web")
+        assert running is not None
+        assert not running.exact
+        assert running.writes_lost_at_least == 1
+        engine.write("web", "os", 3 * BLOCK, pattern(3), site="primary")
+        engine.commit("web")
+        final = engine.reverse_replication("web").loss
+        assert final is not None
+        assert final.exact
+        assert final.writes_lost == 2
+
+
+def test_rolling_back_over_a_resynchronisation_point_is_a_bound(tmp_path: Path) -> None:
+    """A resynchronisation's point records blocks, not writes: rolling back past it
+    gives a lower bound that never exceeds the writes really lost."""
+    with protected(tmp_path) as engine:
+        engine.write("web", "os", BLOCK, pattern(1))
+        engine.replicate("web")
+        older = engine.status("web").recovery_points[-1].recovery_point_id
+        engine.write("web", "os", 2 * BLOCK, pattern(2))
+        engine.write("web", "os", 3 * BLOCK, pattern(3))
+        engine.write("web", "os", 3 * BLOCK, pattern(4))  # 3 writes, 2 blocks
+        engine.resynchronize("web")
+        report = engine.unplanned_failover("web", older, shut_down_first=True)
+        assert report.loss is not None
+        assert not report.loss.exact
+        assert report.loss.writes_lost_at_least <= 3
+
+
+def test_a_failover_refused_by_its_site_gives_the_models_refusal(
+    tmp_path: Path,
+) -> None:
+    """Target down or its VMM disconnected: the model's refusal, not a KeyError."""
+    with protected(tmp_path) as engine:
+        engine.write("web", "os", 0, pattern(1))
+        engine.replicate("web")
+        engine.disconnect_vault("secondary")
+        with pytest.raises(TransitionNotAllowed, match="disconnected from the vault"):
+            engine.unplanned_failover("web", shut_down_first=True)
+        engine.reconnect_vault("secondary")
+        engine.crash_site("secondary")
+        with pytest.raises(TransitionNotAllowed, match=r"secondary.*down"):
+            engine.unplanned_failover("web")
