@@ -64,6 +64,26 @@ class VmDetails:
             sort_keys=True,
         )
 
+    def check(self, phase: str, active_site: str) -> VmDetails:
+        """Refuse details that contradict the phase (a damaged row), naming both."""
+        problems = []
+        failing = ("failover_prepared", "failing_over", "failed_over")
+        if phase in failing and self.failover_kind is None:
+            problems.append("no failover kind")
+        if phase in ("failing_over", "failed_over") and self.chosen_point_id is None:
+            problems.append("no chosen recovery point")
+        after = phase in ("failed_over", "committed") and self.failover_kind is not None
+        if after and self.old_site is None:
+            problems.append("no old source site")
+        if self.old_site is not None and self.old_site == active_site:
+            problems.append(f"the old source site is the active one ({active_site})")
+        if problems:
+            msg = f"the control row says {phase} but its details have "
+            msg += f"{'; '.join(problems)}: the control file is damaged; restore it "
+            msg += "from a backup"
+            raise DamagedState(msg)
+        return self
+
     @classmethod
     def from_row(cls, details: dict[str, object], *, active_site: str) -> Self:
         """Decode a row's details; a row written before details existed runs at its

@@ -82,7 +82,12 @@ from engine.source.shipping import (
 )
 from engine.storage.block_set import BlockSet
 from engine.storage.disk import storage_error
-from engine.transport.interface import DiskReader, ReplicaTarget, TestVmDisks
+from engine.transport.interface import (
+    DiskReader,
+    ReplicaStatus,
+    ReplicaTarget,
+    TestVmDisks,
+)
 from model import (
     ACTIONS,
     ActionRefused,
@@ -146,6 +151,10 @@ ACTING_AT_TARGET: Final = frozenset(
         "cancel_failover",
     }
 )
+
+#: Operations the model is asked about even when the replica is missing or damaged:
+#: disable is the way out that damage names (it deletes what is left of the replica).
+TOLERANT_ACTIONS: Final = frozenset({"disable_protection"})
 
 #: How the engine's view of its logs maps onto the model's log health.
 LOG_HEALTH = {
@@ -293,6 +302,10 @@ class ProtectedVm:
             self._disks_site = active
             if phase in TRACKED_PHASES:
                 self._disks.resume_tracking(self._restart.tracking_epoch())
+            elif reverse.old_logs_present(self._disks):
+                # Tracking ended (a cancel or disable) while this site was down: its
+                # logs are left over; nothing will ship them.
+                self._disks.stop_tracking()
         old = details.old_site
         if old is None or not self.sites.up(old) or not self._images_at(old):
             self._close_old()
@@ -333,6 +346,9 @@ class ProtectedVm:
         self._cycles = None  # it holds the replica interface of the site now gone
         if self._disks_site == site:
             self._close_active()
+        if not self._holding_sites():  # both sites are down: close everything
+            self._close_old()
+            return
         details = self.details(self.control_at_any())
         if details.old_site == site:
             self._close_old()
@@ -340,6 +356,8 @@ class ProtectedVm:
     def stop_copy_at(self, site: str) -> None:
         """The site is going down: the copy running there stops (recorded at the other
         site when it is up; a recovered site's row is replaced by that newer one)."""
+        if not self._holding_sites():
+            return  # no site that is up can record it: the recovery derives it
         control = self.control()
         details = self.details(control)
         if site not in details.running:
@@ -468,7 +486,8 @@ class ProtectedVm:
             generation = self._verdict_generation
             refusal = None
             try:
-                apply(self.config, self.view(), Call(action, vm=0, args=()))
+                view = self.view(tolerant=True)
+                apply(self.config, view, Call(action, vm=0, args=()))
             except ActionRefused as refused:
                 refusal = str(refused)
             if generation == self._verdict_generation:
@@ -495,6 +514,14 @@ class ProtectedVm:
 
     def read(self, disk: str, offset: int, length: int) -> bytes:
         """Read the active copy (the chosen point while a failover awaits commit)."""
+        control = self.control()
+        if Phase(control.phase) is Phase.FAILED_OVER:
+            with self._operation_lock:  # a commit moves the point's files
+                return self._read_point(disk, offset, length)
+        return self.disks.read(disk, offset, length)
+
+    def _read_point(self, disk: str, offset: int, length: int) -> bytes:
+        """Read the chosen point of a failover not yet committed."""
         control = self.control()
         if Phase(control.phase) is Phase.FAILED_OVER:
             point = self.details(control).chosen_point_id
@@ -543,7 +570,8 @@ class ProtectedVm:
     def details(self, control: VmControl | None = None) -> VmDetails:
         """The decoded details of the VM's control row."""
         row = control or self.control()
-        return VmDetails.from_row(row.details, active_site=row.active_site)
+        decoded = VmDetails.from_row(row.details, active_site=row.active_site)
+        return decoded.check(row.phase, row.active_site)
 
     def _sync_rows(self) -> None:
         """Copy the newest row to every other site that is up and holds an older one."""
@@ -556,8 +584,13 @@ class ProtectedVm:
 
     # -- the model ---------------------------------------------------------------------
 
-    def observed(self) -> Observed:
-        """What the engine observes of this VM now (no side effects)."""
+    def observed(self, *, tolerant: bool = False) -> Observed:
+        """What the engine observes of this VM now (no side effects).
+
+        ``tolerant``: a missing or damaged replica is shown as no replica instead of
+        raising :class:`DamagedState`, for what does not depend on it (the workload's
+        writes at the active copy, and disable, the way out the damage names).
+        """
         control = self.control()
         phase = Phase(control.phase)
         details = self.details(control)
@@ -566,14 +599,20 @@ class ProtectedVm:
         exists = False
         store_site = control.active_site if phase is Phase.FAILED_OVER else target
         if self.sites.up(store_site):
-            status = self.sites.towards(store_site).status(self.name)
+            try:
+                status = self.sites.towards(store_site).status(self.name)
+            except DamagedState:
+                if not tolerant:
+                    raise
+                status = ReplicaStatus(self.name, exists=False)
             exists, points = status.exists, status.points
         else:
             holder = self.sites.storage(control.active_site).control
             points = holder.recovery_points(self.name)
             exists = phase is not Phase.UNPROTECTED
         missing = phase not in (Phase.UNPROTECTED, Phase.FAILED_OVER) and not exists
-        if missing and self.sites.up(store_site) and phase is not Phase.COMMITTED:
+        gone = missing and self.sites.up(store_site) and phase is not Phase.COMMITTED
+        if gone and not tolerant:
             msg = f"VM {self.name!r} is {phase.value} but its replica at site "
             msg += f"{store_site!r} is missing: it was deleted or the target's "
             msg += "storage was replaced; disable and enable protection to start "
@@ -603,18 +642,18 @@ class ProtectedVm:
             retention_count=self.retention_count,
         )
 
-    def view(self) -> SystemState:
+    def view(self, *, tolerant: bool = False) -> SystemState:
         """The refinement mapping: the engine's state as the model's abstract state."""
-        return abstract_state(self._observed_settled())
+        return abstract_state(self._observed_settled(tolerant=tolerant))
 
-    def _observed_settled(self) -> Observed:
+    def _observed_settled(self, *, tolerant: bool = False) -> Observed:
         try:
-            return self.observed()
+            return self.observed(tolerant=tolerant)
         except DamagedState:
             # Read while an operation (disable, enable) was changing both? Look again
             # once no operation runs: only a replica missing then is damage.
             with self._operation_lock:
-                return self.observed()
+                return self.observed(tolerant=tolerant)
 
     def second_step_refusal(
         self, view: SystemState, first: str, second: str
@@ -663,7 +702,7 @@ class ProtectedVm:
 
     def decide(self, action: str, **args: str | int | bool) -> VmState:
         """Ask the model; return the VM it predicts, or raise its refusal."""
-        view = self.view()
+        view = self.view(tolerant=action in TOLERANT_ACTIONS)
         call = Call(action, vm=0, args=tuple(args.items()))
         try:
             predicted = apply(self.config, view, call).vms[0]
@@ -695,7 +734,7 @@ class ProtectedVm:
         """
         self._restart.settle()
         self._sync_rows()
-        view_before = self.view()
+        view_before = self.view(tolerant=action in TOLERANT_ACTIONS)
         before = view_before.vms[0]
         predicted = self.decide(action, **(model_args or {}))
         recorded = {**(model_args or {}), **params, "phase": predicted.phase.value}

@@ -88,6 +88,7 @@ from engine.control.values import (
 )
 from engine.errors import (
     CorruptRecord,
+    DamagedState,
     InvalidConfiguration,
     ReplicationError,
 )
@@ -136,9 +137,16 @@ class VmControl:
 
     @property
     def details(self) -> dict[str, object]:
-        """The details as a fresh dict (decoded and checked when the row was read)."""
-        found = json.loads(self.details_json)
-        assert isinstance(found, dict), found
+        """The details as a fresh dict; damage is :class:`DamagedState`."""
+        try:
+            found = json.loads(self.details_json)
+        except ValueError as error:
+            found = error
+        if not isinstance(found, dict):
+            msg = f"the control row of VM {self.vm_name!r} holds details that are not "
+            msg += f"a JSON object ({str(found)[:80]}): the control file is damaged; "
+            msg += "restore it from a backup"
+            raise DamagedState(msg)
         return found
 
 
@@ -683,9 +691,11 @@ class ControlStore:
         name, phase, active_site, direction, epoch, next_cycle_id = values[:6]
         generation, details = values[6:]
         row = Row(self.path, f"VM {name!r}")
-        details_text = row.json_text("details_json", details)
-        if not details_text.startswith("{"):
-            row.refuse("details_json", details, "a JSON object")
+        # Checked when used (VmControl.details), so one VM's damaged details do not
+        # stop the site, or the other VMs, from opening.
+        details_text = details if isinstance(details, str) else "{}"
+        if not isinstance(details, str):
+            row.refuse("details_json", details, "JSON text")
         return VmControl(
             vm_name=row.name("name", name, validate_vm_name),
             phase=row.text("phase", phase),

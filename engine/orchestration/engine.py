@@ -355,14 +355,17 @@ class ReplicationEngine:
         if not self.sites.up(site):
             msg = f"site {site!r} is already down; recover_site brings it back"
             raise InvalidConfiguration(msg)
-        storage = self.sites.storage(site)
         with self._lock:
-            for vm in self._vms.values():
-                with vm.operation_lock:
-                    vm.site_down(site)
-                    vm.stop_copy_at(site)
-            self.sites.mark_down(site)
-            storage.close()
+            # Down first, so a racing write is refused as "the site is down", then
+            # the copies there stop and their files close.
+            storage = self.sites.mark_down(site)
+            try:
+                for vm in self._vms.values():
+                    with vm.operation_lock:
+                        vm.stop_copy_at(site)
+                        vm.site_down(site)
+            finally:
+                storage.close()
 
     def recover_site(self, site: str) -> dict[str, str]:
         """The site's hosts come back: its storage reopens, interrupted work at it is

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import TransitionNotAllowed, TransportError
+from engine.errors import DamagedState, TransitionNotAllowed, TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.testing import LossyTransport
 
@@ -177,3 +177,56 @@ def test_a_failover_refused_by_its_site_gives_the_models_refusal(
         engine.crash_site("secondary")
         with pytest.raises(TransitionNotAllowed, match=r"secondary.*down"):
             engine.unplanned_failover("web")
+
+
+def test_a_missing_replica_stops_neither_the_workload_nor_disable(
+    tmp_path: Path,
+) -> None:
+    """The damage names disable as the way out: it works, and the VM keeps writing."""
+    import shutil
+
+    engine = protected(tmp_path)
+    engine.write("web", "os", 0, pattern(1))
+    engine.replicate("web")
+    engine.close()
+    shutil.rmtree(tmp_path / "s" / "replicas" / "web")
+    with ReplicationEngine.open(tmp_path / "p", tmp_path / "s") as engine:
+        with pytest.raises(DamagedState, match="missing"):
+            engine.status("web")
+        engine.write("web", "os", 0, pattern(2))
+        engine.disable("web")
+        engine.enable_protection("web")
+        assert engine.status("web").phase == "protected"
+
+
+def test_one_vms_damaged_details_do_not_stop_the_others(tmp_path: Path) -> None:
+    import sqlite3
+
+    engine = protected(tmp_path)
+    engine.create_vm("db", DISKS)
+    engine.enable_protection("db")
+    engine.close()
+    for site in ("p", "s"):
+        with sqlite3.connect(tmp_path / site / "control.sqlite3") as connection:
+            connection.execute(
+                "UPDATE vm SET details_json = '{not json' WHERE name = 'web'"
+            )
+        connection.close()
+    with ReplicationEngine.open(tmp_path / "p", tmp_path / "s") as engine:
+        assert list(engine.damaged) == ["web"]
+        assert engine.status("db").phase == "protected"
+        assert engine.planned_failover("db").phase == "failed_over"
+
+
+def test_a_cancel_while_the_source_is_down_leaves_no_logs_there(tmp_path: Path) -> None:
+    with protected(tmp_path) as engine:
+        engine.write("web", "os", 0, pattern(1))
+        engine.replicate("web")
+        engine.write("web", "os", BLOCK, pattern(2))
+        engine.planned_failover("web", then_fail_over=False)
+        engine.crash_site("primary")
+        engine.cancel_failover("web")
+        engine.recover_site("primary")
+        assert engine.status("web").phase == "replication_stopped"
+        assert not list((tmp_path / "p" / "vms" / "web").glob("*.hrl"))
+        engine.write("web", "os", 2 * BLOCK, pattern(3))
