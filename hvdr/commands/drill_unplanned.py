@@ -65,8 +65,8 @@ def run(drill: Drill) -> None:
     commit = engine.commit(drill.vm)
     drill.console.print(
         f"commit: {commit.recovery_points_deleted} recovery points deleted; the VM "
-        f"runs at the {commit.active_site} site (not protected: "
-        f"{not engine.status(drill.vm).protected})"
+        f"runs at the {commit.active_site} site, protected: "
+        f"{engine.status(drill.vm).protected} (its old copy is down)"
     )
     drill.workload.resume()
     drill.workload.wait_for(100)
