@@ -66,7 +66,8 @@ def run(drill: Drill) -> None:
     drill.console.print(
         f"commit: {commit.recovery_points_deleted} recovery points deleted; the VM "
         f"runs at the {commit.active_site} site, protected: "
-        f"{engine.status(drill.vm).protected} (its old copy is down)"
+        f"{engine.status(drill.vm).protected} (not after an unplanned failover, until "
+        "reverse replication)"
     )
     drill.workload.resume()
     drill.workload.wait_for(100)
