@@ -20,7 +20,8 @@ link or the sites look like now, or rolls it back:
   be undone is rolled back and said (``start_test_failover``, ``planned_failover``,
   ``failover``, ``unplanned_failover``, ``complete_failover``,
   ``change_recovery_point``: the VM runs where it ran, the phase is the one before,
-  and the operation can be started again); what cannot be undone is finished, its
+  and the operation can be started again; a final sync's cut the crash interrupted
+  is completed first, as for ``replicate``); what cannot be undone is finished, its
   effect being idempotent (``cleanup_test_failover``, ``commit``, ``cancel_failover``,
   ``reverse_replication``).
 
@@ -43,7 +44,7 @@ from engine.binding import failover, reverse
 from engine.binding.details import VmDetails
 from engine.binding.sites import direction, other_site
 from engine.control.store import ControlStore, Operation
-from engine.errors import ReplicationError
+from engine.errors import CorruptRecord, ReplicationError
 from engine.log.reader import read_header
 from engine.log.writer import log_path_for
 from model import Phase, PhaseMachine
@@ -63,6 +64,9 @@ ROLLED_BACK: Final = frozenset(
         "change_recovery_point",
     }
 )
+
+#: Rolled-back operations whose effect cuts the disks (the final sync).
+CUTTING: Final = frozenset({"planned_failover", "unplanned_failover"})
 
 #: Operations finished after a restart: the idempotent effect again, then the phase.
 FINISHED: Final[dict[str, Callable[[ProtectedVm, dict[str, object]], VmDetails]]] = {
@@ -202,6 +206,11 @@ class Restart:
             target = other_site(vm.control().active_site)
             vm.sites.towards(target).cleanup_test_failover(vm.name)
         if vm.sites.up(vm.control().active_site):
+            if name in CUTTING:
+                # Before the VM runs again: a final sync's cut the crash interrupted
+                # is completed (or, logs untrusted, refused: the VM resynchronises).
+                with contextlib.suppress(CorruptRecord):
+                    vm.cycles.finish_interrupted_cuts()
             with contextlib.suppress(ReplicationError):
                 vm.disks.restart()  # a shutdown the interruption left: the VM runs
         self._control.abandon_operation(operation_id, "rolled back after a restart")

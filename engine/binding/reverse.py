@@ -26,6 +26,7 @@ running, what it wrote since). Reverse replication makes that copy the new repli
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ from engine.binding import loss_report
 from engine.binding.details import VmDetails
 from engine.binding.loss_report import LogCounts, LossReport
 from engine.binding.sites import other_site
-from engine.errors import DamagedState, ReplicationError
+from engine.errors import CorruptRecord, DamagedState, ReplicationError
 from engine.log.extents import blocks_touched_by_log
 from engine.log.reader import read_header
 from engine.log.writer import log_path_for, verify_sealed_log
@@ -118,8 +119,11 @@ def _after_reverse(vm: ProtectedVm, *, trusted: bool) -> VmDetails:
 
 
 def finish_reverse(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:
-    """A reverse replication a crash interrupted: its steps again (idempotent)."""
+    """A reverse replication a crash interrupted: its steps again (idempotent),
+    after completing a first cycle's cut the crash interrupted (before any write)."""
     trusted = vm.details().other_trusted
+    with contextlib.suppress(CorruptRecord):  # logs untrusted: said, cycles dropped
+        vm.cycles.finish_interrupted_cuts()
     _reverse_effect(vm, trusted=trusted)
     return _after_reverse(vm, trusted=trusted)
 

@@ -17,7 +17,9 @@ What can go wrong, and what happens:
 - a waiting cycle the target has already applied (its id is not above the target's
   last applied cycle: an outbox restored from a backup) is dropped, and said;
 - a cycle whose cut was interrupted (no cut record) is completed right after a restart,
-  before any write, by sealing the disks that were not sealed, unless the logs are
+  before any write (whatever operation cut it: a cycle, a planned failover's final
+  sync, reverse replication's first cycle), by sealing the disks that were not
+  sealed, unless the logs are
   untrusted (after a power loss they may have lost different records on different
   disks); at any other time it would mix two moments across disks, so it is refused;
 - a cycle the target refuses as damaged (:class:`CorruptRecord`) can no longer carry
@@ -123,6 +125,15 @@ class CycleRunner:
             record = self._record(cycle_id, finish_cut=finish_cut)
             reports.append(self._ship(record))
         return reports
+
+    def finish_interrupted_cuts(self) -> None:
+        """Right after a restart, before any write: complete the cut of every waiting
+        cycle a crash interrupted, without shipping (an operation rolled back or
+        finished by the restart leaves them for the next cycle). Refused as
+        :class:`CorruptRecord`, the logs distrusted and the cycles discarded, when
+        the logs are untrusted."""
+        for cycle_id in self._outbox.waiting():
+            self._record(cycle_id, finish_cut=True)
 
     def _record(self, cycle_id: int, *, finish_cut: bool) -> CutRecord:
         try:
