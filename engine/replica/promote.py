@@ -16,7 +16,10 @@ store is consumed in place:
    the images are synced;
 5. the promoting directory is deleted.
 
-Every step can run again after a crash: the rename of step 1 is atomic; step 2 keeps
+Every step can run again after a crash: the rename of step 1 is atomic; each move
+between directories syncs the directory it lands in before the one it left, so a
+power cut between the two syncs leaves it under both names (the next run takes the
+store's copy again), never under none; step 2 keeps
 the sets it already saved; step 3 skips the images already moved; step 4 writes only
 pre-images, so applying the whole chain again over a partly rolled-back image gives the
 same bytes (the last undo image covering a byte decides it, as in a full run); step 5
@@ -64,8 +67,10 @@ def promote(
         if aside.exists():
             files.remove_tree_durably(aside)  # debris: the rename had not happened
         files.current().rename(store_directory, aside)
-        files.fsync_directory(store_directory.parent)
+        # The new entry first: a power cut between the two syncs then leaves the
+        # store under both names (the next run drops the copy aside), never none.
         files.fsync_directory(vm_directory)
+        files.fsync_directory(store_directory.parent)
     if not aside.exists():
         return saved_blocks(vm_directory, _disks_in(vm_directory), block_bytes)
     manifest = StoreManifest.load(aside / STORE_FILE, vm_name)
@@ -92,8 +97,8 @@ def promote(
         source = aside / "replica" / (disk + DISK_SUFFIX)
         if source.exists():
             files.current().rename(source, image)
+    files.fsync_directory(vm_directory)  # the new entries first, as above
     files.fsync_directory(aside / "replica")
-    files.fsync_directory(vm_directory)
     missing = sorted(str(image) for image in images.values() if not image.exists())
     if missing:
         msg = f"promoting VM {vm_name!r}: the images {missing} are neither in the "
