@@ -20,8 +20,10 @@ running, what it wrote since). Reverse replication makes that copy the new repli
    target adopts its disks as a replica store without points;
 4. after a planned failover the old copy *is* the new source's starting point: a first
    cycle ships what the new source wrote since commit, and that is the first recovery
-   point (decision 15); after an unplanned one the VM resynchronises, whose point is
-   the first.
+   point (decision 15), unless the new source's logs cannot vouch for every write
+   since commit (untrusted, past their limit): then no cycle is shipped and the next
+   one resynchronises, as the model says; after an unplanned failover the VM
+   resynchronises, whose point is the first.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ def _reverse_effect(vm: ProtectedVm, *, trusted: bool) -> None:
         _save_unshipped(vm, vm.old_disks, report)
     drop_old_logs(vm)
     vm.sites.towards(old).adopt_copy(vm.name, vm.disk_sizes, vm.retention_count)
-    if trusted:
+    if trusted and vm.disks.log_state is LogState.USABLE:
+        # Logs that cannot vouch for every write since commit make no point: the
+        # model sends the next cycle to a resynchronisation.
         vm.run_cycles(app_consistent=False)
 
 
