@@ -30,7 +30,10 @@ restart looks for a pending one at every site that is up.
 
 An operation whose abandon could not be written (a full disk while a failed effect was
 being recorded) stays pending: :meth:`Restart.settle`, called before every operation,
-treats it exactly as a restart would, so the VM is never refused forever.
+treats it exactly as a restart would, so the VM is never refused forever. So does a
+commit whose effect failed (a full disk): it consumes the replica store, so it is
+never abandoned (``NEVER_ABANDONED``) but left pending and finished before the next
+operation or at a restart, raising what still stops it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from engine.control.store import ControlStore, Operation
 from engine.errors import CorruptRecord, ReplicationError
 from engine.log.reader import read_header
 from engine.log.writer import log_path_for
+from engine.storage.disk import storage_error
 from model import Phase, PhaseMachine
 
 if TYPE_CHECKING:
@@ -67,6 +71,10 @@ ROLLED_BACK: Final = frozenset(
 
 #: Rolled-back operations whose effect cuts the disks (the final sync).
 CUTTING: Final = frozenset({"planned_failover", "unplanned_failover"})
+
+#: Operations never abandoned: a failed effect leaves them pending, to be finished
+#: before the next operation or at a restart (commit consumes the replica store).
+NEVER_ABANDONED: Final = frozenset({"commit"})
 
 #: Operations finished after a restart: the idempotent effect again, then the phase.
 FINISHED: Final[dict[str, Callable[[ProtectedVm, dict[str, object]], VmDetails]]] = {
@@ -96,6 +104,11 @@ class Restart:
         try:
             return self._finish(pending, control)
         except (ReplicationError, OSError) as error:
+            if pending.name in NEVER_ABANDONED:
+                return (
+                    f"{pending.name} could not be finished ({error}): it stays "
+                    "pending; the next operation finishes it"
+                )
             try:
                 control.abandon_operation(pending.operation_id, str(error))
             except ReplicationError as again:
@@ -106,7 +119,8 @@ class Restart:
             return f"{pending.name} could not be finished ({error}): abandoned"
 
     def settle(self) -> None:
-        """Before an operation: close one left pending; raise if it cannot be."""
+        """Before an operation: close one left pending (finish it or roll it back;
+        abandon it if that fails); one never abandoned raises what stops it."""
         found = self._pending()
         if found is None:
             return
@@ -114,7 +128,17 @@ class Restart:
         try:
             self._finish(pending, control)
         except (ReplicationError, OSError) as error:
+            if pending.name in NEVER_ABANDONED:
+                if isinstance(error, OSError):
+                    doing = f"VM {self._vm.name!r}: finishing {pending.name}"
+                    raise storage_error(error, doing) from error
+                raise
             control.abandon_operation(pending.operation_id, str(error))
+
+    def pending_name(self) -> str | None:
+        """The name of the VM's pending operation at a site that is up, if any."""
+        found = self._pending()
+        return None if found is None else found[0].name
 
     def _pending(self) -> tuple[Operation, ControlStore] | None:
         """The VM's pending operation at a site that is up, with that site's store.
