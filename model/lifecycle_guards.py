@@ -50,13 +50,15 @@ def last_failover_unplanned(vm: VmState, config: ModelConfig) -> bool:
 
 
 def other_copy_trusted(vm: VmState, config: ModelConfig) -> bool:
-    """The other copy is known to be the new source's starting point (planned)."""
-    return vm.other_trusted
+    """Deltas only: the other copy is known to be the new source's starting point
+    (planned failover) and the logs can carry every write made since."""
+    return vm.other_trusted and vm.log is LogHealth.USABLE
 
 
 def other_copy_untrusted(vm: VmState, config: ModelConfig) -> bool:
-    """The other copy may hold writes the active copy lacks (unplanned failover)."""
-    return not vm.other_trusted
+    """The other copy may hold writes the active copy lacks (unplanned failover),
+    or the logs cannot carry the writes since commit: resynchronise first."""
+    return not other_copy_trusted(vm, config)
 
 
 GUARDS: Mapping[str, EdgeGuard] = MappingProxyType(
@@ -87,7 +89,8 @@ GUARD_HINTS: Mapping[str, str] = MappingProxyType(
         "complete first",
         "last_failover_unplanned": "the recovery point is fixed after a planned "
         "failover (the final sync's point)",
-        "other_copy_trusted": "the other copy may hold writes the active copy lacks",
+        "other_copy_trusted": "the other copy may hold writes the active copy lacks, "
+        "or the logs cannot carry the writes since commit",
         "other_copy_untrusted": "the other copy is the new source's starting point",
     }
 )

@@ -343,9 +343,10 @@ def _reverse(ctx: Context) -> VmState:
     # running there is stopped: its writes are reported at reconciliation. After a
     # planned failover the report was exact from the start and closes here.
     vm = replace(ctx.vm, running=ctx.vm.running & {ctx.vm.active}, failover_kind=None)
-    if vm.other_trusted:
+    if vm.other_trusted and vm.log is LogHealth.USABLE:
         # Decision 15: the copy reverse replication starts from is the first recovery
-        # point (a first cycle ships what the new source wrote since commit).
+        # point (a first cycle ships what the new source wrote since commit); with
+        # unusable logs the lifecycle resynchronises first instead.
         vm = _ship(vm, ctx.config.recovery_points_max, app_consistent=False)
     if vm.other_trusted and vm.last_failover is not None:
         closed = replace(

@@ -22,9 +22,11 @@ the action acts on. What each effect does:
   made from what the target can know (``loss_report.py``).
 - **change_recovery_point**: another point before commit (unplanned failovers only).
 - **commit**: the chosen point becomes the VM's disks at the new active site (the
-  replica images are moved, then rolled back in place with the undo images: nothing
+  replica images are rolled back in place with the undo images, then moved: nothing
   is copied), every recovery point is deleted with the store, and tracking starts on
-  the new source at a new epoch, so reverse replication knows what it wrote.
+  the new source at a new epoch, so reverse replication knows what it wrote. A commit
+  that fails (a full disk) is never abandoned: it stays pending, the failed-over VM
+  reads its point meanwhile, and the next call (or a restart) finishes it.
 - **cancel_failover**: the VM restarts where it was (if its site is up), tracking
   stops and the waiting cycles go; the replica stays as it was, frozen: replication
   never resumes (decision 3).
@@ -46,6 +48,7 @@ from engine.errors import (
     ShutdownRefused,
     TransitionNotAllowed,
 )
+from engine.replica import promote
 from engine.replica.recovery_point import RecoveryPoint
 from engine.source.disks import LogState, SourceDisks
 from engine.source.shipping import CycleReport
@@ -466,6 +469,13 @@ def commit(vm: ProtectedVm) -> CommitReport:
         active = control.active_site
         details = vm.details(control)
         points = _points_at(vm, active) if vm.sites.up(active) else ()
+        if vm.finish_pending("commit"):  # a failure (a full disk) left it pending
+            return CommitReport(
+                recovery_points_deleted=len(points),
+                blocks_rolled_back=_rolled_back(vm, active),
+                active_site=active,
+                epoch=vm.control().epoch,
+            )
         epoch = vm.next_epoch()
         rolled: list[int] = []
 
@@ -478,6 +488,7 @@ def commit(vm: ProtectedVm) -> CommitReport:
             effect,
             epoch=epoch,
             details=lambda: vm.details().with_(chosen_point_id=None),
+            undoable=False,  # the promotion consumes the store: finished, never undone
         )
         vm.open_disks()
         return CommitReport(
@@ -500,6 +511,15 @@ def _commit_effect(vm: ProtectedVm, epoch: int) -> int:
     vm.start_new_source(active, epoch)
     vm.crash("tracking_started")
     return sum(len(found) for found in blocks.values())
+
+
+def _rolled_back(vm: ProtectedVm, site: str) -> int:
+    """The blocks a finished promotion rolled back (its saved sets)."""
+    storage = vm.sites.storage(site)
+    saved = promote.saved_blocks(
+        storage.vm_directory(vm.name), vm.disk_sizes, vm.block_bytes
+    )
+    return sum(len(found) for found in saved.values())
 
 
 def finish_commit(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:

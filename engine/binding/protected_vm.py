@@ -69,6 +69,7 @@ from engine.errors import (
     TransitionNotAllowed,
 )
 from engine.replica import recovery_point as engine_points
+from engine.replica.promote import PROMOTING
 from engine.source.cycles import CycleRunner
 from engine.source.disks import LogState, SourceDisks
 from engine.source.outbox import Outbox
@@ -81,7 +82,7 @@ from engine.source.shipping import (
     ship_cycle,
 )
 from engine.storage.block_set import BlockSet
-from engine.storage.disk import storage_error
+from engine.storage.disk import VirtualDisk, storage_error
 from engine.transport.interface import (
     DiskReader,
     ReplicaStatus,
@@ -526,14 +527,35 @@ class ProtectedVm:
         if Phase(control.phase) is Phase.FAILED_OVER:
             point = self.details(control).chosen_point_id
             assert point is not None
+            replica = self.sites.towards(control.active_site)
+            if not replica.status(self.name).exists:
+                return self._read_promoted(control.active_site, disk, offset, length)
             cached = self._point_reader
             if cached is None or cached[0] != point:
-                reader = self.sites.towards(control.active_site).point_reader(
-                    self.name, point
-                )
-                cached = self._point_reader = (point, reader)
+                cached = self._point_reader = (
+                    point, replica.point_reader(self.name, point),
+                )  # fmt: skip
             return cached[1].read(disk, offset, length)
         return self.disks.read(disk, offset, length)
+
+    def _read_promoted(self, site: str, disk: str, offset: int, length: int) -> bytes:
+        """A commit stopped after its promotion consumed the store (it stays pending,
+        ``failover.commit``): the promoted images hold the chosen point."""
+        storage = self.sites.storage(site)
+        if (
+            disk not in self.disk_sizes
+            or (storage.vm_directory(self.name) / PROMOTING).exists()
+        ):
+            msg = f"VM {self.name!r}: disk {disk!r} cannot be read while its commit "
+            msg += f"is half done; call commit again (disks: {sorted(self.disk_sizes)})"
+            raise TransitionNotAllowed(msg)
+        image = VirtualDisk.open(
+            storage.disk_path(self.name, disk), block_bytes=self.block_bytes
+        )
+        try:
+            return image.read(offset, length)
+        finally:
+            image.close()
 
     def flush(self) -> None:
         """Make every write so far durable (logs first, then disks)."""
@@ -722,11 +744,15 @@ class ProtectedVm:
         epoch: int | None = None,
         details: Callable[[], VmDetails] | None = None,
         active_site: str | None = None,
+        undoable: bool = True,
         **params: object,
     ) -> VmState:
         """Ask, record the intent, run the effect, commit the predicted phase.
 
         ``details`` is called after the effect: the details to commit with the phase.
+        A failed effect abandons the operation (the phase stays), unless it is not
+        ``undoable``: then it stays pending and the next operation (or a restart)
+        finishes it first.
         ``final_args``, when given, are the model's arguments as the effect found them
         (what an unplanned failover's shutdown managed): the model is asked again
         with them, against the state from before the effect, and must agree.
@@ -761,6 +787,13 @@ class ProtectedVm:
                 self._abandon_quietly(control, operation_id, error)
                 raise
             typed = _typed(error, f"VM {self.name!r}: {action}")
+            if not undoable:
+                typed.add_note(f"VM {self.name!r}: {action} cannot be undone once "
+                               "begun: it stays pending, and the next operation (or a "
+                               "restart) finishes it")  # fmt: skip
+                if typed is error:
+                    raise
+                raise typed from error
             try:
                 control.abandon_operation(operation_id, str(typed))
             except StorageFull as full:
@@ -966,6 +999,18 @@ class ProtectedVm:
                 "disable_protection", self.disable_effect,
                 details=lambda: reverse.after_disable(self),
             )  # fmt: skip
+
+    def finish_pending(self, action: str) -> bool:
+        """Finish ``action`` if a failure left it pending (an operation never
+        abandoned, such as commit); False if it is not pending. Raises what still
+        stops it (a full disk: free space and call again)."""
+        with self._operation_lock:
+            if self._restart.pending_name() != action:
+                return False
+            self._restart.settle()
+            self._sync_rows()
+            self.open_disks()
+            return True
 
     def recover(self) -> str | None:
         """Finish or roll back the operation a crash interrupted; say what was done."""

@@ -20,7 +20,8 @@ link or the sites look like now, or rolls it back:
   be undone is rolled back and said (``start_test_failover``, ``planned_failover``,
   ``failover``, ``unplanned_failover``, ``complete_failover``,
   ``change_recovery_point``: the VM runs where it ran, the phase is the one before,
-  and the operation can be started again); what cannot be undone is finished, its
+  and the operation can be started again; a final sync's cut the crash interrupted
+  is completed first, as for ``replicate``); what cannot be undone is finished, its
   effect being idempotent (``cleanup_test_failover``, ``commit``, ``cancel_failover``,
   ``reverse_replication``).
 
@@ -29,7 +30,10 @@ restart looks for a pending one at every site that is up.
 
 An operation whose abandon could not be written (a full disk while a failed effect was
 being recorded) stays pending: :meth:`Restart.settle`, called before every operation,
-treats it exactly as a restart would, so the VM is never refused forever.
+treats it exactly as a restart would, so the VM is never refused forever. So does a
+commit whose effect failed (a full disk): it consumes the replica store, so it is
+never abandoned (``NEVER_ABANDONED``) but left pending and finished before the next
+operation or at a restart, raising what still stops it.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ from engine.binding import failover, reverse
 from engine.binding.details import VmDetails
 from engine.binding.sites import direction, other_site
 from engine.control.store import ControlStore, Operation
-from engine.errors import ReplicationError
+from engine.errors import CorruptRecord, ReplicationError
 from engine.log.reader import read_header
 from engine.log.writer import log_path_for
+from engine.storage.disk import storage_error
 from model import Phase, PhaseMachine
 
 if TYPE_CHECKING:
@@ -63,6 +68,13 @@ ROLLED_BACK: Final = frozenset(
         "change_recovery_point",
     }
 )
+
+#: Rolled-back operations whose effect cuts the disks (the final sync).
+CUTTING: Final = frozenset({"planned_failover", "unplanned_failover"})
+
+#: Operations never abandoned: a failed effect leaves them pending, to be finished
+#: before the next operation or at a restart (commit consumes the replica store).
+NEVER_ABANDONED: Final = frozenset({"commit"})
 
 #: Operations finished after a restart: the idempotent effect again, then the phase.
 FINISHED: Final[dict[str, Callable[[ProtectedVm, dict[str, object]], VmDetails]]] = {
@@ -92,6 +104,11 @@ class Restart:
         try:
             return self._finish(pending, control)
         except (ReplicationError, OSError) as error:
+            if pending.name in NEVER_ABANDONED:
+                return (
+                    f"{pending.name} could not be finished ({error}): it stays "
+                    "pending; the next operation finishes it"
+                )
             try:
                 control.abandon_operation(pending.operation_id, str(error))
             except ReplicationError as again:
@@ -102,7 +119,8 @@ class Restart:
             return f"{pending.name} could not be finished ({error}): abandoned"
 
     def settle(self) -> None:
-        """Before an operation: close one left pending; raise if it cannot be."""
+        """Before an operation: close one left pending (finish it or roll it back;
+        abandon it if that fails); one never abandoned raises what stops it."""
         found = self._pending()
         if found is None:
             return
@@ -110,7 +128,17 @@ class Restart:
         try:
             self._finish(pending, control)
         except (ReplicationError, OSError) as error:
+            if pending.name in NEVER_ABANDONED:
+                if isinstance(error, OSError):
+                    doing = f"VM {self._vm.name!r}: finishing {pending.name}"
+                    raise storage_error(error, doing) from error
+                raise
             control.abandon_operation(pending.operation_id, str(error))
+
+    def pending_name(self) -> str | None:
+        """The name of the VM's pending operation at a site that is up, if any."""
+        found = self._pending()
+        return None if found is None else found[0].name
 
     def _pending(self) -> tuple[Operation, ControlStore] | None:
         """The VM's pending operation at a site that is up, with that site's store.
@@ -202,6 +230,11 @@ class Restart:
             target = other_site(vm.control().active_site)
             vm.sites.towards(target).cleanup_test_failover(vm.name)
         if vm.sites.up(vm.control().active_site):
+            if name in CUTTING:
+                # Before the VM runs again: a final sync's cut the crash interrupted
+                # is completed (or, logs untrusted, refused: the VM resynchronises).
+                with contextlib.suppress(CorruptRecord):
+                    vm.cycles.finish_interrupted_cuts()
             with contextlib.suppress(ReplicationError):
                 vm.disks.restart()  # a shutdown the interruption left: the VM runs
         self._control.abandon_operation(operation_id, "rolled back after a restart")

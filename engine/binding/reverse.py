@@ -20,12 +20,15 @@ running, what it wrote since). Reverse replication makes that copy the new repli
    target adopts its disks as a replica store without points;
 4. after a planned failover the old copy *is* the new source's starting point: a first
    cycle ships what the new source wrote since commit, and that is the first recovery
-   point (decision 15); after an unplanned one the VM resynchronises, whose point is
-   the first.
+   point (decision 15), unless the new source's logs cannot vouch for every write
+   since commit (untrusted, past their limit): then no cycle is shipped and the next
+   one resynchronises, as the model says; after an unplanned failover the VM
+   resynchronises, whose point is the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +38,7 @@ from engine.binding import loss_report
 from engine.binding.details import VmDetails
 from engine.binding.loss_report import LogCounts, LossReport
 from engine.binding.sites import other_site
-from engine.errors import DamagedState, ReplicationError
+from engine.errors import CorruptRecord, DamagedState, ReplicationError
 from engine.log.extents import blocks_touched_by_log
 from engine.log.reader import read_header
 from engine.log.writer import log_path_for, verify_sealed_log
@@ -117,8 +120,11 @@ def _reverse_effect(vm: ProtectedVm, *, trusted: bool) -> None:
         _save_unshipped(vm, vm.old_disks, report)
     drop_old_logs(vm)
     vm.sites.towards(old).adopt_copy(vm.name, vm.disk_sizes, vm.retention_count)
-    if trusted:
-        forget_candidates(vm)  # deltas only: no resynchronisation will use them
+    if trusted and vm.disks.log_state is LogState.USABLE:
+        # Deltas only: the first cycle's point is the first recovery point (decision
+        # 15). Logs that cannot vouch for every write since commit make no point:
+        # the model resynchronises instead (``reverse_deltas_only``).
+        forget_candidates(vm)  # no resynchronisation will use them
         vm.run_cycles(app_consistent=False)
 
 
@@ -130,8 +136,11 @@ def _after_reverse(vm: ProtectedVm, *, trusted: bool) -> VmDetails:
 
 
 def finish_reverse(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:
-    """A reverse replication a crash interrupted: its steps again (idempotent)."""
+    """A reverse replication a crash interrupted: its steps again (idempotent),
+    after completing a first cycle's cut the crash interrupted (before any write)."""
     trusted = vm.details().other_trusted
+    with contextlib.suppress(CorruptRecord):  # logs untrusted: said, cycles dropped
+        vm.cycles.finish_interrupted_cuts()
     _reverse_effect(vm, trusted=trusted)
     return _after_reverse(vm, trusted=trusted)
 

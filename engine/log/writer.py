@@ -569,9 +569,7 @@ class ChangeLog:
             assert prepared.header.first_sequence >= self.next_sequence
             rotate(self._path, sealed_path)
             if not prepared.defer_sync:
-                fsync_directory(self._path.parent)
-                if sealed_path.parent.resolve() != self._path.parent.resolve():
-                    fsync_directory(sealed_path.parent)
+                _sync_seal_directories(self._path, sealed_path)
             sealed = SealedLog(
                 path=sealed_path,
                 header=old_header,
@@ -601,9 +599,7 @@ class ChangeLog:
         finally:
             os.close(descriptor)
         self._files.fsync(self._open_descriptor())
-        fsync_directory(self._path.parent)
-        if sealed.path.parent.resolve() != self._path.parent.resolve():
-            fsync_directory(sealed.path.parent)
+        _sync_seal_directories(self._path, sealed.path)
 
     def close(self) -> None:
         """Release the file; idempotent. Call :meth:`sync` first for durability."""
@@ -628,3 +624,16 @@ class ChangeLog:
             msg = f"change log {str(self._path)!r} is closed; open() it again"
             raise InvalidConfiguration(msg)
         return self._descriptor
+
+
+def _sync_seal_directories(path: Path, sealed_path: Path) -> None:
+    """Make a seal's renames durable: the sealed log's directory first.
+
+    A power cut between the two syncs then leaves the sealed log under both names
+    (the cut, never recorded, is completed again from it), never under none: were
+    the log's own directory synced first, the records of the sealed log would be
+    lost with both its names.
+    """
+    if sealed_path.parent.resolve() != path.parent.resolve():
+        fsync_directory(sealed_path.parent)
+    fsync_directory(path.parent)

@@ -17,7 +17,9 @@ What can go wrong, and what happens:
 - a waiting cycle the target has already applied (its id is not above the target's
   last applied cycle: an outbox restored from a backup) is dropped, and said;
 - a cycle whose cut was interrupted (no cut record) is completed right after a restart,
-  before any write, by sealing the disks that were not sealed, unless the logs are
+  before any write (whatever operation cut it: a cycle, a planned failover's final
+  sync, reverse replication's first cycle), by sealing the disks that were not
+  sealed, unless the logs are
   untrusted (after a power loss they may have lost different records on different
   disks); at any other time it would mix two moments across disks, so it is refused;
 - a cycle the target refuses as damaged (:class:`CorruptRecord`) can no longer carry
@@ -35,10 +37,12 @@ from pathlib import Path
 from engine.clock import Clock
 from engine.control.store import ControlStore
 from engine.errors import CorruptRecord
-from engine.log.writer import verify_sealed_log
+from engine.log.reader import read_header
+from engine.log.writer import log_path_for, verify_sealed_log
 from engine.source.disks import LogState, SourceDisks
 from engine.source.outbox import CutRecord, Outbox
 from engine.source.shipping import CrashPoint, CycleReport, no_crash, ship_cycle
+from engine.storage import files
 from engine.transport.interface import ReplicaTarget
 
 
@@ -124,6 +128,15 @@ class CycleRunner:
             reports.append(self._ship(record))
         return reports
 
+    def finish_interrupted_cuts(self) -> None:
+        """Right after a restart, before any write: complete the cut of every waiting
+        cycle a crash interrupted, without shipping (an operation rolled back or
+        finished by the restart leaves them for the next cycle). Refused as
+        :class:`CorruptRecord`, the logs distrusted and the cycles discarded, when
+        the logs are untrusted."""
+        for cycle_id in self._outbox.waiting():
+            self._record(cycle_id, finish_cut=True)
+
     def _record(self, cycle_id: int, *, finish_cut: bool) -> CutRecord:
         try:
             record = self._outbox.cut_record(cycle_id, self._disks.paths)
@@ -148,6 +161,9 @@ class CycleRunner:
     def _finish_cut(self, cycle_id: int) -> CutRecord:
         """Seal the disks a crash left unsealed (no write has happened since)."""
         logs = self._outbox.logs(cycle_id, self._disks.paths)
+        for disk, path in logs.items():
+            if path.exists() and self._seal_undone(disk, path):
+                files.current().unlink(path)  # a copy of the current log: sealed again
         missing = [disk for disk, path in logs.items() if not path.exists()]
         if missing:
             self._disks.seal(self._outbox.path(cycle_id), missing)
@@ -159,6 +175,23 @@ class CycleRunner:
         record = CutRecord(cycle_id, epoch, app_consistent=False, last_sequences=last)
         self._outbox.record_cut(record)
         return record
+
+    def _seal_undone(self, disk: str, sealed: Path) -> bool:
+        """Whether a power cut undid the seal of ``disk`` at the source only: the
+        current log starts where the sealed one does and the sealed one holds
+        records (it is the same log, left under both names by the cut), so the
+        disk must be sealed again. (A sealed log with no record starts where its
+        successor does too; then either is the same empty log.)"""
+        with sealed.open("rb") as stream:
+            header, _ = read_header(stream, sealed)
+        found = verify_sealed_log(sealed, disk_id=disk, epoch=header.epoch)
+        current = log_path_for(self._disks.paths[disk])
+        with current.open("rb") as stream:
+            current_header, _ = read_header(stream, current)
+        return (
+            found.record_count > 0
+            and found.first_sequence == current_header.first_sequence
+        )
 
     def _ship(self, record: CutRecord) -> CycleReport:
         try:

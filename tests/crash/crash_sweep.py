@@ -70,6 +70,12 @@ def scratch_directory() -> Iterator[Path]:
 
 def run_child(body: Callable[[Report], None]) -> tuple[int, Progress]:
     """Fork; the child runs ``body(report)`` and exits; return its wait status."""
+    status, text = run_child_text(body)
+    return status, Progress.parse(text)
+
+
+def run_child_text(body: Callable[[Report], None]) -> tuple[int, str]:
+    """Fork; the child runs ``body(report)`` and exits; its wait status, its lines."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's stack
@@ -85,7 +91,7 @@ def run_child(body: Callable[[Report], None]) -> tuple[int, Progress]:
     with os.fdopen(read_end, "rb") as stream:
         text = stream.read().decode()
     _, status = os.waitpid(pid, 0)
-    return status, Progress.parse(text)
+    return status, text
 
 
 def _send(descriptor: int, line: str) -> None:
