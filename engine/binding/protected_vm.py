@@ -907,6 +907,10 @@ class ProtectedVm:
 
             def effect() -> None:
                 self.outbox.discard()
+                # The comparison restarts tracking: the logs the candidates count on
+                # go. Forgotten first, durably, so that any later attempt (this one
+                # failed, or a crash) compares every block.
+                reverse.forget_candidates(self)
                 report = prepare_resync(
                     self.disks, self.replica, self.outbox,
                     cycle_id=self.cycles.take_cycle_id(), epoch=epoch,
