@@ -26,7 +26,8 @@ the action acts on. What each effect does:
   is copied), every recovery point is deleted with the store, and tracking starts on
   the new source at a new epoch, so reverse replication knows what it wrote. A commit
   that fails (a full disk) is never abandoned: it stays pending, the failed-over VM
-  reads its point meanwhile, and the next call (or a restart) finishes it.
+  reads its point meanwhile (the newer points, perhaps rolled back already, are no
+  longer shown), and the next call (or a restart) finishes it.
 - **cancel_failover**: the VM restarts where it was (if its site is up), tracking
   stops and the waiting cycles go; the replica stays as it was, frozen: replication
   never resumes (decision 3).

@@ -628,6 +628,11 @@ class ProtectedVm:
                     raise
                 status = ReplicaStatus(self.name, exists=False)
             exists, points = status.exists, status.points
+            if phase is Phase.FAILED_OVER and self._commit_pending(store_site):
+                # Its promotion may have rolled the store back to the chosen point
+                # already: the newer points are no longer offered (failover.commit).
+                chosen = details.chosen_point_id
+                points = tuple(p for p in points if p.recovery_point_id == chosen)
         else:
             holder = self.sites.storage(control.active_site).control
             points = holder.recovery_points(self.name)
@@ -663,6 +668,12 @@ class ProtectedVm:
             link_up=self.sites.link_up,
             retention_count=self.retention_count,
         )
+
+    def _commit_pending(self, site: str) -> bool:
+        """Whether a commit a failure left pending is recorded at ``site`` (read
+        only: no operation is finished or abandoned here)."""
+        pending = self.sites.storage(site).control.pending_operation(self.name)
+        return pending is not None and pending.name == "commit"
 
     def view(self, *, tolerant: bool = False) -> SystemState:
         """The refinement mapping: the engine's state as the model's abstract state."""
@@ -976,6 +987,10 @@ class ProtectedVm:
             def effect() -> None:
                 candidates = reverse.candidates(self)
                 self.outbox.discard()
+                # The comparison restarts tracking: the logs the candidates count on
+                # go. Forgotten first, durably, so that any later attempt (this one
+                # failed, or a crash) compares every block.
+                reverse.forget_candidates(self)
                 report = prepare_resync(
                     self.disks, self.replica, self.outbox,
                     cycle_id=self.cycles.take_cycle_id(), epoch=epoch,

@@ -14,7 +14,10 @@ running, what it wrote since). Reverse replication makes that copy the new repli
    (``ROLLED_BACK``, by the target's promotion); the new source's own log adds what it
    wrote since. A resynchronisation compares exactly those blocks' digests
    (:func:`candidates`), sending only those that differ; if any of that knowledge is
-   missing or its logs were untrusted, every block is compared (the fallback);
+   missing or its logs were untrusted, every block is compared (the fallback). The
+   sets are used once: they are deleted before the comparison restarts tracking
+   (which retires the new source's logs), so an attempt that fails or is cut short
+   is followed by a full comparison, never by one that misses the retired logs;
 3. the old copy stops (a divergent one's writes are lost, never merged: decision
    "only the active copy is replicated"), its logs and outbox are deleted, and the
    target adopts its disks as a replica store without points;
@@ -287,8 +290,9 @@ def candidates(vm: ProtectedVm) -> dict[str, BlockSet] | None:
 
 
 def forget_candidates(vm: ProtectedVm, *, unshipped_only: bool = False) -> None:
-    """The saved block sets are no longer needed (the resynchronisation is done, or
-    none will come); with ``unshipped_only``, only sets an older failover left."""
+    """The saved block sets can no longer name every block that may differ (a
+    resynchronisation is about to restart tracking, or is done, or none will come);
+    with ``unshipped_only``, only sets an older failover left."""
     storage = vm.source_site
     paths = []
     for disk in vm.disk_sizes:

@@ -42,18 +42,19 @@ def open_engine(sites: Path) -> ReplicationEngine:
 
 
 def failed_over(engine: ReplicationEngine, *, older: bool) -> dict[int, Images]:
-    """Protect, three points, fail over (unplanned from the oldest of the three when
-    ``older``, else planned); return the bytes of each point the VM may run from."""
+    """Protect, four points, fail over (unplanned from the second when ``older``,
+    else planned); return the bytes of each point."""
     engine.create_vm("web", DISKS)
     engine.enable_protection("web")
-    states = {}
+    first = engine.status("web").recovery_points[-1].recovery_point_id
+    states = {first: contents(engine)}
     for version in range(1, 4):
         write(engine, version)
         engine.replicate("web")
         point = engine.status("web").recovery_points[-1].recovery_point_id
         states[point] = contents(engine)
     if older:
-        engine.unplanned_failover("web", min(states))
+        engine.unplanned_failover("web", sorted(states)[1])
     else:
         engine.planned_failover("web")
     return states
@@ -77,8 +78,20 @@ def commit_space_operations(sites: Path, *, older: bool) -> list[int]:
     ]
 
 
+def check_points_shown(
+    engine: ReplicationEngine, states: dict[int, Images], full_at: int
+) -> None:
+    """Every recovery point the engine shows reads its own bytes."""
+    target = engine.transport_towards("secondary")
+    for point in engine.status("web").recovery_points:
+        reader = target.point_reader("web", point.recovery_point_id)
+        held = {disk: reader.read(disk, 0, size) for disk, size in DISKS.items()}
+        assert held == states[point.recovery_point_id], (full_at, point)
+
+
 def check_full_at(sites: Path, full_at: int, *, older: bool, reopen: bool) -> None:
-    """StorageFull; the VM reads its point; (after a reopen, when ``reopen``)
+    """StorageFull; the VM reads its point and every point shown reads its own
+    bytes; (after a reopen, when ``reopen``)
     another point reads its own bytes or is refused; commit again, then a reopen,
     ends on the point's bytes."""
     with files.use(FullDiskFileSystem(full_at)):
@@ -86,8 +99,9 @@ def check_full_at(sites: Path, full_at: int, *, older: bool, reopen: bool) -> No
         states = failed_over(engine, older=older)
         with pytest.raises(StorageFull):
             engine.commit("web")
-    expected = states[min(states) if older else max(states)]
+    expected = states[sorted(states)[1] if older else max(states)]
     assert contents(engine) == expected, full_at
+    check_points_shown(engine, states, full_at)
     if reopen:  # the restart finishes the commit (or rolls back what had not begun)
         engine.close()
         engine = open_engine(sites)
