@@ -381,24 +381,9 @@ class ProtectedVm:
         with self._operation_lock:
             outcome = self._restart.recover()
             self._sync_rows()
-            control = self.control()
-            details = self.details(control)
-            phase = Phase(control.phase)
+            details = self.details()
             self._cycles = None  # the transport towards the site was reopened
-            running = details.running - {site}
-            shut_down = phase in (Phase.FAILOVER_PREPARED, Phase.FAILING_OVER)
-            active = control.active_site
-            if self.sites.up(active) and not shut_down:
-                # A recovered host restarts the VMs active there; when both sites were
-                # down, the newer row (written while this one was down) may say the VM
-                # runs nowhere: it runs again at its active site once that is up.
-                running = running | {active}
-            if running != details.running:
-                holder = self.sites.storage(site).control
-                holder.update_details(
-                    self.name, details.with_(running=running).to_json()
-                )
-                self._sync_rows()
+            self._restart_where_active(stopped=site)
             self.open_disks()
             if details.old_site == site and details.loss is not None:
                 report = reverse.reconcile(self)
@@ -408,6 +393,28 @@ class ProtectedVm:
                         reconciled if outcome is None else f"{outcome}; {reconciled}"
                     )
             return outcome
+
+    def _restart_where_active(self, *, stopped: str | None = None) -> None:
+        """A host that comes back (or an engine that reopens) restarts the VM at its
+        active site unless a failover shut it down; a copy at ``stopped`` (the site
+        that went down) does not restart unless it is the active one. When both sites
+        were down, the newer row (written while the other was down) may say the VM
+        runs nowhere: it runs again at its active site once that is up."""
+        control = self.control()
+        details = self.details(control)
+        phase = Phase(control.phase)
+        running = details.running if stopped is None else details.running - {stopped}
+        shut_down = phase in (Phase.FAILOVER_PREPARED, Phase.FAILING_OVER)
+        active = control.active_site
+        if self.sites.up(active) and not shut_down:
+            running = running | {active}
+        if running != details.running:
+            holder = self.sites.storage(
+                active if self.sites.up(active) else other_site(active)
+            ).control
+            holder.update_details(self.name, details.with_(running=running).to_json())
+            self._sync_rows()
+            self.invalidate()
 
     def _names_at(self, site: str) -> tuple[str, ...]:
         return self.sites.storage(site).control.vm_names()
@@ -1032,6 +1039,7 @@ class ProtectedVm:
         with self._operation_lock:
             outcome = self._restart.recover()
             self._sync_rows()
+            self._restart_where_active()
             self.open_disks()
             return outcome
 
