@@ -16,9 +16,12 @@ called from any thread; guest writes wait only for a cut.
 
 The source side reaches the target only through the replica interface
 (``engine.transport.interface``). In this version both sites' storage roots are on
-this machine and the interface is in-process (``InProcessReplica``, its ``link_up``
-switch playing the network); ``wrap_transport`` wraps it (a fault-injecting transport in
-tests). The replica server between hosts fills the same seam.
+this machine and the interface is in-process: one ``InProcessReplica`` towards each
+site (a VM replicates towards the site it is not active at; after a failover and
+reverse replication, towards the primary), ``set_link`` playing the network and
+``crash_site`` / ``recover_site`` the hosts; ``wrap_transport`` wraps each (a
+fault-injecting transport in tests). The replica server between hosts fills the same
+seam. The failover half is described in ``docs/failover.md``.
 
 **Roles as data.** Each VM's control row says which site is active and the direction;
 its disks are in the control state. Nothing is inferred from site names or by globbing.
@@ -94,7 +97,7 @@ class EngineStatistics:
 
 
 class ReplicationEngine:
-    """Replicates VM disk images from the primary site to the secondary."""
+    """Replicates VM disk images between two sites, fails them over and back."""
 
     def __init__(
         self,
