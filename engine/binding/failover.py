@@ -282,7 +282,6 @@ def unplanned_failover(
         model_point = _unplanned_point_argument(vm, points, point)
         outcome: list[str] = [SHUTDOWN_SKIP]
         synced: list[CycleReport | None] = []
-        newest_before = points[-1].recovery_point_id if points else None
 
         def effect() -> None:
             if shut_down_first:
@@ -290,7 +289,7 @@ def unplanned_failover(
 
         def details() -> VmDetails:
             after = _points_at(vm, target)
-            chosen = _resolve_chosen(after, point, newest_before, outcome[0])
+            chosen = _resolve_chosen(after, point)
             running = vm.details().running
             if outcome[0] in (SHUTDOWN_COMPLETE, SHUTDOWN_SYNC_CUT):
                 running = running - {active}
@@ -355,8 +354,6 @@ def _unplanned_point_argument(
 def _resolve_chosen(
     points: tuple[RecoveryPoint, ...],
     point: int | str,
-    newest_before: int | None,
-    outcome: str,
 ) -> int:
     """The chosen point's id once the final sync (if any) is done."""
     if point == LATEST:
@@ -365,8 +362,7 @@ def _resolve_chosen(
         consistent = [p for p in points if p.app_consistent]
         return consistent[-1].recovery_point_id
     assert isinstance(point, int)
-    del newest_before, outcome  # an older point keeps its identity
-    return point
+    return point  # an older point keeps its identity
 
 
 # -- completing, changing the point ----------------------------------------------------

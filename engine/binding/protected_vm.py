@@ -81,7 +81,6 @@ from engine.source.shipping import (
     no_crash,
     ship_cycle,
 )
-from engine.storage.block_set import BlockSet
 from engine.storage.disk import VirtualDisk, storage_error
 from engine.transport.interface import (
     DiskReader,
@@ -350,7 +349,7 @@ class ProtectedVm:
         if not self._holding_sites():  # both sites are down: close everything
             self._close_old()
             return
-        details = self.details(self.control_at_any())
+        details = self.details()
         if details.old_site == site:
             self._close_old()
 
@@ -588,10 +587,6 @@ class ProtectedVm:
             msg = f"VM {self.name!r}: no site that is up holds its control row"
             raise TransitionNotAllowed(msg)
         return max(rows, key=lambda row: row.generation)
-
-    def control_at_any(self) -> VmControl:
-        """Like :meth:`control` (kept for callers closing a site going down)."""
-        return self.control()
 
     def _holding_sites(self) -> list[SiteStorage]:
         return [s for s in self.sites.up_sites() if self.name in s.control.vm_names()]
@@ -1242,10 +1237,6 @@ class ProtectedVm:
         disks.start_tracking(epoch, dict.fromkeys(self.disk_sizes, 0))
         self._disks = disks
         self._disks_site = site
-
-    def candidates(self) -> dict[str, BlockSet] | None:
-        """The blocks known to differ from the replica (None: compare every block)."""
-        return reverse.candidates(self)
 
 
 def details_epoch(details: VmDetails, control: VmControl) -> int:

@@ -59,11 +59,6 @@ if TYPE_CHECKING:
 
 UNSHIPPED: Final = ".unshipped.blocks"
 """Beside a disk image: the blocks of the old source's records never applied."""
-WRITTEN: Final = ".written.blocks"
-"""Beside a disk image: the blocks the new source wrote since commit, saved when a
-targeted resynchronisation starts; found at the start of another, it says an attempt
-did not finish (its logs were restarted, the writes just before the restart are known
-to it alone): the next attempt compares every block."""
 
 
 @dataclass(frozen=True)
@@ -256,36 +251,25 @@ def _save_unshipped(
 def candidates(vm: ProtectedVm) -> dict[str, BlockSet] | None:
     """The blocks a resynchronisation must compare after a failover (None: all).
 
-    The union of the blocks rolled back at commit, of the old source's unshipped
-    records, and of what the new source logged since; None when any part is missing
-    (never after a failover, or the knowledge was lost): every block is compared.
+    The union of the blocks rolled back at commit and of the old source's unshipped
+    records; None when either is missing (never after a failover, the knowledge was
+    lost, or an earlier attempt already forgot it): every block is compared. What the
+    new source logged since commit is compared by ``prepare_resync`` itself, from the
+    logs its restart of tracking replaces.
     """
     storage = vm.source_site
     found: dict[str, BlockSet] = {}
-    written: dict[str, BlockSet] = {}
     for disk, size in vm.disk_sizes.items():
         image = storage.disk_path(vm.name, disk)
         parts = [Path(str(image) + ROLLED_BACK), Path(str(image) + UNSHIPPED)]
         if not all(part.exists() for part in parts):
             return None
-        if Path(str(image) + WRITTEN).exists():
-            return None  # an earlier attempt restarted the logs: compare every block
         geometry = {"size_bytes": size, "block_bytes": vm.block_bytes}
         try:
             blocks = BlockSet.load(parts[0], **geometry)
-            blocks = blocks.union(BlockSet.load(parts[1], **geometry))
+            found[disk] = blocks.union(BlockSet.load(parts[1], **geometry))
         except (DamagedState, ReplicationError):
             return None
-        new = BlockSet(size, vm.block_bytes)
-        log = log_path_for(image)
-        if log.exists():
-            new = new.union(blocks_touched_by_log(log, vm.block_bytes, size))
-        written[disk] = new
-        found[disk] = blocks.union(new)
-    # Durable before the resynchronisation restarts the logs: an attempt that fails
-    # (a dropped transfer, a full disk, a crash) is then seen by the next one.
-    for disk, new in written.items():
-        new.save(Path(str(storage.disk_path(vm.name, disk)) + WRITTEN))
     return found
 
 
@@ -297,7 +281,7 @@ def forget_candidates(vm: ProtectedVm, *, unshipped_only: bool = False) -> None:
     paths = []
     for disk in vm.disk_sizes:
         image = str(storage.disk_path(vm.name, disk))
-        paths += [Path(image + UNSHIPPED), Path(image + WRITTEN)]
+        paths.append(Path(image + UNSHIPPED))
         if not unshipped_only:
             paths.append(Path(image + ROLLED_BACK))
     durable_file.remove_durably(paths)
