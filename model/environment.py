@@ -105,8 +105,12 @@ LOG_IN_USE = Guard(
         and ctx.vm.log is LogHealth.USABLE
         and ctx.vm.other is not None
         and ctx.vm.other.behind > 0
+        and ctx.state.site(ctx.vm.active).up
     ),
-    lambda ctx: "no change log with unshipped records is being kept",
+    lambda ctx: (
+        "no change log with unshipped records is being kept at a site that is up "
+        "(a host that is down neither grows nor checks its logs)"
+    ),
 )
 
 

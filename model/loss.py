@@ -27,7 +27,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from model.state import Copy, LossRecord, RecoveryPoint, Site, SystemState, VmState
+from model.state import (
+    Copy,
+    LogHealth,
+    LossRecord,
+    RecoveryPoint,
+    Site,
+    SystemState,
+    VmState,
+)
 
 
 def position(copy: Copy) -> int:
@@ -77,6 +85,9 @@ def complete_failover(vm: VmState, state: SystemState) -> VmState:
         other=at_position(-origin),  # the old source, relative to the chosen point
         points=_rebase_points(vm.points, origin),
         frozen_other=None,
+        # The logs that count from here are the new source's, which start empty (it
+        # takes no write before commit); the old source's stay with the old copy.
+        log=LogHealth.USABLE,
     )
     reported, exact = _report(moved, state, old_site)
     record = LossRecord(

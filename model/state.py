@@ -318,7 +318,10 @@ class Health(enum.Enum):
 
 
 def health(state: SystemState, vm: VmState) -> Health:
-    """Critical when the logs are unusable; warning when a cycle cannot run now."""
+    """Critical when the logs are unusable; warning when a cycle cannot run now and
+    the replica lags, or may lag: while the source site is down, what it holds that
+    was never shipped cannot be counted (the target never saw it), so its lag is
+    unknown and shown as a warning."""
     if vm.phase in (Phase.UNPROTECTED, Phase.REPLICATION_STOPPED):
         return Health.NORMAL if vm.phase is Phase.UNPROTECTED else Health.CRITICAL
     if vm.log is not LogHealth.USABLE:
@@ -330,4 +333,5 @@ def health(state: SystemState, vm: VmState) -> Health:
         or state.site(vm.target).storage_full
     )
     lagging = vm.other is not None and vm.other.behind > 0
-    return Health.WARNING if blocked and lagging else Health.NORMAL
+    unknown = vm.other is not None and not state.site(vm.source).up
+    return Health.WARNING if blocked and (lagging or unknown) else Health.NORMAL

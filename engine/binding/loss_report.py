@@ -70,6 +70,7 @@ class LossReport:
     rolled_back_countable: bool = True  # False: a resynchronisation's point is in it
     unshipped_writes: int | None = None  # what the old source's logs held
     unshipped_bytes: int | None = None
+    exact_at_failover: bool = False  # exact when the replica VM started (or rechosen)
 
     def to_json(self) -> dict[str, Any]:
         """The report as stored in the control row's details."""
@@ -160,7 +161,8 @@ def at_failover(
         note = f"lower bound: the old source at the {old_site} site is {why}; its "
         note += "unshipped writes are counted when it is reconciled"
         return replace(report, note=note)
-    return _exact(report, source, now=None)
+    found = _exact(report, source, now=None)
+    return replace(found, exact_at_failover=found.exact)
 
 
 _UNCOUNTABLE = (
@@ -196,11 +198,12 @@ def rechosen(
         bytes_lost=None,
     )
     if report.unshipped_writes is None:
-        return moved  # the old source was never asked: still a bound
+        return replace(moved, exact_at_failover=False)  # never asked: still a bound
     counts = LogCounts(
         report.unshipped_writes, report.unshipped_bytes or 0, report.window_end
     )
-    return _exact(moved, counts, now=report.reconciled_at)
+    found = _exact(moved, counts, now=report.reconciled_at)
+    return replace(found, exact_at_failover=found.exact and found.reconciled_at is None)
 
 
 def reconciled(

@@ -44,6 +44,7 @@ The failover half (drills, failovers, commit, cancel, reverse replication) lives
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -65,8 +66,10 @@ from engine.errors import (
     DamagedState,
     InvalidConfiguration,
     ReplicationError,
+    SiteUnreachable,
     StorageFull,
     TransitionNotAllowed,
+    TransportError,
 )
 from engine.replica import recovery_point as engine_points
 from engine.replica.promote import PROMOTING
@@ -149,6 +152,18 @@ ACTING_AT_TARGET: Final = frozenset(
         "unplanned_failover",
         "complete_failover",
         "cancel_failover",
+    }
+)
+
+#: Phases in which the source keeps change logs (their health is the model's ``log``).
+_TRACKING = frozenset(
+    {
+        Phase.INITIAL_REPLICATION,
+        Phase.PROTECTED,
+        Phase.REVERSE_REPLICATING,
+        Phase.REPLICATION_PAUSED,
+        Phase.TEST_FAILOVER,
+        Phase.RESYNCHRONIZING,
     }
 )
 
@@ -258,6 +273,7 @@ class ProtectedVm:
         self.old_disks: SourceDisks | None = None
         self._cycles: CycleRunner | None = None
         self._disks_copied = 0
+        self._log_when_down = LogHealth.USABLE
         self._write_verdicts: dict[str, str | None] = {}
         self._point_reader: tuple[int, DiskReader] | None = None
         self._verdict_generation = 0
@@ -345,6 +361,10 @@ class ProtectedVm:
         self.invalidate()
         self._cycles = None  # it holds the replica interface of the site now gone
         if self._disks_site == site:
+            # What the logs were known to be when the host went down stays the last
+            # word on them until it is back (nothing can be read there meanwhile).
+            if self._disks is not None:
+                self._log_when_down = LOG_HEALTH[self._disks.log_state]
             self._close_active()
         if not self._holding_sites():  # both sites are down: close everything
             self._close_old()
@@ -384,6 +404,7 @@ class ProtectedVm:
             self._cycles = None  # the transport towards the site was reopened
             self._restart_where_active(stopped=site)
             self.open_disks()
+            self._drop_orphan_replica(site)
             if details.old_site == site and details.loss is not None:
                 report = reverse.reconcile(self)
                 if report is not None:
@@ -392,6 +413,15 @@ class ProtectedVm:
                         reconciled if outcome is None else f"{outcome}; {reconciled}"
                     )
             return outcome
+
+    def _drop_orphan_replica(self, site: str) -> None:
+        """Protection was disabled while ``site`` was down: its replica goes now."""
+        control = self.control()
+        if Phase(control.phase) is not Phase.UNPROTECTED or site == control.active_site:
+            return
+        transport = self.sites.towards(site)
+        if transport.status(self.name).exists:
+            transport.remove_replica(self.name)
 
     def _restart_where_active(self, *, stopped: str | None = None) -> None:
         """A host that comes back (or an engine that reopens) restarts the VM at its
@@ -636,10 +666,21 @@ class ProtectedVm:
                 chosen = details.chosen_point_id
                 points = tuple(p for p in points if p.recovery_point_id == chosen)
         else:
-            holder = self.sites.storage(control.active_site).control
+            # The catalogue's mirror, from the newest row's site (one that is up).
+            holder = max(
+                self._holding_sites(),
+                key=lambda site: site.control.vm(self.name).generation,
+            ).control
             points = holder.recovery_points(self.name)
             exists = phase is not Phase.UNPROTECTED
-        missing = phase not in (Phase.UNPROTECTED, Phase.FAILED_OVER) and not exists
+        # During the initial replication the replica is created by the first copy
+        # when the target could not take it at enable.
+        waiting = phase is Phase.INITIAL_REPLICATION and self._disks_copied == 0
+        missing = (
+            phase not in (Phase.UNPROTECTED, Phase.FAILED_OVER)
+            and not exists
+            and not waiting
+        )
         gone = missing and self.sites.up(store_site) and phase is not Phase.COMMITTED
         if gone and not tolerant:
             msg = f"VM {self.name!r} is {phase.value} but its replica at site "
@@ -649,6 +690,8 @@ class ProtectedVm:
             raise DamagedState(msg)
         pending = 0
         log = LogHealth.USABLE
+        if not self.sites.up(control.active_site) and phase in _TRACKING:
+            log = self._log_when_down
         if self._disks is not None and self._disks_site == control.active_site:
             pending = self.disks.pending().records
             if self.sites.up(control.active_site):
@@ -666,7 +709,7 @@ class ProtectedVm:
             log=log,
             up=up,
             connected={site: self.sites.connected(site) for site in up},
-            storage_full=dict.fromkeys(up, False),
+            storage_full={site: self.sites.storage_full(site) for site in up},
             link_up=self.sites.link_up,
             retention_count=self.retention_count,
         )
@@ -890,15 +933,22 @@ class ProtectedVm:
                 self.open_disks()
 
             def effect() -> None:
-                try:
-                    self.disks.start_tracking(epoch, dict.fromkeys(self.disk_sizes, 0))
-                    self.replica.create_replica(
-                        self.name, self.disk_sizes, self.retention_count
-                    )
-                except ReplicationError:
-                    self.disks.stop_tracking()
-                    self.replica.remove_replica(self.name)
-                    raise
+                self.disks.start_tracking(epoch, dict.fromkeys(self.disk_sizes, 0))
+                # Enabling is a source-side action (decision 7): a target that cannot
+                # take the replica now gets it with the first disk copied.
+                target = other_site(active)
+                if self.sites.up(target) and self.sites.link_up:
+                    try:
+                        self._create_replica()
+                    except (StorageFull, TransportError, SiteUnreachable):
+                        pass
+                    except OSError as error:
+                        if error.errno != errno.ENOSPC:
+                            self.disks.stop_tracking()
+                            raise
+                    except ReplicationError:
+                        self.disks.stop_tracking()
+                        raise
 
             self.step(
                 "enable_protection", effect, epoch=epoch,
@@ -911,6 +961,8 @@ class ProtectedVm:
     def next_epoch(self) -> int:
         """An epoch newer than any this VM used at either site that is up."""
         rows = [site.control.vm(self.name) for site in self._holding_sites()]
+        if not rows:
+            self.control()  # raises: no site that is up holds the VM's row
         return max(row.epoch for row in rows) + 1
 
     def continue_initial_replication(self, progress: Progress | None = None) -> None:
@@ -1092,6 +1144,19 @@ class ProtectedVm:
 
     # -- status ------------------------------------------------------------------------
 
+    def verify_logs(self) -> str | None:
+        """Read back the unshipped changes (the active logs and the cycles waiting to
+        ship) and check every record; damage makes the logs unusable, as the next
+        cycle would find. Returns what is damaged, or None."""
+        with self._operation_lock:
+            if self._disks is None or self._disks_site != self.control().active_site:
+                return None
+            found = self.disks.verify_logs()
+            if found is None and self.sites.up(self._disks_site):
+                found = next(iter(self.outbox.damaged_records(self.disk_sizes)), None)
+            self.invalidate()
+            return found
+
     def status(self) -> VmStatus:
         """The VM as the operator sees it; nothing changed, no operation waited for
         (it waits at most for a cut)."""
@@ -1158,10 +1223,16 @@ class ProtectedVm:
 
     # -- effects (also run again by ``restart.py``) ------------------------------------
 
+    def _create_replica(self) -> None:
+        self.replica.create_replica(self.name, self.disk_sizes, self.retention_count)
+
     def _copy_disk(self, disk: str, progress: Progress | None) -> None:
         def report(done: int, total: int) -> None:
             if progress is not None:
                 progress(disk, done, total)
+
+        if self._disks_copied == 0 and not self.replica.status(self.name).exists:
+            self._create_replica()  # deferred at enable: the target could not take it
 
         self.replica.send_disk_image(
             self.name, disk, self.source_site.disk_path(self.name, disk),
@@ -1222,13 +1293,21 @@ class ProtectedVm:
         """Tracking stopped, waiting cycles and the replica deleted (the old source's
         change logs too, after a failover; never a copy of the disks)."""
         self.disks.stop_tracking()
+        self.disks.forget_problem()
         self.outbox.discard()
         control = self.control()
-        if Phase(control.phase) is not Phase.COMMITTED:
+        target = other_site(control.active_site)
+        if Phase(control.phase) is not Phase.COMMITTED and self.sites.up(target):
+            # A target that is down keeps its replica until it is back: then
+            # site_recovered deletes it (the VM is unprotected by then).
             self.replica.remove_replica(self.name)
         reverse.drop_old_logs(self)
         reverse.forget_candidates(self)
-        self.mirror_catalogue()
+        if self.sites.up(target):
+            self.mirror_catalogue()
+        else:
+            self.source_site.control.save_recovery_points(self.name, ())
+        self._disks_copied = 0  # no initial copy is under way any more
 
     def start_new_source(self, site: str, epoch: int) -> None:
         """Open the promoted disks at ``site`` and track them from ``epoch`` on."""

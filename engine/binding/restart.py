@@ -152,6 +152,8 @@ class Restart:
             for site in self._vm.sites.up_sites()
             if self._vm.name in site.control.vm_names()
         ]
+        if not holders:
+            return None  # no site that is up knows the VM: nothing to settle here
         newest = max(control.vm(self._vm.name).generation for control in holders)
         for control in holders:
             pending = control.pending_operation(self._vm.name)

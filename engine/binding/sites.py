@@ -12,6 +12,11 @@ or written until it is back (:meth:`Sites.mark_up` with its reopened storage), s
 figure the engine reports can come from a site it could not reach. A site whose VMM
 server is disconnected from the vault is up (its data still moves host to host) but
 takes no order through that server. The link is one switch for both directions.
+
+**Storage is full** when the folder holding a site's replicas has less than
+:data:`REPLICA_STORAGE_RESERVE_BYTES` free (as the file-operation layer in force reports
+it): the model then refuses the transfers that would land there, with its own words,
+instead of letting them fail half-way on ``ENOSPC``.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from typing import Final
 
 from engine.control.site import SiteStorage
 from engine.errors import InvalidConfiguration, SiteUnreachable
+from engine.storage import files
 from engine.transport.interface import ReplicaTarget
 
 PRIMARY: Final = "primary"
 SECONDARY: Final = "secondary"
 SITE_NAMES: Final = (PRIMARY, SECONDARY)
+
+REPLICA_STORAGE_RESERVE_BYTES: Final = 64 * 1024
+"""Below this much free space at a site's replica folder, its storage counts as full."""
 
 LinkSwitch = Callable[[bool], None]
 """Sets the link up or down (the in-process transports' switch)."""
@@ -68,6 +77,15 @@ class Sites:
     def connected(self, site: str) -> bool:
         """Whether the site's VMM server is connected to the vault."""
         return self._connected[_known(site)]
+
+    def storage_full(self, site: str) -> bool:
+        """Whether the site is up and its replica storage has no room left."""
+        found = self._storage.get(_known(site))
+        if found is None:
+            return False
+        return (
+            files.current().free_bytes(found.replicas) < REPLICA_STORAGE_RESERVE_BYTES
+        )
 
     @property
     def link_up(self) -> bool:

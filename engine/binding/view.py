@@ -70,20 +70,29 @@ def abstract_state(seen: Observed) -> SystemState:
         for point in reversed(shown)
     )
     other: Copy | None = None
-    if seen.replica_exists or seen.phase in (Phase.FAILED_OVER, Phase.COMMITTED):
+    # During the initial replication the replica-to-be exists from enable on (the
+    # target may create it with the first disk copied).
+    if seen.replica_exists or seen.phase is Phase.INITIAL_REPLICATION:
         other = Copy(behind=behind)
     if seen.phase in (Phase.FAILED_OVER, Phase.COMMITTED):
         points = tuple(RecoveryPoint(Copy(), p.app_consistent) for p in points)
         divergent = int(active.other in running)
-        other = Copy(divergent=divergent) if details.old_site is not None else None
+        # After commit the new source logs its writes: the old copy lacks them.
+        lag = behind if seen.phase is Phase.COMMITTED else 0
+        other = None
+        if details.old_site is not None:
+            other = Copy(behind=lag, divergent=divergent)
     kind = None
     if details.failover_kind is not None:
         kind = FailoverKind(details.failover_kind)
     chosen = _chosen_index(shown, details.chosen_point_id)
     last_failover = None
-    if details.loss is not None and kind is not None:
+    if details.loss is not None and _loss_open(seen):
         last_failover = LossRecord(
-            kind=kind, lost_writes=0, reported_writes=0, reported_exact=False
+            kind=FailoverKind(details.loss.get("kind", "unplanned")),
+            lost_writes=0,
+            reported_writes=0,
+            reported_exact=False,
         )
     vm = VmState(
         phase=seen.phase,
@@ -107,6 +116,16 @@ def abstract_state(seen: Observed) -> SystemState:
         plan_runs=(),
         faults_left=2**62,  # faults are real events here, not a budget
     )
+
+
+def _loss_open(seen: Observed) -> bool:
+    """Whether the last failover's loss is still open, as the model keeps it: from
+    the failover's completion until reverse replication closes it (after a planned
+    failover), or until its resynchronisation reconciles it (after an unplanned one,
+    while the old copy is not trusted yet). A report kept after that is history."""
+    if seen.phase in (Phase.FAILED_OVER, Phase.COMMITTED):
+        return True
+    return seen.phase is Phase.RESYNCHRONIZING and not seen.details.other_trusted
 
 
 def _site(seen: Observed, name: str) -> SiteState:

@@ -487,6 +487,12 @@ class ReplicationEngine:
         """Disable replication: logs and replica deleted, the VM's disks kept."""
         self.vm(vm).disable_protection()
 
+    def verify_logs(self, vm: str) -> str | None:
+        """Check every unshipped change-log record of ``vm`` now (an integrity scan);
+        damage sends the VM to resynchronisation, as the next cycle would. Returns
+        what is damaged, or None."""
+        return self.vm(vm).verify_logs()
+
     def status(self, vm: str) -> VmStatus:
         """Phase, derived status, health, recovery points, what is allowed now, the
         loss report of the last failover."""

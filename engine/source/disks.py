@@ -157,6 +157,12 @@ class SourceDisks:
         durable_file.write_file_atomically(self._marker, reason.encode("utf-8"))
         self._problem = reason
 
+    def forget_problem(self) -> None:
+        """Protection ended (disable): no replica is left for the logs to vouch for,
+        so their distrust goes too (durably); the next enable tracks afresh."""
+        durable_file.remove_durably([self._marker])
+        self._problem = None
+
     # -- the workload ------------------------------------------------------------------
 
     def halt(self, reason: str) -> None:
@@ -505,6 +511,23 @@ class SourceDisks:
         for disk, log in sealed.items():
             sealers[disk].make_seal_durable(log)
         return sealed
+
+    def verify_logs(self) -> str | None:
+        """Read back every record logged since the last cut and check it; on damage,
+        distrust the logs (only a resynchronisation vouches for the replica then) and
+        return why. None: every record is whole."""
+        with self.lock:
+            for disk, tracked in sorted(self._tracked.items()):
+                try:
+                    for _ in tracked.log.records():
+                        pass
+                except CorruptRecord as damage:
+                    reason = f"disk {disk!r}: the change log is damaged ({damage}); "
+                    reason += "resynchronisation needed"
+                    if self._problem is None:
+                        self.distrust(reason)
+                    return reason
+        return None
 
     def pending(self) -> PendingChanges:
         """Records and payload bytes logged since the last cut."""

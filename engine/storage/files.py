@@ -130,6 +130,11 @@ class FileSystem:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(path)
 
+    def free_bytes(self, path: Path) -> int:
+        """Bytes an unprivileged writer can still use on the filesystem of ``path``."""
+        found = os.statvfs(path)
+        return found.f_bavail * found.f_frsize
+
     def boot_id(self) -> str:
         """An identifier of this boot of the machine ('' when the OS has none)."""
         try:

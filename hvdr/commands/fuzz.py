@@ -23,6 +23,9 @@ from rich.console import Console
 from hvdr import overlays
 from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
 from invariants import trace as traces
+from invariants.conformance import CONFIG as ENGINE_CONFIG
+from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
+from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.fuzz import FuzzReport, fuzz
 
 
@@ -43,12 +46,25 @@ def register(subparsers: Any) -> None:
         default=Path("fuzz-counterexample.jsonl"),
         help="where to write a failing trace (default: fuzz-counterexample.jsonl)",
     )
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="conformance: drive the real engine beside the model, on real files "
+        "(one VM of two disks; --examples, --steps, --seed, --timeout apply)",
+    )
+    parser.add_argument(
+        "--engine-mutant",
+        choices=sorted(ENGINE_MUTANTS),
+        help="with --engine: plant this engine bug first (the run must fail)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Fuzz; print the figures; 1 on a failure."""
     console = Console(highlight=False)
+    if args.engine or args.engine_mutant:
+        return run_engine(args, console)
     try:
         config = config_from_args(args)
     except ValueError as error:
@@ -114,3 +130,73 @@ the starting states), {report.seconds:.1f} s,
 """,
         encoding="utf-8",
     )
+
+
+def run_engine(args: argparse.Namespace, console: Console) -> int:
+    """Conformance fuzzing of the engine against the model; 1 on a failure."""
+    if args.examples < 1 or args.steps < 1:
+        console.print("[red]--examples and --steps must be at least 1[/red]")
+        return 2
+    mutant = ENGINE_MUTANTS.get(args.engine_mutant or "")
+
+    def progress(done: int, coverage: Coverage) -> None:
+        console.print(
+            f"  {done}/{args.examples} examples, {coverage.steps:,} steps, "
+            f"{len(coverage.edges)} lifecycle edges"
+        )
+
+    if mutant is not None:
+        console.print(f"[yellow]engine mutant planted: {mutant.name}[/yellow]")
+        with mutant.plant():
+            report = _fuzz_engine(args, progress)
+    else:
+        report = _fuzz_engine(args, progress)
+    for line in describe_engine_report(report):
+        console.print(line)
+    if report.failure is None:
+        console.print("[green]the engine followed the model at every step[/green]")
+        return 0
+    console.print(f"[red]{report.failure}[/red]")
+    trace = traces.Trace(
+        ENGINE_CONFIG, report.failure.calls, None if mutant is None else mutant.name
+    )
+    traces.write(args.trace_out, trace)
+    console.print(
+        f"trace written to {args.trace_out} (hvdr replay --engine {args.trace_out})"
+    )
+    return 1
+
+
+def _fuzz_engine(args: argparse.Namespace, progress: Any) -> ConformanceReport:
+    return fuzz_engine(
+        examples=args.examples,
+        steps=args.steps,
+        seed_value=args.seed,
+        timeout_seconds=args.timeout,
+        progress=progress,
+    )
+
+
+def describe_engine_report(report: ConformanceReport) -> list[str]:
+    """The figures of a conformance run: steps, edges, operations, refusals."""
+    coverage = report.coverage
+    edges = sorted(coverage.edges.items())
+    lines = [
+        (
+            f"{report.examples} examples, {coverage.steps:,} engine steps (+"
+            f"{coverage.prefix_steps:,} reaching starting states) in "
+            f"{report.seconds:.1f} s; lifecycle edges taken on the engine: {len(edges)}"
+        )
+    ]
+    for (trigger, source, dest), count in edges:
+        lines.append(f"  {trigger}: {source} → {dest}: {count}")
+    operations = ", ".join(f"{op} {n}" for op, n in sorted(coverage.operations.items()))
+    lines.append(f"operations done: {operations}")
+    refusals = ", ".join(f"{op} {n}" for op, n in sorted(coverage.refusals.items()))
+    lines.append(f"refusals matched: {refusals or 'none'}")
+    failback = any(
+        trigger == "reverse_replication" and source == "committed"
+        for (trigger, source, _), _count in edges
+    )
+    lines.append(f"failback (reverse replication after commit) covered: {failback}")
+    return lines

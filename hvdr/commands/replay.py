@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 
 from invariants import trace as traces
+from invariants.conformance import replay_on_engine
+from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.mutants import BY_NAME as MUTANTS
 from model import SystemState, is_protected
 from model.successor import RULES
@@ -30,6 +32,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("file", type=Path, help="the trace file")
     parser.add_argument(
         "--quiet", action="store_true", help="print only refusals and violations"
+    )
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="replay on a real engine on real files, comparing it with the model "
+        "after every step (a one-VM trace of two disks, as hvdr fuzz --engine writes)",
     )
     parser.set_defaults(handler=run)
 
@@ -56,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         console.print(f"[red]cannot read {args.file}: {error}[/red]")
         return 2
+    if args.engine:
+        return run_engine(trace, console)
     rules = RULES
     if trace.mutant is not None:
         if trace.mutant not in MUTANTS:
@@ -81,3 +91,35 @@ def run(args: argparse.Namespace) -> int:
         "[red]violated[/red]" if failed else "[green]all properties held[/green]"
     )
     return 1 if failed else 0
+
+
+def run_engine(trace: traces.Trace, console: Console) -> int:
+    """Replay ``trace`` on the engine; 1 when the engine leaves the model."""
+    config = trace.config
+    if (config.vm_count, config.disks_per_vm) != (1, 2):
+        console.print(
+            f"[red]the engine replays one-VM traces of two disks; this one has "
+            f"{config.vm_count} VMs of {config.disks_per_vm} disks[/red]"
+        )
+        return 2
+    mutant = None
+    if trace.mutant is not None:
+        mutant = ENGINE_MUTANTS.get(trace.mutant)
+        if mutant is None:
+            console.print(
+                f"[red]unknown engine mutant {trace.mutant!r} in the header; known: "
+                f"{sorted(ENGINE_MUTANTS)}[/red]"
+            )
+            return 2
+        console.print(f"[yellow]replaying with engine mutant {mutant.name}[/yellow]")
+    if mutant is not None:
+        with mutant.plant():
+            replayed, failure = replay_on_engine(trace.calls)
+    else:
+        replayed, failure = replay_on_engine(trace.calls)
+    console.print(f"{replayed} of {len(trace.calls)} steps replayed on the engine")
+    if failure is None:
+        console.print("[green]the engine followed the model at every step[/green]")
+        return 0
+    console.print(f"[red]{failure}[/red]")
+    return 1

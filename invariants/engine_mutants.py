@@ -1,0 +1,107 @@
+"""Planted engine bugs: the proof that conformance fuzzing bites the engine.
+
+The model's mutants (``invariants.mutants``) are rules built through the model's own
+seam. The engine has no such seam, and must not grow one for its bugs: an engine
+mutant is a small, realistic mistake planted by replacing one function of the engine
+for the duration of a ``with`` block (mutation testing, as mutmut or Stryker do it
+with edited sources), then restored. Conformance fuzzing (``invariants.conformance``)
+must kill each: ``tests/mutation/test_engine_mutants.py`` runs it on every one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.binding import loss_report, protected_vm
+from engine.replica.recovery_point import RecoveryPoint
+from engine.source.disks import SourceDisks
+from model import SystemState
+from model.state import Health, VmState
+
+
+@dataclass(frozen=True)
+class EngineMutant:
+    """A named planted bug of the engine, and how to plant it."""
+
+    name: str
+    summary: str
+    plant: Callable[[], AbstractContextManager[None]]
+
+
+@contextmanager
+def _replaced(owner: Any, attribute: str, value: Any) -> Iterator[None]:
+    original = getattr(owner, attribute)
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, original)
+
+
+def _health_from_the_wrong_site() -> AbstractContextManager[None]:
+    original = protected_vm.health  # type: ignore[attr-defined]
+
+    def health(state: SystemState, vm: VmState) -> Health:
+        # Reads the source's site where the target's is meant (and the other way).
+        swapped = replace(vm, active=vm.active.other)
+        return original(state, swapped)
+
+    return _replaced(protected_vm, "health", health)
+
+
+def _report_forgets_newest_point() -> AbstractContextManager[None]:
+    original = loss_report.rolled_back
+
+    def rolled_back(
+        points: tuple[RecoveryPoint, ...], chosen: RecoveryPoint
+    ) -> tuple[int, int | None]:
+        # The final sync's point (the newest) is left out of what was rolled back.
+        if len(points) > 1 and points[-1].recovery_point_id != chosen.recovery_point_id:
+            points = points[:-1]
+        return original(points, chosen)
+
+    return _replaced(loss_report, "rolled_back", rolled_back)
+
+
+def _seal_first_disk_only() -> AbstractContextManager[None]:
+    original = SourceDisks.seal
+
+    def seal(
+        self: SourceDisks,
+        outbox: Any,
+        disks: Any = None,
+        *,
+        sequences_skipped: Mapping[str, int] | None = None,
+    ) -> Any:
+        # The disks are cut at different points: all but the first wait for a later
+        # cut, so a recovery point holds one disk newer than the others.
+        chosen = sorted(self.images()) if disks is None else sorted(disks)
+        return original(self, outbox, chosen[:1], sequences_skipped=sequences_skipped)
+
+    return _replaced(SourceDisks, "seal", seal)
+
+
+ENGINE_MUTANTS: tuple[EngineMutant, ...] = (
+    EngineMutant(
+        "health_from_the_wrong_site",
+        "status() computes health from the source's site facts instead of the "
+        "target's (a lost shipment then shows normal, not warning)",
+        _health_from_the_wrong_site,
+    ),
+    EngineMutant(
+        "loss_report_forgets_the_final_sync",
+        "the loss report leaves the newest point (the final sync's) out of what an "
+        "older recovery point rolls back",
+        _report_forgets_newest_point,
+    ),
+    EngineMutant(
+        "disks_sealed_at_different_cuts",
+        "a cycle cuts only the first disk's log; the others wait for a later cut",
+        _seal_first_disk_only,
+    ),
+)
+
+BY_NAME: dict[str, EngineMutant] = {mutant.name: mutant for mutant in ENGINE_MUTANTS}

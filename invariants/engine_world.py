@@ -1,0 +1,367 @@
+"""One VM on a real engine, driven by the model's calls, and read back as a model state.
+
+A :class:`World` owns an engine on two fresh site folders, one VM of two disks, and the
+seams that play the environment for real: the link and vault switches and site crashes
+of the engine itself, a :class:`~engine.storage.full_storage.FullStorageFileSystem`
+for a site's replica storage filling up, a :class:`~engine.testing.LossyTransport` for
+a final sync cut short, a guest that refuses to shut down, bytes flipped in a change
+log on disk. Nothing inside the engine is patched.
+
+**Writes carry their version.** Write number *n* (counted over the whole run, every
+copy included) writes one block whose bytes spell *n*, at a block of its own (slot
+*n*), so a copy's contents say exactly which writes it holds: a set of numbers. The
+model's copies are lags relative to the active copy, and on its one line of history a
+lag is a set difference: ``behind`` is how many of the active copy's writes a copy
+lacks, ``divergent`` how many it holds that the active copy never had
+(:func:`copy_between`). Blocks that hold anything but a whole version of their own
+slot are a mapping error: a replica with bytes no write put there.
+
+**The refinement mapping** (:meth:`World.abstract`) starts from the engine's own view
+of the VM (``ProtectedVm.view``: phase, placement, log health, points, the failover's
+choices, from its control state and catalogue) and replaces every copy by what the
+bytes say: the active copy, the replica (the newest recovery point) or the old source,
+each recovery point materialised, the test VM's disks. The loss record gets the
+engine's own report's figures (exact or a lower bound) and the ghost count of writes
+really lost. What a site that is down holds cannot be read through the engine; it
+cannot change either, so the last reading stands until the site is back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final
+
+from engine.errors import ReplicationError
+from engine.log.format import LOG_SUFFIX
+from engine.orchestration.engine import ReplicationEngine
+from engine.storage import files
+from engine.storage.full_storage import FullStorageFileSystem
+from engine.testing import LossyTransport, ManualClock
+from engine.transport.interface import ReplicaTarget
+from model import Call, Copy, LossRecord, Phase, RecoveryPoint, Site, SystemState
+from model.state import SiteState, VmState
+
+VM: Final = "vm0"
+DISKS: Final = ("d0", "d1")
+BLOCK: Final = 4096
+BLOCKS_PER_DISK: Final = 96
+DISK_BYTES: Final = BLOCK * BLOCKS_PER_DISK
+SLOTS: Final = BLOCKS_PER_DISK * len(DISKS)
+"""Writes a run can make: each has a block of its own."""
+
+RETENTION: Final = 2
+MAGIC: Final = b"HVDRVER1"
+_VERSION = struct.Struct(">8sQ")
+
+
+class MappingError(AssertionError):
+    """The engine holds bytes no write of the run put there."""
+
+
+def slot_of(version: int) -> tuple[str, int]:
+    """Where write ``version`` goes: (disk, byte offset)."""
+    index = (version - 1) % SLOTS
+    return DISKS[index % len(DISKS)], (index // len(DISKS)) * BLOCK
+
+
+def block_of(version: int) -> bytes:
+    """The bytes of write ``version``: its number, repeated over the block."""
+    head = _VERSION.pack(MAGIC, version)
+    return (head * (BLOCK // len(head) + 1))[:BLOCK]
+
+
+def versions_in(disks: dict[str, bytes]) -> frozenset[int]:
+    """The writes a copy holds, from its disks' bytes (raises MappingError)."""
+    found: set[int] = set()
+    zero = bytes(BLOCK)
+    for disk, data in disks.items():
+        for start in range(0, len(data), BLOCK):
+            block = data[start : start + BLOCK]
+            if block == zero or not block:
+                continue
+            magic, version = _VERSION.unpack_from(block)
+            if magic != MAGIC or block != block_of(version):
+                msg = f"disk {disk!r} block {start // BLOCK} holds bytes no write made"
+                raise MappingError(msg)
+            if slot_of(version) != (disk, start):
+                msg = f"write {version} found at disk {disk!r} offset {start}"
+                raise MappingError(msg)
+            found.add(version)
+    return frozenset(found)
+
+
+def copy_between(copy: frozenset[int], active: frozenset[int], test: set[int]) -> Copy:
+    """``copy`` relative to ``active``: what it lacks and what it holds beyond."""
+    extra = copy - active
+    return Copy(
+        behind=len(active - copy), divergent=len(extra), from_test=bool(extra & test)
+    )
+
+
+@dataclass
+class Seen:
+    """The last reading of what each site holds (kept while it is down)."""
+
+    active: frozenset[int] = frozenset()
+    other: frozenset[int] | None = None
+    points: tuple[tuple[int, bool, frozenset[int]], ...] = ()  # id, app, versions
+    test: frozenset[int] = frozenset()
+    images: dict[Site, frozenset[int] | None] = field(default_factory=dict)
+    newest: dict[Site, frozenset[int] | None] = field(default_factory=dict)
+    catalogue: dict[Site, tuple[tuple[int, bool, frozenset[int]], ...]] = field(
+        default_factory=dict
+    )
+
+
+class World:
+    """An engine, one VM, the environment's seams, and the ghost of every write."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._stack = ExitStack()
+        self._owned = directory is None
+        self.directory = Path(
+            directory or tempfile.mkdtemp(prefix="hvdr-conform-", dir=_scratch())
+        )
+        self.roots = {site: self.directory / site.value for site in Site}
+        self.file_system = FullStorageFileSystem()
+        self._stack.enter_context(files.use(self.file_system))
+        self.refuse_shutdown = False
+        self.lossy: dict[str, LossyTransport] = {}
+        self.version = 0
+        self.test_versions: set[int] = set()
+        self.seen = Seen()
+        self._last: VmState | None = None
+        self.engine = self._open()
+        self.engine.create_vm(VM, dict.fromkeys(DISKS, DISK_BYTES))
+
+    def _open(self) -> ReplicationEngine:
+        def wrap(inner: ReplicaTarget) -> ReplicaTarget:
+            lossy = LossyTransport(inner)
+            self.lossy[inner.site_name] = lossy
+            return lossy
+
+        return ReplicationEngine.open(
+            self.roots[Site.PRIMARY],
+            self.roots[Site.SECONDARY],
+            clock=ManualClock(1_000_000.0),
+            block_bytes=BLOCK,
+            retention_count=RETENTION,
+            wrap_transport=wrap,
+            guest_shutdown=lambda vm, site: not self.refuse_shutdown,
+        )
+
+    def close(self) -> None:
+        """Close the engine and delete the folders (when this world made them)."""
+        try:
+            self.engine.close()
+        finally:
+            self._stack.close()
+            if self._owned:
+                shutil.rmtree(self.directory, ignore_errors=True)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def next_write(self) -> tuple[int, str, int, bytes]:
+        """The next version, its disk, offset and bytes (None past the slots)."""
+        if self.version >= SLOTS:
+            msg = f"a run makes at most {SLOTS} writes (one block each)"
+            raise MappingError(msg)
+        self.version += 1
+        disk, offset = slot_of(self.version)
+        return self.version, disk, offset, block_of(self.version)
+
+    # -- the refinement mapping --------------------------------------------------------
+
+    def abstract(self) -> SystemState:
+        """The engine's state as the model's, copies read from the bytes."""
+        if not any(self.engine.sites.up(site.value) for site in Site):
+            return self._blind()
+        binding = self.engine.vm(VM)
+        view = binding.view()
+        vm = view.vms[0]
+        self._read(vm)
+        seen = self.seen
+        active = seen.active
+        test = self.test_versions
+
+        def rel(copy: frozenset[int]) -> Copy:
+            return copy_between(copy, active, test)
+
+        other = vm.other
+        if other is not None and seen.other is not None and _copy_readable(vm.phase):
+            other = rel(seen.other)
+        points = vm.points
+        if len(seen.points) == len(points):
+            points = tuple(
+                RecoveryPoint(rel(versions), app_consistent=app)
+                for _, app, versions in reversed(seen.points)
+            )
+        test_copy = None
+        if vm.test_copy is not None:
+            if self.engine.sites.up(vm.active.other.value):
+                seen.test = self._read_test_vm()
+            test_copy = rel(seen.test)
+        record = vm.last_failover
+        status = self.engine.status(VM)
+        if record is not None and status.loss is not None:
+            report = status.loss
+            # What the target could say at failover time: a report exact only since
+            # its reconciliation (the old source's logs read later) was a bound then.
+            at_failover = report.exact_at_failover
+            reported = report.writes_lost if at_failover else None
+            record = LossRecord(
+                kind=record.kind,
+                lost_writes=self._lost_writes(vm),
+                reported_writes=(
+                    reported if reported is not None else report.writes_lost_at_least
+                ),
+                reported_exact=at_failover,
+            )
+        mapped = replace(
+            vm, other=other, points=points, test_copy=test_copy, last_failover=record
+        )
+        self._last = mapped
+        return replace(view, vms=(mapped,))
+
+    @property
+    def blind(self) -> bool:
+        """Whether no site is up: nothing of the VM can be read."""
+        return not any(self.engine.sites.up(site.value) for site in Site)
+
+    def _blind(self) -> SystemState:
+        """Both sites down: the VM as last read, stopped everywhere; the site facts."""
+        assert self._last is not None, "read once before both sites went down"
+        sites = self.engine.sites
+        return SystemState(
+            primary=_site_state(self.engine, Site.PRIMARY),
+            secondary=_site_state(self.engine, Site.SECONDARY),
+            link_up=sites.link_up,
+            vms=(replace(self._last, running=frozenset()),),
+        )
+
+    def _lost_writes(self, vm: VmState) -> int:
+        """Acknowledged writes of the old source the new active copy lacks."""
+        if self.seen.other is None:
+            return 0
+        return len(self.seen.other - self.seen.active - self.test_versions)
+
+    def _read(self, vm: VmState) -> None:
+        """Refresh what the sites that are up hold."""
+        engine = self.engine
+        seen = self.seen
+        for site in Site:
+            if engine.sites.up(site.value):
+                seen.images[site] = self._read_images(site)
+                seen.newest[site] = self._read_newest(site)
+        other_site = vm.active.other
+        store_site = vm.active if vm.phase is Phase.FAILED_OVER else other_site
+        if engine.sites.up(vm.active.value):
+            seen.active = versions_in(
+                {d: engine.read(VM, d, 0, DISK_BYTES) for d in DISKS}
+            )
+        elif vm.phase is not Phase.FAILED_OVER:
+            seen.active = seen.images.get(vm.active) or frozenset()
+        if vm.phase in (Phase.FAILED_OVER, Phase.COMMITTED):
+            seen.other = seen.images.get(other_site)
+        else:
+            seen.other = seen.newest.get(other_site)
+        if engine.sites.up(store_site.value):
+            seen.catalogue[store_site] = self._read_points(store_site, vm)
+        seen.points = seen.catalogue.get(store_site, ()) if vm.points else ()
+
+    def _read_images(self, site: Site) -> frozenset[int] | None:
+        folder = self.roots[site] / "vms" / VM
+        if not all((folder / f"{d}.img").exists() for d in DISKS):
+            return None
+        return versions_in({d: (folder / f"{d}.img").read_bytes() for d in DISKS})
+
+    def _read_newest(self, site: Site) -> frozenset[int] | None:
+        transport = self.engine.transport_towards(site.value)
+        status = transport.status(VM)
+        if not status.exists or not status.points:
+            return None
+        return self._read_point(transport, status.points[-1].recovery_point_id)
+
+    def _read_points(
+        self, site: Site, vm: VmState
+    ) -> tuple[tuple[int, bool, frozenset[int]], ...]:
+        shown = self.engine.status(VM).recovery_points[-RETENTION:]
+        if not vm.points:
+            return ()
+        transport = self.engine.transport_towards(site.value)
+        return tuple(
+            (
+                point.recovery_point_id,
+                point.app_consistent,
+                self._read_point(transport, point.recovery_point_id),
+            )
+            for point in shown
+        )
+
+    @staticmethod
+    def _read_point(transport: ReplicaTarget, point_id: int) -> frozenset[int]:
+        reader = transport.point_reader(VM, point_id)
+        return versions_in({d: reader.read(d, 0, DISK_BYTES) for d in DISKS})
+
+    def _read_test_vm(self) -> frozenset[int]:
+        disks = self.engine.test_vm(VM)
+        return versions_in({d: disks.read(d, 0, DISK_BYTES) for d in DISKS})
+
+    # -- environment faults that need files -------------------------------------------
+
+    def log_files(self, site: Site) -> Iterator[Path]:
+        """The change logs holding unshipped records at ``site`` (active first)."""
+        folder = self.roots[site] / "vms" / VM
+        yield from sorted(folder.glob(f"*{LOG_SUFFIX}"))
+        outbox = self.roots[site] / "outbox" / VM
+        yield from sorted(outbox.glob(f"*/*{LOG_SUFFIX}"), reverse=True)
+
+
+def _scratch() -> str | None:
+    """A folder in memory when the machine has one (fsyncs are cheap there)."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def _site_state(engine: ReplicationEngine, site: Site) -> SiteState:
+    sites = engine.sites
+    return SiteState(
+        up=sites.up(site.value),
+        connected=sites.connected(site.value),
+        storage_full=sites.storage_full(site.value),
+    )
+
+
+def _copy_readable(phase: Phase) -> bool:
+    """Whether the other copy is a whole past state in ``phase`` (the initial copy is
+    fuzzy until it completes: its lag is the model's, not the bytes')."""
+    return phase is not Phase.INITIAL_REPLICATION
+
+
+def damage_last_record(path: Path) -> bool:
+    """Flip one byte of the last record's payload of log ``path`` (False: no record)."""
+    data = path.read_bytes()
+    if len(data) < BLOCK:
+        return False
+    position = len(data) - BLOCK // 2
+    with open(path, "r+b") as stream:
+        stream.seek(position)
+        stream.write(bytes([data[position] ^ 0xFF]))
+        stream.flush()
+        os.fsync(stream.fileno())
+    return True
+
+
+def engine_error(error: BaseException) -> bool:
+    """Whether ``error`` is one the engine raises on purpose (typed)."""
+    return isinstance(error, ReplicationError)
+
+
+__all__ = ["VM", "Call", "MappingError", "World", "damage_last_record"]
