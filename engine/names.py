@@ -36,6 +36,12 @@ NAME_CHARACTERS_MAX = 64
 """Longest name accepted: fits a path component everywhere and keeps paths short
 enough for Windows' 260-character limit with a few levels of nesting."""
 
+SUFFIX_CHARACTERS_MAX = 32
+"""What the engine may add to a name to make a file name (``.img.rolled-back.blocks``
+and ``.tmp`` are the longest, 27): :func:`safe_child` accepts path components this
+much longer than a name, so that every valid name yields usable file names (96
+characters at most, far below the 255 bytes filesystems allow)."""
+
 RESERVED_DEVICE_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
     | {f"COM{digit}" for digit in range(10)}
@@ -51,17 +57,21 @@ _ALLOWED = (
 )
 
 
-def validate_name(value: object, *, argument: str) -> str:
+def validate_name(
+    value: object, *, argument: str, characters_max: int = NAME_CHARACTERS_MAX
+) -> str:
     """Return ``value`` if it is a valid name, else raise :class:`InvalidName`.
 
-    ``argument`` names the parameter in the message (``"vm_name"``, ``"disk_id"``).
+    ``argument`` names the parameter in the message (``"vm_name"``, ``"disk_id"``);
+    ``characters_max`` is larger only for file names derived from a name.
     """
     if not isinstance(value, str):
         msg = f"{argument}={value!r} must be a str (got {type(value).__name__})"
         raise InvalidName(msg)
-    if len(value) > NAME_CHARACTERS_MAX:
+    if len(value) > characters_max:
+        allowed = _ALLOWED.replace(str(NAME_CHARACTERS_MAX), str(characters_max), 1)
         msg = (
-            f"{argument}={value!r} is {len(value)} characters long; allowed: {_ALLOWED}"
+            f"{argument}={value!r} is {len(value)} characters long; allowed: {allowed}"
         )
         raise InvalidName(msg)
     if _NAME_PATTERN.fullmatch(value) is None or ".." in value:
@@ -96,15 +106,21 @@ def validate_disk_name(value: object) -> str:
 def safe_child(root: Path, *names: str) -> Path:
     """Return ``root / names[0] / names[1] / ...``, guaranteed to stay under ``root``.
 
-    Every name is validated; the joined path is resolved (following any symlink that
-    already exists) and refused with :class:`InvalidName` unless it lies strictly under
-    the resolved root. The path need not exist.
+    Every name is validated (a name with the suffix of a file derived from it, up to
+    :data:`SUFFIX_CHARACTERS_MAX` more characters, is accepted); the joined path is
+    resolved (following any symlink that already exists) and refused with
+    :class:`InvalidName` unless it lies strictly under the resolved root. The path
+    need not exist.
     """
     if not names:
         msg = "safe_child() needs at least one name below the root (got none)"
         raise InvalidName(msg)
     for position, name in enumerate(names):
-        validate_name(name, argument=f"names[{position}]")
+        validate_name(
+            name,
+            argument=f"names[{position}]",
+            characters_max=NAME_CHARACTERS_MAX + SUFFIX_CHARACTERS_MAX,
+        )
     resolved_root = Path(root).resolve()
     candidate = resolved_root.joinpath(*names).resolve()
     if candidate == resolved_root or not candidate.is_relative_to(resolved_root):

@@ -57,9 +57,10 @@ from engine.binding.details import VmDetails
 from engine.binding.failover import CommitReport, DrillReport, FailoverReport
 from engine.binding.loss_report import LossReport
 from engine.binding.restart import Restart
-from engine.binding.sites import Sites, direction, other_site
+from engine.binding.sites import SITE_NAMES, Sites, direction, other_site
 from engine.binding.view import Observed, abstract_state
 from engine.clock import Clock
+from engine.control.schema import damaged
 from engine.control.site import SiteStorage
 from engine.control.store import ControlStore, VmControl
 from engine.errors import (
@@ -234,6 +235,26 @@ class VmStatus:
     log_problem: str | None
     running_at: tuple[str, ...] = ()
     loss: LossReport | None = None
+
+
+KNOWN_PHASES: Final = tuple(phase.value for phase in Phase)
+
+
+def checked_row(control: ControlStore, row: VmControl) -> VmControl:
+    """``row``, when its phase and active site are ones the engine writes.
+
+    The control store checks types; what the values mean is the binding's: a file
+    edited by hand (or damaged past SQLite's checks) is :class:`DamagedState` naming
+    the file, never a ``ValueError`` from ``Phase(...)`` far from the cause.
+    """
+    for column, value, allowed in (
+        ("phase", row.phase, KNOWN_PHASES),
+        ("active_site", row.active_site, SITE_NAMES),
+    ):
+        if value not in allowed:
+            what = f"VM {row.vm_name!r} has {column}={value!r}; allowed: "
+            raise damaged(control.path, what + ", ".join(allowed))
+    return row
 
 
 class ProtectedVm:
@@ -612,7 +633,10 @@ class ProtectedVm:
 
     def control(self) -> VmControl:
         """The VM's authoritative control row: the newest of the sites that are up."""
-        rows = [site.control.vm(self.name) for site in self._holding_sites()]
+        rows = [
+            checked_row(site.control, site.control.vm(self.name))
+            for site in self._holding_sites()
+        ]
         if not rows:
             msg = f"VM {self.name!r}: no site that is up holds its control row"
             raise TransitionNotAllowed(msg)

@@ -39,7 +39,7 @@ from typing import Final
 from engine.clock import Clock
 from engine.control.site_lock import SiteLock
 from engine.control.store import ControlStore
-from engine.errors import DamagedState, InvalidName
+from engine.errors import DamagedState, InvalidConfiguration, InvalidName
 from engine.names import safe_child, validate_disk_name, validate_site_name
 from engine.storage import files
 
@@ -48,6 +48,31 @@ DATA_DIRECTORIES: Final = ("vms", "outbox", "inbox", "replicas")
 """The directories that hold VM data (a control file must exist over any of it)."""
 ENTRIES_SHOWN: Final = 10
 """How many entries of each data directory a refusal names."""
+CONTROL_PATH_BYTES_MAX: Final = 504
+"""Longest absolute path of a control file SQLite opens here: its unix VFS allows a
+database 512 bytes of full path name and names the rollback journal by adding
+``-journal`` (8 bytes); past that it answers "unable to open database file", which
+would read as a damaged file."""
+
+
+def validate_root(root: object, *, argument: str = "root") -> Path:
+    """Return ``root`` as a path when its control file's path fits SQLite's limit.
+
+    Raises :class:`InvalidConfiguration` otherwise, before anything is created. The
+    names below the root are at most 64 characters each (``engine/names.py``), so
+    every file a site holds has a name the filesystem accepts once this holds.
+    """
+    path = Path(root)  # type: ignore[arg-type]
+    control = Path(os.path.abspath(path)).resolve() / CONTROL_FILE
+    size = len(os.fsencode(control))
+    if size > CONTROL_PATH_BYTES_MAX:
+        longest = CONTROL_PATH_BYTES_MAX - len(CONTROL_FILE) - 1
+        msg = f"{argument}={str(path)[:60] + '...'!r} is too deep: its control file's "
+        msg += f"path would be {size} bytes long, and SQLite opens at most "
+        msg += f"{CONTROL_PATH_BYTES_MAX}; choose a storage root whose absolute path "
+        msg += f"is at most {longest} bytes"
+        raise InvalidConfiguration(msg)
+    return path
 
 
 @dataclass
@@ -102,7 +127,7 @@ class SiteStorage:
     def lock_root(name: str, root: Path, clock: Clock) -> SiteLock:
         """Take the site's lock (creating only the root folder and the lock file)."""
         validate_site_name(name)
-        files.make_directory_durably(Path(root))
+        files.make_directory_durably(validate_root(root))
         return SiteLock.acquire(name, Path(root), clock)
 
     @property

@@ -55,11 +55,12 @@ from engine.binding.protected_vm import (
     VmStatistics,
     VmStatus,
     always_shuts_down,
+    checked_row,
 )
 from engine.binding.reverse import ReverseReport
 from engine.binding.sites import SITE_NAMES, Sites, other_site
 from engine.clock import Clock, SystemClock
-from engine.control.site import SiteStorage
+from engine.control.site import SiteStorage, validate_root
 from engine.errors import (
     DamagedState,
     InvalidConfiguration,
@@ -588,7 +589,7 @@ class ReplicationEngine:
 
     def _bind(self, name: str, disks: Mapping[str, int]) -> ProtectedVm:
         rows = [
-            site.control.vm(name)
+            checked_row(site.control, site.control.vm(name))
             for site in self.sites.up_sites()
             if name in site.control.vm_names()
         ]
@@ -639,6 +640,7 @@ def _check_roots(primary_root: object, secondary_root: object) -> None:
             msg = f"{argument}={root!r} must be a path (str or os.PathLike, got "
             msg += f"{type(root).__name__})"
             raise InvalidConfiguration(msg)
+        validate_root(root, argument=argument)
     primary = Path(primary_root).resolve()  # type: ignore[arg-type]
     secondary = Path(secondary_root).resolve()  # type: ignore[arg-type]
     if primary == secondary:

@@ -9,7 +9,9 @@ from its bookkeeping (catalogue, undo images, intent):
   (which catches a log cut at a record boundary), and, within one epoch, that each log
   starts right after the previous recovery point's last record: a gap means records
   were lost, a repeat that a log is being applied twice, and both need a
-  resynchronisation rather than a silent apply;
+  resynchronisation rather than a silent apply. Epochs only grow (a resynchronisation
+  ships its blocks at a new one), so a cycle of an epoch older than the previous
+  point's is refused too;
 - :func:`touched_regions` lists, per disk, the union of the byte ranges the cycle
   writes (what the undo image must capture), and :func:`preallocate` reserves their
   space in the replica so that applying and rolling back never need new space;
@@ -42,6 +44,12 @@ def verify_cycle_logs(
     last_sequences: Mapping[str, int],
 ) -> dict[str, SealedLog]:
     """Verify every log of a cycle; return each disk's description, or raise."""
+    if previous is not None and epoch < previous.epoch:
+        msg = f"cycle of epoch={epoch} is older than the newest point "
+        msg += f"{previous.recovery_point_id}, of epoch {previous.epoch}: its logs "
+        msg += "describe writes against a basis the replica left behind and are never "
+        msg += "applied; resynchronise"
+        raise LogMismatch(msg)
     sealed = {}
     for disk in sorted(logs):
         log = verify_sealed_log(

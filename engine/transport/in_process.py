@@ -29,9 +29,9 @@ from typing import Final
 
 from engine.clock import Clock
 from engine.errors import (
-    CorruptRecord,
     DamagedState,
     InvalidConfiguration,
+    ReplicationError,
     TransportError,
 )
 from engine.names import safe_child, validate_site_name, validate_vm_name
@@ -215,9 +215,12 @@ class InProcessReplica:
                     expected_last_sequences=shipment.last_sequences,
                     crash_point=self._crash,
                 )
-            except CorruptRecord:
-                # Verified before any replica byte changed: nothing to finish.
-                delivery.remove_delivered(self._root, vm_name, shipment.cycle_id)
+            except ReplicationError:
+                # Refused before any replica byte changed (a log failed its checks, an
+                # argument was wrong), or rolled back: nothing to finish, so nothing
+                # of the delivery stays. An apply to finish keeps the logs it needs.
+                if not store.pending_recovery:
+                    delivery.remove_delivered(self._root, vm_name, shipment.cycle_id)
                 raise
             delivery.remove_delivered(self._root, vm_name, shipment.cycle_id)
             self._cycles_shipped += 1
