@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.binding import loss_report, protected_vm
+from engine.replica import apply, store
 from engine.replica.recovery_point import RecoveryPoint
 from engine.source.disks import SourceDisks
 from model import SystemState
@@ -84,6 +85,32 @@ def _seal_first_disk_only() -> AbstractContextManager[None]:
     return _replaced(SourceDisks, "seal", seal)
 
 
+def _undo_image_skipped() -> AbstractContextManager[None]:
+    original = store.write_undo_image  # type: ignore[attr-defined]
+
+    def write_undo_image(
+        target: Any, *, cycle_id: int, disks: Any, extents: Any
+    ) -> int:
+        # The bytes a cycle overwrites are not saved before it is applied: the image
+        # is written whole but empty, so no older point can be rebuilt from it.
+        for _ in extents:
+            pass
+        return original(target, cycle_id=cycle_id, disks=disks, extents=())
+
+    return _replaced(store, "write_undo_image", write_undo_image)
+
+
+def _log_applied_out_of_order() -> AbstractContextManager[None]:
+    original = apply.read_sealed_log  # type: ignore[attr-defined]
+
+    def read_sealed_log(path: Any, **identity: Any) -> Iterator[Any]:
+        # Every record is checked, then applied newest first: two writes to one
+        # block leave the older one's bytes on the replica.
+        return iter(list(original(path, **identity))[::-1])
+
+    return _replaced(apply, "read_sealed_log", read_sealed_log)
+
+
 ENGINE_MUTANTS: tuple[EngineMutant, ...] = (
     EngineMutant(
         "health_from_the_wrong_site",
@@ -96,6 +123,17 @@ ENGINE_MUTANTS: tuple[EngineMutant, ...] = (
         "the loss report leaves the newest point (the final sync's) out of what an "
         "older recovery point rolls back",
         _report_forgets_newest_point,
+    ),
+    EngineMutant(
+        "undo_image_skipped",
+        "a cycle is applied without saving the bytes it overwrites (an empty undo "
+        "image): older recovery points read as newer ones",
+        _undo_image_skipped,
+    ),
+    EngineMutant(
+        "log_applied_out_of_order",
+        "the target applies a cycle's records newest first",
+        _log_applied_out_of_order,
     ),
     EngineMutant(
         "disks_sealed_at_different_cuts",

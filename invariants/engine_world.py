@@ -32,7 +32,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,12 +53,16 @@ DISKS: Final = ("d0", "d1")
 BLOCK: Final = 4096
 BLOCKS_PER_DISK: Final = 96
 DISK_BYTES: Final = BLOCK * BLOCKS_PER_DISK
-SLOTS: Final = BLOCKS_PER_DISK * len(DISKS)
-"""Writes a run can make: each has a block of its own."""
 
 RETENTION: Final = 2
-MAGIC: Final = b"HVDRVER1"
-_VERSION = struct.Struct(">8sQ")
+MAGIC: Final = b"HVDRVER2"
+_HEAD = struct.Struct(">8sQ")  # magic, how many versions follow
+_VERSION = struct.Struct(">Q")
+SLOT_BLOCKS: Final = 4
+"""Blocks per disk that writes go to: two writes in a row share one, so a cycle's log
+often holds two records for the same block, and their order matters."""
+VERSIONS_PER_BLOCK: Final = (BLOCK - _HEAD.size) // _VERSION.size
+WRITES_MAX: Final = VERSIONS_PER_BLOCK * SLOT_BLOCKS * len(DISKS)
 
 
 class MappingError(AssertionError):
@@ -66,34 +70,53 @@ class MappingError(AssertionError):
 
 
 def slot_of(version: int) -> tuple[str, int]:
-    """Where write ``version`` goes: (disk, byte offset)."""
-    index = (version - 1) % SLOTS
-    return DISKS[index % len(DISKS)], (index // len(DISKS)) * BLOCK
+    """Where write ``version`` goes: (disk, byte offset). Writes 1 and 2 share a
+    block of the first disk, 3 and 4 one of the second, and so on round the blocks."""
+    pair = (version - 1) // 2
+    return DISKS[pair % len(DISKS)], (pair // len(DISKS)) % SLOT_BLOCKS * BLOCK
 
 
-def block_of(version: int) -> bytes:
-    """The bytes of write ``version``: its number, repeated over the block."""
-    head = _VERSION.pack(MAGIC, version)
-    return (head * (BLOCK // len(head) + 1))[:BLOCK]
+def _parse(block: bytes, disk: str, offset: int) -> tuple[int, ...]:
+    """The versions a block holds, oldest first (raises MappingError)."""
+    if not any(block):
+        return ()
+    magic, count = _HEAD.unpack_from(block)
+    if magic != MAGIC or not 0 < count <= VERSIONS_PER_BLOCK:
+        msg = f"disk {disk!r} block {offset // BLOCK} holds bytes no write made"
+        raise MappingError(msg)
+    versions = tuple(
+        _VERSION.unpack_from(block, _HEAD.size + i * _VERSION.size)[0]
+        for i in range(count)
+    )
+    end = _HEAD.size + count * _VERSION.size
+    if any(block[end:]) or list(versions) != sorted(set(versions)):
+        msg = f"disk {disk!r} block {offset // BLOCK} holds a damaged version list"
+        raise MappingError(msg)
+    for version in versions:
+        if slot_of(version) != (disk, offset):
+            msg = f"write {version} found at disk {disk!r} offset {offset}"
+            raise MappingError(msg)
+    return versions
+
+
+def block_with(current: bytes, version: int) -> bytes:
+    """The bytes of write ``version`` over a block holding ``current``: every version
+    the block held, then this one (so a copy's bytes say which writes it holds, and a
+    write applied before an older one leaves the older list behind)."""
+    disk, offset = slot_of(version)
+    versions = (*_parse(current, disk, offset), version)
+    data = _HEAD.pack(MAGIC, len(versions)) + b"".join(
+        _VERSION.pack(v) for v in versions
+    )
+    return data + bytes(BLOCK - len(data))
 
 
 def versions_in(disks: dict[str, bytes]) -> frozenset[int]:
     """The writes a copy holds, from its disks' bytes (raises MappingError)."""
     found: set[int] = set()
-    zero = bytes(BLOCK)
     for disk, data in disks.items():
         for start in range(0, len(data), BLOCK):
-            block = data[start : start + BLOCK]
-            if block == zero or not block:
-                continue
-            magic, version = _VERSION.unpack_from(block)
-            if magic != MAGIC or block != block_of(version):
-                msg = f"disk {disk!r} block {start // BLOCK} holds bytes no write made"
-                raise MappingError(msg)
-            if slot_of(version) != (disk, start):
-                msg = f"write {version} found at disk {disk!r} offset {start}"
-                raise MappingError(msg)
-            found.add(version)
+            found.update(_parse(data[start : start + BLOCK], disk, start))
     return frozenset(found)
 
 
@@ -138,6 +161,7 @@ class World:
         self.test_versions: set[int] = set()
         self.seen = Seen()
         self._last: VmState | None = None
+        self.loss_uncountable = False  # the open report rolls back a resync's point
         self.engine = self._open()
         self.engine.create_vm(VM, dict.fromkeys(DISKS, DISK_BYTES))
 
@@ -168,14 +192,29 @@ class World:
 
     # -- writes ------------------------------------------------------------------------
 
-    def next_write(self) -> tuple[int, str, int, bytes]:
-        """The next version, its disk, offset and bytes (None past the slots)."""
-        if self.version >= SLOTS:
-            msg = f"a run makes at most {SLOTS} writes (one block each)"
+    def next_write(
+        self, current: Callable[[str, int], bytes]
+    ) -> tuple[int, str, int, bytes]:
+        """The next version, its disk, offset and bytes, over the block the copy
+        written to holds now (``current(disk, offset)`` reads it)."""
+        if self.version >= WRITES_MAX:
+            msg = f"a run makes at most {WRITES_MAX} writes"
             raise MappingError(msg)
         self.version += 1
         disk, offset = slot_of(self.version)
-        return self.version, disk, offset, block_of(self.version)
+        return (
+            self.version,
+            disk,
+            offset,
+            block_with(current(disk, offset), self.version),
+        )
+
+    def read_image_block(self, site: Site, disk: str, offset: int) -> bytes:
+        """A block of the VM's disk image at ``site``, straight from the file."""
+        path = self.roots[site] / "vms" / VM / f"{disk}.img"
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            return stream.read(BLOCK)
 
     # -- the refinement mapping --------------------------------------------------------
 
@@ -215,6 +254,7 @@ class World:
             # What the target could say at failover time: a report exact only since
             # its reconciliation (the old source's logs read later) was a bound then.
             at_failover = report.exact_at_failover
+            self.loss_uncountable = not report.rolled_back_countable
             reported = report.writes_lost if at_failover else None
             record = LossRecord(
                 kind=record.kind,

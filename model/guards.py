@@ -76,6 +76,15 @@ OTHER_STORAGE_FREE = Guard(
     lambda ctx: f"the storage at the {ctx.vm.active.other.value} site is full",
 )
 
+ACTIVE_STORAGE_FREE = Guard(
+    "active_storage_free",
+    lambda ctx: not ctx.state.site(ctx.vm.active).storage_full,
+    lambda ctx: (
+        f"the storage at the {ctx.vm.active.value} site is full (commit writes there: "
+        "the chosen point becomes the disks)"
+    ),
+)
+
 #: A data transfer from the active site to the other one: both up, link, room.
 TRANSFER = (ACTIVE_UP, OTHER_UP, LINK_UP, OTHER_STORAGE_FREE)
 

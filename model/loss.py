@@ -58,12 +58,16 @@ def _rebase_points(
     )
 
 
-def _report(vm: VmState, state: SystemState, old_site: Site) -> tuple[int, bool]:
-    """What the target can tell at failover time: (writes, exact?)."""
+def _report(
+    vm: VmState, state: SystemState, old_site: Site, *, logs_tell: bool = True
+) -> tuple[int, bool]:
+    """What the target can tell at failover time: (writes, exact?). ``logs_tell``:
+    the old source's logs can say what it never shipped (usable: not damaged, not
+    overflowed)."""
     assert vm.other is not None
     reachable = state.site(old_site).up and state.link_up
     stopped = old_site not in vm.running
-    if reachable and stopped:
+    if reachable and stopped and logs_tell:
         return vm.other.divergent, True
     newest = vm.points[0].copy if vm.points else Copy()
     return newest.divergent, False
@@ -89,7 +93,9 @@ def complete_failover(vm: VmState, state: SystemState) -> VmState:
         # takes no write before commit); the old source's stay with the old copy.
         log=LogHealth.USABLE,
     )
-    reported, exact = _report(moved, state, old_site)
+    reported, exact = _report(
+        moved, state, old_site, logs_tell=vm.log is LogHealth.USABLE
+    )
     record = LossRecord(
         kind=vm.failover_kind,
         lost_writes=chosen.behind,
@@ -111,6 +117,10 @@ def change_point(vm: VmState, state: SystemState, index: int) -> VmState:
         chosen_point=index,
     )
     reported, exact = _report(moved, state, vm.active.other)
+    if vm.last_failover.reported_exact and not exact:
+        # The stopped old source's unshipped writes were counted when it failed over
+        # and it wrote nothing since: the figure for another point is exact too.
+        reported, exact = moved.other.divergent if moved.other else 0, True
     record = replace(
         vm.last_failover,
         lost_writes=vm.last_failover.lost_writes - origin,

@@ -35,6 +35,7 @@ from model.action import (
 )
 from model.guards import (
     ACTIVE_REACHABLE,
+    ACTIVE_STORAGE_FREE,
     BOTH_SITES_AND_LINK,
     OTHER_REACHABLE,
     OTHER_STORAGE_FREE,
@@ -261,9 +262,10 @@ def _unplanned_fault(ctx: Context) -> FaultKind | None:
 def _final_sync_possible(ctx: Context) -> bool:
     if ctx.call.arg("shutdown") != SHUTDOWN_COMPLETE:
         return True
-    return all(guard.check(ctx) for guard in TRANSFER) and (
-        ctx.vm.log is LogHealth.USABLE
-    )
+    if ctx.vm.log is not LogHealth.USABLE:
+        return False
+    # Nothing to ship: the final sync is done at once, with no transfer at all.
+    return not _cycle_adds_point(ctx.vm) or all(guard.check(ctx) for guard in TRANSFER)
 
 
 FINAL_SYNC_POSSIBLE = Guard(
@@ -415,7 +417,7 @@ VM_ACTIONS: tuple[ActionSpec, ...] = (
     _vm("change_recovery_point", OP, "Before commit: restart from another point.",
         _change_point, (ACTIVE_REACHABLE,), choices=_change_point_choices),
     _vm("commit", OP, "Commit the failover: every recovery point is deleted.",
-        _commit, (ACTIVE_REACHABLE,)),
+        _commit, (ACTIVE_REACHABLE, ACTIVE_STORAGE_FREE)),
     _vm("cancel_failover", OP, "Cancel a failover in progress: replication stops.",
         _cancel, (OTHER_REACHABLE,)),
     _vm("reverse_replication", OP, "Replicate back towards the other site.",

@@ -2,7 +2,7 @@
 
 Shared by the tests that try every engine operation in every phase the walk reaches
 (``tests/failover/test_verdicts.py``: the engine gives the model's verdict;
-``tests/hostile/test_catalogue.py``: a refused operation changes no byte of either
+``tests/hostile/test_hostile_inputs.py``: a refused operation changes no byte of either
 site). ``tests/`` is on ``sys.path`` through its ``conftest.py``, so both import it as
 ``phase_walk``.
 """

@@ -203,7 +203,7 @@ def rechosen(
         report.unshipped_writes, report.unshipped_bytes or 0, report.window_end
     )
     found = _exact(moved, counts, now=report.reconciled_at)
-    return replace(found, exact_at_failover=found.exact and found.reconciled_at is None)
+    return replace(found, exact_at_failover=found.exact)
 
 
 def reconciled(

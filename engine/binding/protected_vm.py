@@ -295,6 +295,7 @@ class ProtectedVm:
         self._cycles: CycleRunner | None = None
         self._disks_copied = 0
         self._log_when_down = LogHealth.USABLE
+        self._newest_row: VmControl | None = None
         self._write_verdicts: dict[str, str | None] = {}
         self._point_reader: tuple[int, DiskReader] | None = None
         self._verdict_generation = 0
@@ -436,9 +437,14 @@ class ProtectedVm:
             return outcome
 
     def _drop_orphan_replica(self, site: str) -> None:
-        """Protection was disabled while ``site`` was down: its replica goes now."""
+        """Protection was disabled while ``site`` was down (or enabled afresh and no
+        disk copied yet): the replica it kept from before goes now."""
         control = self.control()
-        if Phase(control.phase) is not Phase.UNPROTECTED or site == control.active_site:
+        if site == control.active_site:
+            return
+        phase = Phase(control.phase)
+        fresh = phase is Phase.INITIAL_REPLICATION and self._disks_copied == 0
+        if phase is not Phase.UNPROTECTED and not fresh:
             return
         transport = self.sites.towards(site)
         if transport.status(self.name).exists:
@@ -632,7 +638,10 @@ class ProtectedVm:
     # -- the control rows --------------------------------------------------------------
 
     def control(self) -> VmControl:
-        """The VM's authoritative control row: the newest of the sites that are up."""
+        """The VM's authoritative control row: the newest of the sites that are up,
+        or the newest this engine committed or read, if that is newer (its site went
+        down since: a site that comes back with an older row must not be believed,
+        or a VM failed over while it was down would run at both sites)."""
         rows = [
             checked_row(site.control, site.control.vm(self.name))
             for site in self._holding_sites()
@@ -640,7 +649,11 @@ class ProtectedVm:
         if not rows:
             msg = f"VM {self.name!r}: no site that is up holds its control row"
             raise TransitionNotAllowed(msg)
-        return max(rows, key=lambda row: row.generation)
+        if self._newest_row is not None:
+            rows.append(self._newest_row)
+        newest = max(rows, key=lambda row: row.generation)
+        self._newest_row = newest
+        return newest
 
     def _holding_sites(self) -> list[SiteStorage]:
         return [s for s in self.sites.up_sites() if self.name in s.control.vm_names()]
@@ -1004,7 +1017,11 @@ class ProtectedVm:
             if predicted.phase is Phase.RESYNCHRONIZING:
                 # The logs cannot make the fuzzy copy consistent (decision 8): install
                 # it, make no point, and let the resynchronisation compare blocks.
-                self.step("complete_initial_replication", self._install_copy)
+                self.step(
+                    "complete_initial_replication",
+                    self._install_copy,
+                    details=lambda: self.details().with_(other_trusted=False),
+                )
                 return
             self.step("complete_initial_replication", self.complete_copy)
 
