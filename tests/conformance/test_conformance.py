@@ -24,7 +24,7 @@ from invariants.conformance import (
     fuzz_engine,
     replay_on_engine,
 )
-from invariants.engine_mutants import ENGINE_MUTANTS
+from invariants.engine_mutants import ENGINE_MUTANTS, EngineMutant
 from model import Call
 
 SEED = 4000
@@ -43,15 +43,22 @@ def test_the_engine_follows_the_model() -> None:
 
 
 @pytest.mark.parametrize("mutant", ENGINE_MUTANTS, ids=lambda m: m.name)
-def test_every_planted_engine_bug_is_caught(mutant: object) -> None:
-    from invariants.engine_mutants import EngineMutant
-
-    assert isinstance(mutant, EngineMutant)
+def test_every_planted_engine_bug_is_caught_and_its_trace_replays(
+    mutant: EngineMutant,
+) -> None:
+    """Each planted bug fails the run; the trace it leaves fails again when replayed
+    with the bug, and passes on the engine as it is (the bug, not the trace, fails)."""
     with mutant.plant():
         report = fuzz_engine(
             examples=EXAMPLES, steps=STEPS, seed_value=SEED, shrink=False
         )
     assert report.failure is not None, f"{mutant.name} survived conformance fuzzing"
+    calls = report.failure.calls
+    with mutant.plant():
+        _, again = replay_on_engine(calls, CONFIG)
+    assert again is not None, f"the trace of {mutant.name} did not fail on replay"
+    _, clean = replay_on_engine(calls, CONFIG)
+    assert clean is None, f"the trace of {mutant.name} fails without it: {clean}"
 
 
 def test_a_trace_of_a_planted_bug_replays_on_the_engine(tmp_path: Path) -> None:
