@@ -18,6 +18,7 @@ from typing import Any
 from engine.binding import loss_report, protected_vm
 from engine.replica import apply, store
 from engine.replica.recovery_point import RecoveryPoint
+from engine.replica.store import ReplicaStore
 from engine.source.disks import SourceDisks
 from model import SystemState
 from model.state import Health, VmState
@@ -111,6 +112,40 @@ def _log_applied_out_of_order() -> AbstractContextManager[None]:
     return _replaced(apply, "read_sealed_log", read_sealed_log)
 
 
+def _bound_always_zero() -> AbstractContextManager[None]:
+    original = loss_report.at_failover
+
+    def at_failover(**arguments: Any) -> loss_report.LossReport:
+        # A bound that can never be wrong, and says nothing.
+        report = original(**arguments)
+        return report if report.exact else replace(report, writes_lost_at_least=0)
+
+    return _replaced(loss_report, "at_failover", at_failover)
+
+
+def _reconciliation_one_short() -> AbstractContextManager[None]:
+    original = loss_report.reconciled
+
+    def reconciled(report: Any, source: Any, **arguments: Any) -> Any:
+        found = original(report, source, **arguments)
+        if found.exact and found.writes_lost:
+            return replace(found, writes_lost=found.writes_lost - 1)
+        return found
+
+    return _replaced(loss_report, "reconciled", reconciled)
+
+
+def _retention_one_more() -> AbstractContextManager[None]:
+    original = ReplicaStore.create.__func__  # type: ignore[attr-defined]
+
+    def create(
+        cls: Any, root: Any, vm: Any, disks: Any, retention: Any, clock: Any
+    ) -> Any:
+        return original(cls, root, vm, disks, retention + 1, clock)
+
+    return _replaced(ReplicaStore, "create", classmethod(create))
+
+
 ENGINE_MUTANTS: tuple[EngineMutant, ...] = (
     EngineMutant(
         "health_from_the_wrong_site",
@@ -134,6 +169,21 @@ ENGINE_MUTANTS: tuple[EngineMutant, ...] = (
         "log_applied_out_of_order",
         "the target applies a cycle's records newest first",
         _log_applied_out_of_order,
+    ),
+    EngineMutant(
+        "loss_bound_always_zero",
+        "an unplanned failover's lower bound on the loss is always 0",
+        _bound_always_zero,
+    ),
+    EngineMutant(
+        "reconciliation_one_short",
+        "the reconciled loss counts one write fewer than the old source's logs hold",
+        _reconciliation_one_short,
+    ),
+    EngineMutant(
+        "retention_keeps_one_more",
+        "the replica keeps one recovery point more than configured",
+        _retention_one_more,
     ),
     EngineMutant(
         "disks_sealed_at_different_cuts",

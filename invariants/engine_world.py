@@ -162,6 +162,7 @@ class World:
         self.seen = Seen()
         self._last: VmState | None = None
         self.loss_uncountable = False  # the open report rolls back a resync's point
+        self.resync_points: set[int] = set()  # ids of points resynchronisations made
         self.engine = self._open()
         self.engine.create_vm(VM, dict.fromkeys(DISKS, DISK_BYTES))
 
@@ -254,7 +255,11 @@ class World:
             # What the target could say at failover time: a report exact only since
             # its reconciliation (the old source's logs read later) was a bound then.
             at_failover = report.exact_at_failover
-            self.loss_uncountable = not report.rolled_back_countable
+            # Known to the harness, not taken from the engine's word: the points rolled
+            # back include one a resynchronisation made (its writes are blocks).
+            self.loss_uncountable = any(
+                point > report.recovery_point_id for point in self.resync_points
+            )
             reported = report.writes_lost if at_failover else None
             record = LossRecord(
                 kind=record.kind,
@@ -353,6 +358,12 @@ class World:
     def _read_test_vm(self) -> frozenset[int]:
         disks = self.engine.test_vm(VM)
         return versions_in({d: disks.read(d, 0, DISK_BYTES) for d in DISKS})
+
+    def note_resync_point(self) -> None:
+        """A resynchronisation just completed: its point (the newest) carries blocks."""
+        points = self.engine.status(VM).recovery_points
+        if points:
+            self.resync_points.add(points[-1].recovery_point_id)
 
     # -- environment faults that need files -------------------------------------------
 

@@ -394,10 +394,11 @@ def complete_failover(vm: ProtectedVm, *, asked: bool = False) -> FailoverReport
         counts = None
         still_runs = old in details.running
         reachable = not still_runs and vm.sites.up(old) and vm.sites.link_up
-        if reachable and vm.disks.log_state is not LogState.UNTRUSTED:
+        if reachable and vm.disks.log_state is LogState.USABLE:
             # Asked only when its logs can say what it never shipped: after a reopen
             # that found them damaged, or a final cycle refused and discarded, they
-            # cannot (LogState.UNTRUSTED), and the figure stays a bound.
+            # cannot (LogState.UNTRUSTED), nor past their limit (OVER_LIMIT: they are
+            # given up for a resynchronisation, decision 8); the figure stays a bound.
             counts = reverse.old_source_counts(vm, vm.disks, vm.outbox, points)
         report = loss_report.at_failover(
             kind=details.failover_kind or "unplanned",

@@ -163,10 +163,10 @@ def reconcile(vm: ProtectedVm) -> LossReport | None:
         return report  # the old source is up but cannot be asked across the link
     if report.exact and old not in details.running and report.reconciled_at:
         return report
-    if vm.old_disks.log_state is LogState.UNTRUSTED:
+    if vm.old_disks.log_state is not LogState.USABLE:
         note = "the old source's change logs cannot be trusted (it crashed without "
-        note += "making its writes durable, or a log was damaged): the loss stays a "
-        note += "lower bound"
+        note += "making its writes durable, a log was damaged, or they grew past "
+        note += "their limit and were given up): the loss stays a lower bound"
         updated = replace(report, note=note)
     else:
         counts = old_source_counts(
