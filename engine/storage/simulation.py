@@ -65,9 +65,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
 from engine.errors import InvalidConfiguration
+from engine.storage.crash_states import PendingImage
 from engine.storage.disk import require_int
 from engine.storage.durable_image import (
     DurableImage,
@@ -295,6 +296,30 @@ class PowerLossFileSystem(CountingFileSystem):
         """The simulated boot's id: a new one after each :meth:`power_cut`."""
         return self._boot_id
 
+    def cut_now(self, reason: str) -> NoReturn:
+        """Cut the power here, between operations (a named step of the engine):
+        raise :class:`PowerCut`; every operation after it raises it again."""
+        with self._lock:
+            if self._cut_before is None:
+                self._cut_before = self.operations + 1
+            msg = f"power cut at {reason} (before operation {self._cut_before})"
+            raise PowerCut(msg)
+
+    def pending(self) -> PendingImage:
+        """While the power is off: what was not durable, and the crash states
+        between dropping all of it and keeping all of it (``crash_states``)."""
+        with self._lock:
+            if self._cut_before is None:
+                msg = "pending() is for a cut: the power is on"
+                raise InvalidConfiguration(msg)
+            orders: dict[str, int] = {}
+            for entry in self._trace:
+                for path in entry.path.split(" -> "):
+                    for root in self._roots:
+                        if Path(path).is_relative_to(root):
+                            orders[_relative_path(root, Path(path))] = entry.index
+            return PendingImage(self._image, self._roots, orders)
+
     def power_cut(self) -> None:
         """Rewrite the trees under the roots to what was durable; boot again.
 
@@ -370,6 +395,10 @@ class PowerLossFileSystem(CountingFileSystem):
             freed = inodes_under(Path(path))
             super().remove_tree(path)
             self._image.renew(freed)
+
+
+def _relative_path(root: Path, path: Path) -> str:
+    return "" if path == root else str(path.relative_to(root))
 
 
 def _same_file(source: Path, target: Path) -> bool:
