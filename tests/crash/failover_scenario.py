@@ -2,16 +2,17 @@
 
 Three plans through the public engine API, on two disks of 64 KiB:
 
-- ``PLANNED``: protect, versioned writes and cycles, a planned failover in two calls
+- ``PLANNED``: protect, versioned writes and cycles, a drill (test failover, a write
+  and a cycle during it, cleanup), a planned failover in two calls
   (``-Prepare``: shutdown and final sync; then the failover), commit, writes at the
   secondary, reverse replication (deltas only), cycles, then failback: a planned
   failover in one call, commit, reverse replication again, a cycle;
 - ``UNPLANNED``: protect, cycles, writes left unshipped and flushed, the primary
   crashes (``crash_site``), an unplanned failover from the older of the two newest
-  points, commit, writes, the primary comes back (``recover_site``: the loss is
-  reconciled), reverse replication with its targeted resynchronisation, cycles, a
-  planned failover back prepared and then cancelled (replication stops for good),
-  disable, enable (now from the secondary), cycles;
+  points, a change of point to the newest, commit, writes, the primary comes back
+  (``recover_site``: the loss is reconciled), reverse replication with its targeted
+  resynchronisation, cycles, a planned failover back prepared and then cancelled
+  (replication stops for good), disable, enable (now from the secondary), cycles;
 - ``DIVERGENT``: protect, cycles, writes left unshipped, an unplanned failover from the
   older of the two newest points with the source still running (no shutdown asked),
   writes to that old copy (divergent: lost, never merged), commit, writes, reverse
@@ -97,6 +98,10 @@ PLANNED: Final = (
     Step("enable_protection", "protected", via=("initial_replication",)),
     Step("write", "protected", count=3),
     Step("replicate", "protected"),
+    Step("start_test_failover", "test_failover"),  # a drill from the latest point
+    Step("write", "test_failover"),  # production goes on, and so do cycles
+    Step("replicate", "test_failover"),
+    Step("cleanup_test_failover", "protected"),
     Step("write", "protected", count=2),  # left for the final sync
     Step("prepare_planned_failover", "failover_prepared"),
     Step("failover", "failed_over", via=("failing_over",)),
@@ -125,6 +130,7 @@ UNPLANNED: Final = (
     Step("flush", "protected"),
     Step("crash_site", "protected"),
     Step("unplanned_failover", "failed_over", via=("failing_over",), point=-2),
+    Step("change_recovery_point", "failed_over", point=-1),  # the newest instead
     Step("commit", "committed"),
     Step("write", "committed", count=2),
     Step("recover_site", "committed"),
@@ -209,6 +215,7 @@ class Oracle:
         self._append(current)
         version = 0
         points: list[int] = []  # the target's points, as history indexes
+        offered: list[int] = []  # those an unplanned failover chose from
         for index, step in enumerate(self.plan):
             if step.action == "write":
                 numbers = []
@@ -219,12 +226,13 @@ class Oracle:
                     self.state_of_write[version] = len(self.history) - 1
                     numbers.append(version)
                 self.write_versions[index] = tuple(numbers)
-            elif step.action == "unplanned_failover":
-                chosen = points[step.point]
+            elif step.action in ("unplanned_failover", "change_recovery_point"):
+                if step.action == "unplanned_failover":
+                    offered, points = points, []
+                chosen = offered[step.point]
                 current = {d: bytearray(b) for d, b in self.images[chosen].items()}
                 self._append(current)
                 self.rollbacks.append(len(self.history) - 1)
-                points = []
             elif step.action in ("enable_protection", "replicate"):
                 points.append(len(self.history) - 1)
             elif step.action in ("commit", "disable", "cancel_failover"):
@@ -328,6 +336,9 @@ def _run_step(engine: ReplicationEngine, step: Step) -> None:
     elif action == "unplanned_failover":
         points = engine.status(VM).recovery_points
         engine.unplanned_failover(VM, points[step.point].recovery_point_id)
+    elif action == "change_recovery_point":
+        points = engine.status(VM).recovery_points
+        engine.change_recovery_point(VM, points[step.point].recovery_point_id)
     elif action == "reverse_replication":
         engine.reverse_replication(VM)
     else:
