@@ -71,6 +71,7 @@ from crash_scenario import describe as describe_error
 from engine.errors import ReplicationError
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
+from engine.source.shipping import CrashPoint
 from engine.testing import ManualClock
 
 BLOCKS: Final = DISKS["os"] // BLOCK
@@ -261,12 +262,16 @@ ORACLES: Final = {name: Oracle(plan) for name, plan in PLANS.items()}
 # -- running a plan --------------------------------------------------------------------
 
 
-def open_engine(sites: Path, *, durable_writes: bool) -> ReplicationEngine:
-    """Open both sites under ``sites`` with a manual clock."""
+def open_engine(
+    sites: Path, *, durable_writes: bool, crash_point: CrashPoint | None = None
+) -> ReplicationEngine:
+    """Open both sites under ``sites`` with a manual clock (and the engine's named
+    ``crash_point`` seam, for a sweep that crashes at its steps)."""
     primary, secondary = (sites / site for site in SITES)
     return ReplicationEngine.open(
-        primary, secondary, clock=ManualClock(), durable_writes=durable_writes
-    )
+        primary, secondary, clock=ManualClock(), durable_writes=durable_writes,
+        crash_point=crash_point,
+    )  # fmt: skip
 
 
 def write_version(
@@ -283,11 +288,12 @@ def run_scenario(
     durable_writes: bool,
     report: Report,
     opened: Callable[[ReplicationEngine], None] | None = None,
+    crash_point: CrashPoint | None = None,
 ) -> None:
     """Run plan ``name``; report "step i" before each step, "ack n" after write n,
     "flushed n" once writes up to n are durable; check each step's phase."""
     oracle = ORACLES[name]
-    engine = open_engine(sites, durable_writes=durable_writes)
+    engine = open_engine(sites, durable_writes=durable_writes, crash_point=crash_point)
     if opened is not None:
         opened(engine)
     acknowledged = 0

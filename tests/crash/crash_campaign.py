@@ -1,0 +1,397 @@
+"""The crash campaign: every distinct crash point, by SIGKILL and by power cut.
+
+``crash_points`` names the crash points of the three failover scenarios (an engine
+operation, its call, the named step it passed, a file operation or a hook, the
+file's role, before or after). This campaign crashes occurrences of them:
+
+- **kill**: a forked child runs the scenario and SIGKILLs itself before or after the
+  file operation (``KillingFileSystem``) or at the named hook (the engine's
+  ``crash_point`` seam); the engine is reopened and ``failover_scenario``'s
+  properties 0 to 4 are checked (the operation finished or rolled back by itself,
+  no acknowledged write lost, every point a past state, failback reaches the last
+  writes, no resynchronisation needed);
+- **power**: the child cuts the power before the file operation
+  (``PowerLossFileSystem``) or at the hook (``cut_now``); then it writes every crash
+  state its budget allows (``engine.storage.crash_states``: drop all not durable,
+  keep all, each change kept or dropped alone, prefixes, seeded subsets) into a fresh
+  tree each, and rewrites its own tree to "drop all"; each state is reopened and
+  checked (a write not flushed may be lost only if the engine says a
+  resynchronisation is needed).
+
+``python tests/crash/crash_campaign.py`` runs the full campaign (each distinct
+point once, kill and power, up to 8 states per power cut) and prints every point,
+its states and their results, then the totals per operation and mode; it exits 1
+on a violation or if fewer than 100 distinct points per mode were crashed.
+``--sampled`` runs the default test's selection (a few points per operation), and
+``--json`` prints the results as JSON for a test to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+# Run as a script: this worktree's engine and the sweeps' modules beside this one.
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).parent)]
+
+from crash_points import OPERATIONS, Census, Label, Occurrence, census  # noqa: E402
+from crash_sweep import MEMORY_FILE_SYSTEM, WORKERS, run_child_text  # noqa: E402
+from failover_scenario import (  # noqa: E402
+    Problem,
+    Progress,
+    Report,
+    check_after_crash,
+    run_scenario,
+)
+
+from engine.storage import files  # noqa: E402
+from engine.testing import KillingFileSystem, PowerCut, PowerLossFileSystem  # noqa: E402
+
+SCENARIOS: Final = ("planned", "unplanned", "divergent")
+DISTINCT_POINTS_MIN: Final = 100  # per mode: the issue's acceptance
+STATES_FULL: Final = 8  # crash states per power cut in the full campaign
+STATES_SAMPLED: Final = 4  # and in the default test's
+SAMPLED_PER_OPERATION: Final = 3  # distinct points per operation and mode, sampled
+
+Task = tuple[str, str, int, bool, str]  # (mode, scenario, index, hook, when)
+Outcome = list[tuple[str, list[Problem]]]  # per crash state: (its name, problems)
+
+
+# -- choosing the points ---------------------------------------------------------------
+
+
+def distinct(censuses: Sequence[Census], mode: str) -> dict[Label, list[Occurrence]]:
+    """The distinct crash points of ``mode`` and their occurrences, in trace order
+    (a power cut is before an operation, or at a hook)."""
+    found: dict[Label, list[Occurrence]] = {}
+    for counted in censuses:
+        for occurrence in counted.occurrences:
+            if mode == "power" and occurrence.label.when == "after":
+                continue
+            found.setdefault(occurrence.label, []).append(occurrence)
+    return found
+
+
+def select(
+    censuses: Sequence[Census], mode: str, *, sampled: bool
+) -> list[tuple[Label, Occurrence]]:
+    """Full: the first occurrence of every distinct point. Sampled: for each
+    operation, ``SAMPLED_PER_OPERATION`` of its points spread evenly (hooks first)."""
+    points = distinct(censuses, mode)
+    if not sampled:
+        return [(label, found[0]) for label, found in points.items()]
+    by_operation: dict[str, list[Label]] = defaultdict(list)
+    for label in points:
+        if label.operation in OPERATIONS:
+            by_operation[label.operation].append(label)
+    chosen = []
+    for labels in by_operation.values():
+        hooks = [label for label in labels if label.kind == "hook"]
+        others = [label for label in labels if label.kind != "hook"]
+        picked = _spread(hooks, 1) + _spread(others, SAMPLED_PER_OPERATION - 1)
+        if len(picked) < SAMPLED_PER_OPERATION:
+            rest = [label for label in labels if label not in picked]
+            picked += _spread(rest, SAMPLED_PER_OPERATION - len(picked))
+        chosen += [(label, points[label][0]) for label in picked]
+    return chosen
+
+
+def _spread(items: Sequence[Label], count: int) -> list[Label]:
+    if len(items) <= count:
+        return list(items)
+    stride = len(items) / count
+    return [items[int(stride * n + stride / 2)] for n in range(count)]
+
+
+# -- one crash point -------------------------------------------------------------------
+
+
+def run_task(directory: Path, task: Task, states_budget: int) -> Outcome:
+    """Crash at ``task``, reopen, check; one outcome per crash state."""
+    mode, scenario, index, hook, when = task
+    sites = directory / "sites"
+    sites.mkdir(parents=True)
+    if mode == "kill":
+        body = _kill_body(scenario, sites, index, hook=hook, when=when)
+    else:
+        body = _power_body(scenario, directory, index, hook=hook, budget=states_budget)
+    status, text = run_child_text(body)
+    progress = Progress.parse(text)
+    code = os.waitstatus_to_exitcode(status)
+    if mode == "kill":
+        if code != -signal.SIGKILL:
+            return [
+                ("kill", [("child", "the child was not killed", str(progress.notes))])
+            ]
+        problems = check_after_crash(
+            scenario, directory, progress, durable=False, killed=True
+        )
+        return [("kill", problems)]
+    if code != 0 or not any(note.startswith("cut ") for note in progress.notes):
+        problem = ("child", "the scenario did not reach the cut", str(progress.notes))
+        return [("drop all", [problem])]
+    outcome: Outcome = [
+        ("drop all", check_after_crash(
+            scenario, directory, progress, durable=False, killed=False
+        )),
+    ]  # fmt: skip
+    for note in progress.notes:
+        if note.startswith("state "):
+            # Each state in turn where the scenario ran: the engine's files name
+            # absolute paths (an apply's intent names its logs), as a reboot keeps.
+            number, _, name = note.removeprefix("state ").partition(" ")
+            shutil.rmtree(sites)
+            shutil.rmtree(directory / "points", ignore_errors=True)
+            (directory / f"state-{number}" / "sites").rename(sites)
+            problems = check_after_crash(
+                scenario, directory, progress, durable=False, killed=False
+            )
+            outcome.append((name, problems))
+    return outcome
+
+
+def _kill_body(
+    scenario: str, sites: Path, index: int, *, hook: bool, when: str
+) -> Callable[[Report], None]:
+    def crash(name: str, calls: list[int] = [0]) -> None:  # noqa: B006
+        calls[0] += 1
+        if calls[0] == index:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def body(report: Report) -> None:
+        if hook:
+            run_scenario(
+                scenario, sites, durable_writes=False, report=report, crash_point=crash
+            )
+            return
+        killing = KillingFileSystem(
+            index, when="before" if when == "before" else "after"
+        )
+        with files.use(killing):
+            run_scenario(scenario, sites, durable_writes=False, report=report)
+
+    return body
+
+
+def _power_body(
+    scenario: str, directory: Path, index: int, *, hook: bool, budget: int
+) -> Callable[[Report], None]:
+    sites = directory / "sites"
+
+    def body(report: Report) -> None:
+        simulation = PowerLossFileSystem([sites], crash_at=None if hook else index)
+        calls = [0]
+
+        def crash(name: str) -> None:
+            calls[0] += 1
+            if hook and calls[0] == index:
+                simulation.cut_now(f"hook {name}")
+
+        try:
+            with files.use(simulation):
+                run_scenario(
+                    scenario, sites, durable_writes=False, report=report,
+                    crash_point=crash,
+                )  # fmt: skip
+        except PowerCut as cut:
+            pending = simulation.pending()
+            states = pending.states(budget, seed=index)
+            for number, state in enumerate(states[1:], start=1):
+                pending.write(state, [directory / f"state-{number}" / "sites"])
+                report(f"state {number} {pending.describe(state)}")
+            simulation.power_cut()
+            report(f"cut {cut}")
+
+    return body
+
+
+# -- running many, two at a time -------------------------------------------------------
+
+
+def run_all(
+    directory: Path, tasks: Sequence[Task], states_budget: int
+) -> list[Outcome]:
+    """Every task on ``WORKERS`` forked workers; outcomes in the tasks' order."""
+    pids = []
+    for worker in range(WORKERS):
+        pid = os.fork()
+        if pid == 0:
+            _work(directory, tasks, worker, states_budget)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    outcomes: list[Outcome] = [
+        [("-", [("sweep", "the worker stopped before this point", "")])]
+    ] * len(tasks)
+    for worker in range(WORKERS):
+        path = directory / f"worker-{worker}.json"
+        if path.exists():
+            for number, outcome in json.loads(path.read_text()):
+                outcomes[number] = [
+                    (name, [(a, b, c) for a, b, c in problems])
+                    for name, problems in outcome
+                ]
+    return outcomes
+
+
+def _work(directory: Path, tasks: Sequence[Task], worker: int, budget: int) -> None:
+    results = []
+    try:
+        for number in range(worker, len(tasks), WORKERS):
+            place = directory / f"task-{number}"
+            try:
+                outcome = run_task(place, tasks[number], budget)
+            except Exception as error:  # a fault of the campaign: report it, go on
+                outcome = [
+                    ("-", [("sweep", "the campaign itself raised", repr(error))])
+                ]
+            results.append((number, outcome))
+            shutil.rmtree(place, ignore_errors=True)
+    finally:
+        (directory / f"worker-{worker}.json").write_text(json.dumps(results))
+        os._exit(0)
+
+
+# -- the campaign and its report -------------------------------------------------------
+
+
+def campaign(directory: Path, *, sampled: bool) -> dict[str, object]:
+    """Count, choose, crash, check: the results as plain data."""
+    started = time.perf_counter()
+    censuses = [census(name, directory / f"census-{name}") for name in SCENARIOS]
+    rows: list[dict[str, object]] = []
+    tasks: list[Task] = []
+    for mode in ("kill", "power"):
+        for label, occurrence in select(censuses, mode, sampled=sampled):
+            when = label.when
+            tasks.append(
+                (mode, occurrence.scenario, occurrence.index, occurrence.hook, when)
+            )
+            rows.append({"mode": mode, "label": list(label), "text": label.text()})
+    budget = STATES_SAMPLED if sampled else STATES_FULL
+    outcomes = run_all(directory, tasks, budget)
+    for row, task, outcome in zip(rows, tasks, outcomes, strict=True):
+        row["scenario"], row["index"] = task[1], task[2]
+        row["states"] = [[name, problems] for name, problems in outcome]
+    distinct_count = {mode: len(distinct(censuses, mode)) for mode in ("kill", "power")}
+    return {
+        "rows": rows,
+        "distinct": distinct_count,
+        "seconds": round(time.perf_counter() - started, 1),
+        "sampled": sampled,
+    }
+
+
+def format_report(result: dict[str, object]) -> str:
+    """Every point crashed, its states and their results; then the totals."""
+    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
+    lines = []
+    for row in rows:
+        states: list[list[object]] = row["states"]  # type: ignore[assignment]
+        verdicts = []
+        for name, problems in states:
+            verdicts.append(f"{name}: {'ok' if not problems else 'VIOLATION'}")
+        where = f"[{row['scenario']} #{row['index']}]"
+        lines.append(f"{row['mode']:5} {row['text']} {where}")
+        lines.append("        " + "; ".join(verdicts))
+        for name, problems in states:
+            for check, what, detail in problems:  # type: ignore[attr-defined]
+                lines.append(f"        !! {name}: {check} {what}: {detail}")
+    lines.append("")
+    lines += totals(result)
+    return "\n".join(lines)
+
+
+def totals(result: dict[str, object]) -> list[str]:
+    """Distinct points crashed per operation and mode, states, violations."""
+    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
+    points: Counter[tuple[str, str]] = Counter()
+    states: Counter[tuple[str, str]] = Counter()
+    violations: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        operation = row["label"][0]  # type: ignore[index]
+        key = (str(operation), str(row["mode"]))
+        points[key] += 1
+        found: list[list[object]] = row["states"]  # type: ignore[assignment]
+        states[key] += len(found)
+        violations[key] += sum(1 for _, problems in found if problems)
+    operations = sorted({operation for operation, _ in points})
+    known = [op for op in OPERATIONS if op in operations]
+    ordered = known + [op for op in operations if op not in OPERATIONS]
+    header = f"{'operation':24} {'kill points':>11} {'power points':>12} "
+    header += f"{'power states':>12} {'violations':>10}"
+    lines = [header]
+    for operation in ordered:
+        kill, power = (operation, "kill"), (operation, "power")
+        lines.append(
+            f"{operation:24} {points[kill]:>11} {points[power]:>12} "
+            f"{states[power]:>12} {violations[kill] + violations[power]:>10}"
+        )
+    kills = sum(n for (_, mode), n in points.items() if mode == "kill")
+    powers = sum(n for (_, mode), n in points.items() if mode == "power")
+    power_states = sum(n for (_, mode), n in states.items() if mode == "power")
+    bad = sum(violations.values())
+    lines.append(f"{'total':24} {kills:>11} {powers:>12} {power_states:>12} {bad:>10}")
+    distinct_count = result["distinct"]
+    lines.append(
+        f"distinct crash points in the scenarios: {distinct_count}; crashed: kill "
+        f"{kills}, power {powers}; {'sampled' if result['sampled'] else 'full'} "
+        f"campaign, {result['seconds']} s"
+    )
+    return lines
+
+
+def uncovered(result: dict[str, object]) -> list[str]:
+    """The listed operations not crashed by one of the modes."""
+    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
+    seen = {(row["label"][0], row["mode"]) for row in rows}  # type: ignore[index]
+    return [
+        f"{operation} by {mode}"
+        for operation in OPERATIONS
+        for mode in ("kill", "power")
+        if (operation, mode) not in seen
+    ]
+
+
+def violations(result: dict[str, object]) -> int:
+    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
+    return sum(
+        1
+        for row in rows
+        for _, problems in row["states"]  # type: ignore[attr-defined]
+        if problems
+    )
+
+
+def main(arguments: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sampled", action="store_true", help="the default test's")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    options = parser.parse_args(arguments)
+    base = MEMORY_FILE_SYSTEM if os.access(MEMORY_FILE_SYSTEM, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="hvdr-campaign-", dir=base) as directory:
+        result = campaign(Path(directory), sampled=options.sampled)
+    if options.json:
+        print(json.dumps(result))
+        return 0
+    print(format_report(result))
+    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
+    crashed = Counter(str(row["mode"]) for row in rows)
+    failed = violations(result) or uncovered(result)
+    if not options.sampled:
+        failed = failed or min(crashed.values()) < DISTINCT_POINTS_MIN
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
