@@ -11,10 +11,14 @@ keeps: each file's content as its last fsync saw it, each directory's entries as
 last directory fsync saw them. The tree as the process left it says what a kill
 keeps. A pending change is one difference between the two, kept or dropped whole:
 
-- *content*: a file's bytes differ from its durable content (unsynced writes,
-  truncations, allocations, copies); kept, the file holds every byte written; dropped,
-  its durable bytes (empty for a file never synced). Writes to one file are kept or
-  dropped together: the model has no torn or reordered writes inside a file;
+- *write*: one unsynced write, truncation, allocation or copy into a file, as the
+  simulation saw it; kept or dropped independently of the file's other writes (page
+  write-back follows no order), the kept ones applied in their order over the
+  file's durable bytes (empty for a file never synced). Each write is whole: the
+  model has no torn writes;
+- *content*: a file's bytes differ from its durable content in a way its recorded
+  writes do not explain (bytes written around the layer, through a Python file
+  object): kept, the file holds every byte as it is; dropped, its durable bytes;
 - *create*, *unlink*, *replace*: one directory entry is bound to another file, or to
   none, than its durable binding (a new file or folder, a removed one, a name rebound);
 - *rename*: entries that share a file are one change, kept or dropped together: a
@@ -63,7 +67,7 @@ multiplies its crash points by it)."""
 class PendingChange:
     """One change a power cut keeps or drops whole."""
 
-    kind: str  # "content", "create", "unlink", "replace" or "rename"
+    kind: str  # "write", "content", "create", "unlink", "replace" or "rename"
     paths: tuple[str, ...]  # what it touches, relative to its root ("dir/name")
     order: int  # the trace index of the last operation that touched it (0: none)
 
@@ -83,11 +87,51 @@ class CrashState:
 
 
 @dataclass(frozen=True, slots=True)
+class FileWrite:
+    """One change of a file's content the simulation saw, not yet synced: bytes
+    written at ``offset`` (``data``), or the size set to ``size`` (a truncation:
+    ``grow=False``; an allocation, which only grows: ``grow=True``)."""
+
+    index: int  # the trace index of the operation
+    offset: int = 0
+    data: bytes | None = None
+    size: int = 0
+    grow: bool = False
+
+    def describe(self, path: str) -> str:
+        if self.data is not None:
+            return f"{path}[{self.offset}:{self.offset + len(self.data)}]"
+        return f"{path} {'grown' if self.grow else 'cut'} to {self.size}"
+
+
+def replay(content: bytes, writes: Sequence[FileWrite]) -> bytes:
+    """``content`` with ``writes`` applied in order (zeros fill any hole)."""
+    image = bytearray(content)
+    for write in writes:
+        if write.data is not None:
+            end = write.offset + len(write.data)
+            if end > len(image):
+                image.extend(bytes(end - len(image)))
+            image[write.offset : end] = write.data
+        elif write.grow:
+            image.extend(bytes(max(0, write.size - len(image))))
+        else:
+            del image[write.size :]
+            image.extend(bytes(write.size - len(image)))
+    return bytes(image)
+
+
+@dataclass(frozen=True, slots=True)
 class _EntryChange:
     directory: Identity
     name: str
     durable: Entry | None
     current: Entry | None
+
+
+_Member = tuple[list[_EntryChange], Identity | None, int | None]
+"""What a pending change is made of: entry changes, or a file's content (whole:
+``None``; or one of its writes, by number)."""
 
 
 class PendingImage:
@@ -98,11 +142,14 @@ class PendingImage:
         image: DurableImage,
         roots: Sequence[Path],
         orders: Mapping[str, int] | None = None,
+        writes: Mapping[Identity, Sequence[FileWrite]] | None = None,
     ) -> None:
         """Compare ``image`` with the trees under ``roots`` as they are now.
 
         ``orders`` maps a path to the trace index of the last operation on it
-        (for the order of prefixes; paths absent count as 0)."""
+        (for the order of prefixes; paths absent count as 0); ``writes`` lists,
+        per file, the changes of its content since its last fsync, when the
+        simulation saw them all (each is then a pending change of its own)."""
         self._image = image
         self._roots = tuple(roots)
         self._orders = dict(orders or {})
@@ -114,15 +161,25 @@ class PendingImage:
         changed = self._entry_changes()
         groups = _groups(changed)
         changes: list[PendingChange] = []
-        self._members: list[tuple[list[_EntryChange], Identity | None]] = []
+        self._members: list[_Member] = []
         for group in groups:
             changes.append(self._describe(group))
-            self._members.append((group, None))
+            self._members.append((group, None, None))
+        self._writes: dict[Identity, tuple[FileWrite, ...]] = {}
         for identity, content in sorted(self._content.items()):
-            if content != image.content(identity):
-                path = self._paths[identity]
-                changes.append(PendingChange("content", (path,), self._order(path)))
-                self._members.append(([], identity))
+            if content == image.content(identity):
+                continue
+            path = self._paths[identity]
+            found = tuple((writes or {}).get(identity, ()))
+            if found and replay(image.content(identity), found) == content:
+                self._writes[identity] = found
+                for number, write in enumerate(found):
+                    changes.append(PendingChange("write", (write.describe(path),),
+                                                 write.index))  # fmt: skip
+                    self._members.append(([], identity, number))
+                continue
+            changes.append(PendingChange("content", (path,), self._order(path)))
+            self._members.append(([], identity, None))
         order = sorted(range(len(changes)), key=lambda n: (changes[n].order, n))
         self.changes: tuple[PendingChange, ...] = tuple(changes[n] for n in order)
         self._members = [self._members[n] for n in order]
@@ -212,10 +269,13 @@ class PendingImage:
         """Write ``state`` of each root into the matching (new) ``targets``."""
         entries: dict[Identity, dict[str, Entry]] = {}
         content: dict[Identity, bytes] = {}
+        kept_writes: dict[Identity, set[int]] = {}
         for index in state.kept:
-            group, identity = self._members[index]
-            if identity is not None:
+            group, identity, number = self._members[index]
+            if identity is not None and number is None:
                 content[identity] = self._content[identity]
+            elif identity is not None and number is not None:
+                kept_writes.setdefault(identity, set()).add(number)
             for change in group:
                 view = entries.setdefault(
                     change.directory, dict(self._image.entries(change.directory))
@@ -224,6 +284,10 @@ class PendingImage:
                     view.pop(change.name, None)
                 else:
                     view[change.name] = change.current
+        for identity, numbers in kept_writes.items():
+            found = self._writes[identity]
+            chosen = [write for n, write in enumerate(found) if n in numbers]
+            content[identity] = replay(self._image.content(identity), chosen)
         for root, target in zip(self._roots, targets, strict=True):
             identity = self._image.identity(os.stat(root))
             target.mkdir(parents=True)

@@ -60,10 +60,11 @@ def test_pending_changes_are_named_and_ordered(tmp_path: Path) -> None:
     _, pending = cut_with_pending(tmp_path)
     described = [change.describe() for change in pending.changes]
     assert described == [
+        "write d/c cut to 0",  # the O_TRUNC of the rewrite
+        "write d/c[0:4]",
         "rename d/a -> d/c",
-        "content d/c",
         "create d/b",
-        "content d/b",
+        "write d/b[0:3]",
         "create e",
     ]
 
@@ -93,12 +94,14 @@ def test_keep_all_is_the_tree_a_kill_leaves(tmp_path: Path) -> None:
 
 
 def test_every_state_is_one_a_file_system_may_leave(tmp_path: Path) -> None:
-    """In all 32 states: the renamed file under exactly one name, with its old or
-    new bytes; the new file empty or whole; the kept file as it was."""
+    """In all 64 states: the renamed file under exactly one name, with its old
+    bytes, its new ones, none (truncated, not rewritten yet) or the new over the
+    old (rewritten, the truncation not kept); the new file empty or whole; the kept
+    file as it was."""
     root = tmp_path / "root"
     root.mkdir()
     _, pending = cut_with_pending(root)
-    states = pending.states(64)
+    states = pending.states(128)
     assert len(states) == 2 ** len(pending.changes)
     for number, state in enumerate(states):
         target = tmp_path / str(number)
@@ -106,7 +109,7 @@ def test_every_state_is_one_a_file_system_may_leave(tmp_path: Path) -> None:
         found = tree(target)
         names = {name for name in ("d/a", "d/c") if name in found}
         assert len(names) == 1, pending.describe(state)
-        assert found[names.pop()] in (b"old", b"new!")
+        assert found[names.pop()] in (b"old", b"new!", b"")
         assert found.get("d/b", b"") in (b"", b"bee")
         assert found["d/x.sqlite3"] == b"db"
         assert found.get("e/f", b"eff") == b"eff"
@@ -134,3 +137,41 @@ def test_pending_needs_the_power_off(tmp_path: Path) -> None:
     fs = PowerLossFileSystem([tmp_path])
     with pytest.raises(InvalidConfiguration, match="power is on"):
         fs.pending()
+
+
+def test_each_write_is_a_change_and_unseen_bytes_one_content(tmp_path: Path) -> None:
+    """A write, an allocation and a copy the layer saw are changes of their own,
+    each kept alone as it was; bytes written around the layer make one change."""
+    root = tmp_path / "root"
+    root.mkdir()
+    fs = PowerLossFileSystem([root])
+    write_new(fs, root / "seen", b"a" * 8, sync=True)
+    write_new(fs, root / "unseen", b"u" * 8, sync=True)
+    fs.fsync_directory(root)
+    descriptor = fs.open(root / "seen", os.O_RDWR | os.O_CLOEXEC)
+    source = os.open(root / "unseen", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fs.pwrite(descriptor, b"bb", 2)
+        fs.fallocate(descriptor, 0, 12)
+        fs.copy_file_range(source, descriptor, 2, 0, 10)
+    finally:
+        os.close(descriptor)
+        os.close(source)
+    with (root / "unseen").open("r+b") as stream:
+        stream.write(b"U")
+    with pytest.raises(PowerCut):
+        fs.cut_now("here")
+    pending = fs.pending()
+    described = [change.describe() for change in pending.changes]
+    assert described == [
+        "content unseen",
+        "write seen[2:4]",
+        "write seen grown to 12",
+        "write seen[10:12]",
+    ]
+    expected = [b"U" + b"u" * 7, b"aabbaaaa", b"a" * 8 + bytes(4), b"a" * 8 + bytes(2) + b"uu"]
+    for number, content in enumerate(expected):
+        state = next(s for s in pending.states(32) if s.kept == {number})
+        pending.write(state, [tmp_path / f"state-{number}"])
+        name = "unseen" if number == 0 else "seen"
+        assert (tmp_path / f"state-{number}" / name).read_bytes() == content
