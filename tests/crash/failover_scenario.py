@@ -703,6 +703,17 @@ def drive_to_failback(
             detail = f"{call} in {status.phase} after {taken}: {describe_error(error)}"
             return [("(4)", "a step towards failback was refused", detail)]
         taken.append(call)
+        if call == "complete_failover":
+            # Found failing over (a crash between an unplanned failover's two
+            # steps): until now the old source was the active copy; the replica VM
+            # starts from the chosen point, a state of the history up to the step.
+            found = active_images(engine)
+            if digest(found) not in past:
+                detail = f"after {taken}: the replica VM runs from no state of the "
+                detail += "history up to the step"
+                return [("(4)", "the failover completed on no past state", detail)]
+            expected = {disk: bytearray(image) for disk, image in found.items()}
+            states.add(digest(found))
     else:
         return [("(4)", "failback takes too many steps", f"after {taken}")]
     return _check_end(
