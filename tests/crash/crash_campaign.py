@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -59,11 +60,24 @@ from engine.testing import KillingFileSystem, PowerCut, PowerLossFileSystem  # n
 
 SCENARIOS: Final = ("planned", "unplanned", "divergent")
 DISTINCT_POINTS_MIN: Final = 100  # per mode: the issue's acceptance
-STATES_FULL: Final = 8  # crash states per power cut in the full campaign
-STATES_SAMPLED: Final = 4  # and in the default test's
-SAMPLED_PER_OPERATION: Final = 3  # distinct points per operation and mode, sampled
+STATES_FULL: Final = 16  # crash states per power cut in the full campaign
+STATES_SAMPLED: Final = 6  # and in the default test's
+SAMPLED_PER_OPERATION: Final = 6  # distinct points per operation and mode, sampled
 
 Task = tuple[str, str, int, bool, str]  # (mode, scenario, index, hook, when)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a campaign crashes: a sample or every distinct point, how many
+    occurrences of each, how many crash states per power cut, which write mode."""
+
+    sampled: bool = False
+    occurrences: int = 1
+    states: int = STATES_FULL
+    durable: bool = False
+
+
 Outcome = list[tuple[str, list[Problem]]]  # per crash state: (its name, problems)
 
 
@@ -83,13 +97,18 @@ def distinct(censuses: Sequence[Census], mode: str) -> dict[Label, list[Occurren
 
 
 def select(
-    censuses: Sequence[Census], mode: str, *, sampled: bool
+    censuses: Sequence[Census], mode: str, settings: Settings
 ) -> list[tuple[Label, Occurrence]]:
-    """Full: the first occurrence of every distinct point. Sampled: for each
-    operation, ``SAMPLED_PER_OPERATION`` of its points spread evenly (hooks first)."""
+    """Full: ``settings.occurrences`` occurrences of every distinct point (the
+    first, then spread evenly). Sampled: for each operation,
+    ``SAMPLED_PER_OPERATION`` of its points spread evenly (a hook first), once."""
     points = distinct(censuses, mode)
-    if not sampled:
-        return [(label, found[0]) for label, found in points.items()]
+    if not settings.sampled:
+        return [
+            (label, occurrence)
+            for label, found in points.items()
+            for occurrence in _occurrences(found, settings.occurrences)
+        ]
     by_operation: dict[str, list[Label]] = defaultdict(list)
     for label in points:
         if label.operation in OPERATIONS:
@@ -106,7 +125,16 @@ def select(
     return chosen
 
 
+def _occurrences(found: Sequence[Occurrence], count: int) -> list[Occurrence]:
+    """The first of ``found``, then up to ``count - 1`` more spread evenly."""
+    if len(found) <= count:
+        return list(found)
+    stride = (len(found) - 1) / (count - 1) if count > 1 else 0
+    return [found[round(stride * n)] for n in range(count)]
+
+
 def _spread(items: Sequence[Label], count: int) -> list[Label]:
+    """``count`` of ``items``, evenly spaced."""
     if len(items) <= count:
         return list(items)
     stride = len(items) / count
@@ -116,15 +144,16 @@ def _spread(items: Sequence[Label], count: int) -> list[Label]:
 # -- one crash point -------------------------------------------------------------------
 
 
-def run_task(directory: Path, task: Task, states_budget: int) -> Outcome:
+def run_task(directory: Path, task: Task, settings: Settings) -> Outcome:
     """Crash at ``task``, reopen, check; one outcome per crash state."""
     mode, scenario, index, hook, when = task
+    durable = settings.durable
     sites = directory / "sites"
     sites.mkdir(parents=True)
     if mode == "kill":
-        body = _kill_body(scenario, sites, index, hook=hook, when=when)
+        body = _kill_body(scenario, sites, index, hook=hook, when=when, durable=durable)
     else:
-        body = _power_body(scenario, directory, index, hook=hook, budget=states_budget)
+        body = _power_body(scenario, directory, index, hook=hook, settings=settings)
     status, text = run_child_text(body)
     progress = Progress.parse(text)
     code = os.waitstatus_to_exitcode(status)
@@ -134,7 +163,7 @@ def run_task(directory: Path, task: Task, states_budget: int) -> Outcome:
                 ("kill", [("child", "the child was not killed", str(progress.notes))])
             ]
         problems = check_after_crash(
-            scenario, directory, progress, durable=False, killed=True
+            scenario, directory, progress, durable=durable, killed=True
         )
         return [("kill", problems)]
     if code != 0 or not any(note.startswith("cut ") for note in progress.notes):
@@ -142,7 +171,7 @@ def run_task(directory: Path, task: Task, states_budget: int) -> Outcome:
         return [("drop all", [problem])]
     outcome: Outcome = [
         ("drop all", check_after_crash(
-            scenario, directory, progress, durable=False, killed=False
+            scenario, directory, progress, durable=durable, killed=False
         )),
     ]  # fmt: skip
     for note in progress.notes:
@@ -154,14 +183,14 @@ def run_task(directory: Path, task: Task, states_budget: int) -> Outcome:
             shutil.rmtree(directory / "points", ignore_errors=True)
             (directory / f"state-{number}" / "sites").rename(sites)
             problems = check_after_crash(
-                scenario, directory, progress, durable=False, killed=False
+                scenario, directory, progress, durable=durable, killed=False
             )
             outcome.append((name, problems))
     return outcome
 
 
 def _kill_body(
-    scenario: str, sites: Path, index: int, *, hook: bool, when: str
+    scenario: str, sites: Path, index: int, *, hook: bool, when: str, durable: bool
 ) -> Callable[[Report], None]:
     def crash(name: str, calls: list[int] = [0]) -> None:  # noqa: B006
         calls[0] += 1
@@ -171,20 +200,21 @@ def _kill_body(
     def body(report: Report) -> None:
         if hook:
             run_scenario(
-                scenario, sites, durable_writes=False, report=report, crash_point=crash
-            )
+                scenario, sites, durable_writes=durable, report=report,
+                crash_point=crash,
+            )  # fmt: skip
             return
         killing = KillingFileSystem(
             index, when="before" if when == "before" else "after"
         )
         with files.use(killing):
-            run_scenario(scenario, sites, durable_writes=False, report=report)
+            run_scenario(scenario, sites, durable_writes=durable, report=report)
 
     return body
 
 
 def _power_body(
-    scenario: str, directory: Path, index: int, *, hook: bool, budget: int
+    scenario: str, directory: Path, index: int, *, hook: bool, settings: Settings
 ) -> Callable[[Report], None]:
     sites = directory / "sites"
 
@@ -200,12 +230,12 @@ def _power_body(
         try:
             with files.use(simulation):
                 run_scenario(
-                    scenario, sites, durable_writes=False, report=report,
-                    crash_point=crash,
+                    scenario, sites, durable_writes=settings.durable,
+                    report=report, crash_point=crash,
                 )  # fmt: skip
         except PowerCut as cut:
             pending = simulation.pending()
-            states = pending.states(budget, seed=index)
+            states = pending.states(settings.states, seed=index)
             for number, state in enumerate(states[1:], start=1):
                 pending.write(state, [directory / f"state-{number}" / "sites"])
                 report(f"state {number} {pending.describe(state)}")
@@ -219,14 +249,14 @@ def _power_body(
 
 
 def run_all(
-    directory: Path, tasks: Sequence[Task], states_budget: int
+    directory: Path, tasks: Sequence[Task], settings: Settings
 ) -> list[Outcome]:
     """Every task on ``WORKERS`` forked workers; outcomes in the tasks' order."""
     pids = []
     for worker in range(WORKERS):
         pid = os.fork()
         if pid == 0:
-            _work(directory, tasks, worker, states_budget)
+            _work(directory, tasks, worker, settings)
         pids.append(pid)
     for pid in pids:
         os.waitpid(pid, 0)
@@ -244,13 +274,15 @@ def run_all(
     return outcomes
 
 
-def _work(directory: Path, tasks: Sequence[Task], worker: int, budget: int) -> None:
+def _work(
+    directory: Path, tasks: Sequence[Task], worker: int, settings: Settings
+) -> None:
     results = []
     try:
         for number in range(worker, len(tasks), WORKERS):
             place = directory / f"task-{number}"
             try:
-                outcome = run_task(place, tasks[number], budget)
+                outcome = run_task(place, tasks[number], settings)
             except Exception as error:  # a fault of the campaign: report it, go on
                 outcome = [
                     ("-", [("sweep", "the campaign itself raised", repr(error))])
@@ -265,21 +297,23 @@ def _work(directory: Path, tasks: Sequence[Task], worker: int, budget: int) -> N
 # -- the campaign and its report -------------------------------------------------------
 
 
-def campaign(directory: Path, *, sampled: bool) -> dict[str, object]:
+def campaign(directory: Path, settings: Settings) -> dict[str, object]:
     """Count, choose, crash, check: the results as plain data."""
     started = time.perf_counter()
-    censuses = [census(name, directory / f"census-{name}") for name in SCENARIOS]
+    censuses = [
+        census(name, directory / f"census-{name}", durable=settings.durable)
+        for name in SCENARIOS
+    ]
     rows: list[dict[str, object]] = []
     tasks: list[Task] = []
     for mode in ("kill", "power"):
-        for label, occurrence in select(censuses, mode, sampled=sampled):
+        for label, occurrence in select(censuses, mode, settings):
             when = label.when
             tasks.append(
                 (mode, occurrence.scenario, occurrence.index, occurrence.hook, when)
             )
             rows.append({"mode": mode, "label": list(label), "text": label.text()})
-    budget = STATES_SAMPLED if sampled else STATES_FULL
-    outcomes = run_all(directory, tasks, budget)
+    outcomes = run_all(directory, tasks, settings)
     for row, task, outcome in zip(rows, tasks, outcomes, strict=True):
         row["scenario"], row["index"] = task[1], task[2]
         row["states"] = [[name, problems] for name, problems in outcome]
@@ -288,7 +322,12 @@ def campaign(directory: Path, *, sampled: bool) -> dict[str, object]:
         "rows": rows,
         "distinct": distinct_count,
         "seconds": round(time.perf_counter() - started, 1),
-        "sampled": sampled,
+        "sampled": settings.sampled,
+        "settings": {
+            "occurrences": settings.occurrences,
+            "states": settings.states,
+            "durable_writes": settings.durable,
+        },
     }
 
 
@@ -303,7 +342,7 @@ def format_report(result: dict[str, object]) -> str:
             verdicts.append(f"{name}: {'ok' if not problems else 'VIOLATION'}")
         where = f"[{row['scenario']} #{row['index']}]"
         lines.append(f"{row['mode']:5} {row['text']} {where}")
-        lines.append("        " + "; ".join(verdicts))
+        lines.append("        " + " | ".join(verdicts))
         for name, problems in states:
             for check, what, detail in problems:  # type: ignore[attr-defined]
                 lines.append(f"        !! {name}: {check} {what}: {detail}")
@@ -313,42 +352,58 @@ def format_report(result: dict[str, object]) -> str:
 
 
 def totals(result: dict[str, object]) -> list[str]:
-    """Distinct points crashed per operation and mode, states, violations."""
+    """Distinct points crashed per operation and mode, crashes, states, violations."""
     rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
-    points: Counter[tuple[str, str]] = Counter()
+    points: dict[tuple[str, str], set[str]] = defaultdict(set)
+    crashes: Counter[str] = Counter()
     states: Counter[tuple[str, str]] = Counter()
-    violations: Counter[tuple[str, str]] = Counter()
+    bad: Counter[str] = Counter()
     for row in rows:
-        operation = row["label"][0]  # type: ignore[index]
-        key = (str(operation), str(row["mode"]))
-        points[key] += 1
+        operation = str(row["label"][0])  # type: ignore[index]
+        key = (operation, str(row["mode"]))
+        points[key].add(str(row["text"]))
+        crashes[operation] += 1
         found: list[list[object]] = row["states"]  # type: ignore[assignment]
         states[key] += len(found)
-        violations[key] += sum(1 for _, problems in found if problems)
+        bad[operation] += sum(1 for _, problems in found if problems)
     operations = sorted({operation for operation, _ in points})
-    known = [op for op in OPERATIONS if op in operations]
-    ordered = known + [op for op in operations if op not in OPERATIONS]
-    header = f"{'operation':24} {'kill points':>11} {'power points':>12} "
-    header += f"{'power states':>12} {'violations':>10}"
+    ordered = [op for op in OPERATIONS if op in operations]
+    ordered += [op for op in operations if op not in OPERATIONS]
+    header = f"{'operation':22} {'kill points':>11} {'power points':>12} "
+    header += f"{'crashes':>8} {'power states':>12} {'violations':>10}"
     lines = [header]
+
+    def line(name: str, kill: int, power: int, runs: int, cut: int, wrong: int) -> str:
+        return f"{name:22} {kill:>11} {power:>12} {runs:>8} {cut:>12} {wrong:>10}"
+
     for operation in ordered:
         kill, power = (operation, "kill"), (operation, "power")
         lines.append(
-            f"{operation:24} {points[kill]:>11} {points[power]:>12} "
-            f"{states[power]:>12} {violations[kill] + violations[power]:>10}"
-        )
-    kills = sum(n for (_, mode), n in points.items() if mode == "kill")
-    powers = sum(n for (_, mode), n in points.items() if mode == "power")
-    power_states = sum(n for (_, mode), n in states.items() if mode == "power")
-    bad = sum(violations.values())
-    lines.append(f"{'total':24} {kills:>11} {powers:>12} {power_states:>12} {bad:>10}")
-    distinct_count = result["distinct"]
+            line(operation, len(points[kill]), len(points[power]),
+                 crashes[operation], states[power], bad[operation])
+        )  # fmt: skip
+    total_kill = sum(
+        len(found) for (_, mode), found in points.items() if mode == "kill"
+    )
+    total_power = sum(len(v) for (_, mode), v in points.items() if mode == "power")
+    cut = sum(n for (_, mode), n in states.items() if mode == "power")
     lines.append(
-        f"distinct crash points in the scenarios: {distinct_count}; crashed: kill "
-        f"{kills}, power {powers}; {'sampled' if result['sampled'] else 'full'} "
-        f"campaign, {result['seconds']} s"
+        line("total", total_kill, total_power, sum(crashes.values()), cut,
+             sum(bad.values()))
+    )  # fmt: skip
+    settings = result.get("settings", {})
+    kind = "sampled" if result["sampled"] else "full"
+    lines.append(
+        f"distinct crash points in the scenarios: {result['distinct']}; {kind} "
+        f"campaign {settings}, {result['seconds']} s"
     )
     return lines
+
+
+def crashed_points(result: dict[str, object]) -> Counter[str]:
+    """Distinct points crashed per mode."""
+    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
+    return Counter(mode for mode, _ in {(row["mode"], row["text"]) for row in rows})
 
 
 def uncovered(result: dict[str, object]) -> list[str]:
@@ -376,18 +431,33 @@ def violations(result: dict[str, object]) -> int:
 def main(arguments: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sampled", action="store_true", help="the default test's")
+    parser.add_argument(
+        "--occurrences", type=int, default=1, help="occurrences of each point"
+    )
+    parser.add_argument(
+        "--states", type=int, default=None, help="crash states per power cut"
+    )
+    parser.add_argument(
+        "--durable", action="store_true", help="durable_writes=True (default: off)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     options = parser.parse_args(arguments)
+    default_states = STATES_SAMPLED if options.sampled else STATES_FULL
+    settings = Settings(
+        sampled=options.sampled,
+        occurrences=options.occurrences,
+        states=options.states or default_states,
+        durable=options.durable,
+    )
     base = MEMORY_FILE_SYSTEM if os.access(MEMORY_FILE_SYSTEM, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="hvdr-campaign-", dir=base) as directory:
-        result = campaign(Path(directory), sampled=options.sampled)
+        result = campaign(Path(directory), settings)
     if options.json:
         print(json.dumps(result))
         return 0
     print(format_report(result))
-    rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
-    crashed = Counter(str(row["mode"]) for row in rows)
-    failed = violations(result) or uncovered(result)
+    crashed = crashed_points(result)
+    failed = bool(violations(result) or uncovered(result))
     if not options.sampled:
         failed = failed or min(crashed.values()) < DISTINCT_POINTS_MIN
     return 1 if failed else 0

@@ -156,8 +156,9 @@ class Census:
     occurrences: tuple[Occurrence, ...]
 
 
-def census(scenario: str, directory: Path) -> Census:
-    """Run ``scenario`` once, counting file operations and hook calls; label each."""
+def census(scenario: str, directory: Path, *, durable: bool = False) -> Census:
+    """Run ``scenario`` once, counting file operations and hook calls; label each
+    (``durable``: with ``durable_writes``, which adds fsyncs)."""
     sites = directory / "sites"
     sites.mkdir(parents=True)
     counting = CountingFileSystem()
@@ -175,7 +176,7 @@ def census(scenario: str, directory: Path) -> Census:
 
     with files.use(counting):
         run_scenario(
-            scenario, sites, durable_writes=False, report=report, crash_point=hook
+            scenario, sites, durable_writes=durable, report=report, crash_point=hook
         )
     root = str(sites)
     trace = [(t.index, t.operation, t.path.replace(root, "")) for t in counting.trace]
