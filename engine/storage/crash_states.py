@@ -260,8 +260,12 @@ class PendingImage:
         """The state's name and what it keeps, in words."""
         if state.name in ("drop all", "keep all"):
             return state.name
+        dropped = set(range(len(self.changes))) - state.kept
+        if len(dropped) < len(state.kept):
+            listed = "; ".join(self.changes[n].describe() for n in sorted(dropped))
+            return f"{state.name}: drops {listed}"
         kept = "; ".join(self.changes[n].describe() for n in sorted(state.kept))
-        return f"{state.name}: keeps {kept or 'nothing'}"
+        return f"{state.name}: keeps {kept}"
 
     # -- writing one -----------------------------------------------------------------
 
