@@ -169,7 +169,8 @@ def test_each_write_is_a_change_and_unseen_bytes_one_content(tmp_path: Path) -> 
         "write seen grown to 12",
         "write seen[10:12]",
     ]
-    expected = [b"U" + b"u" * 7, b"aabbaaaa", b"a" * 8 + bytes(4), b"a" * 8 + bytes(2) + b"uu"]
+    grown, copied = b"a" * 8 + bytes(4), b"a" * 8 + bytes(2) + b"uu"
+    expected = [b"U" + b"u" * 7, b"aabbaaaa", grown, copied]
     for number, content in enumerate(expected):
         state = next(s for s in pending.states(32) if s.kept == {number})
         pending.write(state, [tmp_path / f"state-{number}"])
