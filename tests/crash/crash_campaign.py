@@ -192,7 +192,11 @@ def run_task(directory: Path, task: Task, settings: Settings) -> Outcome:
 def _kill_body(
     scenario: str, sites: Path, index: int, *, hook: bool, when: str, durable: bool
 ) -> Callable[[Report], None]:
-    def crash(name: str, calls: list[int] = [0]) -> None:  # noqa: B006
+    """The child of a kill: SIGKILL at the ``index``-th hook call, or before or
+    after the ``index``-th file operation."""
+    calls = [0]
+
+    def crash(name: str) -> None:
         calls[0] += 1
         if calls[0] == index:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -216,6 +220,9 @@ def _kill_body(
 def _power_body(
     scenario: str, directory: Path, index: int, *, hook: bool, settings: Settings
 ) -> Callable[[Report], None]:
+    """The child of a power cut: cut at the ``index``-th hook call or before the
+    ``index``-th file operation; write each crash state beside the sites (reported
+    as ``state <n> <what it keeps>``), then rewrite the sites to "drop all"."""
     sites = directory / "sites"
 
     def body(report: Report) -> None:
