@@ -18,12 +18,15 @@ file's role, before or after). This campaign crashes occurrences of them:
   checked (a write not flushed may be lost only if the engine says a
   resynchronisation is needed).
 
-``python tests/crash/crash_campaign.py`` runs the full campaign (each distinct
-point once, kill and power, up to 8 states per power cut) and prints every point,
-its states and their results, then the totals per operation and mode; it exits 1
-on a violation or if fewer than 100 distinct points per mode were crashed.
-``--sampled`` runs the default test's selection (a few points per operation), and
-``--json`` prints the results as JSON for a test to read.
+``python tests/crash/crash_campaign.py`` (``make crash-sweep``) runs the full
+campaign (each distinct point once, kill and power, up to 16 states per power cut,
+``durable_writes=False``) and prints every point, its states and their results,
+then the totals per operation and mode; it exits 1 on a violation, on a listed
+operation not crashed both ways, or below 100 distinct points per mode.
+``--occurrences N`` crashes up to N occurrences of each point, ``--states N`` sets
+the states per cut, ``--durable`` runs with ``durable_writes=True`` (a census of
+its own); ``--sampled`` runs the default test's selection (six points per listed
+operation and mode), and ``--json`` prints the results as JSON for a test to read.
 """
 
 from __future__ import annotations
