@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench diagrams clean
+.PHONY: demo test lint bench diagrams clean crash-sweep
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n 2
+
+# The full crash campaign: a kill and a power cut (with the crash states in between)
+# at every distinct crash point of the failover scenarios; prints each point, its
+# states and their results, then the totals (docs/crash-testing.md). `make test`
+# runs a sample of it (tests/crash/test_crash_points.py).
+crash-sweep: $(STAMP)
+	$(VENV)/bin/python tests/crash/crash_campaign.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

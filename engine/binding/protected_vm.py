@@ -112,7 +112,18 @@ from model.lifecycle import Edge
 from model.state import ALL_FAULTS
 from model.successor import lifecycle_edge
 
-__all__ = ["CYCLE_CRASH_POINTS", "CrashPoint", "CycleReport", "ProtectedVm"]
+__all__ = [
+    "CYCLE_CRASH_POINTS",
+    "STEP_CRASH_POINTS",
+    "CrashPoint",
+    "CycleReport",
+    "ProtectedVm",
+]
+
+STEP_CRASH_POINTS: Final = ("intent_recorded", "effect_done")
+"""Steps of every operation's ``ProtectedVm.step`` the ``crash_point`` seam is called
+at: its intent is recorded (the effect not begun), its effect is done (the phase not
+committed): the crash points of an operation whose effect changes only SQLite."""
 
 #: The workload is not bounded by the model's explored environment here, and the
 #: environment's faults (a refused shutdown, a final sync cut short) are real events.
@@ -276,8 +287,10 @@ class ProtectedVm:
         """Bind an existing VM (its control row must exist at a site that is up).
 
         ``crash_point`` is a test seam called with the name of each step of a cycle
-        (``CYCLE_CRASH_POINTS``, and the replica store's ``CRASH_POINTS``) and of the
-        failover operations (``failover.CRASH_POINTS``).
+        (``CYCLE_CRASH_POINTS``, and the replica store's ``CRASH_POINTS``), of the
+        failover operations (``failover.CRASH_POINTS``) and of every operation's
+        ``step`` (``STEP_CRASH_POINTS``: between its intent and its effect, and
+        between its effect and its phase's commit).
         """
         self.name = name
         self.disk_sizes = dict(disks)
@@ -867,10 +880,12 @@ class ProtectedVm:
             self.name, action, json.dumps(recorded, sort_keys=True)
         )
         try:
+            self.crash("intent_recorded")
             effect()
             if final_args is not None:
                 predicted = self._decide_on(view_before, action, final_args())
             committed = None if details is None else details().to_json()
+            self.crash("effect_done")
         except BaseException as error:
             if not isinstance(error, Exception):
                 # Interrupted (KeyboardInterrupt, SystemExit): the effect may be half

@@ -81,8 +81,22 @@ class DurableImage:
             with open(reader, "rb") as stream:
                 self._contents[self.identity(status)] = stream.read()
 
+    def content(self, identity: Identity) -> bytes:
+        """The durable content of file ``identity`` (empty: never synced)."""
+        return self._contents.get(identity, b"")
+
+    def entries(self, identity: Identity) -> dict[str, Entry]:
+        """The durable entries of directory ``identity`` (none: never synced)."""
+        return dict(self._entries.get(identity, {}))
+
     def capture_directory(self, directory: Path) -> dict[str, Entry]:
         """An fsync of ``directory`` made its entries durable; return them."""
+        entries = self.scan(directory)
+        self._entries[self.identity(os.stat(directory))] = entries
+        return entries
+
+    def scan(self, directory: Path) -> dict[str, Entry]:
+        """The entries of ``directory`` as they are now (kept names aside)."""
         entries: dict[str, Entry] = {}
         with os.scandir(directory) as scan:
             for item in scan:
@@ -91,7 +105,6 @@ class DurableImage:
                 if self.kept(item.name) or not (is_dir or stat.S_ISREG(status.st_mode)):
                     continue
                 entries[item.name] = (self.identity(status), is_dir)
-        self._entries[self.identity(os.stat(directory))] = entries
         return entries
 
     def restore(self, root: Path) -> None:

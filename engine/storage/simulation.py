@@ -14,9 +14,12 @@ count the **mutating operations** that pass through them (an ``open`` that may w
   not, so it tests the *order* of the steps and the recovery code;
 - :class:`FullDiskFileSystem` answers ``ENOSPC`` at the N-th operation that needs
   space, once: a disk that filled up at exactly that step;
-- :class:`PowerLossFileSystem` raises :class:`PowerCut` before the N-th operation and,
-  when :meth:`PowerLossFileSystem.power_cut` is called, rewrites the real trees under
-  its roots to what was *durable*, as a reboot after a power loss finds them.
+- :class:`PowerLossFileSystem` raises :class:`PowerCut` before the N-th operation (or
+  where :meth:`PowerLossFileSystem.cut_now` is called: at a named step of the engine)
+  and, when :meth:`PowerLossFileSystem.power_cut` is called, rewrites the real trees
+  under its roots to what was *durable*, as a reboot after a power loss finds them.
+  Before that, :meth:`PowerLossFileSystem.pending` lists what was not durable and the
+  states in between that a real file system may leave (``crash_states``).
 
 **The durability model** is the strict one of the crash-consistency checkers (ALICE,
 CrashMonkey): nothing is durable unless an fsync made it so.
@@ -37,6 +40,14 @@ CrashMonkey): nothing is durable unless an fsync made it so.
   not modelled: SQLite makes each commit durable itself (``synchronous=FULL``) through
   calls this layer does not see, so they are left exactly as they are at the cut, and
   so are the directories holding them (their other entries follow the model).
+
+**The states in between** (``crash_states``, as ALICE and CrashMonkey explore them):
+"drop everything not durable" is the strictest state, "keep everything" the one a
+kill leaves; in between, each pending change is kept or dropped on its own: each
+unsynced write, truncation, allocation or copy into a file (the layer records them,
+and forgets a file's at its fsync), each create, unlink or rebinding of a directory
+entry, and each rename as one change (its two names together: renames are atomic).
+A bounded, deterministic choice of those states is offered per cut.
 
 **What it cannot see, and other limits.** Writes made through Python file objects or
 straight through ``os`` are not counted, but their content is captured at the next
@@ -65,12 +76,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
 from engine.errors import InvalidConfiguration
+from engine.storage.crash_states import FileWrite, PendingImage
 from engine.storage.disk import require_int
 from engine.storage.durable_image import (
     DurableImage,
+    Identity,
     descriptor_path,
     inode_of,
     inodes_under,
@@ -283,6 +296,7 @@ class PowerLossFileSystem(CountingFileSystem):
         )
         self._image = DurableImage(keep)
         self._image.take_baseline(self._roots)
+        self._writes: dict[Identity, list[FileWrite]] = {}  # unsynced, per file
         self._cut_before: int | None = None  # set while the power is off
         self._boot_id = _simulated_boot_id()
 
@@ -295,6 +309,30 @@ class PowerLossFileSystem(CountingFileSystem):
         """The simulated boot's id: a new one after each :meth:`power_cut`."""
         return self._boot_id
 
+    def cut_now(self, reason: str) -> NoReturn:
+        """Cut the power here, between operations (a named step of the engine):
+        raise :class:`PowerCut`; every operation after it raises it again."""
+        with self._lock:
+            if self._cut_before is None:
+                self._cut_before = self.operations + 1
+            msg = f"power cut at {reason} (before operation {self._cut_before})"
+            raise PowerCut(msg)
+
+    def pending(self) -> PendingImage:
+        """While the power is off: what was not durable, and the crash states
+        between dropping all of it and keeping all of it (``crash_states``)."""
+        with self._lock:
+            if self._cut_before is None:
+                msg = "pending() is for a cut: the power is on"
+                raise InvalidConfiguration(msg)
+            orders: dict[str, int] = {}
+            for entry in self._trace:
+                for path in entry.path.split(" -> "):
+                    for root in self._roots:
+                        if Path(path).is_relative_to(root):
+                            orders[_relative_path(root, Path(path))] = entry.index
+            return PendingImage(self._image, self._roots, orders, self._writes)
+
     def power_cut(self) -> None:
         """Rewrite the trees under the roots to what was durable; boot again.
 
@@ -306,6 +344,7 @@ class PowerLossFileSystem(CountingFileSystem):
             for root in self._roots:
                 self._image.restore(root)
             self._image.take_baseline(self._roots)
+            self._writes.clear()
             self._cut_before = None
             self._boot_id = _simulated_boot_id()
 
@@ -326,17 +365,68 @@ class PowerLossFileSystem(CountingFileSystem):
             descriptor = super().open(path, flags, mode)
             if born:
                 self._image.renew([inode_of(os.fstat(descriptor))])
+            elif flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
+                self._wrote(descriptor, FileWrite(self.operations, size=0))
             return descriptor
+
+    def pwrite(self, descriptor: int, data: Buffer, offset: int) -> int:
+        with self._lock:
+            written = super().pwrite(descriptor, data, offset)
+            chunk = bytes(memoryview(data).cast("B")[:written])
+            self._wrote(descriptor, FileWrite(self.operations, offset, chunk))
+            return written
+
+    def pwritev(self, descriptor: int, buffers: Sequence[Buffer], offset: int) -> int:
+        with self._lock:
+            written = super().pwritev(descriptor, buffers, offset)
+            joined = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+            chunk = joined[:written]
+            self._wrote(descriptor, FileWrite(self.operations, offset, chunk))
+            return written
+
+    def ftruncate(self, descriptor: int, length: int) -> None:
+        with self._lock:
+            super().ftruncate(descriptor, length)
+            self._wrote(descriptor, FileWrite(self.operations, size=length))
+
+    def fallocate(self, descriptor: int, offset: int, length: int) -> None:
+        with self._lock:
+            super().fallocate(descriptor, offset, length)
+            grown = FileWrite(self.operations, size=offset + length, grow=True)
+            self._wrote(descriptor, grown)
+
+    def copy_file_range(
+        self,
+        source: int,
+        target: int,
+        count: int,
+        offset_source: int,
+        offset_target: int,
+    ) -> int:
+        with self._lock:
+            copied = super().copy_file_range(
+                source, target, count, offset_source, offset_target
+            )
+            chunk = os.pread(source, copied, offset_source) if copied else b""
+            self._wrote(target, FileWrite(self.operations, offset_target, chunk))
+            return copied
+
+    def _wrote(self, descriptor: int, write: FileWrite) -> None:
+        """Remember an unsynced change of the file's content (``crash_states``)."""
+        identity = self._image.identity(os.fstat(descriptor))
+        self._writes.setdefault(identity, []).append(write)
 
     def fsync(self, descriptor: int) -> None:
         with self._lock:
             super().fsync(descriptor)
             self._image.capture_descriptor(descriptor)
+            self._writes.pop(self._image.identity(os.fstat(descriptor)), None)
 
     def fdatasync(self, descriptor: int) -> None:
         with self._lock:
             super().fdatasync(descriptor)
             self._image.capture_descriptor(descriptor)
+            self._writes.pop(self._image.identity(os.fstat(descriptor)), None)
 
     def fsync_directory(self, path: Path) -> None:
         with self._lock:
@@ -370,6 +460,10 @@ class PowerLossFileSystem(CountingFileSystem):
             freed = inodes_under(Path(path))
             super().remove_tree(path)
             self._image.renew(freed)
+
+
+def _relative_path(root: Path, path: Path) -> str:
+    return "" if path == root else str(path.relative_to(root))
 
 
 def _same_file(source: Path, target: Path) -> bool:

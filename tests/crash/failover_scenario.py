@@ -2,16 +2,17 @@
 
 Three plans through the public engine API, on two disks of 64 KiB:
 
-- ``PLANNED``: protect, versioned writes and cycles, a planned failover in two calls
+- ``PLANNED``: protect, versioned writes and cycles, a drill (test failover, a write
+  and a cycle during it, cleanup), a planned failover in two calls
   (``-Prepare``: shutdown and final sync; then the failover), commit, writes at the
   secondary, reverse replication (deltas only), cycles, then failback: a planned
   failover in one call, commit, reverse replication again, a cycle;
 - ``UNPLANNED``: protect, cycles, writes left unshipped and flushed, the primary
   crashes (``crash_site``), an unplanned failover from the older of the two newest
-  points, commit, writes, the primary comes back (``recover_site``: the loss is
-  reconciled), reverse replication with its targeted resynchronisation, cycles, a
-  planned failover back prepared and then cancelled (replication stops for good),
-  disable, enable (now from the secondary), cycles;
+  points, a change of point to the newest, commit, writes, the primary comes back
+  (``recover_site``: the loss is reconciled), reverse replication with its targeted
+  resynchronisation, cycles, a planned failover back prepared and then cancelled
+  (replication stops for good), disable, enable (now from the secondary), cycles;
 - ``DIVERGENT``: protect, cycles, writes left unshipped, an unplanned failover from the
   older of the two newest points with the source still running (no shutdown asked),
   writes to that old copy (divergent: lost, never merged), commit, writes, reverse
@@ -70,6 +71,7 @@ from crash_scenario import describe as describe_error
 from engine.errors import ReplicationError
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
+from engine.source.shipping import CrashPoint
 from engine.testing import ManualClock
 
 BLOCKS: Final = DISKS["os"] // BLOCK
@@ -97,6 +99,10 @@ PLANNED: Final = (
     Step("enable_protection", "protected", via=("initial_replication",)),
     Step("write", "protected", count=3),
     Step("replicate", "protected"),
+    Step("start_test_failover", "test_failover"),  # a drill from the latest point
+    Step("write", "test_failover"),  # production goes on, and so do cycles
+    Step("replicate", "test_failover"),
+    Step("cleanup_test_failover", "protected"),
     Step("write", "protected", count=2),  # left for the final sync
     Step("prepare_planned_failover", "failover_prepared"),
     Step("failover", "failed_over", via=("failing_over",)),
@@ -125,6 +131,7 @@ UNPLANNED: Final = (
     Step("flush", "protected"),
     Step("crash_site", "protected"),
     Step("unplanned_failover", "failed_over", via=("failing_over",), point=-2),
+    Step("change_recovery_point", "failed_over", point=-1),  # the newest instead
     Step("commit", "committed"),
     Step("write", "committed", count=2),
     Step("recover_site", "committed"),
@@ -209,6 +216,7 @@ class Oracle:
         self._append(current)
         version = 0
         points: list[int] = []  # the target's points, as history indexes
+        offered: list[int] = []  # those an unplanned failover chose from
         for index, step in enumerate(self.plan):
             if step.action == "write":
                 numbers = []
@@ -219,12 +227,13 @@ class Oracle:
                     self.state_of_write[version] = len(self.history) - 1
                     numbers.append(version)
                 self.write_versions[index] = tuple(numbers)
-            elif step.action == "unplanned_failover":
-                chosen = points[step.point]
+            elif step.action in ("unplanned_failover", "change_recovery_point"):
+                if step.action == "unplanned_failover":
+                    offered, points = points, []
+                chosen = offered[step.point]
                 current = {d: bytearray(b) for d, b in self.images[chosen].items()}
                 self._append(current)
                 self.rollbacks.append(len(self.history) - 1)
-                points = []
             elif step.action in ("enable_protection", "replicate"):
                 points.append(len(self.history) - 1)
             elif step.action in ("commit", "disable", "cancel_failover"):
@@ -253,12 +262,16 @@ ORACLES: Final = {name: Oracle(plan) for name, plan in PLANS.items()}
 # -- running a plan --------------------------------------------------------------------
 
 
-def open_engine(sites: Path, *, durable_writes: bool) -> ReplicationEngine:
-    """Open both sites under ``sites`` with a manual clock."""
+def open_engine(
+    sites: Path, *, durable_writes: bool, crash_point: CrashPoint | None = None
+) -> ReplicationEngine:
+    """Open both sites under ``sites`` with a manual clock (and the engine's named
+    ``crash_point`` seam, for a sweep that crashes at its steps)."""
     primary, secondary = (sites / site for site in SITES)
     return ReplicationEngine.open(
-        primary, secondary, clock=ManualClock(), durable_writes=durable_writes
-    )
+        primary, secondary, clock=ManualClock(), durable_writes=durable_writes,
+        crash_point=crash_point,
+    )  # fmt: skip
 
 
 def write_version(
@@ -275,11 +288,12 @@ def run_scenario(
     durable_writes: bool,
     report: Report,
     opened: Callable[[ReplicationEngine], None] | None = None,
+    crash_point: CrashPoint | None = None,
 ) -> None:
     """Run plan ``name``; report "step i" before each step, "ack n" after write n,
     "flushed n" once writes up to n are durable; check each step's phase."""
     oracle = ORACLES[name]
-    engine = open_engine(sites, durable_writes=durable_writes)
+    engine = open_engine(sites, durable_writes=durable_writes, crash_point=crash_point)
     if opened is not None:
         opened(engine)
     acknowledged = 0
@@ -328,6 +342,9 @@ def _run_step(engine: ReplicationEngine, step: Step) -> None:
     elif action == "unplanned_failover":
         points = engine.status(VM).recovery_points
         engine.unplanned_failover(VM, points[step.point].recovery_point_id)
+    elif action == "change_recovery_point":
+        points = engine.status(VM).recovery_points
+        engine.change_recovery_point(VM, points[step.point].recovery_point_id)
     elif action == "reverse_replication":
         engine.reverse_replication(VM)
     else:
@@ -686,6 +703,17 @@ def drive_to_failback(
             detail = f"{call} in {status.phase} after {taken}: {describe_error(error)}"
             return [("(4)", "a step towards failback was refused", detail)]
         taken.append(call)
+        if call == "complete_failover":
+            # Found failing over (a crash between an unplanned failover's two
+            # steps): until now the old source was the active copy; the replica VM
+            # starts from the chosen point, a state of the history up to the step.
+            found = active_images(engine)
+            if digest(found) not in past:
+                detail = f"after {taken}: the replica VM runs from no state of the "
+                detail += "history up to the step"
+                return [("(4)", "the failover completed on no past state", detail)]
+            expected = {disk: bytearray(image) for disk, image in found.items()}
+            states.add(digest(found))
     else:
         return [("(4)", "failback takes too many steps", f"after {taken}")]
     return _check_end(
