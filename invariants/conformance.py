@@ -62,6 +62,7 @@ from model import (
     Call,
     Copy,
     ModelConfig,
+    ModelError,
     Phase,
     Site,
     SystemState,
@@ -827,6 +828,9 @@ def replay_on_engine(
     not (a failover left incomplete while it could complete) cannot be replayed and
     says so."""
     pending = list(calls)
+    if not pending:
+        msg = "the trace has no steps: nothing to replay"
+        raise TraceError(msg)
     world = World()
     state = initial_state(config)
     steps: list[Step] = []
@@ -836,9 +840,11 @@ def replay_on_engine(
             call = pending[0]
             step = _step_for(call, state)
             steps.append(step)
+            number = len(done) + 1
             try:
                 taken = chain(config, state, step, rules)
-            except ActionRefused:
+            except ActionRefused as refusal:
+                _check_replayable(number, call, refusal)
                 # A refusal in the trace: the engine must refuse it too, and change
                 # nothing (conform checks both).
                 try:
@@ -849,11 +855,16 @@ def replay_on_engine(
                 done.append(call)
                 del pending[0]
                 continue
+            except ModelError as error:
+                msg = f"step {number}: {call} is not a call of this model: {error}"
+                raise TraceError(msg) from error
             expected = [c for c, _ in taken]
             if pending[: len(expected)] != expected:
-                msg = f"step {len(done) + 1}: the engine takes {expected} as one "
-                msg += f"operation; the trace has {pending[: len(expected)]}"
-                return len(done), ConformanceFailure(msg, steps, done)
+                had = ", ".join(str(c) for c in pending[: len(expected)])
+                msg = f"step {number}: the engine takes "
+                msg += f"{', '.join(str(c) for c in expected)} as one operation; "
+                msg += f"the trace has {had}"
+                raise TraceError(msg)
             try:
                 state = conform(config, world, state, step, rules)
             except ConformanceFailure as failure:
@@ -864,6 +875,23 @@ def replay_on_engine(
         return len(done), None
     finally:
         world.close()
+
+
+class TraceError(ValueError):
+    """A trace the engine cannot replay: not a conformance failure, a bad input."""
+
+
+def _check_replayable(number: int, call: Call, refusal: ActionRefused) -> None:
+    """A refused operation is a step to check; a refused environment event, or
+    arguments the model never offers, make the trace itself wrong."""
+    if call.action in EVENTS:
+        msg = f"step {number}: the environment event {call} cannot happen here "
+        msg += f"({refusal}); a trace's events must be possible"
+        raise TraceError(msg)
+    if refusal.guard == "choice":
+        msg = f"step {number}: {call} has arguments the model never offers here "
+        msg += f"({refusal})"
+        raise TraceError(msg)
 
 
 def _step_for(call: Call, state: SystemState) -> Step:

@@ -333,6 +333,10 @@ def _try_shutdown_and_sync(
         shut_down(vm, disks, active)
     except ShutdownRefused:
         return SHUTDOWN_REFUSED
+    if disks.log_state is not LogState.USABLE:
+        # Logs past their limit or untrusted cannot make a final cycle the replica
+        # could trust (decision 8): no final sync; the failover goes on.
+        return SHUTDOWN_SYNC_CUT
     try:
         synced.append(final_sync(vm))
     except (ReplicationError, OSError):

@@ -132,10 +132,30 @@ the starting states), {report.seconds:.1f} s,
     )
 
 
+#: Options of the model's fuzzer that mean nothing with --engine.
+MODEL_ONLY = (
+    "config", "vms", "disks", "lag", "points", "budget", "faults", "app_points",
+    "mutant", "report",
+)  # fmt: skip
+
+
 def run_engine(args: argparse.Namespace, console: Console) -> int:
     """Conformance fuzzing of the engine against the model; 1 on a failure."""
     if args.examples < 1 or args.steps < 1:
         console.print("[red]--examples and --steps must be at least 1[/red]")
+        return 2
+    ignored = [f"--{name.replace('_', '-')}" for name in MODEL_ONLY
+               if getattr(args, name, None) is not None]  # fmt: skip
+    if ignored:
+        console.print(
+            f"[red]{', '.join(ignored)}: not with --engine (the engine is held to "
+            "one model: one VM of two disks, every fault; plant engine bugs with "
+            "--engine-mutant)[/red]"
+        )
+        return 2
+    if args.timeout is not None and not args.timeout > 0:
+        console.print(f"[red]--timeout {args.timeout}: must be a number of seconds "
+                      "above 0[/red]")  # fmt: skip
         return 2
     mutant = ENGINE_MUTANTS.get(args.engine_mutant or "")
 
@@ -153,6 +173,12 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
         report = _fuzz_engine(args, progress)
     for line in describe_engine_report(report):
         console.print(line)
+    if report.failure is None and report.coverage.steps == 0:
+        console.print(
+            "[yellow]no engine step was drawn beyond the starting states: nothing "
+            "was tested; raise --steps or --examples[/yellow]"
+        )
+        return 3
     if report.failure is None:
         console.print("[green]the engine followed the model at every step[/green]")
         return 0

@@ -17,7 +17,8 @@ from typing import Any
 from rich.console import Console
 
 from invariants import trace as traces
-from invariants.conformance import replay_on_engine
+from invariants.conformance import CONFIG as ENGINE_CONFIG
+from invariants.conformance import TraceError, replay_on_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.mutants import BY_NAME as MUTANTS
 from model import SystemState, is_protected
@@ -96,10 +97,17 @@ def run(args: argparse.Namespace) -> int:
 def run_engine(trace: traces.Trace, console: Console) -> int:
     """Replay ``trace`` on the engine; 1 when the engine leaves the model."""
     config = trace.config
-    if (config.vm_count, config.disks_per_vm) != (1, 2):
+    differs = [
+        f"{name}={getattr(config, name)!r} (the engine's model has "
+        f"{getattr(ENGINE_CONFIG, name)!r})"
+        for name in ENGINE_CONFIG.__dataclass_fields__
+        if name != "vm_names" and getattr(config, name) != getattr(ENGINE_CONFIG, name)
+    ]
+    if differs:
         console.print(
-            f"[red]the engine replays one-VM traces of two disks; this one has "
-            f"{config.vm_count} VMs of {config.disks_per_vm} disks[/red]"
+            "[red]the engine replays traces of its own model (one VM of two disks, "
+            f"as hvdr fuzz --engine writes them); this one has {'; '.join(differs)}"
+            "[/red]"
         )
         return 2
     mutant = None
@@ -112,11 +120,15 @@ def run_engine(trace: traces.Trace, console: Console) -> int:
             )
             return 2
         console.print(f"[yellow]replaying with engine mutant {mutant.name}[/yellow]")
-    if mutant is not None:
-        with mutant.plant():
+    try:
+        if mutant is not None:
+            with mutant.plant():
+                replayed, failure = replay_on_engine(trace.calls)
+        else:
             replayed, failure = replay_on_engine(trace.calls)
-    else:
-        replayed, failure = replay_on_engine(trace.calls)
+    except TraceError as error:
+        console.print(f"[red]cannot replay this trace on the engine: {error}[/red]")
+        return 2
     console.print(f"{replayed} of {len(trace.calls)} steps replayed on the engine")
     if failure is None:
         console.print("[green]the engine followed the model at every step[/green]")
