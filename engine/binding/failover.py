@@ -446,6 +446,13 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
             raise InvalidConfiguration(msg)
         index = _model_index(vm, points, chosen)
         old = loss_report.LossReport.from_json(_report_fields(details.loss))
+        site = details.old_site
+        if old.unshipped_writes is None and site is not None and vm.sites.up(site):
+            # Never asked at failover time, and reachable now: ask it first, so the
+            # figure for the new point is exact if its logs can tell.
+            reverse.reconcile(vm)
+            details = vm.details()
+            old = loss_report.LossReport.from_json(_report_fields(details.loss))
         report = loss_report.rechosen(old, points, chosen)
         vm.step(
             "change_recovery_point",

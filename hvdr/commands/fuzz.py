@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
         choices=sorted(ENGINE_MUTANTS),
         help="with --engine: plant this engine bug first (the run must fail)",
     )
+    parser.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="with --engine: report the first failing example as found (faster)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -199,6 +204,7 @@ def _fuzz_engine(args: argparse.Namespace, progress: Any) -> ConformanceReport:
         steps=args.steps,
         seed_value=args.seed,
         timeout_seconds=args.timeout,
+        shrink=not args.no_shrink,
         progress=progress,
     )
 
