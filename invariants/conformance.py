@@ -36,11 +36,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from hypothesis import HealthCheck, Verbosity, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
-    get_state_machine_test,
     initialize,
     rule,
 )
@@ -56,7 +54,7 @@ from invariants.engine_world import (
     World,
     damage_last_record,
 )
-from invariants.fuzz import PHASES, situation
+from invariants.fuzz import run_in_batches, situation
 from model import (
     ActionRefused,
     Call,
@@ -789,32 +787,17 @@ def fuzz_engine(
     coverage = Coverage()
     pool = start_pool(config, rules)
     machine = machine_class(config, rules, pool=pool, coverage=coverage)
-    done, failure = 0, None
-    while done < examples and failure is None:
-        size = min(batch, examples - done)
-        options = settings(
-            max_examples=size,
-            stateful_step_count=steps,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            print_blob=False,
-            verbosity=Verbosity.quiet,
-            report_multiple_bugs=False,
-            derandomize=False,  # the seed decides, whatever profile is loaded
-            phases=PHASES if shrink else PHASES[:3],
-        )
-        test = get_state_machine_test(machine, settings=options)
-        try:
-            seed(seed_value + done)(test)()
-        except ConformanceFailure as error:
-            failure = error
-        done += size
+
+    def after_batch(done: int) -> None:
         if progress is not None:
             progress(done, coverage)
-        late = timeout_seconds is not None
-        if late and time.perf_counter() - started > (timeout_seconds or 0.0):
-            break
+
+    done, failure = run_in_batches(
+        machine, ConformanceFailure, examples=examples, steps=steps,
+        seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
+        shrink=shrink, started=started, after_batch=after_batch,
+        derandomize=False,  # the seed decides, whatever profile is loaded
+    )  # fmt: skip
     return ConformanceReport(done, time.perf_counter() - started, coverage, failure)
 
 

@@ -35,7 +35,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings, target
 from hypothesis import strategies as st
@@ -264,6 +264,63 @@ def _count(
         taken[edge] += 1
 
 
+_Failure = TypeVar("_Failure", bound=BaseException)
+
+
+def run_in_batches(
+    machine: type[RuleBasedStateMachine],
+    failure: type[_Failure],
+    *,
+    examples: int,
+    steps: int,
+    seed_value: int,
+    timeout_seconds: float | None,
+    batch: int,
+    shrink: bool,
+    started: float,
+    after_batch: Callable[[int], None] | None = None,
+    **extra: Any,
+) -> tuple[int, _Failure | None]:
+    """Run ``machine`` for ``examples`` examples in seeded batches until ``failure``
+    is raised; returns the examples run and the failure caught (None: none).
+
+    Batches use seeds ``seed_value``, +1, ... so a ``timeout_seconds`` (counted from
+    ``started``) can end the run between batches; each batch is deterministic.
+    ``shrink=False`` drops targeting and shrinking. ``extra`` are more Hypothesis
+    settings; ``after_batch(done)`` is called after each batch.
+    """
+    done = 0
+    while done < examples:
+        size = min(batch, examples - done)
+        options = settings(
+            max_examples=size,
+            stateful_step_count=steps,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+            verbosity=Verbosity.quiet,
+            report_multiple_bugs=False,
+            phases=PHASES if shrink else PHASES[:3],
+            **extra,
+        )
+        test = get_state_machine_test(machine, settings=options)
+        caught: _Failure | None = None
+        try:
+            seed(seed_value + done)(test)()
+        except failure as error:
+            caught = error
+        done += size
+        if after_batch is not None:
+            after_batch(done)
+        if caught is not None:
+            return done, caught
+        late = timeout_seconds is not None
+        if late and time.perf_counter() - started > (timeout_seconds or 0.0):
+            break
+    return done, None
+
+
 @dataclass(frozen=True)
 class FuzzReport:
     """What a fuzzing run did: examples, steps, time, edges taken, the failure."""
@@ -307,29 +364,12 @@ def fuzz(
     pool = start_pool(config)
     tally: Counter[str] = Counter()
     machine = machine_class(config, rules, pool=pool, coverage=taken, tally=tally)
-    done, failure = 0, None
-    while done < examples and failure is None:
-        size = min(batch, examples - done)
-        options = settings(
-            max_examples=size,
-            stateful_step_count=steps,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            print_blob=False,
-            verbosity=Verbosity.quiet,
-            report_multiple_bugs=False,
-            phases=PHASES if shrink else PHASES[:3],
-        )
-        test = get_state_machine_test(machine, settings=options)
-        try:
-            seed(seed_value + done)(test)()
-        except FuzzViolation as error:
-            failure = error.violation
-        done += size
-        late = timeout_seconds is not None
-        if late and time.perf_counter() - started > (timeout_seconds or 0.0):
-            break
+    done, caught = run_in_batches(
+        machine, FuzzViolation, examples=examples, steps=steps,
+        seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
+        shrink=shrink, started=started,
+    )  # fmt: skip
+    failure = None if caught is None else caught.violation
     edges = lifecycle_edges()
     return FuzzReport(
         examples=done,
