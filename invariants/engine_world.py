@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+from engine.binding.protected_vm import VmStatus
 from engine.errors import ReplicationError
 from engine.log.format import LOG_SUFFIX
 from engine.orchestration.engine import ReplicationEngine
@@ -221,12 +222,12 @@ class World:
 
     def abstract(self) -> SystemState:
         """The engine's state as the model's, copies read from the bytes."""
-        if not any(self.engine.sites.up(site.value) for site in Site):
+        if self.blind:
             return self._blind()
-        binding = self.engine.vm(VM)
-        view = binding.view()
+        view = self.engine.vm(VM).view()
         vm = view.vms[0]
-        self._read(vm)
+        status = self.engine.status(VM)
+        self._read(vm, status)
         seen = self.seen
         active = seen.active
         test = self.test_versions
@@ -249,7 +250,6 @@ class World:
                 seen.test = self._read_test_vm()
             test_copy = rel(seen.test)
         record = vm.last_failover
-        status = self.engine.status(VM)
         if record is not None and status.loss is not None:
             report = status.loss
             # What the target could say at failover time: a report exact only since
@@ -297,7 +297,7 @@ class World:
             return 0
         return len(self.seen.other - self.seen.active - self.test_versions)
 
-    def _read(self, vm: VmState) -> None:
+    def _read(self, vm: VmState, status: VmStatus) -> None:
         """Refresh what the sites that are up hold."""
         engine = self.engine
         seen = self.seen
@@ -318,7 +318,7 @@ class World:
         else:
             seen.other = seen.newest.get(other_site)
         if engine.sites.up(store_site.value):
-            seen.catalogue[store_site] = self._read_points(store_site, vm)
+            seen.catalogue[store_site] = self._read_points(store_site, vm, status)
         seen.points = seen.catalogue.get(store_site, ()) if vm.points else ()
 
     def _read_images(self, site: Site) -> frozenset[int] | None:
@@ -335,9 +335,9 @@ class World:
         return self._read_point(transport, status.points[-1].recovery_point_id)
 
     def _read_points(
-        self, site: Site, vm: VmState
+        self, site: Site, vm: VmState, status: VmStatus
     ) -> tuple[tuple[int, bool, frozenset[int]], ...]:
-        shown = self.engine.status(VM).recovery_points[-RETENTION:]
+        shown = status.recovery_points[-RETENTION:]
         if not vm.points:
             return ()
         transport = self.engine.transport_towards(site.value)
