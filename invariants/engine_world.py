@@ -359,11 +359,22 @@ class World:
         disks = self.engine.test_vm(VM)
         return versions_in({d: disks.read(d, 0, DISK_BYTES) for d in DISKS})
 
-    def note_resync_point(self) -> None:
-        """A resynchronisation just completed: its point (the newest) carries blocks."""
-        points = self.engine.status(VM).recovery_points
-        if points:
-            self.resync_points.add(points[-1].recovery_point_id)
+    def newest_point_id(self) -> int | None:
+        """The id of the newest recovery point the engine shows (None: none, or the
+        VM cannot be read now)."""
+        try:
+            points = self.engine.status(VM).recovery_points
+        except ReplicationError:
+            return None
+        return points[-1].recovery_point_id if points else None
+
+    def note_resync_point(self, *, after_point: int | None) -> None:
+        """A resynchronisation just completed: the point it made, if it made one (one
+        newer than ``after_point``, the newest before it), carries blocks. When no
+        block differed it makes none, and the next cycle's writes stay countable."""
+        newest = self.newest_point_id()
+        if newest is not None and (after_point is None or newest > after_point):
+            self.resync_points.add(newest)
 
     # -- environment faults that need files -------------------------------------------
 

@@ -112,7 +112,10 @@ def reconciled_loss_is_exact(
     reported lost at reconciliation, never merged silently". Disaster: a
     reconciliation that under-reports, so the operator never recovers the writes
     from the old copy. Applies: the step that closes the record (reverse
-    replication after a planned failover, resynchronisation after an unplanned one).
+    replication after a planned failover, resynchronisation after an unplanned one);
+    when the old source's change logs could not count (damaged or overflowed as it
+    failed over) there is no reconciled figure: the record closes with the target's
+    bound, which never claims more than was lost.
     """
     del config, pre, call
     for vm in post.vms:
@@ -122,6 +125,14 @@ def reconciled_loss_is_exact(
         if report.abandoned:
             # Disable gave the old copy up (decision 16): no reconciliation, but the
             # figure it closes with never claims more than was really lost.
+            if report.reported_writes > report.lost_writes:
+                return False
+            continue
+        if not report.logs_tell:
+            # Its change logs could not count (damaged or overflowed when it failed
+            # over): the record closes with the target's bound, never more.
+            if report.reconciled_writes is not None or report.reported_exact:
+                return False
             if report.reported_writes > report.lost_writes:
                 return False
             continue

@@ -19,8 +19,12 @@ data loss honestly):
   the old source is reachable (up, link up) and stopped, so it can answer with its last
   log position and will write no more; otherwise it is a lower bound: the writes the
   target knows it discards by starting from an older point than the newest it holds.
-* ``reconciled_writes``: measured from the old source's data when reverse replication
-  resynchronises (``model.vm_actions``).
+* ``reconciled_writes``: counted from the old source's change logs when reverse
+  replication resynchronises (``model.vm_actions``). Only its logs say how many
+  writes it made; the blocks a resynchronisation compares say where they landed, not
+  how many there were. So when those logs were unusable as it failed over (damaged,
+  overflowed: ``logs_tell`` false) no figure is ever exact: the record closes with the
+  target's bound.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ def complete_failover(vm: VmState, state: SystemState) -> VmState:
         lost_writes=chosen.behind,
         reported_writes=reported,
         reported_exact=exact,
+        logs_tell=vm.log is LogHealth.USABLE,
     )
     return replace(moved, last_failover=record)
 
@@ -116,7 +121,9 @@ def change_point(vm: VmState, state: SystemState, index: int) -> VmState:
         points=_rebase_points(vm.points, origin),
         chosen_point=index,
     )
-    reported, exact = _report(moved, state, vm.active.other)
+    reported, exact = _report(
+        moved, state, vm.active.other, logs_tell=vm.last_failover.logs_tell
+    )
     if vm.last_failover.reported_exact and not exact:
         # The stopped old source's unshipped writes were counted when it failed over
         # and it wrote nothing since: the figure for another point is exact too.

@@ -120,8 +120,10 @@ class LossRecord:
 
     ``reported_writes`` is what the target could say when the replica VM started: exact
     when the old source was reachable and stopped, otherwise a lower bound (the writes
-    it knows it discarded by choosing an older point). ``reconciled_writes`` is measured
-    against the old source's data when reverse replication resynchronises.
+    it knows it discarded by choosing an older point). ``reconciled_writes`` is counted
+    from the old source's change logs when reverse replication resynchronises; it
+    stays None when those logs cannot tell (``logs_tell`` false: damaged or overflowed
+    when it failed over), and the record closes with the target's bound.
     """
 
     kind: FailoverKind
@@ -130,6 +132,7 @@ class LossRecord:
     reported_exact: bool
     reconciled_writes: int | None = None
     abandoned: bool = False  # disable gave a divergent copy up: never reconciled
+    logs_tell: bool = True  # the old source's logs can count what it never shipped
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,13 +165,16 @@ def _complete_resync(ctx: Context) -> VmState:
     # (nothing sent: the newest point already is the source, as the engine finds; the
     # abstraction counts writes, so "differs" is "lags or diverges"). After an unplanned
     # failover this is the reconciliation: what the old source held beyond the new
-    # source is measured before it is overwritten.
+    # source is counted from its change logs before it is overwritten (when they can
+    # tell: model.loss).
     vm = ctx.vm
     assert vm.other is not None
     record = vm.last_failover
     closed = None
-    if record is not None:
+    if record is not None and record.logs_tell:
         closed = replace(record, reconciled_writes=vm.other.divergent)
+    elif record is not None:
+        closed = record  # its logs cannot count: it closes with the target's bound
     points = vm.points
     if vm.other != Copy() or not vm.points:
         points = (RecoveryPoint(Copy()), *vm.points)[: ctx.config.recovery_points_max]

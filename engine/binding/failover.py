@@ -447,13 +447,21 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
         index = _model_index(vm, points, chosen)
         old = loss_report.LossReport.from_json(_report_fields(details.loss))
         site = details.old_site
-        if old.unshipped_writes is None and site is not None and vm.sites.up(site):
+        running = site is not None and site in details.running
+        if running and vm.old_disks is not None and vm.old_disks.halted is not None:
+            running = False  # its disks were halted: it writes no more
+        if (
+            old.unshipped_writes is None
+            and site is not None
+            and not running
+            and vm.sites.up(site)
+        ):
             # Never asked at failover time, and reachable now: ask it first, so the
             # figure for the new point is exact if its logs can tell.
             reverse.reconcile(vm)
             details = vm.details()
             old = loss_report.LossReport.from_json(_report_fields(details.loss))
-        report = loss_report.rechosen(old, points, chosen)
+        report = loss_report.rechosen(old, points, chosen, still_running=running)
         vm.step(
             "change_recovery_point",
             lambda: _open_point(vm, control.active_site, chosen.recovery_point_id),

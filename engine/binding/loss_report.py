@@ -26,7 +26,6 @@ This module is pure: the binding gathers the counts and passes them in.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Self
 
@@ -103,16 +102,16 @@ def rolled_back(
 ) -> tuple[int, int | None]:
     """Writes and payload bytes of the delta cycles newer than ``chosen``.
 
-    A resynchronisation's point (the first of a new epoch) counts blocks that
-    differed, not writes: it is left out, so the figure is never more than the truth
-    (``_countable`` says whether it is all of it). Bytes are None when unknown.
+    A resynchronisation's point counts blocks that differed, not writes: it is left
+    out, so the figure is never more than the truth (``_countable`` says whether it
+    is all of it). Bytes are None when unknown.
     """
     writes = 0
     sizes: list[int | None] = []
-    for previous, point in itertools.pairwise(points):
+    for point in points:
         if point.recovery_point_id <= chosen.recovery_point_id:
             continue
-        if point.epoch != previous.epoch:
+        if point.resync:
             sizes.append(None)
             continue
         writes += point.record_count or 0
@@ -172,17 +171,23 @@ _UNCOUNTABLE = (
 
 
 def _countable(points: tuple[RecoveryPoint, ...], chosen: RecoveryPoint) -> bool:
-    """Whether the writes of the points newer than ``chosen`` can be counted: each
-    came from a delta cycle of the chosen point's epoch (a resynchronisation starts a
-    new epoch and records blocks), and each recorded its counts."""
+    """Whether the writes of the points newer than ``chosen`` can be counted: none
+    was made by a resynchronisation (whose records are blocks that differed) and each
+    recorded its counts."""
     newer = [p for p in points if p.recovery_point_id > chosen.recovery_point_id]
-    return all(p.epoch == chosen.epoch and p.record_count is not None for p in newer)
+    return all(not p.resync and p.record_count is not None for p in newer)
 
 
 def rechosen(
-    report: LossReport, points: tuple[RecoveryPoint, ...], chosen: RecoveryPoint
+    report: LossReport,
+    points: tuple[RecoveryPoint, ...],
+    chosen: RecoveryPoint,
+    *,
+    still_running: bool,
 ) -> LossReport:
-    """The report after another point was chosen before commit."""
+    """The report after another point was chosen before commit. While the old copy
+    still runs it may write more, so the figure stays the target's bound: the writes
+    it discards by choosing this point."""
     writes, size = rolled_back(points, chosen)
     moved = replace(
         report,
@@ -197,8 +202,9 @@ def rechosen(
         writes_lost=None,
         bytes_lost=None,
     )
-    if report.unshipped_writes is None:
-        return replace(moved, exact_at_failover=False)  # never asked: still a bound
+    if report.unshipped_writes is None or still_running:
+        # Never asked, or asked while it still runs: still a bound.
+        return replace(moved, exact_at_failover=False)
     counts = LogCounts(
         report.unshipped_writes, report.unshipped_bytes or 0, report.window_end
     )

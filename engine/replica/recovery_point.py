@@ -65,6 +65,8 @@ class RecoveryPoint:
     # (and in the control state's mirror, which keeps the identity only).
     record_count: int | None = field(default=None, compare=False)
     payload_bytes: int | None = field(default=None, compare=False)
+    # A resynchronisation made it: its records are blocks that differed, not writes.
+    resync: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         disks = [disk for disk, _ in self.last_sequences]
@@ -93,6 +95,7 @@ class RecoveryPoint:
             "last_sequences": dict(self.last_sequences),
             "record_count": self.record_count,
             "payload_bytes": self.payload_bytes,
+            "resync": self.resync,
         }
 
     @classmethod
@@ -111,6 +114,7 @@ class RecoveryPoint:
             ),
             record_count=_optional_int(row, "record_count"),
             payload_bytes=_optional_int(row, "payload_bytes"),
+            resync=_bool(row, "resync") if "resync" in row else False,
         )
 
 

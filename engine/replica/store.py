@@ -420,6 +420,7 @@ class ReplicaStore:
         app_consistent: bool,
         expected_last_sequences: Mapping[str, int] | None = None,
         crash_point: CrashPoint | None = None,
+        resync: bool = False,
     ) -> RecoveryPoint:
         """Apply one cycle (a sealed log per disk) to all disks or none; commit a point.
 
@@ -469,6 +470,7 @@ class ReplicaStore:
             ),
             record_count=sum(log.record_count for log in sealed.values()),
             payload_bytes=sum(log.payload_bytes for log in sealed.values()),
+            resync=resync,
         )
         intent = ApplyIntent(cycle_id, epoch, log_names, undo_name, point)
         self._prepare(intent, hook)

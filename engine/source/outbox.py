@@ -49,6 +49,9 @@ class CutRecord:
     epoch: int
     app_consistent: bool
     last_sequences: Mapping[str, int]
+    # A resynchronisation's cycle: its records are the blocks that differed, not the
+    # writes that made them (a failover rolling it back cannot count writes).
+    resync: bool = False
 
     def to_bytes(self) -> bytes:
         """The JSON bytes written to ``cycle.json``."""
@@ -58,6 +61,7 @@ class CutRecord:
             "epoch": self.epoch,
             "app_consistent": self.app_consistent,
             "last_sequences": dict(sorted(self.last_sequences.items())),
+            "resync": self.resync,
         }
         return json.dumps(document, indent=1).encode()
 
@@ -76,12 +80,19 @@ class CutRecord:
             or document.get("cycle_id") != cycle_id
             or not _is_count(document.get("epoch"))
             or not isinstance(document.get("app_consistent"), bool)
+            or not isinstance(document.get("resync", False), bool)
             or not isinstance(sequences, dict)
             or not all(_is_sequence(value) for value in sequences.values())
         ):
             msg = f"cut record {str(path)!r} is malformed for cycle {cycle_id}"
             raise CorruptRecord(msg)
-        return cls(cycle_id, document["epoch"], document["app_consistent"], sequences)
+        return cls(
+            cycle_id,
+            document["epoch"],
+            document["app_consistent"],
+            sequences,
+            resync=document.get("resync", False),
+        )
 
 
 def _is_count(value: object) -> bool:

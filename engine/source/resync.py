@@ -175,7 +175,9 @@ def prepare_resync(
     filesystem.remove_tree_durably(tracked)
     last = {disk: log.last_sequence for disk, log in sealed.items()}
     outbox.record_cut(
-        CutRecord(cycle_id, epoch, app_consistent=False, last_sequences=last)
+        CutRecord(
+            cycle_id, epoch, app_consistent=False, last_sequences=last, resync=True
+        )
     )
     return ResyncReport(
         cycle_id=cycle_id,

@@ -73,6 +73,7 @@ def ship_cycle(
         app_consistent=record.app_consistent,
         logs=logs,
         last_sequences=record.last_sequences,
+        resync=record.resync,
     )
     point = replica.apply_cycle(outbox.vm_name, shipment)
     crash("applied")

@@ -214,6 +214,7 @@ class InProcessReplica:
                     app_consistent=shipment.app_consistent,
                     expected_last_sequences=shipment.last_sequences,
                     crash_point=self._crash,
+                    resync=shipment.resync,
                 )
             except ReplicationError:
                 # Refused before any replica byte changed (a log failed its checks, an

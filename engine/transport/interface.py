@@ -60,6 +60,7 @@ class CycleShipment:
     app_consistent: bool
     logs: Mapping[str, Path]
     last_sequences: Mapping[str, int]
+    resync: bool = False  # a resynchronisation's blocks, not writes (see CutRecord)
 
 
 @dataclass(frozen=True, slots=True)

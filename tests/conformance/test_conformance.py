@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,21 @@ def test_a_clean_trace_replays_clean_and_a_refusal_is_checked() -> None:
     replayed, failure = replay_on_engine(calls, CONFIG)
     assert failure is None, str(failure)
     assert replayed == len(calls)
+
+
+FOUND = sorted((Path(__file__).parent / "found").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", FOUND, ids=[path.stem for path in FOUND])
+def test_each_disagreement_the_fuzzer_found_replays_clean(path: Path) -> None:
+    """Traces on which the engine and the model once disagreed (the file name says
+    how; docs/conformance.md and docs/model.md say which side was wrong): both now
+    take every step alike."""
+    trace = traces.loads(path.read_text(), str(path))
+    assert replace(trace.config, vm_names=CONFIG.vm_names) == CONFIG
+    replayed, failure = replay_on_engine(trace.calls, CONFIG)
+    assert failure is None, str(failure)
+    assert replayed == len(trace.calls)
 
 
 def test_a_trace_the_engine_cannot_take_is_named() -> None:
