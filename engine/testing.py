@@ -20,7 +20,7 @@ tell them from production ones. Embedders may use them in their own tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,18 +163,40 @@ def _finite(argument: str, value: float) -> float:
 
 
 class LossyTransport:
-    """A replica interface whose next ``drops`` transfers fail mid-way.
+    """A replica interface that drops, delays or cuts the replies of transfers.
 
-    The link reports itself up (so the model allows the cycle) and the transfer is
-    lost: :class:`TransportError`, nothing delivered, exactly as a link cut during the
-    transfer. Everything else is the wrapped interface's. Use it as
+    - ``drops``: the next transfers (disk images, cycles) fail mid-way. The link
+      reports itself up (so the model allows the cycle) and the transfer is lost:
+      :class:`TransportError`, nothing delivered, exactly as a link cut during it.
+    - ``lose_reply``: cycles for which it returns true are delivered and applied,
+      then the link is cut before the reply: :class:`TransportError` although the
+      target holds the point (``replies_lost`` counts them).
+    - ``delay``: every transfer takes that many seconds of ``clock`` (a
+      :class:`ManualClock`) before it is delivered.
+
+    Everything else is the wrapped interface's. Use it as
     ``ReplicationEngine.open(..., wrap_transport=LossyTransport)``.
     """
 
-    def __init__(self, inner: ReplicaTarget, drops: int = 0) -> None:
+    def __init__(
+        self,
+        inner: ReplicaTarget,
+        drops: int = 0,
+        *,
+        lose_reply: Callable[[CycleShipment], bool] | None = None,
+        delay: float = 0.0,
+        clock: ManualClock | None = None,
+    ) -> None:
+        if delay and clock is None:
+            msg = f"delay={delay!r} needs the ManualClock it advances (clock=None)"
+            raise InvalidConfiguration(msg)
         self.inner = inner
         self.drops = drops
         self.dropped = 0
+        self.lose_reply = lose_reply
+        self.replies_lost = 0
+        self.delay = _finite("delay", delay)
+        self.clock = clock
 
     @property
     def site_name(self) -> str:
@@ -205,6 +227,7 @@ class LossyTransport:
     ) -> None:
         """Drop the disk image while drops remain; else deliver it."""
         self._maybe_drop(f"disk {disk!r} of VM {vm_name!r}")
+        self._wait()
         self.inner.send_disk_image(vm_name, disk, image, progress=progress)
 
     def install_initial_copy(self, vm_name: str) -> None:
@@ -212,9 +235,18 @@ class LossyTransport:
         self.inner.install_initial_copy(vm_name)
 
     def apply_cycle(self, vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
-        """Drop the cycle while drops remain; else deliver and apply it."""
+        """Drop the cycle while drops remain; else deliver and apply it (and lose
+        the reply when ``lose_reply`` says so)."""
         self._maybe_drop(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
-        return self.inner.apply_cycle(vm_name, shipment)
+        self._wait()
+        point = self.inner.apply_cycle(vm_name, shipment)
+        if self.lose_reply is not None and self.lose_reply(shipment):
+            self.replies_lost += 1
+            msg = f"link lost before the reply to cycle {shipment.cycle_id} of VM "
+            msg += f"{vm_name!r} (its point {point.recovery_point_id} was committed; "
+            msg += "reply lost by LossyTransport)"
+            raise TransportError(msg)
+        return point
 
     def block_digests(
         self,
@@ -257,6 +289,10 @@ class LossyTransport:
         """The wrapped interface's counters, when it keeps any."""
         counters = getattr(self.inner, "statistics", None)
         return counters() if callable(counters) else None
+
+    def _wait(self) -> None:
+        if self.delay and self.clock is not None:
+            self.clock.advance(self.delay)
 
     def _maybe_drop(self, what: str) -> None:
         if self.dropped < self.drops:

@@ -517,6 +517,7 @@ class Coverage:
     refusals: Counter[str] = field(default_factory=Counter)
     steps: int = 0
     prefix_steps: int = 0
+    replies_lost: int = 0  # cycles the target committed whose reply never came
 
 
 def machine_class(
@@ -542,6 +543,7 @@ def machine_class(
             self.in_prefix = False
 
         def teardown(self) -> None:
+            seen.replies_lost += self.world.replies_lost
             self.world.close()
 
         def run(self, step: Step) -> None:
@@ -583,6 +585,7 @@ def machine_class(
             raise ConformanceFailure(message, self.steps, self.calls)
 
         def start_over(self, coarse: int, data: st.DataObject) -> None:
+            seen.replies_lost += self.world.replies_lost
             self.world.close()
             self.world = World()
             self.state = initial_state(config)
@@ -901,14 +904,3 @@ def _step_for(call: Call, state: SystemState) -> Step:
     if call.action in {"copy_disk", "complete_initial_replication"}:
         return Step("continue_initial_replication", call)
     return Step(call.action, call)
-
-
-def describe_coverage(coverage: Coverage) -> list[str]:
-    """Lines for a report: edges and operations covered."""
-    lines = [(f"{coverage.steps:,} steps (+{coverage.prefix_steps:,} reaching starting "
-             "states)")]  # fmt: skip
-    for (trigger, source, dest), count in sorted(coverage.edges.items()):
-        lines.append(f"  {trigger}: {source} -> {dest}: {count}")
-    refused = ", ".join(f"{op} {n}" for op, n in sorted(coverage.refusals.items()))
-    lines.append(f"refusals matched: {refused or 'none'}")
-    return lines

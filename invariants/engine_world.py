@@ -45,7 +45,7 @@ from engine.orchestration.engine import ReplicationEngine
 from engine.storage import files
 from engine.storage.full_storage import FullStorageFileSystem
 from engine.testing import LossyTransport, ManualClock
-from engine.transport.interface import ReplicaTarget
+from engine.transport.interface import CycleShipment, ReplicaTarget
 from model import Call, Copy, LossRecord, Phase, RecoveryPoint, Site, SystemState
 from model.state import SiteState, VmState
 
@@ -56,6 +56,14 @@ BLOCKS_PER_DISK: Final = 96
 DISK_BYTES: Final = BLOCK * BLOCKS_PER_DISK
 
 RETENTION: Final = 2
+TRANSFER_SECONDS: Final = 1.0  # each transfer's delay on the engine's clock
+
+
+def _third_cycle(shipment: CycleShipment) -> bool:
+    """The cycles whose reply the conformance transports lose: every third."""
+    return shipment.cycle_id % 3 == 2
+
+
 MAGIC: Final = b"HVDRVER2"
 _HEAD = struct.Struct(">8sQ")  # magic, how many versions follow
 _VERSION = struct.Struct(">Q")
@@ -168,20 +176,32 @@ class World:
         self.engine.create_vm(VM, dict.fromkeys(DISKS, DISK_BYTES))
 
     def _open(self) -> ReplicationEngine:
+        clock = ManualClock(1_000_000.0)
+
         def wrap(inner: ReplicaTarget) -> ReplicaTarget:
-            lossy = LossyTransport(inner)
+            # Every transfer takes a second; every third cycle's reply is lost after
+            # the target committed it (the engine must find out and go on: the model
+            # sees a cycle that worked).
+            lossy = LossyTransport(
+                inner, lose_reply=_third_cycle, delay=TRANSFER_SECONDS, clock=clock
+            )
             self.lossy[inner.site_name] = lossy
             return lossy
 
         return ReplicationEngine.open(
             self.roots[Site.PRIMARY],
             self.roots[Site.SECONDARY],
-            clock=ManualClock(1_000_000.0),
+            clock=clock,
             block_bytes=BLOCK,
             retention_count=RETENTION,
             wrap_transport=wrap,
             guest_shutdown=lambda vm, site: not self.refuse_shutdown,
         )
+
+    @property
+    def replies_lost(self) -> int:
+        """How many cycle replies the transports lost (the target held the point)."""
+        return sum(lossy.replies_lost for lossy in self.lossy.values())
 
     def close(self) -> None:
         """Close the engine and delete the folders (when this world made them)."""

@@ -4,8 +4,11 @@
 through :class:`~engine.transport.interface.ReplicaTarget`: the sealed logs and the last
 sequence each must end at (from the cut record). The target delivers them, verifies
 every record and applies the cycle to all disks or none; only then is the cycle removed
-from the outbox. The source reads only each log's header: verifying here too would read
-every log once more per cycle (profiled: log scanning was a quarter of a cycle's CPU).
+from the outbox. A transfer that fails may still have been applied (the reply was lost
+on its way back): the source then asks the target whether it holds the cycle's point
+before it reports the failure. The source reads only each log's header: verifying here
+too would read every log once more per cycle (profiled: log scanning was a quarter of a
+cycle's CPU).
 
 Each step calls the ``crash`` seam with its name (``CYCLE_CRASH_POINTS``, and the
 target's own steps), so tests can kill the process between any two steps. It never
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from engine.clock import Clock
-from engine.errors import CorruptRecord
+from engine.errors import CorruptRecord, ReplicationError, TransportError
 from engine.log.reader import read_header
 from engine.replica.recovery_point import RecoveryPoint
 from engine.source.outbox import CutRecord, Outbox
@@ -75,7 +78,13 @@ def ship_cycle(
         last_sequences=record.last_sequences,
         resync=record.resync,
     )
-    point = replica.apply_cycle(outbox.vm_name, shipment)
+    try:
+        point = replica.apply_cycle(outbox.vm_name, shipment)
+    except TransportError:
+        landed = _landed(replica, outbox.vm_name, record.cycle_id)
+        if landed is None:
+            raise
+        point = landed  # applied: only the reply was lost
     crash("applied")
     outbox.remove(record.cycle_id)
     crash("outbox_removed")
@@ -91,6 +100,20 @@ def ship_cycle(
         seconds=clock.now() - started,
     )
     return point, report
+
+
+def _landed(
+    replica: ReplicaTarget, vm_name: str, cycle_id: int
+) -> RecoveryPoint | None:
+    """The point of ``cycle_id`` if the target applied it although the transfer
+    failed (its reply was lost on the way back); None if it does not hold it or cannot
+    say. Applying is idempotent, so a cycle left in doubt is simply shipped again
+    otherwise, and the target answers with the point it already committed."""
+    try:
+        status = replica.status(vm_name)
+    except ReplicationError:
+        return None
+    return next((p for p in status.points if p.cycle_id == cycle_id), None)
 
 
 def _first_sequence(path: Path) -> int:

@@ -226,6 +226,10 @@ def describe_engine_report(report: ConformanceReport) -> list[str]:
     lines.append(f"operations done: {operations}")
     refusals = ", ".join(f"{op} {n}" for op, n in sorted(coverage.refusals.items()))
     lines.append(f"refusals matched: {refusals or 'none'}")
+    lines.append(
+        "cycle replies lost after the target committed (found out, not shipped "
+        f"again): {coverage.replies_lost}"
+    )
     failback = any(
         trigger == "reverse_replication" and source == "committed"
         for (trigger, source, _), _count in edges

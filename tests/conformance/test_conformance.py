@@ -44,7 +44,11 @@ def _hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 #: The seed each planted bug is looked for with (the engine as it is passes there).
-MUTANT_SEEDS = {"log_applied_out_of_order": 3}
+MUTANT_SEEDS = {
+    "log_applied_out_of_order": 3,
+    "reconciliation_one_short": 0,
+    "loss_report_forgets_the_final_sync": 1,
+}
 
 #: Planted bugs no seed found so far kills while the engine as it is passes: the
 #: run's situations where a bound is not 0 are rare (an older point chosen while the
