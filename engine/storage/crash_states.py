@@ -14,8 +14,10 @@ keeps. A pending change is one difference between the two, kept or dropped whole
 - *write*: one unsynced write, truncation, allocation or copy into a file, as the
   simulation saw it; kept or dropped independently of the file's other writes (page
   write-back follows no order), the kept ones applied in their order over the
-  file's durable bytes (empty for a file never synced). Each write is whole: the
-  model has no torn writes;
+  file's durable bytes (empty for a file never synced). A write that spans page
+  boundaries (``PAGE_BYTES``) is one change per page it touches, since write-back
+  goes page by page: a power cut may keep some of its pages and not the others (a
+  torn write). Within one page nothing tears;
 - *content*: a file's bytes differ from its durable content in a way its recorded
   writes do not explain (bytes written around the layer, through a Python file
   object): kept, the file holds every byte as it is; dropped, its durable bytes;
@@ -57,6 +59,9 @@ from pathlib import Path
 from typing import Final
 
 from engine.storage.durable_image import DurableImage, Entry, Identity
+
+PAGE_BYTES: Final = 4096
+"""The unit of write-back: a write tears only at these boundaries of its file."""
 
 STATES_BUDGET_DEFAULT: Final = 8
 """Crash states per cut by default: the extremes and a few in between (a sweep
@@ -172,6 +177,7 @@ class PendingImage:
             path = self._paths[identity]
             found = tuple((writes or {}).get(identity, ()))
             if found and replay(image.content(identity), found) == content:
+                found = tuple(page for write in found for page in _by_page(write))
                 self._writes[identity] = found
                 for number, write in enumerate(found):
                     changes.append(PendingChange("write", (write.describe(path),),
@@ -320,6 +326,20 @@ class PendingImage:
                 self._write_directory(
                     path, found, entries, content, ancestors | {found}
                 )
+
+
+def _by_page(write: FileWrite) -> Iterator[FileWrite]:
+    """``write`` cut at the page boundaries of its file (a size change is whole)."""
+    if write.data is None:
+        yield write
+        return
+    start, data = write.offset, write.data
+    while True:
+        length = min(len(data), PAGE_BYTES - start % PAGE_BYTES)
+        yield FileWrite(write.index, offset=start, data=data[:length])
+        start, data = start + length, data[length:]
+        if not data:
+            return
 
 
 def _relative(root: Path, path: Path) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidConfiguration
-from engine.storage.crash_states import PendingImage
+from engine.storage.crash_states import PAGE_BYTES, PendingImage
 from engine.storage.files import FileSystem
 from engine.testing import PowerCut, PowerLossFileSystem
 
@@ -176,3 +176,39 @@ def test_each_write_is_a_change_and_unseen_bytes_one_content(tmp_path: Path) -> 
         pending.write(state, [tmp_path / f"state-{number}"])
         name = "unseen" if number == 0 else "seen"
         assert (tmp_path / f"state-{number}" / name).read_bytes() == content
+
+
+def test_a_write_across_pages_may_tear_at_a_page_boundary(tmp_path: Path) -> None:
+    """A write of two and a half pages from an unaligned offset over a synced file
+    is one change per page it touches; keeping only some tears it there, and no
+    state holds a page partly old and partly new."""
+    page = PAGE_BYTES
+    fs = PowerLossFileSystem([tmp_path])
+    write_new(fs, tmp_path / "img", b"o" * (4 * page), sync=True)
+    fs.fsync_directory(tmp_path)
+    descriptor = fs.open(tmp_path / "img", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fs.pwrite(descriptor, b"n" * (2 * page + page // 2), page // 2)
+    finally:
+        os.close(descriptor)
+    with pytest.raises(PowerCut):
+        fs.cut_now("mid-write")
+    pending = fs.pending()
+    described = [change.describe() for change in pending.changes]
+    assert described == [
+        f"write img[{page // 2}:{page}]",
+        f"write img[{page}:{2 * page}]",
+        f"write img[{2 * page}:{3 * page}]",
+    ]
+    seen = set()
+    for number, state in enumerate(pending.states(64)):
+        target = tmp_path / f"s{number}"
+        pending.write(state, [target])
+        data = (target / "img").read_bytes()
+        pages = [data[n * page : (n + 1) * page] for n in range(4)]
+        halves = (pages[0][: page // 2], pages[0][page // 2 :])
+        assert halves[0] == b"o" * (page // 2)
+        assert all(len(set(p)) == 1 for p in (halves[1], *pages[1:]))
+        assert pages[3] == b"o" * page
+        seen.add(tuple(p[-1:] for p in pages[:3]))
+    assert len(seen) == 8  # every torn combination of the three pieces
