@@ -12,8 +12,9 @@ is one ``Call.to_json()``::
     {"action": "unplanned_failover", "vm": 0, "args": {"point": "latest", ...}}
 
 Why this shape: a line per step diffs well, a truncated file is still a valid
-prefix, and any tool that reads JSON can produce one. Without a header the default
-configuration of ``hvdr check`` is assumed.
+prefix, and any tool that reads JSON can produce one. Without a header, and for
+every key it leaves out, the defaults of ``hvdr check`` apply (``DEFAULT_CONFIG``),
+as for a ``--config`` file.
 
 ``replay`` runs a trace step by step on the model, checking every property of the
 catalogue after each step, and reports refusals instead of stopping on them.
@@ -22,100 +23,16 @@ catalogue after each step, and reports refusals instead of stopping on them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from invariants import catalogue
+from invariants.configuration import DEFAULT_CONFIG, config_from_json, config_to_json
 from invariants.kinds import Invariant
-from model import (
-    ActionRefused,
-    Call,
-    FaultKind,
-    ModelConfig,
-    SystemState,
-    initial_state,
-)
+from model import ActionRefused, Call, ModelConfig, SystemState, initial_state
 from model import apply as model_apply
-from model.state import RecoveryPlan
 from model.successor import RULES, Rules
-
-#: The configuration ``hvdr check`` explores by default (every fault enabled).
-DEFAULT_CONFIG = ModelConfig(
-    vm_count=1,
-    write_lag_max=1,
-    recovery_points_max=2,
-    fault_budget=1,
-    app_consistent_points=False,
-)
-
-
-def config_to_json(config: ModelConfig) -> dict[str, object]:
-    """A plain mapping for a trace header or a ``--config`` file."""
-    return {
-        "vm_count": config.vm_count,
-        "disks_per_vm": config.disks_per_vm,
-        "write_lag_max": config.write_lag_max,
-        "recovery_points_max": config.recovery_points_max,
-        "fault_budget": config.fault_budget,
-        "faults": sorted(fault.value for fault in config.faults),
-        "app_consistent_points": config.app_consistent_points,
-        "plans": [
-            {"name": plan.name, "groups": [list(group) for group in plan.groups]}
-            for plan in config.plans
-        ],
-        "plan_operations": list(config.plan_operations),
-    }
-
-
-def config_from_json(data: Mapping[str, object]) -> ModelConfig:
-    """Read a configuration; missing keys keep ``ModelConfig``'s defaults.
-
-    Raises ValueError naming the key, its value and what was expected.
-    """
-    known = set(config_to_json(ModelConfig()))
-    unknown = sorted(set(data) - known)
-    if unknown:
-        msg = f"configuration keys {unknown} are unknown; known: {sorted(known)}"
-        raise ValueError(msg)
-    fields: dict[str, object] = {
-        key: value
-        for key, value in data.items()
-        if key not in ("faults", "plans", "plan_operations")
-    }
-    if "faults" in data:
-        fields["faults"] = _faults(data["faults"])
-    if "plans" in data:
-        fields["plans"] = _plans(data["plans"])
-    if "plan_operations" in data:
-        operations = data["plan_operations"]
-        if not isinstance(operations, list):
-            msg = f"plan_operations={operations!r} must be a list of names"
-            raise ValueError(msg)
-        fields["plan_operations"] = tuple(str(name) for name in operations)
-    return ModelConfig(**fields)  # type: ignore[arg-type]
-
-
-def _faults(raw: object) -> frozenset[FaultKind]:
-    kinds = {kind.value: kind for kind in FaultKind}
-    if not isinstance(raw, list) or not all(name in kinds for name in raw):
-        msg = f"faults={raw!r} must be a list of: {', '.join(kinds)}"
-        raise ValueError(msg)
-    return frozenset(kinds[name] for name in raw)
-
-
-def _plans(raw: object) -> tuple[RecoveryPlan, ...]:
-    if not isinstance(raw, list):
-        msg = f"plans={raw!r} must be a list of {{'name': ..., 'groups': [[vm, ...]]}}"
-        raise ValueError(msg)
-    plans = []
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("groups"), list):
-            msg = f"plan {item!r} needs a 'name' and 'groups' (a list of VM lists)"
-            raise ValueError(msg)
-        groups = tuple(tuple(int(vm) for vm in group) for group in item["groups"])
-        plans.append(RecoveryPlan(str(item.get("name", "plan")), groups))
-    return tuple(plans)
 
 
 @dataclass(frozen=True)
