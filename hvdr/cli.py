@@ -1,7 +1,10 @@
 """The ``hvdr`` command line: one subcommand per module under ``hvdr.commands``.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
-``handler`` to a function taking the parsed namespace and returning the exit status.
+``handler`` to a function taking the parsed namespace and returning the exit status
+(``hvdr.status``). Bad usage, from argparse or from a command (``UsageError``), is
+one line on stderr and status 2, never a traceback; Ctrl-C that a command does not
+handle itself is status 130.
 """
 
 from __future__ import annotations
@@ -9,16 +12,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hvdr.commands import COMMANDS
+from hvdr.status import EPILOG, ExitStatus, UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: the command, what was wrong, and
+    where to read what is allowed (the usage text is ``--help``'s)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line on stderr and exit with status 2."""
+        self.exit(
+            ExitStatus.USAGE,
+            f"{self.prog}: error: {message} (see '{self.prog} --help')\n",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hvdr",
         description="A formal, executable model of Hyper-V replication to a secondary "
         "site as Azure Site Recovery orchestrates it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
@@ -33,8 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
-        return 2
-    status: int = handler(args)
+        return ExitStatus.USAGE
+    prog = f"hvdr {args.command}"
+    try:
+        status: int = handler(args)
+    except UsageError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return ExitStatus.USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
     return status
 
 

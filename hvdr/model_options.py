@@ -2,10 +2,12 @@
 
 ``hvdr check`` and ``hvdr fuzz`` take the same options; a ``--config FILE`` (JSON,
 the keys of ``ModelConfig``: ``vm_count``, ``fault_budget``, ``faults``, ``plans``
-...) is read first and the flags given on the command line override it. Every flag
-defaults to the small configuration ``hvdr check`` explores (every fault enabled,
-budget 1, one unshipped write, two recovery points), so ``--vms 2`` alone is the
-acceptance run.
+...; ``invariants.configuration`` validates it) is read first and the flags given
+on the command line override it. Every flag, and every key a file leaves out,
+defaults to the small configuration ``hvdr check`` explores (``DEFAULT_CONFIG``:
+every fault enabled, budget 1, one unshipped write, two recovery points), so
+``--vms 2`` alone, or a file holding only ``{"vm_count": 2}``, is the acceptance
+run. A bad value is a ``UsageError`` naming the flag, or the file and line.
 
 ``--mutant NAME`` swaps in one of the deliberately broken variants of
 ``invariants.mutants``: to watch a checker catch it.
@@ -14,13 +16,14 @@ acceptance run.
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hvdr.status import UsageError
+from invariants.configuration import DEFAULT_CONFIG, ConfigurationError, read_config
 from invariants.mutants import BY_NAME as MUTANTS
-from invariants.trace import DEFAULT_CONFIG, config_from_json
 from model import FaultKind, ModelConfig
 from model.successor import RULES, Rules
 
@@ -34,15 +37,48 @@ BOUNDS = {
 }
 
 
+def whole_number(lowest: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``lowest``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            msg = f"{text!r} is not a whole number; give one >= {lowest}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < lowest:
+            msg = f"{value} is not allowed; give a whole number >= {lowest}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    parse.__name__ = f"whole number >= {lowest}"
+    return parse
+
+
+#: The lowest value of each bound, as ``ModelConfig`` checks it.
+LOWEST = {"vms": 1, "disks": 1, "lag": 1, "points": 1, "budget": 0}
+
+
 def add_model_arguments(parser: Any) -> None:
     """Add the options that choose the model to ``parser``."""
     group = parser.add_argument_group("model")
-    group.add_argument("--config", type=Path, help="JSON file of ModelConfig keys")
-    group.add_argument("--vms", type=int, help="VMs (default 1)")
-    group.add_argument("--disks", type=int, help="disks per VM (default 2)")
-    group.add_argument("--lag", type=int, help="unshipped writes at most (default 1)")
-    group.add_argument("--points", type=int, help="recovery points kept (default 2)")
-    group.add_argument("--budget", type=int, help="faults per trace (default 1)")
+    group.add_argument(
+        "--config",
+        type=Path,
+        help="JSON file of ModelConfig keys; a key left out takes the flag's default",
+    )
+    default = DEFAULT_CONFIG
+    helps = {
+        "vms": f"VMs (default {default.vm_count})",
+        "disks": f"disks per VM (default {default.disks_per_vm})",
+        "lag": f"unshipped writes at most (default {default.write_lag_max})",
+        "points": f"recovery points kept (default {default.recovery_points_max})",
+        "budget": f"faults per trace (default {default.fault_budget})",
+    }
+    for flag, text in helps.items():
+        group.add_argument(
+            f"--{flag}", type=whole_number(LOWEST[flag]), metavar="N", help=text
+        )
     kinds = ", ".join(kind.value for kind in FaultKind)
     group.add_argument(
         "--faults",
@@ -64,10 +100,14 @@ def add_model_arguments(parser: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
-    """The configuration the options describe (ValueError names a bad value)."""
+    """The configuration the options describe (UsageError names a bad value)."""
     config = DEFAULT_CONFIG
     if args.config is not None:
-        config = config_from_json(json.loads(args.config.read_text(encoding="utf-8")))
+        try:
+            config = read_config(args.config)
+        except ConfigurationError as error:
+            msg = f"--config {error}"
+            raise UsageError(msg) from None
     changes: dict[str, Any] = {
         field: getattr(args, flag)
         for flag, field in BOUNDS.items()
@@ -77,11 +117,15 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
         changes["faults"] = parse_faults(args.faults)
     if args.app_points is not None:
         changes["app_consistent_points"] = args.app_points
-    return replace(config, **changes)
+    try:
+        return replace(config, **changes)
+    except ValueError as error:  # a plan of the file names a VM the flags took away
+        msg = f"--vms {args.vms} with --config {args.config}: {error}"
+        raise UsageError(msg) from None
 
 
 def parse_faults(text: str) -> frozenset[FaultKind]:
-    """'all', 'none' or a comma-separated list of fault kinds."""
+    """'all', 'none' or a comma-separated list of fault kinds (else UsageError)."""
     if text == "all":
         return frozenset(FaultKind)
     if text == "none":
@@ -91,7 +135,7 @@ def parse_faults(text: str) -> frozenset[FaultKind]:
     unknown = [name for name in names if name not in kinds]
     if unknown:
         msg = f"--faults: {unknown} unknown; choose 'all', 'none' or from {list(kinds)}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     return frozenset(kinds[name] for name in names)
 
 

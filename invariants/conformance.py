@@ -55,6 +55,7 @@ from invariants.engine_world import (
     damage_last_record,
 )
 from invariants.fuzz import run_in_batches, situation
+from invariants.interrupts import StopRequest
 from model import (
     ActionRefused,
     Call,
@@ -796,9 +797,11 @@ def fuzz_engine(
     batch: int = 25,
     shrink: bool = True,
     progress: Callable[[int, Coverage], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> ConformanceReport:
     """Run ``examples`` conformance examples of up to ``steps`` steps each;
-    ``shrink=False`` reports the first failing example as found (faster)."""
+    ``shrink=False`` reports the first failing example as found (faster); a
+    ``stop`` asked (Ctrl-C) ends the run after the batch it is in."""
     started = time.perf_counter()
     coverage = Coverage()
     pool = start_pool(config, rules)
@@ -811,7 +814,7 @@ def fuzz_engine(
     done, failure = run_in_batches(
         machine, ConformanceFailure, examples=examples, steps=steps,
         seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
-        shrink=shrink, started=started, after_batch=after_batch,
+        shrink=shrink, started=started, after_batch=after_batch, stop=stop,
         derandomize=False,  # the seed decides, whatever profile is loaded
     )  # fmt: skip
     return ConformanceReport(done, time.perf_counter() - started, coverage, failure)

@@ -15,6 +15,13 @@ goal over the reversed edges (not a search per state). A goal is the system at
 rest: both sites up, connected and with free storage, the link up, every VM in a
 steady phase, no recovery plan running (so no failover job is in progress).
 
+Limits: ``max_states`` and ``max_memory_bytes`` (the process's peak resident size,
+asked every ``MEMORY_CHECK_EVERY`` states) stop the search cleanly; so does Ctrl-C
+when ``interruptible`` (the first SIGINT sets a flag the loop reads between states,
+so the bookkeeping stays whole; a second one interrupts at once). The report then
+says which (``stopped_by``), how many states were still queued, and the shortest
+trace to the state the search was at, with the statistics so far.
+
 Traces are concrete: under symmetry reduction the path of representatives is
 replayed from the initial state, choosing at each step the call whose successor has
 the next representative, so every trace replays on the model unchanged.
@@ -22,6 +29,7 @@ the next representative, so every trace replays on the model unchanged.
 
 from __future__ import annotations
 
+import enum
 import math
 import resource
 import time
@@ -31,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from invariants.catalogue import INVARIANTS, RECOVERABILITY, SOMETIMES
+from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Invariant, Violation
 from invariants.projection import Key, Projection
 from model import Call, ModelConfig, initial_state
@@ -38,6 +47,19 @@ from model.lifecycle import STEADY
 from model.successor import RULES, Rules
 
 Progress = Callable[["Statistics"], None]
+
+#: How often (in states) the search asks the process's peak memory: ``getrusage``
+#: costs a system call, a state costs far more, and memory grows slowly per state.
+MEMORY_CHECK_EVERY = 1_024
+
+
+class Stop(enum.Enum):
+    """Why a search ended before it had seen every reachable state (but for a
+    violation, which the report's ``violations`` show)."""
+
+    STATE_LIMIT = "state limit"
+    MEMORY_LIMIT = "memory limit"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,7 @@ class Statistics:
     seconds: float
     peak_memory_bytes: int
     unreduced_states: int | None = None  # before symmetry reduction, when it applied
+    queued: int = 0  # states found and not yet expanded
 
     @property
     def states_per_second(self) -> float:
@@ -77,6 +100,8 @@ class Report:
     unrecoverable: int = 0
     unrecoverable_traces: tuple[tuple[Call, ...], ...] = ()
     unwitnessed: tuple[str, ...] = field(default=())
+    stopped_by: Stop | None = None  # a limit or Ctrl-C; None: the end or a violation
+    stopped_at: tuple[Call, ...] = ()  # the trace to the state it was expanding
 
     @property
     def ok(self) -> bool:
@@ -106,6 +131,9 @@ class _Search:
     seen_witnesses: set[str] = field(default_factory=set)
     transitions: int = 0
     depth: int = 0
+    current: int = 0  # the state being expanded
+    stopped_by: Stop | None = None
+    interrupt: StopRequest = field(default_factory=StopRequest)  # read per state
 
 
 def explore(
@@ -117,6 +145,8 @@ def explore(
     stop_at_first: bool = True,
     recoverability: bool = True,
     max_states: int | None = None,
+    max_memory_bytes: int | None = None,
+    interruptible: bool = False,
     progress: Progress | None = None,
     progress_every: int = 100_000,
 ) -> Report:
@@ -124,16 +154,21 @@ def explore(
 
     ``invariants`` limits the properties checked (recoverability included only if
     listed); ``symmetry=False`` keeps permutations of VMs apart; ``stop_at_first``
-    ends the search at the first violation; ``max_states`` bounds it (the report
-    is then incomplete); ``progress`` is called every ``progress_every`` states.
+    ends the search at the first violation; ``max_states`` and ``max_memory_bytes``
+    bound it, and with ``interruptible`` Ctrl-C ends it (the report is then
+    incomplete and says why); ``progress`` is called every ``progress_every``
+    states.
     """
     started = time.perf_counter()
     recoverability = recoverability and RECOVERABILITY in invariants
     search = _Search(Projection(config, rules, invariants, symmetry=symmetry))
-    complete = _breadth_first(
-        search, stop_at_first, recoverability, max_states, progress, progress_every,
-        started,
-    )  # fmt: skip
+    limits = _Limits(max_states, max_memory_bytes)
+    with stop_requests(enabled=interruptible) as request:
+        search.interrupt = request
+        complete = _breadth_first(
+            search, stop_at_first, recoverability, limits, progress, progress_every,
+            started,
+        )  # fmt: skip
     unrecoverable: list[int] = []
     if recoverability and complete and not (stop_at_first and search.found):
         unrecoverable = _unrecoverable(search)
@@ -154,14 +189,22 @@ def explore(
         unwitnessed=tuple(
             w.name for w in SOMETIMES if w.name not in search.seen_witnesses
         ),
+        stopped_by=search.stopped_by,
+        stopped_at=() if search.stopped_by is None else _trace(search, search.current),
     )
+
+
+@dataclass(frozen=True)
+class _Limits:
+    states: int | None
+    memory_bytes: int | None
 
 
 def _breadth_first(
     search: _Search,
     stop_at_first: bool,  # noqa: FBT001
     record_edges: bool,  # noqa: FBT001
-    max_states: int | None,
+    limits: _Limits,
     progress: Progress | None,
     progress_every: int,
     started: float,
@@ -178,6 +221,11 @@ def _breadth_first(
     pairs = projection.pairs
     level_end, current = 1, 0
     while current < len(keys):
+        search.current = current
+        stop = _limit_hit(search, limits)
+        if stop is not None:
+            search.stopped_by = stop
+            return False
         if current == level_end:
             search.depth += 1
             level_end = len(keys)
@@ -203,12 +251,32 @@ def _breadth_first(
                 return False
         current += 1
         if progress is not None and current % progress_every == 0:
+            search.current = current
             progress(_statistics(search, time.perf_counter() - started, final=False))
-        if max_states is not None and len(keys) >= max_states:
-            return False
+    search.current = current
     if record_edges:
         offsets.append(len(targets))
     return True
+
+
+def _limit_hit(search: _Search, limits: _Limits) -> Stop | None:
+    """The limit that ends the search before it expands state ``search.current``."""
+    if search.interrupt.asked:
+        return Stop.INTERRUPTED
+    if limits.states is not None and len(search.keys) >= limits.states:
+        return Stop.STATE_LIMIT
+    if (
+        limits.memory_bytes is not None
+        and search.current % MEMORY_CHECK_EVERY == 0
+        and _peak_memory_bytes() >= limits.memory_bytes
+    ):
+        return Stop.MEMORY_LIMIT
+    return None
+
+
+def _peak_memory_bytes() -> int:
+    """The process's peak resident size (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _check_new_pairs(search: _Search, current: int, key: Key) -> None:
@@ -239,7 +307,7 @@ def _statistics(search: _Search, seconds: float, *, final: bool = True) -> Stati
             for repeats in Counter(key[2:]).values():
                 orbit //= math.factorial(repeats)
             unreduced += orbit
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_memory_bytes()
     return Statistics(
         states=len(search.keys),
         transitions=search.transitions,
@@ -247,6 +315,7 @@ def _statistics(search: _Search, seconds: float, *, final: bool = True) -> Stati
         seconds=seconds,
         peak_memory_bytes=peak,
         unreduced_states=unreduced,
+        queued=len(search.keys) - search.current,
     )
 
 

@@ -50,6 +50,7 @@ from hypothesis.stateful import (
 
 from invariants import catalogue
 from invariants.catalogue import RECOVERABILITY
+from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Violation
 from model import Call, ModelConfig, SystemState, initial_state
 from model import Phase as LifecyclePhase
@@ -279,6 +280,7 @@ def run_in_batches(
     shrink: bool,
     started: float,
     after_batch: Callable[[int], None] | None = None,
+    stop: StopRequest | None = None,
     **extra: Any,
 ) -> tuple[int, _Failure | None]:
     """Run ``machine`` for ``examples`` examples in seeded batches until ``failure``
@@ -287,7 +289,8 @@ def run_in_batches(
     Batches use seeds ``seed_value``, +1, ... so a ``timeout_seconds`` (counted from
     ``started``) can end the run between batches; each batch is deterministic.
     ``shrink=False`` drops targeting and shrinking. ``extra`` are more Hypothesis
-    settings; ``after_batch(done)`` is called after each batch.
+    settings; ``after_batch(done)`` is called after each batch; a ``stop`` asked
+    (Ctrl-C, ``invariants.interrupts``) ends the run after the batch it is in.
     """
     done = 0
     while done < examples:
@@ -318,6 +321,8 @@ def run_in_batches(
         late = timeout_seconds is not None
         if late and time.perf_counter() - started > (timeout_seconds or 0.0):
             break
+        if stop is not None and stop.asked:
+            break
     return done, None
 
 
@@ -333,6 +338,7 @@ class FuzzReport:
     edges: tuple[EdgeKey, ...]
     failure: Violation | None = None
     untaken: tuple[EdgeKey, ...] = field(default=())
+    interrupted: bool = False  # Ctrl-C ended the run (``examples``: batches done)
 
     @property
     def steps_per_second(self) -> float:
@@ -351,6 +357,8 @@ def fuzz(
     timeout_seconds: float | None = None,
     batch: int = 50,
     shrink: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    interruptible: bool = False,
 ) -> FuzzReport:
     """Run ``examples`` examples of up to ``steps`` steps; stop at the first failure.
 
@@ -358,17 +366,27 @@ def fuzz(
     ``timeout_seconds`` can end the run between batches; each batch is deterministic.
     ``shrink=False`` reports the first failing example as found, without targeting
     or shrinking (faster; the mutation test needs a kill, not the shortest trace).
+    ``progress(examples_done, steps)`` is called after each batch; with
+    ``interruptible``, Ctrl-C ends the run after the batch it is in, with the report
+    so far (``interrupted``).
     """
     started = time.perf_counter()
     taken: Counter[EdgeKey] = Counter()
     pool = start_pool(config)
     tally: Counter[str] = Counter()
     machine = machine_class(config, rules, pool=pool, coverage=taken, tally=tally)
-    done, caught = run_in_batches(
-        machine, FuzzViolation, examples=examples, steps=steps,
-        seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
-        shrink=shrink, started=started,
-    )  # fmt: skip
+
+    def after_batch(done: int) -> None:
+        if progress is not None:
+            progress(done, tally["rule"])
+
+    with stop_requests(enabled=interruptible) as stop:
+        done, caught = run_in_batches(
+            machine, FuzzViolation, examples=examples, steps=steps,
+            seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
+            shrink=shrink, started=started, after_batch=after_batch, stop=stop,
+        )  # fmt: skip
+    interrupted = stop.asked and caught is None and done < examples
     failure = None if caught is None else caught.violation
     edges = lifecycle_edges()
     return FuzzReport(
@@ -380,4 +398,5 @@ def fuzz(
         edges=edges,
         failure=failure,
         untaken=tuple(edge for edge in edges if not taken.get(edge)),
+        interrupted=interrupted,
     )

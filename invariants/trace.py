@@ -11,9 +11,15 @@ is one ``Call.to_json()``::
     {"action": "crash_site", "site": "primary"}
     {"action": "unplanned_failover", "vm": 0, "args": {"point": "latest", ...}}
 
+A step the model must refuse says so: ``"expect": "refused"`` on its line (the
+only expectation there is). Replay fails a trace at a step the model refuses that
+is not so marked (a misspelt action, a step in the wrong phase), and at a marked
+step the model takes: a trace says what it means, and nothing passes by accident.
+
 Why this shape: a line per step diffs well, a truncated file is still a valid
-prefix, and any tool that reads JSON can produce one. Without a header the default
-configuration of ``hvdr check`` is assumed.
+prefix, and any tool that reads JSON can produce one. The header comes first or
+not at all; without one, and for every key it leaves out, the defaults of ``hvdr
+check`` apply (``DEFAULT_CONFIG``), as for a ``--config`` file.
 
 ``replay`` runs a trace step by step on the model, checking every property of the
 catalogue after each step, and reports refusals instead of stopping on them.
@@ -22,109 +28,49 @@ catalogue after each step, and reports refusals instead of stopping on them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from invariants import catalogue
-from invariants.kinds import Invariant
-from model import (
-    ActionRefused,
-    Call,
-    FaultKind,
-    ModelConfig,
-    SystemState,
-    initial_state,
+from invariants.configuration import (
+    DEFAULT_CONFIG,
+    ConfigurationError,
+    config_from_json,
+    config_to_json,
 )
+from invariants.kinds import Invariant
+from model import Call, ModelConfig, SystemState, initial_state
 from model import apply as model_apply
-from model.state import RecoveryPlan
+from model.errors import ModelError
 from model.successor import RULES, Rules
 
-#: The configuration ``hvdr check`` explores by default (every fault enabled).
-DEFAULT_CONFIG = ModelConfig(
-    vm_count=1,
-    write_lag_max=1,
-    recovery_points_max=2,
-    fault_budget=1,
-    app_consistent_points=False,
-)
+#: The key of a step line that states what the model must do with the step, and its
+#: one value: the model must refuse the step.
+EXPECT_KEY = "expect"
+EXPECT_REFUSED = "refused"
+
+#: The keys a header may have.
+HEADER_KEYS = ("config", "mutant")
 
 
-def config_to_json(config: ModelConfig) -> dict[str, object]:
-    """A plain mapping for a trace header or a ``--config`` file."""
-    return {
-        "vm_count": config.vm_count,
-        "disks_per_vm": config.disks_per_vm,
-        "write_lag_max": config.write_lag_max,
-        "recovery_points_max": config.recovery_points_max,
-        "fault_budget": config.fault_budget,
-        "faults": sorted(fault.value for fault in config.faults),
-        "app_consistent_points": config.app_consistent_points,
-        "plans": [
-            {"name": plan.name, "groups": [list(group) for group in plan.groups]}
-            for plan in config.plans
-        ],
-        "plan_operations": list(config.plan_operations),
-    }
+class TraceFormatError(ValueError):
+    """A trace file is malformed: the message starts with the file and the line.
 
-
-def config_from_json(data: Mapping[str, object]) -> ModelConfig:
-    """Read a configuration; missing keys keep ``ModelConfig``'s defaults.
-
-    Raises ValueError naming the key, its value and what was expected.
+    Raised by ``loads`` and ``read``. Fix the line named (docs/trace-format.md has
+    the grammar).
     """
-    known = set(config_to_json(ModelConfig()))
-    unknown = sorted(set(data) - known)
-    if unknown:
-        msg = f"configuration keys {unknown} are unknown; known: {sorted(known)}"
-        raise ValueError(msg)
-    fields: dict[str, object] = {
-        key: value
-        for key, value in data.items()
-        if key not in ("faults", "plans", "plan_operations")
-    }
-    if "faults" in data:
-        fields["faults"] = _faults(data["faults"])
-    if "plans" in data:
-        fields["plans"] = _plans(data["plans"])
-    if "plan_operations" in data:
-        operations = data["plan_operations"]
-        if not isinstance(operations, list):
-            msg = f"plan_operations={operations!r} must be a list of names"
-            raise ValueError(msg)
-        fields["plan_operations"] = tuple(str(name) for name in operations)
-    return ModelConfig(**fields)  # type: ignore[arg-type]
-
-
-def _faults(raw: object) -> frozenset[FaultKind]:
-    kinds = {kind.value: kind for kind in FaultKind}
-    if not isinstance(raw, list) or not all(name in kinds for name in raw):
-        msg = f"faults={raw!r} must be a list of: {', '.join(kinds)}"
-        raise ValueError(msg)
-    return frozenset(kinds[name] for name in raw)
-
-
-def _plans(raw: object) -> tuple[RecoveryPlan, ...]:
-    if not isinstance(raw, list):
-        msg = f"plans={raw!r} must be a list of {{'name': ..., 'groups': [[vm, ...]]}}"
-        raise ValueError(msg)
-    plans = []
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("groups"), list):
-            msg = f"plan {item!r} needs a 'name' and 'groups' (a list of VM lists)"
-            raise ValueError(msg)
-        groups = tuple(tuple(int(vm) for vm in group) for group in item["groups"])
-        plans.append(RecoveryPlan(str(item.get("name", "plan")), groups))
-    return tuple(plans)
 
 
 @dataclass(frozen=True)
 class Trace:
-    """A trace file's content: configuration, calls, and the mutant if any."""
+    """A trace file's content: configuration, calls, the mutant if any, and the
+    numbers (from 1) of the steps the model must refuse."""
 
     config: ModelConfig
     calls: tuple[Call, ...]
     mutant: str | None = None
+    expected_refusals: frozenset[int] = frozenset()
 
 
 def dumps(trace: Trace) -> str:
@@ -133,14 +79,24 @@ def dumps(trace: Trace) -> str:
     if trace.mutant is not None:
         header["mutant"] = trace.mutant
     lines = [json.dumps(header)]
-    lines += [json.dumps(call.to_json()) for call in trace.calls]
+    for number, call in enumerate(trace.calls, start=1):
+        data = call.to_json()
+        if number in trace.expected_refusals:
+            data[EXPECT_KEY] = EXPECT_REFUSED
+        lines.append(json.dumps(data))
     return "\n".join(lines) + "\n"
 
 
 def loads(text: str, source: str = "<trace>") -> Trace:
-    """Parse JSON-lines text; ValueError names the line that is malformed."""
+    """Parse JSON-lines text; TraceFormatError names the line that is malformed.
+
+    The header, if any, is the first line that is not blank; a header anywhere
+    else is an error (two traces pasted together, or a header added by hand).
+    """
     config, mutant = DEFAULT_CONFIG, None
-    calls = []
+    calls: list[Call] = []
+    expected: set[int] = set()
+    first = True
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -150,14 +106,49 @@ def loads(text: str, source: str = "<trace>") -> Trace:
                 msg = "a line must be a JSON object"
                 raise ValueError(msg)
             if "config" in data:
-                config = config_from_json(data["config"])
-                mutant = data.get("mutant")
+                if not first:
+                    msg = (
+                        'a header line ({"config": ...}) is allowed only as the '
+                        "first line of a trace; this one follows "
+                        f"{len(calls)} step(s)"
+                    )
+                    raise ValueError(msg)
+                config, mutant = _header(data)
             else:
+                expectation = data.pop(EXPECT_KEY, None)
+                if expectation is not None:
+                    if expectation != EXPECT_REFUSED:
+                        msg = f"{EXPECT_KEY}={expectation!r}: the only expectation a "
+                        msg += f"step may state is {EXPECT_KEY!r}: {EXPECT_REFUSED!r}"
+                        raise ValueError(msg)
+                    expected.add(len(calls) + 1)
                 calls.append(Call.from_json(data))
         except ValueError as error:
-            error.add_note(f"in {source}, line {number}: {line[:120]}")
-            raise
-    return Trace(config, tuple(calls), mutant)
+            where = f"in {source}, line {number}: {line[:120]}"
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if isinstance(error, json.JSONDecodeError):
+                reason = f"not valid JSON: {error.msg} (column {error.colno})"
+            failure = TraceFormatError(f"{source}, line {number}: {reason}")
+            failure.add_note(where)
+            raise failure from error
+        first = False
+    return Trace(config, tuple(calls), mutant, frozenset(expected))
+
+
+def _header(data: dict[str, object]) -> tuple[ModelConfig, str | None]:
+    unknown = sorted(set(data) - set(HEADER_KEYS))
+    if unknown:
+        msg = f"header keys {unknown} are unknown; a header has: {list(HEADER_KEYS)}"
+        raise ValueError(msg)
+    mutant = data.get("mutant")
+    if mutant is not None and not isinstance(mutant, str):
+        msg = f"mutant={mutant!r} must be the name of a mutant (a string)"
+        raise ValueError(msg)
+    try:
+        return config_from_json(data["config"]), mutant
+    except ConfigurationError as error:
+        msg = f"config: {error}"
+        raise ValueError(msg) from None
 
 
 def write(path: Path, trace: Trace) -> None:
@@ -172,27 +163,65 @@ def read(path: Path) -> Trace:
 
 @dataclass(frozen=True)
 class Step:
-    """One replayed step: the call, the state after it (or the refusal), failures."""
+    """One replayed step: the call, the state after it (or the refusal), failures,
+    and whether the trace marks it as a step the model must refuse."""
 
     number: int
     call: Call
     state: SystemState
-    refused: ActionRefused | None
+    refused: ModelError | None  # ActionRefused, or UnknownCall: no such call
     violated: tuple[Invariant, ...]
+    expected_refusal: bool = False
+
+    @property
+    def unexpected(self) -> str | None:
+        """Why the step contradicts the trace (None: it does as the trace says)."""
+        if self.refused is not None and not self.expected_refusal:
+            return (
+                f"the model refused it ({self.refused}) and the trace does not mark "
+                f'it as an expected refusal ("{EXPECT_KEY}": "{EXPECT_REFUSED}")'
+            )
+        if self.refused is None and self.expected_refusal:
+            return (
+                f'the trace expects a refusal ("{EXPECT_KEY}": "{EXPECT_REFUSED}") '
+                "and the model took the step"
+            )
+        return None
 
 
 def replay(
-    config: ModelConfig, calls: Sequence[Call], rules: Rules = RULES
+    config: ModelConfig,
+    calls: Sequence[Call],
+    rules: Rules = RULES,
+    expected_refusals: Collection[int] = frozenset(),
 ) -> Iterator[Step]:
-    """Run ``calls`` from the initial state; a refused call leaves the state as is."""
+    """Run ``calls`` from the initial state; a refused call leaves the state as is.
+
+    A call the model does not have (a misspelt action, a VM it has not) counts as
+    refused, with the model's ``UnknownCall`` as the reason. ``expected_refusals``
+    are the numbers (from 1) of the steps the trace marks as refusals.
+    """
     state = initial_state(config)
     for number, call in enumerate(calls, start=1):
+        expected = number in expected_refusals
         try:
             after = model_apply(config, state, call, rules)
-        except ActionRefused as refusal:
-            yield Step(number, call, state, refusal, ())
+        except ModelError as refusal:
+            yield Step(number, call, state, refusal, (), expected)
             continue
         violated = catalogue.failing_step(config, state, call, after)
         violated += catalogue.failing(config, after)
-        yield Step(number, call, after, None, tuple(violated))
+        yield Step(number, call, after, None, tuple(violated), expected)
         state = after
+
+
+def mark_refusals(trace: Trace, rules: Rules = RULES) -> Trace:
+    """``trace`` with every step the model refuses marked as an expected refusal:
+    for writers whose traces hold refusals on purpose (``hvdr fuzz --engine`` draws
+    refused operations, to check that the engine refuses them too)."""
+    refused = frozenset(
+        step.number
+        for step in replay(trace.config, trace.calls, rules)
+        if step.refused is not None
+    )
+    return Trace(trace.config, trace.calls, trace.mutant, refused)

@@ -6,11 +6,24 @@ reduction factor when it applied), the SOMETIMES witnesses never reached, and th
 verdict. On a violation, a deadlock or an unrecoverable state it prints the
 shortest trace, writes it as a trace file (``--trace-out``, replayable with ``hvdr
 replay``) and draws it on the lifecycle (``--svg``), and exits with status 1.
+
+Limits: a run stops cleanly at ``--max-states`` states or ``--max-memory`` MiB of
+peak memory (both on by default, ``unlimited`` lifts them), prints the statistics
+so far and the flag that lifts the limit, and exits with status 3: nothing failed
+in the part searched, but the part is not the whole. Ctrl-C does the same with
+status 130, and says where the search was (depth, queue, the trace to the state).
+
+Progress: on a terminal, a live line (rich); otherwise a plain line every
+``PLAIN_PROGRESS_SECONDS`` (states, queue, depth, states/s, memory), so a CI log
+shows a long run moving.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +33,47 @@ from rich.table import Table
 
 from hvdr import overlays
 from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
+from hvdr.status import ExitStatus
 from invariants import trace as traces
-from invariants.explorer import Report, Statistics, explore
+from invariants.explorer import Report, Statistics, Stop, explore
 from invariants.kinds import Violation
 from invariants.mutants import MUTANTS
+
+#: States a run explores at most unless told otherwise: ten times the two-VM
+#: acceptance run's 169,185 and about 100 s at 100,000 states/s, so a run of a
+#: size nobody meant (a third VM, a larger budget) stops within minutes.
+DEFAULT_MAX_STATES = 10_000_000
+
+#: Peak memory (MiB) a run may reach unless told otherwise: the search keeps every
+#: state (~250 bytes each), and a run past the machine's memory is killed without
+#: a word; 4 GiB fits a developer's machine with room for the rest.
+DEFAULT_MAX_MEMORY_MIB = 4_096
+
+#: Seconds between plain progress lines when stdout is not a terminal.
+PLAIN_PROGRESS_SECONDS = 5.0
+
+#: How often (in states) the explorer reports, for either kind of progress.
+PROGRESS_EVERY_STATES = 5_000
+
+#: The word that lifts a limit.
+UNLIMITED = "unlimited"
+
+
+def limit(text: str) -> int | None:
+    """An argparse ``type``: a whole number of at least 1, or 'unlimited'."""
+    if text == UNLIMITED:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"{text!r} is not allowed; give a whole number >= 1, or {UNLIMITED!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+limit.__name__ = f"whole number >= 1 or {UNLIMITED!r}"
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +82,22 @@ def register(subparsers: Any) -> None:
         "check", help="explore the bounded model exhaustively; check every property"
     )
     add_model_arguments(parser)
-    parser.add_argument("--max-states", type=int, help="stop after this many states")
+    parser.add_argument(
+        "--max-states",
+        type=limit,
+        default=DEFAULT_MAX_STATES,
+        metavar="N",
+        help=f"stop cleanly (exit 3) after N states (default {DEFAULT_MAX_STATES:,}; "
+        f"'{UNLIMITED}' lifts it)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=limit,
+        default=DEFAULT_MAX_MEMORY_MIB,
+        metavar="MIB",
+        help=f"stop cleanly (exit 3) at this peak memory in MiB (default "
+        f"{DEFAULT_MAX_MEMORY_MIB:,}; '{UNLIMITED}' lifts it)",
+    )
     parser.add_argument(
         "--trace-out",
         type=Path,
@@ -52,37 +117,58 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explore; print; write the counterexample; 1 on a problem, else 0."""
+    """Explore; print; write the counterexample; the status of ``hvdr.status``."""
     console = Console()
     if args.list_mutants:
         for mutant in MUTANTS:
             console.print(f"{mutant.name}: {mutant.summary}")
-        return 0
-    try:
-        config = config_from_args(args)
-    except ValueError as error:
-        console.print(f"[red]{error}[/red]")
-        return 2
+        return ExitStatus.OK
+    config = config_from_args(args)
     rules = rules_from_args(args)
+    memory = None if args.max_memory is None else args.max_memory * 2**20
+    with progress_display(console) as show:
+        report = explore(
+            config, rules, max_states=args.max_states, max_memory_bytes=memory,
+            interruptible=True, progress=show, progress_every=PROGRESS_EVERY_STATES,
+        )  # fmt: skip
+    console.print(statistics_table(report))
+    return verdict(console, report, args)
+
+
+@contextmanager
+def progress_display(console: Console) -> Iterator[Callable[[Statistics], None]]:
+    """A progress callback: a live rich line on a terminal, else plain lines."""
+    if not console.is_terminal:
+        last = time.perf_counter()
+
+        def plain(statistics: Statistics) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last >= PLAIN_PROGRESS_SECONDS:
+                last = now
+                print(f"progress: {progress_text(statistics)}", flush=True)
+
+        yield plain
+        return
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=console, transient=True,
     ) as progress:  # fmt: skip
         task = progress.add_task("exploring", total=None)
 
-        def show(statistics: Statistics) -> None:
-            progress.update(
-                task,
-                description=f"{statistics.states:,} states, depth "
-                f"{statistics.depth}, {statistics.states_per_second:,.0f} states/s",
-            )
+        def live(statistics: Statistics) -> None:
+            progress.update(task, description=progress_text(statistics))
 
-        report = explore(
-            config, rules, max_states=args.max_states, progress=show,
-            progress_every=20_000,
-        )  # fmt: skip
-    console.print(statistics_table(report))
-    return verdict(console, report, args)
+        yield live
+
+
+def progress_text(statistics: Statistics) -> str:
+    """States, queue, depth, rate and memory, in one line."""
+    return (
+        f"{statistics.states:,} states, {statistics.queued:,} queued, depth "
+        f"{statistics.depth}, {statistics.states_per_second:,.0f} states/s, "
+        f"{statistics.peak_memory_bytes / 2**20:,.0f} MiB"
+    )
 
 
 def statistics_table(report: Report) -> Table:
@@ -112,7 +198,13 @@ def statistics_table(report: Report) -> Table:
             f"{statistics.symmetry_factor:.2f}"
         )
         rows.append(("symmetry reduction", reduction))
-    rows.append(("complete", "yes" if report.complete else "no (stopped early)"))
+    if report.complete:
+        complete = "yes"
+    elif report.stopped_by is not None:
+        complete = f"no ({report.stopped_by.value}; {statistics.queued:,} queued)"
+    else:
+        complete = "no (stopped at the first violation)"
+    rows.append(("complete", complete))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -134,15 +226,41 @@ def verdict(console: Console, report: Report, args: argparse.Namespace) -> int:
     for calls in report.deadlock_traces[:1]:
         console.print("[red]deadlock (no call enabled) after:[/red]")
         console.print(" → ".join(str(call) for call in calls))
-    if not problems and not report.deadlocks:
-        status = "OK" if report.complete else "no problem found (incomplete)"
-        console.print(f"[green]{status}[/green]")
-        return 0 if report.complete else 1
-    calls = problems[0].trace if problems else report.deadlock_traces[0]
-    for violation in problems:
-        console.print(f"[red]{violation}[/red]")
-    write_counterexample(console, report, calls, args)
-    return 1
+    if problems or report.deadlocks:
+        calls = problems[0].trace if problems else report.deadlock_traces[0]
+        for violation in problems:
+            console.print(f"[red]{violation}[/red]")
+        write_counterexample(console, report, calls, args)
+        return ExitStatus.FAILED
+    if report.complete:
+        console.print("[green]OK[/green]")
+        return ExitStatus.OK
+    return incomplete(console, report, args)
+
+
+def incomplete(console: Console, report: Report, args: argparse.Namespace) -> int:
+    """Say why the search stopped, where, and how to go further (3, or 130)."""
+    statistics = report.statistics
+    where = (
+        f"at depth {statistics.depth} with {statistics.queued:,} states queued; "
+        f"the state it was expanding is reached by {len(report.stopped_at)} steps:"
+    )
+    path = " → ".join(str(call) for call in report.stopped_at) or "(the initial state)"
+    if report.stopped_by is Stop.INTERRUPTED:
+        console.print(f"[yellow]interrupted {where}[/yellow]")
+        console.print(path)
+        console.print("no property failed in the part searched")
+        return ExitStatus.INTERRUPTED
+    if report.stopped_by is Stop.MEMORY_LIMIT:
+        hit = f"the memory limit of {args.max_memory:,} MiB (--max-memory)"
+        lift = "raise it with --max-memory MIB, or lift it with --max-memory unlimited"
+    else:
+        hit = f"the state limit of {args.max_states:,} states (--max-states)"
+        lift = "raise it with --max-states N, or lift it with --max-states unlimited"
+    console.print(f"[yellow]search incomplete: stopped at {hit} {where}[/yellow]")
+    console.print(path)
+    console.print(f"no property failed in the part searched; {lift}")
+    return ExitStatus.INCOMPLETE
 
 
 def write_counterexample(

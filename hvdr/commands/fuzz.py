@@ -9,24 +9,37 @@ coverage picture: the lifecycle with each edge coloured by how often it was take
 
 For long campaigns the same state machine runs under HypoFuzz through the pytest
 wrapper in ``tests/stateful/`` (see README).
+
+Exit status (``hvdr.status``): 0 no property failed in every example asked for; 1
+one failed; 2 bad usage (``--examples 0``, a bad ``--config``: one line); 3 the
+run stopped at ``--timeout`` before the examples asked for; 130 interrupted (the
+figures so far are printed). Off a terminal a plain line per batch shows progress.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import math
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from hvdr import overlays
-from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
+from hvdr.model_options import (
+    add_model_arguments,
+    config_from_args,
+    rules_from_args,
+    whole_number,
+)
+from hvdr.status import ExitStatus, UsageError
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.fuzz import FuzzReport, fuzz
+from invariants.interrupts import StopRequest, stop_requests
 
 
 def register(subparsers: Any) -> None:
@@ -35,10 +48,19 @@ def register(subparsers: Any) -> None:
         "fuzz", help="guided stateful fuzzing of the model (Hypothesis)"
     )
     add_model_arguments(parser)
-    parser.add_argument("--examples", type=int, default=200, help="default 200")
-    parser.add_argument("--steps", type=int, default=50, help="per example; 50")
+    parser.add_argument(
+        "--examples", type=whole_number(1), default=200, metavar="N", help="default 200"
+    )
+    parser.add_argument(
+        "--steps", type=whole_number(1), default=50, metavar="N", help="per example; 50"
+    )
     parser.add_argument("--seed", type=int, default=0, help="default 0")
-    parser.add_argument("--timeout", type=float, help="seconds, checked per batch")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="stop between batches after this long (exit 3 if examples remain)",
+    )
     parser.add_argument("--report", type=Path, help="write an HTML coverage report")
     parser.add_argument(
         "--trace-out",
@@ -65,25 +87,37 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse ``type``: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        msg = f"{text!r} is not allowed; give a number of seconds above 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    """Fuzz; print the figures; 1 on a failure."""
+    """Fuzz; print the figures; the status of ``hvdr.status``."""
     console = Console(highlight=False)
     if args.engine or args.engine_mutant:
         return run_engine(args, console)
-    try:
-        config = config_from_args(args)
-    except ValueError as error:
-        console.print(f"[red]{error}[/red]")
-        return 2
-    with console.status("fuzzing"):
-        report = fuzz(
-            config,
-            rules_from_args(args),
-            examples=args.examples,
-            steps=args.steps,
-            seed_value=args.seed,
-            timeout_seconds=args.timeout,
-        )
+    config = config_from_args(args)
+
+    def plain(done: int, steps: int) -> None:
+        print(f"progress: {done}/{args.examples} examples, {steps:,} steps", flush=True)
+
+    options: dict[str, Any] = {
+        "examples": args.examples, "steps": args.steps, "seed_value": args.seed,
+        "timeout_seconds": args.timeout, "interruptible": True,
+    }  # fmt: skip
+    if console.is_terminal:
+        with console.status("fuzzing"):
+            report = fuzz(config, rules_from_args(args), **options)
+    else:
+        report = fuzz(config, rules_from_args(args), progress=plain, **options)
     covered = len(report.edges) - len(report.untaken)
     console.print(
         f"{report.examples} examples, {report.steps:,} steps (+{report.prefix_steps:,} "
@@ -98,14 +132,36 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_report(args.report, report)
         console.print(f"coverage report written to {args.report}")
-    if report.failure is None:
-        console.print("[green]no property failed[/green]")
-        return 0
-    console.print(f"[red]{report.failure}[/red]")
-    trace = traces.Trace(config, report.failure.trace, args.mutant)
-    traces.write(args.trace_out, trace)
-    console.print(f"trace written to {args.trace_out} (hvdr replay {args.trace_out})")
-    return 1
+    if report.failure is not None:
+        console.print(f"[red]{report.failure}[/red]")
+        trace = traces.Trace(config, report.failure.trace, args.mutant)
+        traces.write(args.trace_out, trace)
+        console.print(
+            f"trace written to {args.trace_out} (hvdr replay {args.trace_out})"
+        )
+        return ExitStatus.FAILED
+    return unfinished(console, report.examples, args, interrupted=report.interrupted)
+
+
+def unfinished(
+    console: Console, done: int, args: argparse.Namespace, *, interrupted: bool
+) -> int:
+    """0 when every example asked for ran; else say why not (130, or 3)."""
+    if interrupted:
+        console.print(
+            f"[yellow]interrupted after {done} of {args.examples} examples; no "
+            "property failed in those[/yellow]"
+        )
+        return ExitStatus.INTERRUPTED
+    if done < args.examples:
+        console.print(
+            f"[yellow]incomplete: --timeout {args.timeout:g} s ended the run after "
+            f"{done} of {args.examples} examples; no property failed in those. "
+            "Raise --timeout, or leave it out to run every example[/yellow]"
+        )
+        return ExitStatus.INCOMPLETE
+    console.print("[green]no property failed[/green]")
+    return ExitStatus.OK
 
 
 def write_report(path: Path, report: FuzzReport) -> None:
@@ -146,22 +202,15 @@ MODEL_ONLY = (
 
 def run_engine(args: argparse.Namespace, console: Console) -> int:
     """Conformance fuzzing of the engine against the model; 1 on a failure."""
-    if args.examples < 1 or args.steps < 1:
-        console.print("[red]--examples and --steps must be at least 1[/red]")
-        return 2
     ignored = [f"--{name.replace('_', '-')}" for name in MODEL_ONLY
                if getattr(args, name, None) is not None]  # fmt: skip
     if ignored:
-        console.print(
-            f"[red]{', '.join(ignored)}: not with --engine (the engine is held to "
-            "one model: one VM of two disks, every fault; plant engine bugs with "
-            "--engine-mutant)[/red]"
+        msg = (
+            f"{', '.join(ignored)}: not with --engine (the engine is held to one "
+            "model: one VM of two disks, every fault; plant engine bugs with "
+            "--engine-mutant)"
         )
-        return 2
-    if args.timeout is not None and not args.timeout > 0:
-        console.print(f"[red]--timeout {args.timeout}: must be a number of seconds "
-                      "above 0[/red]")  # fmt: skip
-        return 2
+        raise UsageError(msg)
     mutant = ENGINE_MUTANTS.get(args.engine_mutant or "")
 
     def progress(done: int, coverage: Coverage) -> None:
@@ -170,12 +219,14 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
             f"{len(coverage.edges)} lifecycle edges"
         )
 
-    if mutant is not None:
-        console.print(f"[yellow]engine mutant planted: {mutant.name}[/yellow]")
-        with mutant.plant():
-            report = _fuzz_engine(args, progress)
-    else:
-        report = _fuzz_engine(args, progress)
+    with stop_requests() as stop:
+        if mutant is not None:
+            console.print(f"[yellow]engine mutant planted: {mutant.name}[/yellow]")
+            with mutant.plant():
+                report = _fuzz_engine(args, progress, stop)
+        else:
+            report = _fuzz_engine(args, progress, stop)
+    interrupted = stop.asked and report.examples < args.examples
     for line in describe_engine_report(report):
         console.print(line)
     if report.failure is None and report.coverage.steps == 0:
@@ -183,22 +234,28 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
             "[yellow]no engine step was drawn beyond the starting states: nothing "
             "was tested; raise --steps or --examples[/yellow]"
         )
-        return 3
+        return ExitStatus.INCOMPLETE
     if report.failure is None:
+        if report.examples < args.examples:
+            return unfinished(console, report.examples, args, interrupted=interrupted)
         console.print("[green]the engine followed the model at every step[/green]")
-        return 0
+        return ExitStatus.OK
     console.print(f"[red]{report.failure}[/red]")
     trace = traces.Trace(
         ENGINE_CONFIG, report.failure.calls, None if mutant is None else mutant.name
     )
-    traces.write(args.trace_out, trace)
+    # The fuzzer draws refused operations on purpose (the engine must refuse them
+    # too): the trace marks them, so replaying it does not take them for mistakes.
+    traces.write(args.trace_out, traces.mark_refusals(trace))
     console.print(
         f"trace written to {args.trace_out} (hvdr replay --engine {args.trace_out})"
     )
-    return 1
+    return ExitStatus.FAILED
 
 
-def _fuzz_engine(args: argparse.Namespace, progress: Any) -> ConformanceReport:
+def _fuzz_engine(
+    args: argparse.Namespace, progress: Any, stop: StopRequest
+) -> ConformanceReport:
     return fuzz_engine(
         examples=args.examples,
         steps=args.steps,
@@ -206,6 +263,7 @@ def _fuzz_engine(args: argparse.Namespace, progress: Any) -> ConformanceReport:
         timeout_seconds=args.timeout,
         shrink=not args.no_shrink,
         progress=progress,
+        stop=stop,
     )
 
 

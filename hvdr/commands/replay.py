@@ -5,7 +5,17 @@ report, or the refusal in the model's words (a refused step leaves the state as 
 was and the replay goes on); after each step every ALWAYS and STEP property of the
 catalogue is checked, and a violation is printed in red. A trace written by ``hvdr
 check`` or ``hvdr fuzz`` on a mutant names the mutant in its header, and replays on
-that mutant. Exit status: 1 when a property failed, 0 otherwise.
+that mutant.
+
+A step the model refuses (a misspelt action, a step in the wrong phase) fails the
+replay unless its line marks it as an expected refusal (``"expect": "refused"``,
+docs/trace-format.md), and so does a marked step the model takes: the same rule
+holds with ``--engine``, checked on the model before the engine starts.
+
+Exit status (``hvdr.status``): 0 every property held and every step did what the
+trace says; 1 a property failed or a step did not; 2 the file is not a trace
+(unreadable, malformed, a header in the middle, no steps: one line naming the
+file and line); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
+from hvdr.status import ExitStatus, UsageError
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import TraceError, replay_on_engine
@@ -58,40 +70,92 @@ def describe(state: SystemState) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Replay the file; 1 if any property failed."""
+    """Replay the file; 1 if any property failed or a step was not as marked."""
     console = Console(highlight=False)
-    try:
-        trace = traces.read(args.file)
-    except (OSError, ValueError) as error:
-        console.print(f"[red]cannot read {args.file}: {error}[/red]")
-        return 2
+    trace = read_trace(args.file)
     if args.engine:
         return run_engine(trace, console)
     rules = RULES
     if trace.mutant is not None:
         if trace.mutant not in MUTANTS:
-            console.print(f"[red]unknown mutant {trace.mutant!r} in the header[/red]")
-            return 2
+            msg = f"{args.file}: the header names mutant {trace.mutant!r}, which "
+            msg += f"does not exist; known: {', '.join(sorted(MUTANTS))}"
+            raise UsageError(msg)
         rules = MUTANTS[trace.mutant].rules
         console.print(f"[yellow]replaying on mutant {trace.mutant}[/yellow]")
-    failed = False
-    for step in traces.replay(trace.config, trace.calls, rules):
-        if step.refused is not None:
-            console.print(f"{step.number:3} {step.call}  [yellow]refused: "
-                          f"{step.refused}[/yellow]")  # fmt: skip
-            continue
-        if not args.quiet:
-            console.print(f"{step.number:3} {step.call}  → {describe(step.state)}")
-        for invariant in step.violated:
-            failed = True
-            console.print(
-                f"[red]    invariant {invariant.name!r} violated: "
-                f"{invariant.message}[/red]"
-            )
-    console.print(
-        "[red]violated[/red]" if failed else "[green]all properties held[/green]"
-    )
-    return 1 if failed else 0
+    violated = contradicted = done = 0
+    try:
+        for step in traces.replay(
+            trace.config, trace.calls, rules, trace.expected_refusals
+        ):
+            done = step.number
+            contradicted += show_step(console, step, quiet=args.quiet)
+            for invariant in step.violated:
+                violated += 1
+                console.print(
+                    f"[red]    invariant {invariant.name!r} violated: "
+                    f"{escape(invariant.message)}[/red]"
+                )
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted after {done} of {len(trace.calls)} steps: "
+            f"{violated} violation(s), {contradicted} step(s) not as the trace "
+            "says[/yellow]"
+        )
+        return ExitStatus.INTERRUPTED
+    return summary(console, len(trace.calls), violated, contradicted)
+
+
+def read_trace(path: Path) -> traces.Trace:
+    """The trace in ``path``; UsageError (one line, the file and the line) if it is
+    not one, or has no steps."""
+    try:
+        trace = traces.read(path)
+    except OSError as error:
+        msg = f"{path}: cannot read the trace: {error.strerror}"
+        raise UsageError(msg) from None
+    except ValueError as error:  # TraceFormatError: the file and line are in it
+        raise UsageError(str(error)) from None
+    if not trace.calls:
+        msg = (
+            f"{path}: the trace has no steps; a trace is an optional header line, "
+            "then one call per line (docs/trace-format.md)"
+        )
+        raise UsageError(msg)
+    return trace
+
+
+def show_step(console: Console, step: traces.Step, *, quiet: bool) -> int:
+    """Print one step; 1 when it is not what the trace says, else 0."""
+    unexpected = step.unexpected
+    if unexpected is not None:
+        console.print(
+            f"[red]{step.number:3} {step.call}  not as the trace says: "
+            f"{escape(unexpected)}[/red]"
+        )
+        return 1
+    if step.refused is not None:
+        console.print(f"{step.number:3} {step.call}  [yellow]refused, as expected: "
+                      f"{escape(str(step.refused))}[/yellow]")  # fmt: skip
+    elif not quiet:
+        console.print(f"{step.number:3} {step.call}  → {describe(step.state)}")
+    return 0
+
+
+def summary(console: Console, steps: int, violated: int, contradicted: int) -> int:
+    """The last line and the exit status."""
+    if contradicted:
+        console.print(
+            f"[red]{contradicted} of {steps} step(s) did not do what the trace "
+            'says: mark a step the model must refuse with "expect": "refused", '
+            "or fix it (docs/trace-format.md)[/red]"
+        )
+    if violated:
+        console.print("[red]violated[/red]")
+    if violated or contradicted:
+        return ExitStatus.FAILED
+    console.print("[green]all properties held[/green]")
+    return ExitStatus.OK
 
 
 def run_engine(trace: traces.Trace, console: Console) -> int:
@@ -104,22 +168,26 @@ def run_engine(trace: traces.Trace, console: Console) -> int:
         if name != "vm_names" and getattr(config, name) != getattr(ENGINE_CONFIG, name)
     ]
     if differs:
-        console.print(
-            "[red]the engine replays traces of its own model (one VM of two disks, "
+        msg = (
+            "the engine replays traces of its own model (one VM of two disks, "
             f"as hvdr fuzz --engine writes them); this one has {'; '.join(differs)}"
-            "[/red]"
         )
-        return 2
+        raise UsageError(msg)
     mutant = None
     if trace.mutant is not None:
         mutant = ENGINE_MUTANTS.get(trace.mutant)
         if mutant is None:
-            console.print(
-                f"[red]unknown engine mutant {trace.mutant!r} in the header; known: "
-                f"{sorted(ENGINE_MUTANTS)}[/red]"
-            )
-            return 2
+            msg = f"unknown engine mutant {trace.mutant!r} in the header; known: "
+            msg += f"{', '.join(sorted(ENGINE_MUTANTS))}"
+            raise UsageError(msg)
         console.print(f"[yellow]replaying with engine mutant {mutant.name}[/yellow]")
+    # The trace's own marks first, on the model alone: a refusal the trace does not
+    # expect fails it before any engine starts, as it does without --engine.
+    steps = traces.replay(config, trace.calls, RULES, trace.expected_refusals)
+    surprises = [step for step in steps if step.unexpected is not None]
+    contradicted = sum(show_step(console, step, quiet=True) for step in surprises)
+    if contradicted:
+        return summary(console, len(trace.calls), 0, contradicted)
     try:
         if mutant is not None:
             with mutant.plant():
@@ -127,11 +195,14 @@ def run_engine(trace: traces.Trace, console: Console) -> int:
         else:
             replayed, failure = replay_on_engine(trace.calls)
     except TraceError as error:
-        console.print(f"[red]cannot replay this trace on the engine: {error}[/red]")
-        return 2
+        msg = f"cannot replay this trace on the engine: {error}"
+        raise UsageError(msg) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: the engine's replay was cut short[/yellow]")
+        return ExitStatus.INTERRUPTED
     console.print(f"{replayed} of {len(trace.calls)} steps replayed on the engine")
     if failure is None:
         console.print("[green]the engine followed the model at every step[/green]")
-        return 0
-    console.print(f"[red]{failure}[/red]")
-    return 1
+        return ExitStatus.OK
+    console.print(f"[red]{escape(str(failure))}[/red]")
+    return ExitStatus.FAILED

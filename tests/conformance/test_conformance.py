@@ -102,7 +102,7 @@ def test_every_planted_engine_bug_is_caught_and_its_trace_replays(
     again = _hvdr("replay", "--engine", str(trace_file))
     assert again.returncode == 1, again.stdout + again.stderr
     clean_file = tmp_path / "clean.jsonl"
-    traces.write(clean_file, traces.Trace(trace.config, trace.calls, None))
+    traces.write(clean_file, replace(trace, mutant=None))
     clean = _hvdr("replay", "--engine", str(clean_file))
     assert clean.returncode == 0, clean.stdout + clean.stderr
 

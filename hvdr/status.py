@@ -1,0 +1,50 @@
+"""Exit statuses of ``hvdr``, and the one error every command raises for bad input.
+
+Scripts and CI branch on the status, so each means one thing in every command:
+
+* 0: every property held (``check``: on the whole bounded state space);
+* 1: a property failed (the counterexample is printed and written), or a trace
+  contradicts itself (a step refused that it does not mark as an expected refusal);
+* 2: bad usage or input: one line on stderr names what was wrong and what is
+  allowed, never a traceback;
+* 3: the search is incomplete: a limit was hit before the end (the message names
+  the flag that lifts it); nothing failed in the part searched;
+* 130: interrupted (Ctrl-C, 128 + SIGINT as shells count it), after printing the
+  statistics so far.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """What a run of ``hvdr`` ended with; see the module essay."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INCOMPLETE = 3
+    INTERRUPTED = 130
+
+
+#: The exit statuses as ``hvdr --help`` prints them (argparse epilog).
+EPILOG = """\
+exit status:
+  0    every property held (check: the whole bounded state space was searched)
+  1    a property failed: the counterexample is printed and written as a trace;
+       for replay also a step refused that the trace does not mark as expected
+  2    bad usage or input: one line on stderr says what was wrong and what is
+       allowed
+  3    search incomplete: a limit was hit (the message names the flag that
+       lifts it)
+  130  interrupted (Ctrl-C): the statistics so far are printed
+"""
+
+
+class UsageError(Exception):
+    """Bad usage or input found by a command (exit status 2).
+
+    ``hvdr``'s ``main`` prints the message as one line on stderr, prefixed by the
+    command; the message names what was wrong and what is allowed.
+    """
