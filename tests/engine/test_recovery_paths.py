@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
 from engine.testing import LossyTransport, ManualClock
@@ -143,8 +144,11 @@ def test_an_app_consistent_cycle_keeps_its_flag_when_shipped_again(
         engine.enable_protection("web")
         write_step(engine, 1)
         lossy.drops = 1
-        with pytest.raises(Exception, match="link lost"):
+        with pytest.raises(TransportError, match="link lost"):
             engine.replicate("web", app_consistent=True)
+        assert [p.app_consistent for p in engine.status("web").recovery_points] == [
+            False
+        ]  # the dropped cycle made no point
         engine.replicate("web", app_consistent=True)
         flags = [p.app_consistent for p in engine.status("web").recovery_points]
         assert flags == [False, True]
