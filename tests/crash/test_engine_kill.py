@@ -16,9 +16,9 @@ from engine.testing import ManualClock
 BLOCK = 4096
 DISKS = {"os": 16 * BLOCK, "data": 16 * BLOCK}
 STORE_POINTS = [
-    point.replace("*", disk) if "*" in point else point
+    point.replace("*", disk)  # "*": one point per disk
     for point in CRASH_POINTS
-    for disk in (sorted(DISKS) if "*" in point else [None])
+    for disk in (sorted(DISKS) if "*" in point else [""])
 ]
 KILL_POINTS = [*CYCLE_CRASH_POINTS, *STORE_POINTS]
 

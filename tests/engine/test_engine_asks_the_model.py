@@ -23,19 +23,28 @@ from model import (
 BLOCK = 4096
 DISKS = {"os": 16 * BLOCK}
 
+
+def _protect(engine: ReplicationEngine) -> None:
+    engine.enable_protection("web")
+
+
+def _pause(engine: ReplicationEngine) -> None:
+    engine.enable_protection("web")
+    engine.pause("web")
+
+
+def _overflow(engine: ReplicationEngine) -> None:
+    engine.enable_protection("web")
+    engine.write("web", "os", 0, b"x" * 9 * BLOCK)  # past half the disk
+    engine.replicate("web")
+
+
 # How to bring the VM into each phase the engine can reach, from unprotected.
 SETUPS: dict[str, Callable[[ReplicationEngine], object]] = {
     "unprotected": lambda engine: None,
-    "protected": lambda engine: engine.enable_protection("web"),
-    "replication_paused": lambda engine: (
-        engine.enable_protection("web"),
-        engine.pause("web"),
-    ),
-    "resynchronizing": lambda engine: (
-        engine.enable_protection("web"),
-        engine.write("web", "os", 0, b"x" * 9 * BLOCK),  # past half the disk
-        engine.replicate("web"),
-    ),
+    "protected": _protect,
+    "replication_paused": _pause,
+    "resynchronizing": _overflow,
 }
 
 # Each engine operation and the model call it must be asked as.

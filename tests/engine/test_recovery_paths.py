@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,11 @@ BLOCK = 4096
 DISKS = {"a": 16 * BLOCK, "b": 16 * BLOCK}
 
 
-def open_engine(tmp_path: Path, **options: object) -> ReplicationEngine:
+def open_engine(tmp_path: Path, **options: Any) -> ReplicationEngine:
     """The engine on the two roots under ``tmp_path``."""
     return ReplicationEngine.open(
         tmp_path / "primary", tmp_path / "secondary", clock=ManualClock(), **options
-    )  # type: ignore[arg-type]
+    )
 
 
 def replica(engine: ReplicationEngine) -> ReplicaStore:
