@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from hvdr.cli import main
 from invariants import trace as traces
+from invariants.explorer import explore
+from invariants.trace import DEFAULT_CONFIG
+from model import ModelConfig
 
 
 def test_check_passes_on_the_model(tmp_path: Path) -> None:
@@ -30,11 +34,37 @@ def test_check_catches_a_mutant_and_replay_reproduces_it(tmp_path: Path) -> None
     assert main(["replay", str(out), "--quiet"]) == 1
 
 
-def test_check_reads_a_configuration_file(tmp_path: Path) -> None:
+def test_check_reads_a_configuration_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--config sets the model; flags given on the command line override it."""
+    # Each value differs from hvdr check's default (2 disks, lag 1, budget 1, no
+    # app-consistent points), so a file that was ignored shows in what is explored;
+    # --lag overrides the file's lag.
     config = tmp_path / "model.json"
-    config.write_text(json.dumps({"vm_count": 1, "fault_budget": 0}), "utf-8")
-    assert main(["check", "--config", str(config), "--faults", "none"]) == 0
+    chosen = {
+        "vm_count": 1,
+        "disks_per_vm": 1,
+        "write_lag_max": 2,
+        "fault_budget": 0,
+        "app_consistent_points": True,
+    }
+    config.write_text(json.dumps(chosen), "utf-8")
+    status = main(["check", "--config", str(config), "--faults", "none", "--lag", "1"])
+    assert status == 0
+    expected = ModelConfig(
+        vm_count=1,
+        disks_per_vm=1,
+        write_lag_max=1,
+        fault_budget=0,
+        app_consistent_points=True,
+        faults=frozenset(),
+    )
+    states = explore(expected).statistics.states
+    assert states != explore(DEFAULT_CONFIG).statistics.states  # the file matters
+    printed = capsys.readouterr().out
+    assert "1 VM(s), 1 disks, lag 1, points 2, budget 0, plans 0" in printed
+    assert re.search(rf"states\s+│\s+{states:,}\s", printed), printed
 
 
 def test_check_refuses_an_unknown_fault() -> None:

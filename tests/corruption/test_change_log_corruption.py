@@ -80,7 +80,7 @@ def flip_bit(path, position):
 
 def strict_read(path):
     """Read a log strictly; return (records read before the error, the error)."""
-    records = []
+    records: list[LogRecord] = []
     reader = read_sealed_log(path, disk_id=DISK_ID, epoch=EPOCH)
     with pytest.raises(CorruptRecord) as caught:
         records.extend(reader)
@@ -114,8 +114,7 @@ def assert_header_refused(path, reason):
     with pytest.raises(CorruptRecord, match=reason):
         ChangeLog.open(path, disk_id=DISK_ID, epoch=EPOCH)
     records, error = strict_read(path)
-    expected = []
-    assert expected == records
+    assert records == []
     assert reason in str(error)
     with pytest.raises(CorruptRecord, match=reason):
         verify_sealed_log(path, disk_id=DISK_ID, epoch=EPOCH)

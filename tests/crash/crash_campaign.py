@@ -49,14 +49,9 @@ from typing import Final
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).parent)]
 
 from crash_points import OPERATIONS, Census, Label, Occurrence, census  # noqa: E402
+from crash_scenario import Problem, Report  # noqa: E402
 from crash_sweep import MEMORY_FILE_SYSTEM, WORKERS, run_child_text  # noqa: E402
-from failover_scenario import (  # noqa: E402
-    Problem,
-    Progress,
-    Report,
-    check_after_crash,
-    run_scenario,
-)
+from failover_scenario import Progress, check_after_crash, run_scenario  # noqa: E402
 
 from engine.storage import files  # noqa: E402
 from engine.testing import KillingFileSystem, PowerCut, PowerLossFileSystem  # noqa: E402
@@ -377,7 +372,7 @@ def totals(result: dict[str, object]) -> list[str]:
         states[key] += len(found)
         bad[operation] += sum(1 for _, problems in found if problems)
     operations = sorted({operation for operation, _ in points})
-    ordered = [op for op in OPERATIONS if op in operations]
+    ordered: list[str] = [op for op in OPERATIONS if op in operations]
     ordered += [op for op in operations if op not in OPERATIONS]
     header = f"{'operation':22} {'kill points':>11} {'power points':>12} "
     header += f"{'crashes':>8} {'power states':>12} {'violations':>10}"
@@ -413,7 +408,9 @@ def totals(result: dict[str, object]) -> list[str]:
 def crashed_points(result: dict[str, object]) -> Counter[str]:
     """Distinct points crashed per mode."""
     rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
-    return Counter(mode for mode, _ in {(row["mode"], row["text"]) for row in rows})
+    return Counter(
+        str(mode) for mode, _ in {(row["mode"], row["text"]) for row in rows}
+    )
 
 
 def uncovered(result: dict[str, object]) -> list[str]:
@@ -430,12 +427,11 @@ def uncovered(result: dict[str, object]) -> list[str]:
 
 def violations(result: dict[str, object]) -> int:
     rows: list[dict[str, object]] = result["rows"]  # type: ignore[assignment]
-    return sum(
-        1
-        for row in rows
-        for _, problems in row["states"]  # type: ignore[attr-defined]
-        if problems
-    )
+    total = 0
+    for row in rows:
+        states: list[tuple[str, list[str]]] = row["states"]  # type: ignore[assignment]
+        total += sum(1 for _, problems in states if problems)
+    return total
 
 
 def main(arguments: Sequence[str]) -> int:

@@ -87,7 +87,7 @@ class Step(NamedTuple):
     action: str
     phase: str
     via: tuple[str, ...] = ()
-    count: int = 1  # writes: how many
+    writes: int = 1  # write steps: how many
     point: int = 0  # unplanned_failover: which point, by position (-2: second newest)
 
 
@@ -95,21 +95,21 @@ STEADY: Final = ("protected", "reverse_replicating")
 
 PLANNED: Final = (
     Step("create_vm", "unprotected"),
-    Step("write", "unprotected", count=2),
+    Step("write", "unprotected", writes=2),
     Step("enable_protection", "protected", via=("initial_replication",)),
-    Step("write", "protected", count=3),
+    Step("write", "protected", writes=3),
     Step("replicate", "protected"),
     Step("start_test_failover", "test_failover"),  # a drill from the latest point
     Step("write", "test_failover"),  # production goes on, and so do cycles
     Step("replicate", "test_failover"),
     Step("cleanup_test_failover", "protected"),
-    Step("write", "protected", count=2),  # left for the final sync
+    Step("write", "protected", writes=2),  # left for the final sync
     Step("prepare_planned_failover", "failover_prepared"),
     Step("failover", "failed_over", via=("failing_over",)),
     Step("commit", "committed"),
-    Step("write", "committed", count=2),  # at the secondary: tracked since commit
+    Step("write", "committed", writes=2),  # at the secondary: tracked since commit
     Step("reverse_replication", "reverse_replicating"),
-    Step("write", "reverse_replicating", count=2),
+    Step("write", "reverse_replicating", writes=2),
     Step("replicate", "reverse_replicating"),
     Step("write", "reverse_replicating"),
     Step("planned_failover", "failed_over", via=("failover_prepared", "failing_over")),
@@ -121,29 +121,29 @@ PLANNED: Final = (
 
 UNPLANNED: Final = (
     Step("create_vm", "unprotected"),
-    Step("write", "unprotected", count=2),
+    Step("write", "unprotected", writes=2),
     Step("enable_protection", "protected", via=("initial_replication",)),
-    Step("write", "protected", count=2),
+    Step("write", "protected", writes=2),
     Step("replicate", "protected"),
-    Step("write", "protected", count=2),
+    Step("write", "protected", writes=2),
     Step("replicate", "protected"),
-    Step("write", "protected", count=2),  # never shipped: lost by the failover
+    Step("write", "protected", writes=2),  # never shipped: lost by the failover
     Step("flush", "protected"),
     Step("crash_site", "protected"),
     Step("unplanned_failover", "failed_over", via=("failing_over",), point=-2),
     Step("change_recovery_point", "failed_over", point=-1),  # the newest instead
     Step("commit", "committed"),
-    Step("write", "committed", count=2),
+    Step("write", "committed", writes=2),
     Step("recover_site", "committed"),
     Step("reverse_replication", "reverse_replicating", via=("resynchronizing",)),
-    Step("write", "reverse_replicating", count=2),
+    Step("write", "reverse_replicating", writes=2),
     Step("replicate", "reverse_replicating"),
     Step("prepare_planned_failover", "failover_prepared"),
     Step("cancel_failover", "replication_stopped"),
     Step("write", "replication_stopped"),  # the VM runs again where it was
     Step("disable", "unprotected"),
     Step("enable_protection", "reverse_replicating", via=("initial_replication",)),
-    Step("write", "reverse_replicating", count=2),
+    Step("write", "reverse_replicating", writes=2),
     Step("replicate", "reverse_replicating"),
 )
 
@@ -151,19 +151,19 @@ DIVERGENT: Final = (
     Step("create_vm", "unprotected"),
     Step("write", "unprotected"),
     Step("enable_protection", "protected", via=("initial_replication",)),
-    Step("write", "protected", count=2),
+    Step("write", "protected", writes=2),
     Step("replicate", "protected"),
-    Step("write", "protected", count=2),
+    Step("write", "protected", writes=2),
     Step("replicate", "protected"),
-    Step("write", "protected", count=2),  # never shipped: lost by the failover
+    Step("write", "protected", writes=2),  # never shipped: lost by the failover
     Step("unplanned_failover", "failed_over", via=("failing_over",), point=-2),
-    Step("write_stale", "failed_over", count=2),  # the old copy still runs
+    Step("write_stale", "failed_over", writes=2),  # the old copy still runs
     Step("commit", "committed"),
-    Step("write", "committed", count=2),
+    Step("write", "committed", writes=2),
     Step(
         "reverse_replication", "reverse_replicating", via=("resynchronizing",)
     ),  # reconciles, stops the old copy, resynchronises what may differ
-    Step("write", "reverse_replicating", count=2),
+    Step("write", "reverse_replicating", writes=2),
     Step("replicate", "reverse_replicating"),
 )
 
@@ -220,7 +220,7 @@ class Oracle:
         for index, step in enumerate(self.plan):
             if step.action == "write":
                 numbers = []
-                for _ in range(step.count):
+                for _ in range(step.writes):
                     version += 1
                     apply_write(current, version)
                     self._append(current)
@@ -307,7 +307,7 @@ def run_scenario(
                 if durable_writes:
                     report(f"flushed {version}")
         elif step.action == "write_stale":
-            for number in range(step.count):
+            for number in range(step.writes):
                 version = STALE_VERSION_BASE + index * 10 + number
                 write_version(engine, version, site="primary")
                 report(f"stale {version}")

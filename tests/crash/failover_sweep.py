@@ -22,18 +22,15 @@ from functools import partial
 from pathlib import Path
 from typing import Final, Literal
 
+from crash_scenario import VM, Problem, Report, digest
+from crash_scenario import describe as describe_error
 from crash_sweep import Point, run_child_text, sweep
 from failover_scenario import (
-    VM,
-    Problem,
     Progress,
-    Report,
     active_images,
     check_after_crash,
     check_engine,
     check_state_free,
-    describe_error,
-    digest,
     open_engine,
     run_scenario,
 )

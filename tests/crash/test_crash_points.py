@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from crash_campaign import OPERATIONS, format_report, uncovered, violations
-from crash_points import file_role, role, step_operations
+from crash_campaign import format_report, uncovered, violations
+from crash_points import OPERATIONS, file_role, role, step_operations
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CAMPAIGN = REPOSITORY / "tests" / "crash" / "crash_campaign.py"

@@ -104,7 +104,7 @@ def test_cycles_during_a_drill_change_nothing_it_reads(
         assert expected_ids == replica.store.catalogue.recovery_point_ids
     cleanup_drill(replica.store, area)
     expected = (None, (5, 6), ["5.undo"])
-    actual = (
+    actual: tuple[int | None, tuple[int, ...], list[str]] = (
         replica.store.pinned,
         replica.store.catalogue.recovery_point_ids,
         sorted(os.listdir(replica.store.directory / "undo")),

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.errors import TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
 from engine.testing import LossyTransport, ManualClock
@@ -17,11 +19,11 @@ BLOCK = 4096
 DISKS = {"a": 16 * BLOCK, "b": 16 * BLOCK}
 
 
-def open_engine(tmp_path: Path, **options: object) -> ReplicationEngine:
+def open_engine(tmp_path: Path, **options: Any) -> ReplicationEngine:
     """The engine on the two roots under ``tmp_path``."""
     return ReplicationEngine.open(
         tmp_path / "primary", tmp_path / "secondary", clock=ManualClock(), **options
-    )  # type: ignore[arg-type]
+    )
 
 
 def replica(engine: ReplicationEngine) -> ReplicaStore:
@@ -143,8 +145,11 @@ def test_an_app_consistent_cycle_keeps_its_flag_when_shipped_again(
         engine.enable_protection("web")
         write_step(engine, 1)
         lossy.drops = 1
-        with pytest.raises(Exception, match="link lost"):
+        with pytest.raises(TransportError, match="link lost"):
             engine.replicate("web", app_consistent=True)
+        assert [p.app_consistent for p in engine.status("web").recovery_points] == [
+            False
+        ]  # the dropped cycle made no point
         engine.replicate("web", app_consistent=True)
         flags = [p.app_consistent for p in engine.status("web").recovery_points]
         assert flags == [False, True]

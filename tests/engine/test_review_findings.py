@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from engine.errors import (
     DamagedState,
     InvalidConfiguration,
     InvalidName,
+    ReplicationError,
     SiteLocked,
     StorageFull,
     TransitionNotAllowed,
@@ -292,31 +294,67 @@ def test_a_refused_open_creates_nothing_in_the_other_site(tmp_path: Path) -> Non
         assert engine.vm_names() == ()
 
 
-def test_status_never_races_an_operation_into_a_false_damage(tmp_path: Path) -> None:
-    """status() polled from another thread during disable/enable never raises."""
-    import threading
+class StatusAtEveryStep(files.FileSystem):
+    """After each file operation of the thread running an operation, read the VM's
+    status from another thread: a read at every step of disable and enable, where a
+    poller racing them hit only the steps the scheduler happened to give it."""
 
-    with protected(tmp_path) as engine:
-        stop = threading.Event()
-        errors: list[str] = []
+    def __init__(self, engine: ReplicationEngine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.operator = threading.get_ident()
+        self.readers: list[threading.Thread] = []
+        self.seen: list[str] = []  # the phase each read returned, or its error
 
-        def poll() -> None:
-            while not stop.is_set():
-                try:
-                    engine.status("web")
-                except Exception as error:  # reported below
-                    errors.append(f"{type(error).__name__}: {error}")
-
-        poller = threading.Thread(target=poll)
-        poller.start()
+    def _read(self) -> None:
         try:
-            for _ in range(40):
-                engine.disable("web")
-                engine.enable_protection("web")
-        finally:
-            stop.set()
-            poller.join()
-        assert errors == []
+            self.seen.append(self.engine.status("web").phase)
+        except ReplicationError as error:  # others end the thread: pytest reports it
+            self.seen.append(f"{type(error).__name__}: {error}")
+
+    def _step(self) -> None:
+        if threading.get_ident() != self.operator:
+            return
+        reader = threading.Thread(target=self._read)
+        reader.start()
+        self.readers.append(reader)
+        # A read that found the VM mid-change waits for the operation to end (it is
+        # then answered after it); one that did not is done within this time.
+        reader.join(timeout=0.05)
+
+    def rename(self, source: Path, target: Path) -> None:
+        super().rename(source, target)
+        self._step()
+
+    def unlink(self, path: Path, *, missing_ok: bool = False) -> None:
+        super().unlink(path, missing_ok=missing_ok)
+        self._step()
+
+    def make_directory(
+        self, path: Path, *, parents: bool = False, exist_ok: bool = False
+    ) -> None:
+        super().make_directory(path, parents=parents, exist_ok=exist_ok)
+        self._step()
+
+    def remove_tree(self, path: Path) -> None:
+        super().remove_tree(path)
+        self._step()
+
+
+def test_status_never_races_an_operation_into_a_false_damage(tmp_path: Path) -> None:
+    """status() read from another thread after every file operation of disable and
+    enable never reports damage: only a phase the VM passes through."""
+    with protected(tmp_path) as engine:
+        steps = StatusAtEveryStep(engine)
+        with files.use(steps):
+            engine.disable("web")
+            engine.enable_protection("web")
+        for reader in steps.readers:
+            reader.join()
+        assert len(steps.seen) == len(steps.readers)
+        phases = {"protected", "unprotected", "initial_replication"}
+        assert [seen for seen in steps.seen if seen not in phases] == []
+        assert {"protected", "unprotected"} <= set(steps.seen)
 
 
 def test_a_zero_padded_stray_in_the_outbox_is_ignored(tmp_path: Path) -> None:

@@ -32,11 +32,11 @@ BLOCK = 4096
 DISKS = {"a": 16 * BLOCK, "b": 16 * BLOCK}
 
 
-def open_engine(root: Path, **options: object) -> ReplicationEngine:
+def open_engine(root: Path, **options: Any) -> ReplicationEngine:
     """The engine on the two roots under ``root``."""
     return ReplicationEngine.open(
         root / "primary", root / "secondary", clock=ManualClock(), **options
-    )  # type: ignore[arg-type]
+    )
 
 
 def protected(root: Path, **options: object) -> ReplicationEngine:

@@ -10,6 +10,7 @@ import pytest
 from engine.errors import DamagedState, TransitionNotAllowed, TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.testing import LossyTransport
+from engine.transport.in_process import InProcessReplica
 
 BLOCK = 4096
 DISKS = {"os": 32 * BLOCK, "data": 32 * BLOCK}
@@ -82,11 +83,9 @@ def test_a_targeted_resync_retried_after_a_failed_attempt_converges(
         assert engine.status("web").phase == "resynchronizing"
         retry = engine.resynchronize("web")
         assert retry.full_comparison
-        replica = (
-            lossy[0].inner.store("web")
-            if lossy[0].site_name == "primary"
-            else lossy[1].inner.store("web")
-        )  # type: ignore[attr-defined]
+        inner = lossy[0].inner if lossy[0].site_name == "primary" else lossy[1].inner
+        assert isinstance(inner, InProcessReplica)
+        replica = inner.store("web")
         assert {d: replica.read(d, 0, s) for d, s in DISKS.items()} == contents(engine)
 
 

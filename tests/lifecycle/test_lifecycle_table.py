@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from model import ActionRefused, Call, ModelConfig, Phase, SystemState, apply, enabled
 from model.lifecycle import (
+    COMPLEMENTARY_GUARDS,
     LIFECYCLE,
     STEADY,
     Dest,
@@ -33,9 +38,53 @@ def _row_id(row: tuple[Edge, Phase, Phase]) -> str:
     return f"{edge.trigger}:{source.value}->{dest.value}"
 
 
-def test_the_table_passes_its_checks() -> None:
-    """The committed table is well formed."""
-    check_lifecycle(GUARDS)
+#: Loads ``model`` with one row dropped from ``model/lifecycle.py`` (the only way into
+#: replication_stopped) and prints how the import ended.
+BROKEN_IMPORT = """
+import importlib.abc, importlib.util, re, sys
+from pathlib import Path
+
+PATH = Path("model", "lifecycle.py").resolve()
+
+
+class DropOneRow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        if name != "model.lifecycle":
+            return None
+        return importlib.util.spec_from_loader(name, self, origin=str(PATH))
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        source, dropped = re.subn(
+            r'^ *Edge\\("cancel_failover",.*$', "", PATH.read_text(), flags=re.M
+        )
+        assert dropped == 1, dropped
+        exec(compile(source, str(PATH), "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, DropOneRow())
+try:
+    import model
+except Exception as error:
+    print(type(error).__name__, error)
+else:
+    print("imported")
+"""
+
+
+def test_a_malformed_table_fails_the_import() -> None:
+    """The table is checked when ``model`` is imported: a row dropped from the source
+    makes the import itself fail, naming the phase left unreachable."""
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run(
+        [sys.executable, "-c", BROKEN_IMPORT],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert child.stderr == ""
+    assert child.stdout.startswith("LifecycleError lifecycle table is malformed: ")
+    assert "replication_stopped" in child.stdout
 
 
 def test_an_unknown_guard_is_reported() -> None:
@@ -123,6 +172,32 @@ GUARDED = [
     (edge, source) for edge in LIFECYCLE if edge.guards for source in edge.sources
 ]
 
+#: Each guard's complement, from the table's own pairs (exactly one of a pair holds).
+COMPLEMENT = {
+    **dict(COMPLEMENTARY_GUARDS),
+    **{second: first for first, second in COMPLEMENTARY_GUARDS},
+}
+
+
+#: (guards, phase) that no reachable state falsifies, with the decision that says so.
+NEVER_FALSE = {
+    (("recovery_point_exists",), phase)
+    for phase in (Phase.PROTECTED, Phase.REVERSE_REPLICATING, Phase.REPLICATION_PAUSED)
+}
+
+
+def _siblings(edge: Edge, source: Phase) -> list[Edge]:
+    """The other rows of ``edge``'s trigger from ``source``."""
+    return [
+        other
+        for other in LIFECYCLE
+        if other.trigger == edge.trigger and source in other.sources and other != edge
+    ]
+
+
+def _holds(edge: Edge, state: SystemState) -> bool:
+    return all(GUARDS[guard](state.vms[0], SMALL) for guard in edge.guards)
+
 
 @pytest.mark.parametrize(
     ("edge", "source"),
@@ -132,36 +207,54 @@ GUARDED = [
 def test_every_guarded_row_is_refused_when_its_guard_fails(
     edge: Edge, source: Phase, small_states: list[SystemState]
 ) -> None:
-    """In the row's phase with its guard false (no other row), the guard is named."""
-    for state in small_states:
-        vm = state.vms[0]
-        if vm.phase is not source or all(GUARDS[g](vm, SMALL) for g in edge.guards):
-            continue
-        if not isinstance(lifecycle_edge(SMALL, state, 0, edge.trigger), Edge):
-            with pytest.raises(ActionRefused) as refused:
-                apply(SMALL, state, Call(edge.trigger, vm=0))
-            assert refused.value.guard in GUARDS
-            hint = PHASE_GUARD_HINTS.get((source, refused.value.guard))
-            assert (hint or GUARD_HINTS[refused.value.guard]) in str(refused.value)
-            return
-    # Complementary rows (e.g. replicate: log usable / unusable) always have a way on.
-    siblings = [
-        e for e in LIFECYCLE if e.trigger == edge.trigger and source in e.sources
+    """In the row's phase with its guard false, the row is never taken: the call is
+    refused naming the guard, or, where the table has a complementary row, that row
+    is taken and the VM lands where it says (never where this row would)."""
+    falsified = [
+        state
+        for state in small_states
+        if state.vms[0].phase is source and not _holds(edge, state)
     ]
     if (edge.guards, source) in NEVER_FALSE:
         # The guard cannot fail in this phase: decision 15 makes every VM shown
         # protected hold a recovery point (``protected_vm_has_a_recovery_point``).
-        # Shown on the explored states, not assumed: the loop above found none.
-        assert any(s.vms[0].phase is source for s in small_states)
+        assert falsified == []
+        assert any(state.vms[0].phase is source for state in small_states)
         return
-    assert len(siblings) > 1, f"{edge.trigger} from {source.value} never refused"
-
-
-#: (guards, phase) that no reachable state falsifies, with the decision that says so.
-NEVER_FALSE = {
-    (("recovery_point_exists",), phase)
-    for phase in (Phase.PROTECTED, Phase.REVERSE_REPLICATING, Phase.REPLICATION_PAUSED)
-}
+    assert falsified != [], f"no reachable state falsifies {edge.guards} in {source}"
+    own = set(possible_destinations(edge, source))
+    landings: list[Phase] = []  # where the sibling rows took the VM
+    sibling_taken = False
+    for state in falsified:
+        taken = [other for other in _siblings(edge, source) if _holds(other, state)]
+        calls = [c for c in enabled(SMALL, state) if c.action == edge.trigger]
+        if not taken:
+            with pytest.raises(ActionRefused) as refused:
+                apply(SMALL, state, Call(edge.trigger, vm=0))
+            guard = refused.value.guard
+            assert guard in edge.guards
+            assert not GUARDS[guard](state.vms[0], SMALL)
+            # A guard whose complement guards a sibling row is never the reason: that
+            # row is the way on (the complement holds whenever the guard fails).
+            ways_on = [
+                other
+                for other in _siblings(edge, source)
+                if COMPLEMENT.get(guard) in other.guards
+            ]
+            assert ways_on == [], (guard, state.vms[0])
+            hint = PHASE_GUARD_HINTS.get((source, guard))
+            assert (hint or GUARD_HINTS[guard]) in str(refused.value)
+            assert calls == []
+            continue
+        assert len(taken) == 1, taken
+        (sibling,) = taken
+        sibling_taken = True
+        landed = {apply(SMALL, state, call).vms[0].phase for call in calls}
+        assert landed <= set(possible_destinations(sibling, source)), (sibling, landed)
+        assert landed.isdisjoint(own), (edge, landed)
+        landings += landed
+    # Where a sibling row is the way on, some state also had the call enabled.
+    assert landings != [] or not sibling_taken
 
 
 def test_dest_same_rows_stay_put() -> None:

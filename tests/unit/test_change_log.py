@@ -123,8 +123,7 @@ def test_sealing_an_empty_log_gives_last_before_first(tmp_path):
         sealed.first_sequence,
         sealed.last_sequence,
     )
-    expected = []
-    assert expected == list(read_sealed_log(sealed.path, disk_id=DISK_ID, epoch=EPOCH))
+    assert list(read_sealed_log(sealed.path, disk_id=DISK_ID, epoch=EPOCH)) == []
 
 
 def test_seal_refuses_an_existing_target(tmp_path):
@@ -356,7 +355,7 @@ def test_reopen_reports_a_torn_tail_before_cutting_it(tmp_path):
         whole = log.size_bytes - RECORD_HEADER.size - len(b"torn record")
     torn = path.stat().st_size - 3
     os.truncate(path, torn)
-    seen = []
+    seen: list[object] = []
 
     def refuse(report):
         seen.append((report, path.stat().st_size))

@@ -475,7 +475,8 @@ def test_two_threads_keep_one_pending_operation(store: ControlStore) -> None:
     outcomes: dict[str, tuple[int, int, list[BaseException]]] = {}
 
     def work(tag: str) -> None:
-        began, refused, errors = 0, 0, []
+        began, refused = 0, 0
+        errors: list[BaseException] = []
         start.wait()
         for _ in range(rounds):
             try:
@@ -505,7 +506,8 @@ def test_two_threads_keep_one_pending_operation(store: ControlStore) -> None:
         thread.join()
     statistics = store.statistics()
     began = outcomes["a"][0] + outcomes["b"][0]
-    expected = ([], [], rounds, rounds, 0, began)
+    no_errors: list[BaseException] = []
+    expected = (no_errors, no_errors, rounds, rounds, 0, began)
     assert expected == (
         outcomes["a"][2],
         outcomes["b"][2],

@@ -22,7 +22,7 @@ def apply(store: ReplicaStore, source: CycleSource) -> None:
     cycle = source.cut()
     store.apply_cycle(
         cycle.cycle_id,
-        {disk: str(path) for disk, path in cycle.logs.items()},
+        dict(cycle.logs),
         epoch=cycle.epoch,
         app_consistent=False,
         expected_last_sequences=cycle.last_sequences,
