@@ -10,8 +10,8 @@ import pytest
 
 from hvdr.cli import main
 from invariants import trace as traces
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
-from invariants.trace import DEFAULT_CONFIG
 from model import ModelConfig
 
 

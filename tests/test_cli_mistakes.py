@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from invariants import trace as traces
+from invariants.configuration import DEFAULT_CONFIG, config_to_json
 from invariants.conformance import CONFIG as ENGINE_CONFIG
-from invariants.trace import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +108,7 @@ def test_replay_engine_fails_on_an_unmarked_refusal_and_passes_a_marked_one(
 ) -> None:
     """--engine holds a trace to its marks too, before any engine starts; marked,
     the refusal is checked on the engine (it must refuse as well)."""
-    header = {"config": traces.config_to_json(ENGINE_CONFIG)}
+    header: dict[str, object] = {"config": config_to_json(ENGINE_CONFIG)}
     unmarked = write_trace(
         tmp_path / "u.jsonl", [header, *PROTECT, {"action": "commit", "vm": 0}]
     )

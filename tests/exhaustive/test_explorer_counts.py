@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import pytest
 
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import Report, explore
 from invariants.mutants import BY_NAME
-from invariants.trace import DEFAULT_CONFIG, replay
+from invariants.trace import replay
 from model import ModelConfig
 
 NO_FAULTS = replace(DEFAULT_CONFIG, fault_budget=0)

@@ -6,8 +6,8 @@ from collections import deque
 
 import pytest
 
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.projection import Projection
-from invariants.trace import DEFAULT_CONFIG
 from model import ModelConfig, SystemState, initial_state, successors
 from model.scenarios import TWO_VM_PLAN
 

@@ -13,11 +13,12 @@ from collections import deque
 import pytest
 
 from invariants import catalogue
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
 from invariants.fuzz import fuzz
 from invariants.kinds import Kind
 from invariants.mutants import MUTANTS, Mutant
-from invariants.trace import DEFAULT_CONFIG, replay
+from invariants.trace import replay
 from model import SystemState, successors
 from model.lifecycle import STEADY
 from model.successor import Rules

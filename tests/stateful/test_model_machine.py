@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.fuzz import fuzz, lifecycle_edges, machine_class
-from invariants.trace import DEFAULT_CONFIG
 
 ModelMachine = machine_class(DEFAULT_CONFIG)
 ModelMachine.TestCase.settings = settings(
