@@ -61,6 +61,8 @@ OPERATIONS: Final = (
 
 _OPERATION_OF_CALL: Final = {
     "enable_protection": "initial_replication",
+    "enable_protection_target_down": "initial_replication",
+    "continue_initial_replication": "initial_replication",
     "replicate": "cycle_apply",
     "start_test_failover": "test_failover",
     "cleanup_test_failover": "cleanup",

@@ -68,7 +68,7 @@ from typing import Final, NamedTuple
 from crash_scenario import BLOCK, DISKS, SITES, VM, Problem, Report, block_data, digest
 from crash_scenario import describe as describe_error
 
-from engine.errors import ReplicationError
+from engine.errors import CorruptRecord, ReplicationError, TransitionNotAllowed
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
 from engine.source.shipping import CrashPoint
@@ -167,7 +167,38 @@ DIVERGENT: Final = (
     Step("replicate", "reverse_replicating"),
 )
 
-PLANS: Final = {"planned": PLANNED, "unplanned": UNPLANNED, "divergent": DIVERGENT}
+#: The durable steps the other plans never take: a replica created with the first disk
+#: copied (the target was down when protection was enabled), an orphan replica
+#: dropped when its site comes back (disabled while it was down), and the marker of
+#: distrusted logs removed by disable (a damaged log refused by the target).
+DEFERRED: Final = (
+    Step("create_vm", "unprotected"),
+    Step("write", "unprotected"),
+    Step("crash_target", "unprotected"),
+    Step("enable_protection_target_down", "initial_replication"),
+    Step("recover_target", "initial_replication"),
+    Step("continue_initial_replication", "protected"),  # creates the replica
+    Step("write", "protected", writes=2),
+    Step("replicate", "protected"),
+    Step("crash_target", "protected"),
+    Step("disable", "unprotected"),  # the replica stays behind at the target
+    Step("recover_target", "unprotected"),  # and is dropped there
+    Step("enable_protection", "protected", via=("initial_replication",)),
+    Step("write", "protected", writes=2),
+    Step("damage_log", "protected"),
+    Step("replicate_refused", "protected"),  # the logs are distrusted, durably
+    Step("disable", "unprotected"),  # which removes the marker
+    Step("enable_protection", "protected", via=("initial_replication",)),
+    Step("write", "protected"),
+    Step("replicate", "protected"),
+)
+
+PLANS: Final = {
+    "planned": PLANNED,
+    "unplanned": UNPLANNED,
+    "divergent": DIVERGENT,
+    "deferred": DEFERRED,
+}
 STALE_VERSION_BASE: Final = 500  # writes to the old copy: never part of the history
 
 #: Steps after which every write so far is durable whatever ``durable_writes`` is
@@ -234,7 +265,11 @@ class Oracle:
                 current = {d: bytearray(b) for d, b in self.images[chosen].items()}
                 self._append(current)
                 self.rollbacks.append(len(self.history) - 1)
-            elif step.action in ("enable_protection", "replicate"):
+            elif step.action in (
+                "enable_protection",
+                "continue_initial_replication",
+                "replicate",
+            ):
                 points.append(len(self.history) - 1)
             elif step.action in ("commit", "disable", "cancel_failover"):
                 points = []
@@ -243,6 +278,17 @@ class Oracle:
     def _append(self, images: Mapping[str, bytes | bytearray]) -> None:
         self.images.append(frozen(images))
         self.history.append(digest(self.images[-1]))
+
+    def log_damaged(self, step: int) -> bool:
+        """Whether a log the plan damaged may still be there during ``step``: a
+        resynchronisation is then the engine's right answer, not the crash's doing."""
+        damaged = False
+        for index, taken in enumerate(self.plan[: step + 1]):
+            if taken.action == "damage_log":
+                damaged = True
+            elif taken.action == "disable" and index < step:
+                damaged = False  # a finished disable deleted the logs
+        return damaged
 
     def before(self, step: int) -> int:
         """The history index the active copy is at when step ``step`` begins."""
@@ -337,6 +383,21 @@ def _run_step(engine: ReplicationEngine, step: Step) -> None:
         engine.crash_site("primary")
     elif action == "recover_site":
         engine.recover_site("primary")
+    elif action == "crash_target":
+        engine.crash_site("secondary")
+    elif action == "recover_target":
+        engine.recover_site("secondary")
+    elif action == "enable_protection_target_down":
+        with contextlib.suppress(TransitionNotAllowed):  # no disk can be copied yet
+            engine.enable_protection(VM)
+    elif action == "damage_log":
+        _damage_log(engine)
+    elif action == "replicate_refused":
+        with contextlib.suppress(CorruptRecord):
+            engine.replicate(VM)
+        if engine.status(VM).log_problem is None:
+            msg = "a cycle of a damaged log was not refused"
+            raise AssertionError(msg)
     elif action == "prepare_planned_failover":
         engine.planned_failover(VM, then_fail_over=False)
     elif action == "unplanned_failover":
@@ -349,6 +410,17 @@ def _run_step(engine: ReplicationEngine, step: Step) -> None:
         engine.reverse_replication(VM)
     else:
         getattr(engine, action)(VM)
+
+
+def _damage_log(engine: ReplicationEngine) -> None:
+    """Flip a byte of a record of the active site's newest log (a disk fault)."""
+    folder = engine.sites.storage("primary").root / "vms" / VM
+    log = max(folder.glob("*.hrl"), key=lambda path: path.stat().st_size)
+    with log.open("r+b") as stream:
+        stream.seek(log.stat().st_size - 100)
+        byte = stream.read(1)
+        stream.seek(-1, 1)
+        stream.write(bytes([byte[0] ^ 0xFF]))
 
 
 # -- what a child reported -------------------------------------------------------------
@@ -418,7 +490,11 @@ def check_after_crash(
     try:
         problems += check_engine(
             name, engine, directory, progress, durable=durable, killed=killed,
-            resync_allowed=not killed if resync_allowed is None else resync_allowed,
+            resync_allowed=(
+                not killed or ORACLES[name].log_damaged(progress.step)
+                if resync_allowed is None
+                else resync_allowed
+            ),
         )  # fmt: skip
     except Exception as error:  # any engine error is a finding
         problems.append(("recovery", "the engine raised", describe_error(error)))
