@@ -51,6 +51,7 @@ from invariants.engine_world import (
     DISKS,
     RETENTION,
     VM,
+    MappingError,
     World,
     damage_last_record,
 )
@@ -705,7 +706,12 @@ def _compare(
     step: Step,
     error: BaseException | None,
 ) -> None:
-    got = world.abstract()
+    try:
+        got = world.abstract()
+    except MappingError as unmapped:
+        msg = f"after {step}: the engine's state cannot be read as the model's: "
+        msg += str(unmapped)
+        raise ConformanceFailure(msg, (step,), ()) from None
     found = differences(expected, got, uncountable=world.loss_uncountable)
     vm = expected.vms[0]
     if not world.blind:

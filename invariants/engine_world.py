@@ -256,14 +256,22 @@ class World:
             return copy_between(copy, active, test)
 
         other = vm.other
-        if other is not None and seen.other is not None and _copy_readable(vm.phase):
+        if other is not None and _copy_readable(vm):
+            if seen.other is None:
+                msg = (
+                    f"the engine shows a copy of the VM at the {vm.active.other.value} "
+                )
+                msg += f"site in phase {vm.phase.value}, and none was ever read there"
+                raise MappingError(msg)
             other = rel(seen.other)
-        points = vm.points
-        if len(seen.points) == len(points):
-            points = tuple(
-                RecoveryPoint(rel(versions), app_consistent=app)
-                for _, app, versions in reversed(seen.points)
-            )
+        if len(seen.points) != len(vm.points):
+            msg = f"the engine shows {len(vm.points)} recovery points in phase "
+            msg += f"{vm.phase.value}; {len(seen.points)} could be read"
+            raise MappingError(msg)
+        points = tuple(
+            RecoveryPoint(rel(versions), app_consistent=app)
+            for _, app, versions in reversed(seen.points)
+        )
         test_copy = None
         if vm.test_copy is not None:
             if self.engine.sites.up(vm.active.other.value):
@@ -421,10 +429,13 @@ def _site_state(engine: ReplicationEngine, site: Site) -> SiteState:
     )
 
 
-def _copy_readable(phase: Phase) -> bool:
-    """Whether the other copy is a whole past state in ``phase`` (the initial copy is
-    fuzzy until it completes: its lag is the model's, not the bytes')."""
-    return phase is not Phase.INITIAL_REPLICATION
+def _copy_readable(vm: VmState) -> bool:
+    """Whether the other copy is a whole past state (the initial copy is fuzzy until
+    it completes, and so is a copy being resynchronised before it has any point: its
+    lag is the model's, not the bytes')."""
+    if vm.phase is Phase.INITIAL_REPLICATION:
+        return False
+    return not (vm.phase is Phase.RESYNCHRONIZING and not vm.points)
 
 
 def damage_last_record(path: Path) -> bool:
