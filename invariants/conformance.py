@@ -680,6 +680,7 @@ def _expect_refusal(
     step: Step,
     refusal: ActionRefused,
 ) -> None:
+    before = world.fingerprint()
     try:
         realise(world, step, state)
     except TransitionNotAllowed as refused:
@@ -695,6 +696,10 @@ def _expect_refusal(
         raise ConformanceFailure(msg, (step,), ()) from other
     else:
         msg = f"{step}: the model refuses ({refusal}) but the engine did it"
+        raise ConformanceFailure(msg, (step,), ())
+    changed = world.changed_since(before)
+    if changed:
+        msg = f"{step}: refused, yet the engine changed {', '.join(changed)}"
         raise ConformanceFailure(msg, (step,), ())
     _compare(config, world, state, step, None)
 

@@ -28,8 +28,11 @@ cannot change either, so the last reading stands until the site is back.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
+import sqlite3
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -56,6 +59,9 @@ BLOCKS_PER_DISK: Final = 96
 DISK_BYTES: Final = BLOCK * BLOCKS_PER_DISK
 
 RETENTION: Final = 2
+#: Files a refusal may touch without changing anything: SQLite's write-ahead log and
+#: index (a read may checkpoint) and the sites' lock files.
+_VOLATILE: Final = ("-wal", "-shm", "-journal", ".lock")
 TRANSFER_SECONDS: Final = 1.0  # each transfer's delay on the engine's clock
 
 
@@ -196,6 +202,26 @@ class World:
             retention_count=RETENTION,
             wrap_transport=wrap,
             guest_shutdown=lambda vm, site: not self.refuse_shutdown,
+        )
+
+    def fingerprint(self) -> dict[str, bytes]:
+        """Every file under both sites' folders, by path, with its content's digest
+        (what a refused operation must leave as it found it)."""
+        found = {}
+        for site in Site:
+            root = self.roots[site]
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and not path.name.endswith(_VOLATILE):
+                    found[str(path.relative_to(self.directory))] = _digest(path)
+        return found
+
+    def changed_since(self, before: dict[str, bytes]) -> list[str]:
+        """The files created, deleted or changed since ``before`` (a fingerprint)."""
+        after = self.fingerprint()
+        return sorted(
+            path
+            for path in before.keys() | after.keys()
+            if before.get(path) != after.get(path)
         )
 
     @property
@@ -427,6 +453,20 @@ def _site_state(engine: ReplicationEngine, site: Site) -> SiteState:
         connected=sites.connected(site.value),
         storage_full=sites.storage_full(site.value),
     )
+
+
+def _digest(path: Path) -> bytes:
+    """A file's content digest; a SQLite database's by its rows (its pages move
+    when a read checkpoints the write-ahead log)."""
+    digest = hashlib.blake2b(digest_size=16)
+    if path.suffix == ".sqlite3":
+        uri = f"file:{path}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as database:
+            for line in database.iterdump():
+                digest.update(line.encode())
+    else:
+        digest.update(path.read_bytes())
+    return digest.digest()
 
 
 def _copy_readable(vm: VmState) -> bool:

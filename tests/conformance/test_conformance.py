@@ -11,6 +11,8 @@ the same run, and the trace written for one must reproduce under
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -26,6 +28,7 @@ from invariants.conformance import (
     replay_on_engine,
 )
 from invariants.engine_mutants import ENGINE_MUTANTS, EngineMutant
+from invariants.engine_world import DISKS, VM, World
 from model import Call, Site
 
 SEED = 2
@@ -172,3 +175,27 @@ def test_every_engine_operation_names_a_model_action() -> None:
     for head, follow in OPERATIONS.values():
         for action in (head, *follow):
             assert action in RULES.actions, action
+
+
+def test_a_refusal_that_changes_a_file_is_a_conformance_failure() -> None:
+    """The refusal check hashes both sites' files (a database by its rows): a file
+    changed behind a refusal, or a row added, is named; a read is not a change."""
+    world = World()
+    try:
+        before = world.fingerprint()
+        assert world.changed_since(before) == []
+        world.engine.status(VM)  # reads the control database
+        assert world.changed_since(before) == []
+        image = world.roots[Site.PRIMARY] / "vms" / VM / f"{DISKS[0]}.img"
+        with image.open("r+b") as stream:
+            stream.write(b"\x01")
+        control = world.roots[Site.SECONDARY] / "control.sqlite3"
+        with contextlib.closing(sqlite3.connect(control)) as database:
+            database.execute("CREATE TABLE planted (x)")
+            database.commit()
+        changed = world.changed_since(before)
+        assert changed == sorted(
+            [f"primary/vms/{VM}/{DISKS[0]}.img", "secondary/control.sqlite3"]
+        )
+    finally:
+        world.close()
