@@ -647,7 +647,11 @@ def conform(
     try:
         taken = chain(config, state, step, rules)
     except ActionRefused as refusal:
-        _expect_refusal(config, world, state, step, refusal)
+        try:
+            _expect_refusal(config, world, state, step, refusal)
+        except ConformanceFailure as failure:
+            # The refused call is the trace's last step: replaying it must fail too.
+            raise ConformanceFailure(str(failure), (step,), [step.call]) from None
         if on_refused is not None:
             on_refused(step)
         return state

@@ -865,10 +865,12 @@ class ProtectedVm:
         Returns the VM the model predicted.
         """
         self._restart.settle()
-        self._sync_rows()
         view_before = self.view(tolerant=action in TOLERANT_ACTIONS)
         before = view_before.vms[0]
         predicted = self.decide(action, **(model_args or {}))
+        # Allowed: only now is an older row elsewhere brought up to date (a refused
+        # operation writes nothing; the view already read the newest row).
+        self._sync_rows()
         recorded = {**(model_args or {}), **params, "phase": predicted.phase.value}
         if epoch is not None:
             recorded["epoch"] = epoch
