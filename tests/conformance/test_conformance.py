@@ -51,12 +51,8 @@ MUTANT_SEEDS = {
     "log_applied_out_of_order": 3,
     "reconciliation_one_short": 0,
     "loss_report_forgets_the_final_sync": 1,
+    "loss_bound_always_zero": 0,
 }
-
-#: Planted bugs no seed found so far kills while the engine as it is passes: the
-#: run's situations where a bound is not 0 are rare (an older point chosen while the
-#: old source cannot be asked). Strict: the day a seed kills it, this test says so.
-NOT_YET_KILLED = {"loss_bound_always_zero"}
 
 
 @pytest.mark.parametrize("seed", sorted({SEED, *MUTANT_SEEDS.values()}))
@@ -74,19 +70,7 @@ def test_the_engine_follows_the_model(seed: int) -> None:
     assert edges >= 30, text[:400]
 
 
-@pytest.mark.parametrize(
-    "mutant",
-    [
-        pytest.param(
-            mutant,
-            marks=[pytest.mark.xfail(strict=True, reason="no killing seed found yet")]
-            if mutant.name in NOT_YET_KILLED
-            else [],
-        )
-        for mutant in ENGINE_MUTANTS
-    ],
-    ids=lambda m: m.name,
-)
+@pytest.mark.parametrize("mutant", ENGINE_MUTANTS, ids=lambda m: m.name)
 def test_every_planted_engine_bug_is_caught_and_its_trace_replays(
     mutant: EngineMutant, tmp_path: Path
 ) -> None:
