@@ -51,7 +51,7 @@ def planned_failover_loses_no_acknowledged_write(
     """A planned failover loses nothing: the final sync shipped every write.
 
     Rule: "the source VMs are shut down to avoid any data loss; the data not yet
-    synchronised is synchronised; then the failover runs" (reference [seed]);
+    synchronised is synchronised; then the failover runs" (docs/traceability.md [seed]);
     decision 5 (the final sync's point, zero loss). Disaster: a maintenance
     failover that silently drops the last writes. Applies: from the final sync
     (``failover_prepared``: the replica and its newest point equal the source)
@@ -150,8 +150,8 @@ def planned_failover_leaves_it_protected(
     """After a planned failover the old source is exactly the new source's start.
 
     Rule: "after a planned failover completes, the machines at the secondary site
-    are protected" (reference [seed]); as data: the old source copy equals the
-    point the new source started from, so reverse replication ships deltas only
+    are protected" (docs/traceability.md [seed]); as data: the old source copy equals
+    the point the new source started from, so reverse replication ships deltas only
     (decisions 2 and 6). Disaster: a resynchronisation of every disk after a
     maintenance failover, or deltas applied onto a copy that is not their base.
     Applies: failed over and committed, after a planned failover.
@@ -175,10 +175,10 @@ def unplanned_failover_leaves_the_target_unprotected(
     """After an unplanned failover the VM is not protected until resynchronised.
 
     Rule: "after it completes, the machines at the secondary site are not
-    protected" (reference [seed]); decision 6 (reverse replication resynchronises
-    first). As data: the old source may hold writes the new source lacks, so it
-    cannot serve as a delta base. Disaster: deltas shipped onto a diverged copy,
-    silently merging two histories. Applies: from the unplanned failover's
+    protected" (docs/traceability.md [seed]); decision 6 (reverse replication
+    resynchronises first). As data: the old source may hold writes the new source
+    lacks, so it cannot serve as a delta base. Disaster: deltas shipped onto a diverged
+    copy, silently merging two histories. Applies: from the unplanned failover's
     completion until the reconciliation closes its loss record.
     """
     del config
@@ -197,7 +197,7 @@ def failover_starts_from_the_chosen_point(
     """A failed-over VM runs exactly the chosen recovery point's data.
 
     Rule: the replica VM starts "from the chosen recovery point"; another point may
-    be chosen before commit (decisions 3 and 5; Start-VMFailover, reference
+    be chosen before commit (decisions 3 and 5; Start-VMFailover, docs/traceability.md
     [docs]). Disaster: a VM started from a different point than the one the
     operator picked and the loss report describes. Applies: failing over (the
     chosen point exists) and failed over (it is now the active copy).
@@ -221,10 +221,10 @@ def reverse_replication_keeps_the_active_site(
     """The active site changes only when a failover completes; reverse keeps it.
 
     Rule: "reverse replication puts the VMs in the protected state, but the active
-    location is still the secondary site" (reference [seed], Failback; decision 6).
-    Disaster: replication reversed onto the live workload: the copy taking writes
-    overwritten by the stale one. Applies: every step; the active site may move on
-    ``complete_failover`` only (or a plan step running it).
+    location is still the secondary site" (docs/traceability.md [seed], Failback;
+    decision 6). Disaster: replication reversed onto the live workload: the copy taking
+    writes overwritten by the stale one. Applies: every step; the active site may move
+    on ``complete_failover`` only (or a plan step running it).
     """
     del config
     if call.action in ("complete_failover", PLAN_STEP):
@@ -241,7 +241,7 @@ def failback_needs_both_sites_connected(
     """Replication restarts after a failover, or fails back, only with both sites.
 
     Rule: "for failback, both VMM servers must be connected to Site Recovery"
-    (reference [seed]; decisions 6 and 7). Disaster: a reverse replication or
+    (docs/traceability.md [seed]; decisions 6 and 7). Disaster: a reverse replication or
     failback started against a disconnected site, whose state the vault cannot
     know, shipping to or from the wrong copy. Applies: a step that takes a VM from
     ``committed`` back to replicating, or prepares a planned failover back to the
@@ -269,7 +269,7 @@ def writes_during_initial_replication_are_never_lost(
 ) -> bool:
     """Every write makes every other copy lag one more: none escapes the logs.
 
-    Rule: changes made while initial replication runs are tracked (reference,
+    Rule: changes made while initial replication runs are tracked (docs/traceability.md,
     Replication process [seed] 3-4: the tracker records every change in the
     logs), and so are all later ones. Disaster: a write absent from the logs never
     reaches the replica, and no figure ever reports it lost. Applies: every

@@ -78,9 +78,9 @@ def recovery_points_are_past_states_in_order(
     """Recovery points are past states of the replica, newest first, bounded.
 
     Rule: a recovery point is a state the replica held ("additional recovery points
-    ... up to 24 hours back", reference [docs]); the catalogue is ordered and older
-    points are merged away past the configured count. Disaster: a point newer than
-    the replica (or out of order) starts a failover from data that never arrived.
+    ... up to 24 hours back", docs/traceability.md [docs]); the catalogue is ordered
+    and older points are merged away past the configured count. Disaster: a point newer
+    than the replica (or out of order) starts a failover from data that never arrived.
     Applies: every phase; before a failover completes the points lie behind the
     replica, after it they lie on the old source's line in order.
     """
@@ -108,7 +108,7 @@ def no_replication_after_cancelled_failover(
     """After a cancelled failover the replica never changes and no point is made.
 
     Rule: "if the failover is cancelled, it stops, but the VM will not be
-    replicated again" (reference, Failover and failback [seed]; decision 3).
+    replicated again" (docs/traceability.md, Failover and failback [seed]; decision 3).
     Disaster: replication silently resuming after a cancel, on a replica the
     operator believes frozen, overwriting the copy a recovery may depend on.
     Applies: ``replication_stopped``, which a cancelled failover never leaves but by
@@ -132,8 +132,8 @@ def commit_discards_every_recovery_point(
     """A committed failover holds no recovery point.
 
     Rule: committing the failover "deletes all available recovery points"
-    (reference, Failover and failback [seed]). Disaster: a stale point offered
-    after commit would start the VM from the other line of history. Applies:
+    (docs/traceability.md, Failover and failback [seed]). Disaster: a stale point
+    offered after commit would start the VM from the other line of history. Applies:
     ``committed``.
     """
     del config
@@ -151,7 +151,7 @@ def delta_replication_only_after_initial_copy(
     """No recovery point before the initial copy completes; every disk copied after.
 
     Rule: "when initial replication finishes, delta replication starts"; the disks
-    are replicated one by one (reference, Replication process [seed] 2, 4).
+    are replicated one by one (docs/traceability.md, Replication process [seed] 2, 4).
     Disaster: a recovery point over a half-copied VM (some disks missing) fails
     over to a machine that does not boot. Applies: ``initial_replication`` (no
     point yet, the replica-to-be lags by exactly the writes tracked since the
@@ -175,7 +175,7 @@ def test_failover_writes_never_reach_the_replica(
     """The drill's writes stay in the test copy, and the test copy ends with it.
 
     Rule: a test failover runs the test VM "in an isolated network, while
-    replication continues; cleanup deletes the test VM" (reference [docs];
+    replication continues; cleanup deletes the test VM" (docs/traceability.md [docs];
     decision 4). Disaster: drill data leaking into the replica or its recovery
     points corrupts the copy a real failover would start from. Applies: every
     phase (the ghost ``Copy.from_test`` marks the test VM's writes); a test copy
@@ -195,8 +195,8 @@ def test_failover_writes_never_reach_the_replica(
 def only_the_active_copy_is_replicated(config: ModelConfig, state: SystemState) -> bool:
     """While replication ships, only the active copy runs; the replica is not a source.
 
-    Rule: a failed shutdown leaves two running copies (reference: "the failover
-    goes on even if the shutdown fails"); the second copy is divergent, and its
+    Rule: a failed shutdown leaves two running copies (docs/traceability.md: "the
+    failover goes on even if the shutdown fails"); the second copy is divergent, and its
     writes are reported lost at reconciliation, never merged silently
     (docs/verification.md, "Properties"). Disaster: two writers to one replication
     stream (split brain).

@@ -1,7 +1,7 @@
 """Reachability witnesses (SOMETIMES): the model is not vacuous.
 
 An invariant over states the model never reaches checks nothing. Each witness here
-names a situation the reference describes and the explorer must reach in the full
+names a situation docs/behaviour.md describes and the explorer must reach in the full
 configuration (every fault enabled): every phase of the lifecycle, both directions,
 a failover that loses writes, one whose report is only a bound, two copies running
 after a refused shutdown, a reconciled loss report, a drill write, a change of
@@ -36,7 +36,8 @@ PHASE_WITNESSES: tuple[Invariant, ...] = tuple(_phase_witness(p) for p in Phase)
 
 @sometimes("no failover ever loses an acknowledged write")
 def failover_with_loss(config: ModelConfig, state: SystemState) -> bool:
-    """An unplanned failover loses writes ("data may be lost", reference [seed])."""
+    """An unplanned failover loses writes ("data may be lost", docs/traceability.md
+    [seed])."""
     del config
     return any(
         vm.last_failover is not None and vm.last_failover.lost_writes > 0

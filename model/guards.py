@@ -1,6 +1,6 @@
 """Reusable action guards: sites reachable, link up, storage free, copies within bounds.
 
-Decision 7 of the reference: an operator action needs the site it acts on up and
+Decision 7 (docs/behaviour.md): an operator action needs the site it acts on up and
 connected to the vault; every data transfer needs the link; applying data needs room at
 the target. These guards say so in the operator's words when they fail.
 

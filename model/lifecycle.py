@@ -12,7 +12,7 @@ run time rather than spelled out:
 * ``Dest.STEADY`` is the steady phase of the current direction: ``PROTECTED`` while the
   primary site is active (replicating primary -> secondary), ``REVERSE_REPLICATING``
   while the secondary is active. Both steady phases accept the same operations, so each
-  such edge is one row whose sources are ``STEADY`` (decision 1 of the reference).
+  such edge is one row whose sources are ``STEADY`` (decision 1, docs/behaviour.md).
 * ``Dest.SAME`` stays in the phase the edge left (a delta cycle during a drill, a disk
   copied during initial replication, another recovery point chosen before commit).
 

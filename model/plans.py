@@ -1,9 +1,9 @@
 """Recovery plans: groups of VMs run in order, the VMs of one group together.
 
-Decision 11 of the reference: a plan runs an operation group by group; a VM that fails
-stops the plan before the next group; the plan can be resumed after the cause is fixed,
-skipping what already succeeded. Each operation is a short sequence of ordinary VM
-actions, so a plan never changes a phase the lifecycle would not: ``plan_step`` tries
+Decision 11 (docs/behaviour.md): a plan runs an operation group by group; a VM that
+fails stops the plan before the next group; the plan can be resumed after the cause is
+fixed, skipping what already succeeded. Each operation is a short sequence of ordinary
+VM actions, so a plan never changes a phase the lifecycle would not: ``plan_step`` tries
 each step on each VM of the current group, skipping a step the VM has already passed,
 and a VM is done when it stands in the operation's final phases, and stays done for the
 rest of its group even if the operator moves it on (commits it) before the plan

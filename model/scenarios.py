@@ -1,11 +1,11 @@
 """The seed's procedures as data: sequences of calls that the model must accept.
 
 Each scenario is a named tuple of ``Call``s on a one-VM model (or a two-VM model with a
-recovery plan), written from the reference's procedures: protect, failover and failback
-(planned, unplanned), a drill, a cancel, a recovery plan. The demo walks them, the
-tests replay them, ``tests/traces/`` stores them as trace files, and the diagrams take
-the happy path from ``FAILOVER_AND_FAILBACK`` by replaying it, so no picture states an
-edge the model does not take.
+recovery plan), written from the product's procedures (docs/behaviour.md): protect,
+failover and failback (planned, unplanned), a drill, a cancel, a recovery plan. The
+demo walks them, the tests replay them, ``tests/traces/`` stores them as trace files,
+and the diagrams take the happy path from ``FAILOVER_AND_FAILBACK`` by replaying it, so
+no picture states an edge the model does not take.
 """
 
 from __future__ import annotations

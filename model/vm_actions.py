@@ -2,7 +2,7 @@
 
 Each ``ActionSpec`` here names the lifecycle trigger it fires; its effect computes the
 VM's new *data* and never sets the phase (the successor function takes that from
-``LIFECYCLE``). The reference's rules live in three places, and only there: the
+``LIFECYCLE``). The rules of docs/behaviour.md live in three places, and only there: the
 lifecycle edges (which phase, which data guard), the guards below (sites, link, vault,
 storage: decision 7) and these effects (what the copies hold afterwards).
 

@@ -1,4 +1,4 @@
-"""The behaviours decisions 12-16 of the reference (2026-12-01) ask of the model.
+"""The behaviours decisions 12-16 of docs/behaviour.md (2026-12-01) ask of the model.
 
 Each test failed before the model followed its decision.
 """
