@@ -1,4 +1,4 @@
-"""The engine on real files, driven by the model: replication half (issue 9)."""
+"""The engine on real files, driven by the model: replication half."""
 
 from __future__ import annotations
 
