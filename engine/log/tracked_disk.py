@@ -16,7 +16,9 @@ never a disk change without its record, which would be lost from replication sil
 The log is the write-ahead record: :meth:`TrackedDisk.resume` replays every record of
 the current log onto the disk (records are absolute writes in order, so replaying is
 idempotent), so a write whose record survived is on the disk too and the next cycle
-never ships a state the source did not hold. Replay assumes nothing but this class
+never ships a state the source did not hold. A log whose tail was cut (a torn or
+damaged last record) is not replayed: the disk may hold that write or later ones, and
+the older records would roll them back; the caller distrusts such logs. Replay assumes nothing but this class
 writes a tracked image while its log is current. In durable mode each write costs two
 ``fdatasync`` calls; without it a host crash may keep a disk write and lose its record
 (both were only in the page cache): the caller must detect such a crash and
@@ -130,7 +132,8 @@ class TrackedDisk:
         log is made durable before the replay and the disk after it.
 
         ``log.tail_report`` says what a damaged tail cost; ``before_cut`` is called
-        before it is cut (see :meth:`ChangeLog.open`). A record past the end of the
+        before it is cut (see :meth:`ChangeLog.open`), and a log cut so is not replayed:
+        the disk is the truth. A record past the end of the
         disk raises :class:`CorruptRecord`; a full disk raises :class:`StorageFull`
         (free space and resume again). On any error the log is closed and the disk is
         left open for the caller.
@@ -139,7 +142,14 @@ class TrackedDisk:
             log_path_for(disk.path), disk_id=disk_id, epoch=epoch, before_cut=before_cut
         )
         try:
-            _replay(log, disk, durable=durable)
+            if log.tail_report is None:
+                _replay(log, disk, durable=durable)
+            # Else a record was cut from the end (torn, or damaged): the disk may hold
+            # that write, or later ones over the same blocks, and replaying the older
+            # records would roll them back. A torn append's disk write never happened
+            # (the record comes first), so every record before it is on the disk
+            # already; the logs are distrusted (the caller's before_cut) and a
+            # resynchronisation makes the replica equal to the disk as it is.
         except BaseException:
             log.close()
             raise

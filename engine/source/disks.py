@@ -24,8 +24,10 @@ written durably when tracking starts or resumes and removed durably by a clean
 :meth:`SourceDisks.close`, after every log and disk was flushed. Finding it when
 tracking resumes means the previous run ended without closing:
 
-- the logs are replayed onto the disks in any case (``TrackedDisk.resume``: a record
-  whose disk write was lost or never made is written again);
+- the logs are replayed onto the disks (``TrackedDisk.resume``: a record whose disk
+  write was lost or never made is written again), except a log whose tail had to be
+  cut: replaying its older records could roll back the disk's newer bytes, so the disk
+  stays as it is and the logs are distrusted;
 - when that run made its writes durable, that is enough: every disk write was preceded
   by a durable record;
 - when it did not, a power loss may have kept a disk write and dropped its record (both
