@@ -22,8 +22,8 @@ the older records would roll them back; the caller distrusts such logs. Replay a
 nothing but this class writes a tracked image while its log is current. In durable
 mode each write costs two ``fdatasync`` calls; without it a host crash may keep a
 disk write and lose its record (both were only in the page cache): the caller must
-detect such a crash and resynchronise, as Hyper-V Replica does after an unexpected shutdown
-(``engine/source/disks.py`` does).
+detect such a crash and resynchronise, as Hyper-V Replica does after an unexpected
+shutdown (``engine/source/disks.py`` does).
 
 Sealing (:meth:`TrackedDisk.seal_log`) takes the same lock, so it falls *between* two
 writes: every write is wholly before the cut (in the sealed log and on the disk) or
