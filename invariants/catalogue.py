@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from invariants.failover import FAILOVER_INVARIANTS
 from invariants.kinds import Invariant, Kind
+from invariants.phases import PHASE_INVARIANTS
 from invariants.replica import REPLICA_INVARIANTS
+from invariants.requirements import REQUIREMENT_INVARIANTS
 from invariants.witnesses import WITNESSES
 from model import Call, ModelConfig, SystemState
 
@@ -37,6 +39,8 @@ RECOVERABILITY = Invariant(
 INVARIANTS: tuple[Invariant, ...] = (
     *REPLICA_INVARIANTS,
     *FAILOVER_INVARIANTS,
+    *PHASE_INVARIANTS,
+    *REQUIREMENT_INVARIANTS,
     RECOVERABILITY,
     *WITNESSES,
 )
