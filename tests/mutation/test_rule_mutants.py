@@ -16,10 +16,10 @@ import pytest
 from hvdr.cli import main
 from invariants import catalogue, mutation, rule_mutants
 from invariants import trace as traces
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
 from invariants.mutation import EQUIVALENT, KNOWN_KILLS, OPEN, Verdict
 from invariants.rule_mutants import OPERATORS, generate
-from invariants.configuration import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 
