@@ -9,8 +9,9 @@ every fault enabled, budget 1, one unshipped write, two recovery points), so
 ``--vms 2`` alone, or a file holding only ``{"vm_count": 2}``, is the acceptance
 run. A bad value is a ``UsageError`` naming the flag, or the file and line.
 
-``--mutant NAME`` swaps in one of the deliberately broken variants of
-``invariants.mutants``: to watch a checker catch it.
+``--mutant NAME`` swaps in one of the deliberately broken variants, hand-written
+(``invariants.mutants``) or generated (``invariants.rule_mutants``): to watch a
+checker catch it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from hvdr.status import UsageError
+from invariants import mutation
 from invariants.configuration import DEFAULT_CONFIG, ConfigurationError, read_config
-from invariants.mutants import BY_NAME as MUTANTS
 from model import FaultKind, ModelConfig
 from model.successor import RULES, Rules
 
@@ -92,11 +93,19 @@ def add_model_arguments(parser: Any) -> None:
     )
     group.add_argument(
         "--mutant",
-        choices=sorted(MUTANTS),
+        type=mutant_name,
         metavar="NAME",
-        help="check a deliberately broken variant of the model (see 'hvdr check "
-        "--list-mutants')",
+        help="check a deliberately broken variant of the model, hand-written or "
+        "generated (see 'hvdr check --list-mutants')",
     )
+
+
+def mutant_name(text: str) -> str:
+    """An argparse ``type``: the name of a hand-written or generated mutant."""
+    if mutation.lookup(text) is None:
+        msg = f"{text!r} is not a mutant; 'hvdr check --list-mutants' lists them"
+        raise argparse.ArgumentTypeError(msg)
+    return text
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
@@ -143,4 +152,6 @@ def rules_from_args(args: argparse.Namespace) -> Rules:
     """The model's rules, or the mutant's when ``--mutant`` is given."""
     if args.mutant is None:
         return RULES
-    return MUTANTS[args.mutant].rules
+    rules = mutation.lookup(args.mutant)
+    assert rules is not None, args.mutant  # mutant_name checked it
+    return rules

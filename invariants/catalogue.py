@@ -1,10 +1,12 @@
 """The catalogue: every property of the design as a named, documented predicate.
 
 ``INVARIANTS`` lists them all, by theme: the replica and its recovery points
-(``invariants.replica``), failover, loss and failback (``invariants.failover``), the
-reachability witnesses (``invariants.witnesses``) and recoverability, the one
-EVENTUALLY property, which the explorer checks on the whole graph. The same entries
-serve the exhaustive explorer, the Hypothesis state machine and ``hvdr replay``.
+(``invariants.replica``), failover, loss and failback (``invariants.failover``),
+what each phase claims of the data (``invariants.phases``), what a step needs of the
+sites and the link (``invariants.requirements``), the reachability witnesses
+(``invariants.witnesses``) and recoverability, the one EVENTUALLY property, which
+the explorer checks on the whole graph. The same entries serve the exhaustive
+explorer, the Hypothesis state machine and ``hvdr replay``.
 
 ``failing(config, state)`` and ``failing_step(config, pre, call, post)`` return the
 ALWAYS and STEP properties that do not hold: the one place that runs them.
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 from invariants.failover import FAILOVER_INVARIANTS
 from invariants.kinds import Invariant, Kind
+from invariants.phases import PHASE_INVARIANTS
 from invariants.replica import REPLICA_INVARIANTS
+from invariants.requirements import REQUIREMENT_INVARIANTS
 from invariants.witnesses import WITNESSES
 from model import Call, ModelConfig, SystemState
 
@@ -37,6 +41,8 @@ RECOVERABILITY = Invariant(
 INVARIANTS: tuple[Invariant, ...] = (
     *REPLICA_INVARIANTS,
     *FAILOVER_INVARIANTS,
+    *PHASE_INVARIANTS,
+    *REQUIREMENT_INVARIANTS,
     RECOVERABILITY,
     *WITNESSES,
 )

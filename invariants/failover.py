@@ -271,16 +271,26 @@ def writes_during_initial_replication_are_never_lost(
 
     Rule: changes made while initial replication runs are tracked (docs/traceability.md,
     Replication process [seed] 3-4: the tracker records every change in the
-    logs), and so are all later ones. Disaster: a write absent from the logs never
-    reaches the replica, and no figure ever reports it lost. Applies: every
-    ``write`` step, during initial replication above all.
+    logs), and so are all later ones; a write to a drill's test VM or to a
+    divergent copy left running stays in that copy. Disaster: a write absent from
+    the logs never reaches the replica, and no figure ever reports it lost.
+    Applies: every ``write`` step, during initial replication above all (the test
+    copy lags one more too: it is a past point, not the source), and every write
+    a test VM or a divergent copy takes (one more write of its own).
     """
     del config
+    if call.action in _OWN_WRITES:
+        return all(
+            _took_own_write(call.action, before, after)
+            for before, after in _pairs(pre, call, post)
+        )
     if call.action != "write":
         return True
     for before, after in _pairs(pre, call, post):
-        was = [before.other, before.frozen_other, *(p.copy for p in before.points)]
-        now = [after.other, after.frozen_other, *(p.copy for p in after.points)]
+        was = [before.other, before.test_copy, before.frozen_other]
+        was += [p.copy for p in before.points]
+        now = [after.other, after.test_copy, after.frozen_other]
+        now += [p.copy for p in after.points]
         if len(was) != len(now):
             return False
         for old, new in zip(was, now, strict=True):
@@ -289,6 +299,16 @@ def writes_during_initial_replication_are_never_lost(
             if old is not None and new is not None and new.behind != old.behind + 1:
                 return False
     return True
+
+
+#: Writes a copy other than the active one takes: its own, one more divergent.
+_OWN_WRITES = {"write_test_vm": "test_copy", "write_stale_copy": "other"}
+
+
+def _took_own_write(action: str, before: VmState, after: VmState) -> bool:
+    """Whether the copy that took a write of its own holds one more of them."""
+    old, new = getattr(before, _OWN_WRITES[action]), getattr(after, _OWN_WRITES[action])
+    return old is not None and new is not None and new.divergent == old.divergent + 1
 
 
 @always("a VM shown protected has no recovery point to fail over to")

@@ -157,7 +157,16 @@ class Projection:
         seen: set[str] = set()
         vm_moves: list[tuple[Call, int, int]] = []
         system_moves: dict[Call, tuple[int, int]] = {}
-        for call, post in successors(config, pre, self.rules):
+        try:
+            moves = list(successors(config, pre, self.rules))
+        except (AssertionError, LookupError, TypeError, ValueError):
+            # Only a broken model fails here (a mutant: a state no effect expects);
+            # when the state already violates a property, that is the finding and
+            # the state is not expanded. Otherwise the failure is the model's own.
+            if not failed:
+                raise
+            moves = []
+        for call, post in moves:
             broken = catalogue.failing_step(config, pre, call, post, self.invariants)
             failed += [(invariant, call) for invariant in broken]
             seen.update(w.name for w in catalogue.witnessed(config, post))

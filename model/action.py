@@ -147,11 +147,17 @@ def vm_name(config: ModelConfig, index: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """A named precondition; ``explain`` says why it failed, in the operator's words."""
+    """A named precondition; ``explain`` says why it failed, in the operator's words.
+
+    ``bound`` marks a bound of the explored environment rather than a product rule
+    (``model.guards.within_bound``): without it the state space is unbounded, so the
+    generated mutants (``invariants.rule_mutants``) never drop one.
+    """
 
     name: str
     check: Callable[[Context], bool]
     explain: Callable[[Context], str]
+    bound: bool = False
 
 
 ChoiceLister = Callable[[Context], Iterable[Args]]

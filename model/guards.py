@@ -98,4 +98,5 @@ def within_bound(name: str, check: Callable[[Context], bool], what: str) -> Guar
         name,
         check,
         lambda ctx: f"{what} (a bound of the model's environment, not a product rule)",
+        bound=True,
     )

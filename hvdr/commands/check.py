@@ -7,6 +7,9 @@ verdict. On a violation, a deadlock or an unrecoverable state it prints the
 shortest trace, writes it as a trace file (``--trace-out``, replayable with ``hvdr
 replay``) and draws it on the lifecycle (``--svg``), and exits with status 1.
 
+``--mutate`` runs the generated mutants instead (``hvdr.commands.mutate``) and
+``--only NAME`` reruns one of them.
+
 Limits: a run stops cleanly at ``--max-states`` states or ``--max-memory`` MiB of
 peak memory (both on by default, ``unlimited`` lifts them), prints the statistics
 so far and the flag that lifts the limit, and exits with status 3: nothing failed
@@ -32,12 +35,15 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hvdr import overlays
+from hvdr.commands import mutate
 from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
-from hvdr.status import ExitStatus
+from hvdr.status import ExitStatus, UsageError
+from invariants import mutation
 from invariants import trace as traces
 from invariants.explorer import Report, Statistics, Stop, explore
 from invariants.kinds import Violation
 from invariants.mutants import MUTANTS
+from invariants.rule_mutants import OPERATORS, generate
 
 #: States a run explores at most unless told otherwise: ten times the two-VM
 #: acceptance run's 169,185 and about 100 s at 100,000 states/s, so a run of a
@@ -111,7 +117,27 @@ def register(subparsers: Any) -> None:
         help="where to draw a counterexample (default: counterexample.svg)",
     )
     parser.add_argument(
-        "--list-mutants", action="store_true", help="list the mutants and exit"
+        "--list-mutants",
+        action="store_true",
+        help="list the mutants (hand-written, then generated) and exit",
+    )
+    parser.add_argument(
+        "--mutate",
+        action="store_true",
+        help="run the generated mutants at the default bounds; print the kill rate "
+        "per operator and every survivor",
+    )
+    parser.add_argument(
+        "--operator",
+        action="append",
+        metavar="OP",
+        help=f"with --mutate: only this operator's mutants ({', '.join(OPERATORS)})",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        help="with --mutate: rerun one generated mutant and write its counterexample "
+        "(the same as --mutant NAME)",
     )
     parser.set_defaults(handler=run)
 
@@ -122,7 +148,16 @@ def run(args: argparse.Namespace) -> int:
     if args.list_mutants:
         for mutant in MUTANTS:
             console.print(f"{mutant.name}: {mutant.summary}")
+        for generated in generate().mutants:
+            console.print(f"{generated.name}: {generated.summary}", highlight=False)
         return ExitStatus.OK
+    if args.mutate and args.only is None:
+        return mutate.run(console, args)
+    if args.only is not None:
+        if mutation.lookup(args.only) is None:
+            msg = f"--only {args.only!r}: no such mutant (hvdr check --list-mutants)"
+            raise UsageError(msg)
+        args.mutant = args.only
     config = config_from_args(args)
     rules = rules_from_args(args)
     memory = None if args.max_memory is None else args.max_memory * 2**20

@@ -28,11 +28,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from hvdr.status import ExitStatus, UsageError
+from invariants import mutation
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import TraceError, replay_on_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
-from invariants.mutants import BY_NAME as MUTANTS
 from model import SystemState, is_protected
 from model.successor import RULES
 
@@ -77,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
         return run_engine(trace, console)
     rules = RULES
     if trace.mutant is not None:
-        if trace.mutant not in MUTANTS:
+        found = mutation.lookup(trace.mutant)
+        if found is None:
             msg = f"{args.file}: the header names mutant {trace.mutant!r}, which "
-            msg += f"does not exist; known: {', '.join(sorted(MUTANTS))}"
+            msg += "does not exist (hvdr check --list-mutants lists them)"
             raise UsageError(msg)
-        rules = MUTANTS[trace.mutant].rules
+        rules = found
         console.print(f"[yellow]replaying on mutant {trace.mutant}[/yellow]")
     violated = contradicted = done = 0
     try:
