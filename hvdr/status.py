@@ -16,6 +16,8 @@ Scripts and CI branch on the status, so each means one thing in every command:
 from __future__ import annotations
 
 import enum
+import os
+from pathlib import Path
 
 
 class ExitStatus(enum.IntEnum):
@@ -48,3 +50,20 @@ class UsageError(Exception):
     ``hvdr``'s ``main`` prints the message as one line on stderr, prefixed by the
     command; the message names what was wrong and what is allowed.
     """
+
+
+def check_output_path(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written: ``path``
+    (the value of ``flag``) is a folder, or its folder is missing or not writable."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        msg = f"{flag} {str(path)!r} is a folder; give a file name"
+        raise UsageError(msg)
+    if not folder.is_dir():
+        msg = f"{flag} {str(path)!r}: its folder {str(folder)!r} does not exist"
+        raise UsageError(msg)
+    if not os.access(folder, os.W_OK):
+        msg = f"{flag} {str(path)!r}: its folder {str(folder)!r} is not writable"
+        raise UsageError(msg)

@@ -400,3 +400,35 @@ def test_ctrl_c_stops_fuzz_with_its_figures() -> None:
     assert progress[0].startswith("progress: 50/100000 examples, ")
     assert status == 130, out
     assert re.search(r"interrupted after \d+ of 100000 examples", out)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (
+            ("fuzz", "--engine", "--trace-out", "/nonexistent/d/t.jsonl"),
+            "does not exist",
+        ),
+        (
+            (
+                "fuzz",
+                "--engine-mutant",
+                "health_from_the_wrong_site",
+                "--trace-out",
+                ".",
+            ),
+            "is a folder",
+        ),
+        (("fuzz", "--trace-out", "/nonexistent/t.jsonl"), "does not exist"),
+        (("fuzz", "--report", "/nonexistent/r.html"), "does not exist"),
+        (("check", "--trace-out", "."), "is a folder"),
+        (("check", "--svg", "/nonexistent/c.svg"), "does not exist"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(
+    arguments: tuple[str, ...], said: str
+) -> None:
+    """Refused at once, not after a whole run whose trace would then be lost."""
+    line = one_line_error(hvdr(*arguments))
+    assert said in line
+    assert arguments[-2] in line

@@ -47,11 +47,12 @@ from engine.binding import failover, reverse
 from engine.binding.details import VmDetails
 from engine.binding.sites import direction, other_site
 from engine.control.store import ControlStore, Operation
-from engine.errors import CorruptRecord, ReplicationError
+from engine.errors import CorruptRecord, DamagedState, ReplicationError
 from engine.log.reader import read_header
 from engine.log.writer import log_path_for
 from engine.storage.disk import storage_error
 from model import Phase, PhaseMachine
+from model.successor import RULES
 
 if TYPE_CHECKING:
     from engine.binding.protected_vm import ProtectedVm
@@ -83,6 +84,28 @@ FINISHED: Final[dict[str, Callable[[ProtectedVm, dict[str, object]], VmDetails]]
     "cancel_failover": failover.finish_cancel,
     "reverse_replication": reverse.finish_reverse,
 }
+
+
+def _params(pending: Operation) -> dict[str, object]:
+    """The recorded parameters of ``pending``, checked: a known operation and the phase
+    it commits (anything else is a damaged control file, said as such)."""
+    what = f"the control file's pending operation {pending.name!r} "
+    what += f"(id {pending.operation_id})"
+    if pending.name not in RULES.actions:
+        msg = f"{what} is no operation the engine records: the control file is "
+        msg += "damaged; the operation is abandoned, check the VM's state"
+        raise DamagedState(msg)
+    try:
+        params: object = json.loads(pending.params_json)
+    except (TypeError, ValueError) as error:
+        msg = f"{what} has unreadable parameters ({error}): the control file is damaged"
+        raise DamagedState(msg) from error
+    phase = params.get("phase") if isinstance(params, dict) else None
+    if not isinstance(params, dict) or phase not in {p.value for p in Phase}:
+        msg = f"{what} records no valid phase ({phase!r}; one of "
+        msg += f"{sorted(p.value for p in Phase)}): the control file is damaged"
+        raise DamagedState(msg)
+    return {str(key): value for key, value in params.items()}
 
 
 class Restart:
@@ -194,7 +217,7 @@ class Restart:
     def _finish(self, pending: Operation, control: ControlStore) -> str:  # noqa: PLR0911
         self._control = control
         vm = self._vm
-        params = json.loads(pending.params_json)
+        params = _params(pending)
         operation_id, name = pending.operation_id, pending.name
         if name in ROLLED_BACK:
             return self._roll_back_failover(operation_id, name)

@@ -365,15 +365,20 @@ class ControlStore:
         return self._disks(cursor, vm_name)
 
     @_serialised
-    def take_cycle_id(self, vm_name: str) -> int:
-        """Return the VM's next cycle id and durably advance it (never handed twice)."""
+    def take_cycle_id(self, vm_name: str, *, above: int = -1) -> int:
+        """Return the VM's next cycle id, at least ``above + 1``, and durably advance
+        past it (never handed twice), in one transaction."""
+        if isinstance(above, bool) or above > 2**62:
+            msg = f"above={above!r} must be an int up to {2**62} (a replica's last "
+            msg += "cycle id: a catalogue claiming more is damaged)"
+            raise InvalidConfiguration(msg)
         with self._transaction() as cursor:
             control = self._require_vm(cursor, vm_name)
+            taken = max(control.next_cycle_id, above + 1)
             cursor.execute(
-                "UPDATE vm SET next_cycle_id = next_cycle_id + 1 WHERE name = ?",
-                (vm_name,),
+                "UPDATE vm SET next_cycle_id = ? WHERE name = ?", (taken + 1, vm_name)
             )
-        return control.next_cycle_id
+        return taken
 
     @_serialised
     def set_log_positions(self, vm_name: str, positions: Mapping[str, int]) -> None:

@@ -606,6 +606,13 @@ class ReplicationEngine:
         except (ReplicationError, OSError) as error:
             if isinstance(error, DamagedState | StorageFull):
                 raise
+            if isinstance(error, OSError):
+                full = storage_error(error, f"VM {name!r} cannot be opened")
+                if isinstance(full, StorageFull):
+                    # A full disk is no damage: nothing was changed, and the VM opens
+                    # once there is room again.
+                    full.add_note("free space at the site, then open the engine again")
+                    raise full from error
             msg = f"VM {name!r} cannot be opened: {error}"
             raise DamagedState(msg) from error
         self._vms[name] = vm

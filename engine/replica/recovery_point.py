@@ -295,10 +295,20 @@ def _mapping(value: object, what: str) -> Mapping[str, object]:
     return value
 
 
+#: The largest id or count a catalogue may hold: far beyond any real count, and with
+#: room below SQLite's 64-bit limit for the control state's next id.
+_INT_MAX = 2**62
+
+
 def _int(row: Mapping[str, object], name: str, *, minimum: int) -> int:
     value = row.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        msg = f"catalogue field {name!r}={value!r} must be an int >= {minimum}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not minimum <= value <= _INT_MAX
+    ):
+        msg = f"catalogue field {name!r}={value!r} must be an int from {minimum} to "
+        msg += f"{_INT_MAX}"
         raise DamagedState(msg)
     return value
 

@@ -84,10 +84,8 @@ class CycleRunner:
     def take_cycle_id(self) -> int:
         """A cycle id above every cycle the target has applied."""
         last = self._replica.status(self.vm_name).last_cycle_id
-        cycle_id = self._control.take_cycle_id(self.vm_name)
-        while cycle_id <= last:  # a control file restored from an older backup
-            cycle_id = self._control.take_cycle_id(self.vm_name)
-        return cycle_id
+        # Above it even if the control file was restored from an older backup.
+        return self._control.take_cycle_id(self.vm_name, above=last)
 
     def cut(self, *, app_consistent: bool, epoch: int) -> CutRecord:
         """Seal every disk at one point into a new outbox cycle; record the cut."""

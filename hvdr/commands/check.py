@@ -37,7 +37,7 @@ from rich.table import Table
 from hvdr import overlays
 from hvdr.commands import mutate
 from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
-from hvdr.status import ExitStatus, UsageError
+from hvdr.status import ExitStatus, UsageError, check_output_path
 from invariants import mutation
 from invariants import trace as traces
 from invariants.explorer import Report, Statistics, Stop, explore
@@ -145,6 +145,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explore; print; write the counterexample; the status of ``hvdr.status``."""
     console = Console()
+    check_output_path(args.trace_out, "--trace-out")
+    check_output_path(args.svg, "--svg")
     if args.list_mutants:
         for mutant in MUTANTS:
             console.print(f"{mutant.name}: {mutant.summary}")

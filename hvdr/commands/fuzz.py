@@ -33,7 +33,7 @@ from hvdr.model_options import (
     rules_from_args,
     whole_number,
 )
-from hvdr.status import ExitStatus, UsageError
+from hvdr.status import ExitStatus, UsageError, check_output_path
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
@@ -102,6 +102,8 @@ def positive_seconds(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     """Fuzz; print the figures; the status of ``hvdr.status``."""
     console = Console(highlight=False)
+    check_output_path(args.trace_out, "--trace-out")
+    check_output_path(args.report, "--report")
     if args.engine or args.engine_mutant:
         return run_engine(args, console)
     config = config_from_args(args)
