@@ -5,7 +5,7 @@ seam. The engine has no such seam, and must not grow one for its bugs: an engine
 mutant is a small, realistic mistake planted by replacing one function of the engine
 for the duration of a ``with`` block (mutation testing, as mutmut or Stryker do it
 with edited sources), then restored. Conformance fuzzing (``invariants.conformance``)
-must kill each: ``tests/mutation/test_engine_mutants.py`` runs it on every one.
+must kill each: ``tests/conformance/test_conformance.py`` runs it on every one.
 """
 
 from __future__ import annotations

@@ -156,9 +156,24 @@ def write(path: Path, trace: Trace) -> None:
     path.write_text(dumps(trace), encoding="utf-8")
 
 
+#: A trace file larger than this is refused unread (real traces are a few KiB).
+TRACE_BYTES_MAX = 64 << 20
+
+
 def read(path: Path) -> Trace:
-    """Read a trace file written by ``write`` (or by hand)."""
-    return loads(path.read_text(encoding="utf-8"), str(path))
+    """Read a trace file written by ``write`` (or by hand); ValueError names the file
+    when it is too large or not UTF-8 text."""
+    with path.open("rb") as stream:
+        data = stream.read(TRACE_BYTES_MAX + 1)
+    if len(data) > TRACE_BYTES_MAX:
+        msg = f"{path}: more than {TRACE_BYTES_MAX >> 20} MiB: not a trace file"
+        raise ValueError(msg)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        msg = f"{path}: not UTF-8 text (byte {error.start}): not a trace file"
+        raise ValueError(msg) from None
+    return loads(text, str(path))
 
 
 @dataclass(frozen=True)

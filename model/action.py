@@ -93,6 +93,11 @@ class Call:
         if not isinstance(action, str):
             msg = f"trace step {dict(data)!r} needs an 'action' string"
             raise ValueError(msg)
+        unknown = sorted(set(data) - {"action", "vm", "plan", "site", "args"})
+        if unknown:
+            msg = f"trace step {action}: unknown keys {unknown}; a step has action, "
+            msg += "vm, plan, site and args (arguments go inside args)"
+            raise ValueError(msg)
         vm, plan, site = data.get("vm"), data.get("plan"), data.get("site")
         for name, value in (("vm", vm), ("plan", plan)):
             if value is not None and (not isinstance(value, int) or value < 0):

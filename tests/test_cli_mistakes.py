@@ -432,3 +432,23 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_run(
     line = one_line_error(hvdr(*arguments))
     assert said in line
     assert arguments[-2] in line
+
+
+def test_a_trace_that_is_not_text_or_far_too_big_is_named(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"action": "write"}\n\xff\xfe\x00')
+    assert "not UTF-8 text" in one_line_error(hvdr("replay", str(binary)))
+    line = one_line_error(hvdr("replay", "--engine", "/dev/zero"))
+    assert "/dev/zero" in line
+    assert "not a trace file" in line
+
+
+def test_a_trace_step_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    """A key a step does not have (an argument outside ``args``) is not dropped."""
+    path = write_trace(
+        tmp_path / "t.jsonl",
+        [{"action": "enable_protection", "vm": 0, "app_consistent": False}],
+    )
+    line = one_line_error(hvdr("replay", str(path)))
+    assert "unknown keys ['app_consistent']" in line
+    assert "line 1" in line

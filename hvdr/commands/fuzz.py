@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--engine-mutant",
         choices=sorted(ENGINE_MUTANTS),
-        help="with --engine: plant this engine bug first (the run must fail)",
+        help="plant this engine bug first (the run must fail); implies --engine",
     )
     parser.add_argument(
         "--no-shrink",
