@@ -265,6 +265,10 @@ def checked_row(control: ControlStore, row: VmControl) -> VmControl:
         if value not in allowed:
             what = f"VM {row.vm_name!r} has {column}={value!r}; allowed: "
             raise damaged(control.path, what + ", ".join(allowed))
+    if row.direction != direction(row.active_site):
+        what = f"VM {row.vm_name!r} has direction={row.direction!r} with "
+        what += f"active_site={row.active_site!r}; allowed: "
+        raise damaged(control.path, what + repr(direction(row.active_site)))
     return row
 
 

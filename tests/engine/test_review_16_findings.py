@@ -114,3 +114,17 @@ def test_a_full_disk_at_open_is_storage_full_and_loses_nothing(tmp_path: Path) -
             held = replica.point_reader("vm", newest)
             for block, data in acknowledged.items():
                 assert held.read("os", block * BLOCK, BLOCK) == data, block
+
+
+def test_a_direction_the_active_site_does_not_give_is_damage(tmp_path: Path) -> None:
+    with _open(tmp_path) as engine:
+        engine.create_vm("vm", {"os": 16 * BLOCK})
+        engine.enable_protection("vm")
+    for site in ("p", "s"):
+        path = tmp_path / site / "control.sqlite3"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("UPDATE vm SET direction = 'x->y'")
+            db.commit()
+    with _open(tmp_path) as engine:
+        assert "direction='x->y'" in str(engine.damaged["vm"])
+        assert "'primary->secondary'" in str(engine.damaged["vm"])
