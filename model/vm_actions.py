@@ -236,7 +236,7 @@ def _unplanned_choices(ctx: Context) -> Iterable[Args]:
         for outcome in outcomes:
             if (
                 outcome == SHUTDOWN_COMPLETE
-                and index > 0
+                and target != POINT_LATEST  # "latest" is then the final sync's point
                 and index + shift >= points_max
             ):
                 continue  # the final sync's point would merge the chosen one away

@@ -111,3 +111,16 @@ def test_two_vm_counterexamples_replay_under_symmetry(name: str) -> None:
     steps = list(replay(config, violation.trace, rules))
     assert [step.refused for step in steps if step.refused is not None] == []
     assert violation.invariant in steps[-1].violated
+
+
+def test_a_single_recovery_point_is_explored_clean() -> None:
+    """With one point kept, a shutdown-first failover to the latest app-consistent
+    point must not be offered when the final sync's point would merge it away (it
+    once was, and the VM then ran from a copy other than the chosen point)."""
+    config = replace(
+        DEFAULT_CONFIG, recovery_points_max=1, app_consistent_points=True,
+        write_lag_max=2,
+    )  # fmt: skip
+    report = explore(config, stop_at_first=False)
+    assert _clean(report) == (True, 0, 0, 0)
+    assert report.statistics.states > 1000
