@@ -60,7 +60,7 @@ from engine.binding.protected_vm import (
 from engine.binding.reverse import ReverseReport
 from engine.binding.sites import SITE_NAMES, Sites, other_site
 from engine.clock import Clock, SystemClock
-from engine.control.site import SiteStorage, validate_root
+from engine.control.site import CONTROL_FILE, SiteStorage, validate_root
 from engine.errors import (
     DamagedState,
     InvalidConfiguration,
@@ -660,6 +660,13 @@ def _check_roots(primary_root: object, secondary_root: object) -> None:
             msg += f"{str(outer)!r}; give each site its own folder, neither inside "
             msg += "the other (a site owns everything under its root)"
             raise InvalidConfiguration(msg)
+    for root in (primary, secondary):
+        for parent in root.parents:
+            if (parent / CONTROL_FILE).is_file():
+                msg = f"storage root {str(root)!r} lies inside the site at "
+                msg += f"{str(parent)!r} (it holds {CONTROL_FILE}); give each site "
+                msg += "its own folder, outside any other site's"
+                raise InvalidConfiguration(msg)
 
 
 def _open_sites(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StorageFull
+from engine.errors import InvalidConfiguration, StorageFull
 from engine.orchestration.engine import ReplicationEngine
 from engine.testing import ManualClock
 
@@ -128,3 +128,16 @@ def test_a_direction_the_active_site_does_not_give_is_damage(tmp_path: Path) -> 
     with _open(tmp_path) as engine:
         assert "direction='x->y'" in str(engine.damaged["vm"])
         assert "'primary->secondary'" in str(engine.damaged["vm"])
+
+
+def test_a_site_inside_another_site_is_refused(tmp_path: Path) -> None:
+    """A root inside another site's folder would put a second control state among
+    that site's files (its VM folder, say): refused before anything is created."""
+    with _open(tmp_path) as engine:
+        engine.create_vm("vm", {"os": 16 * BLOCK})
+    nested = tmp_path / "p" / "vms" / "vm"
+    before = sorted(path.name for path in nested.iterdir())
+    with pytest.raises(InvalidConfiguration, match="lies inside the site at"):
+        ReplicationEngine.open(nested, tmp_path / "elsewhere", clock=ManualClock())
+    assert sorted(path.name for path in nested.iterdir()) == before
+    assert not (tmp_path / "elsewhere").exists()
