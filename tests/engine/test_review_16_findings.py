@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -61,8 +62,14 @@ def test_a_malformed_pending_operation_is_damage_said_on_open(
 @contextlib.contextmanager
 def _small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                   check=True)  # fmt: skip
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:  # a container without the right to mount
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
         yield path
     finally:
