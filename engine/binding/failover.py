@@ -447,9 +447,7 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
         index = _model_index(vm, points, chosen)
         old = loss_report.LossReport.from_json(_report_fields(details.loss))
         site = details.old_site
-        running = site is not None and site in details.running
-        if running and vm.old_disks is not None and vm.old_disks.halted is not None:
-            running = False  # its disks were halted: it writes no more
+        running = reverse.old_copy_runs(vm, details)
         if (
             old.unshipped_writes is None
             and site is not None

@@ -143,6 +143,15 @@ def finish_reverse(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:
     return _after_reverse(vm, trusted=trusted)
 
 
+def old_copy_runs(vm: ProtectedVm, details: VmDetails) -> bool:
+    """Whether the old source's copy still runs, so may write more: it is running
+    there and its disks were not halted."""
+    old = details.old_site
+    if old is None or old not in details.running:
+        return False
+    return vm.old_disks is None or vm.old_disks.halted is None
+
+
 def reconcile(vm: ProtectedVm) -> LossReport | None:
     """Count the exact loss from the old source's logs, if they can be read now.
 
@@ -175,7 +184,7 @@ def reconcile(vm: ProtectedVm) -> LossReport | None:
         )  # fmt: skip
         updated = loss_report.reconciled(
             report, counts, now=vm.clock.now(),
-            still_running=old in details.running and vm.old_disks.halted is None,
+            still_running=old_copy_runs(vm, details),
         )  # fmt: skip
     stored = {**details.loss, **updated.to_json()}
     holder = vm.sites.storage(control.active_site).control

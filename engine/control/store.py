@@ -93,7 +93,7 @@ from engine.errors import (
     ReplicationError,
 )
 from engine.names import validate_disk_name, validate_site_name, validate_vm_name
-from engine.replica.recovery_point import RecoveryPoint
+from engine.replica.recovery_point import ID_MAX, RecoveryPoint
 
 CREATE_VM: Final = "create_vm"
 """The operation ``add_vm(..., creating=True)`` records (params: ``{"disks": ...}``)."""
@@ -368,8 +368,8 @@ class ControlStore:
     def take_cycle_id(self, vm_name: str, *, above: int = -1) -> int:
         """Return the VM's next cycle id, at least ``above + 1``, and durably advance
         past it (never handed twice), in one transaction."""
-        if isinstance(above, bool) or above > 2**62:
-            msg = f"above={above!r} must be an int up to {2**62} (a replica's last "
+        if isinstance(above, bool) or above > ID_MAX:
+            msg = f"above={above!r} must be an int up to {ID_MAX} (a replica's last "
             msg += "cycle id: a catalogue claiming more is damaged)"
             raise InvalidConfiguration(msg)
         with self._transaction() as cursor:

@@ -40,6 +40,7 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from engine.errors import DamagedState, InvalidConfiguration, RecoveryPointNotFound
 
@@ -297,7 +298,7 @@ def _mapping(value: object, what: str) -> Mapping[str, object]:
 
 #: The largest id or count a catalogue may hold: far beyond any real count, and with
 #: room below SQLite's 64-bit limit for the control state's next id.
-_INT_MAX = 2**62
+ID_MAX: Final = 2**62
 
 
 def _int(row: Mapping[str, object], name: str, *, minimum: int) -> int:
@@ -305,10 +306,10 @@ def _int(row: Mapping[str, object], name: str, *, minimum: int) -> int:
     if (
         isinstance(value, bool)
         or not isinstance(value, int)
-        or not minimum <= value <= _INT_MAX
+        or not minimum <= value <= ID_MAX
     ):
         msg = f"catalogue field {name!r}={value!r} must be an int from {minimum} to "
-        msg += f"{_INT_MAX}"
+        msg += f"{ID_MAX}"
         raise DamagedState(msg)
     return value
 

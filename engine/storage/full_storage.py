@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.storage.durable_image import descriptor_path
 from engine.storage.files import Buffer, FileSystem
 
 
@@ -45,7 +46,7 @@ class FullStorageFileSystem(FileSystem):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     def _refuse_descriptor(self, descriptor: int) -> None:
-        self._refuse(os.readlink(f"/proc/self/fd/{descriptor}"))
+        self._refuse(descriptor_path(descriptor))
 
     def free_bytes(self, path: Path) -> int:
         """0 under a full folder, else what ``statvfs`` says."""
@@ -60,12 +61,12 @@ class FullStorageFileSystem(FileSystem):
     def pwrite(self, descriptor: int, data: Buffer, offset: int) -> int:
         """Refused on a full folder's file."""
         self._refuse_descriptor(descriptor)
-        return os.pwrite(descriptor, data, offset)
+        return super().pwrite(descriptor, data, offset)
 
     def pwritev(self, descriptor: int, buffers: Sequence[Buffer], offset: int) -> int:
         """Refused on a full folder's file."""
         self._refuse_descriptor(descriptor)
-        return os.pwritev(descriptor, buffers, offset)
+        return super().pwritev(descriptor, buffers, offset)
 
     def fallocate(self, descriptor: int, offset: int, length: int) -> None:
         """Refused on a full folder's file."""
