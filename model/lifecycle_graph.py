@@ -4,7 +4,7 @@
 ``LIFECYCLE`` (a ``Dest.STEADY`` row becomes one edge per steady phase it may land on),
 keyed by trigger and carrying its guards. Graph questions (what is reachable, what can
 get back to a steady phase) are asked of it; the Markdown table in
-``docs/lifecycle-table.md`` is printed from the same rows.
+``diagrams/lifecycle.md`` is printed from the same rows.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The repository explains itself: its docs and comments cite only what it holds.
 
-The behaviour the model follows is written in ``docs/behaviour.md``; a citation of a
-file outside the repository (the design notes, the behaviour reference the project
-started from, a tracker's issue number) would send a reader nowhere.
+The behaviour the model follows is written in ``docs/behaviour.md``. Every Markdown
+document a doc or a comment names must be a file of the repository, and nothing cites
+a tracker's issue number or "the reference" the project started from: a reader would
+find neither here.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -31,12 +33,35 @@ SOURCES = sorted(
         ),
     ]
 )
-#: What points outside the repository: the shared design notes and reference, a path
-#: above the repository, an issue of the tracker.
-OUTSIDE = re.compile(
-    r"asr-behaviour|DESIGN\.md|STYLE\.md|\.\./shared|\b[Ii]ssue \d+|"
-    r"decisions? \d+ of the reference"
-)
+#: A Markdown document named in a line (a bare name, or a path).
+DOCUMENT = re.compile(r"[\w./-]*[\w-]+\.md\b")
+#: What points outside the repository without naming a file.
+OUTSIDE = re.compile(r"\b[Ii]ssue \d+|decisions? \d+ of the reference")
+
+
+def _documents() -> frozenset[str]:
+    """The names of the repository's Markdown files (virtual environments aside)."""
+    names = set()
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        names.update(name for name in files if name.endswith(".md"))
+    return frozenset(names)
+
+
+DOCUMENTS = _documents()
+
+
+def _missing_documents(path: Path, line: str) -> list[str]:
+    """The Markdown documents ``line`` of ``path`` names that the repository lacks."""
+    missing = []
+    for cited in DOCUMENT.findall(line):
+        if "/" in cited:
+            relative = cited.removeprefix("./")
+            if not ((ROOT / relative).is_file() or (path.parent / cited).is_file()):
+                missing.append(cited)
+        elif cited not in DOCUMENTS:
+            missing.append(cited)
+    return missing
 
 
 def test_the_sources_are_found() -> None:
@@ -46,12 +71,10 @@ def test_the_sources_are_found() -> None:
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_nothing_cites_a_file_outside_the_repository(path: Path) -> None:
-    if path == Path(__file__):
-        return
     found = [
         f"{number}: {line.strip()}"
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if OUTSIDE.search(line)
+        if OUTSIDE.search(line) or _missing_documents(path, line)
     ]
     assert found == []
 
