@@ -41,7 +41,7 @@ OUTSIDE = re.compile(r"\b[Ii]ssue \d+|decisions? \d+ of the reference")
 
 def _documents() -> frozenset[str]:
     """The names of the repository's Markdown files (virtual environments aside)."""
-    names = set()
+    names: set[str] = set()
     for _, subfolders, files in os.walk(ROOT):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         names.update(name for name in files if name.endswith(".md"))
