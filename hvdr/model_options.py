@@ -11,7 +11,8 @@ run. A bad value is a ``UsageError`` naming the flag, or the file and line.
 
 ``--mutant NAME`` swaps in one of the deliberately broken variants, hand-written
 (``invariants.mutants``) or generated (``invariants.rule_mutants``): to watch a
-checker catch it.
+checker catch it. A recovery-plan mutant brings the plan configuration it is looked
+for in, unless ``--config`` gives another.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdr.status import UsageError
+from invariants import mutants as hand
 from invariants import mutation
 from invariants.configuration import DEFAULT_CONFIG, ConfigurationError, read_config
 from model import FaultKind, ModelConfig
@@ -108,9 +110,16 @@ def mutant_name(text: str) -> str:
     return text
 
 
+def mutant_config(name: str | None) -> ModelConfig | None:
+    """The configuration a hand-written mutant is looked for in, when it needs its own
+    (a recovery-plan mutant needs plans); the flags still override it."""
+    found = hand.BY_NAME.get(name or "")
+    return None if found is None else found.config
+
+
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The configuration the options describe (UsageError names a bad value)."""
-    config = DEFAULT_CONFIG
+    config = mutant_config(getattr(args, "mutant", None)) or DEFAULT_CONFIG
     if args.config is not None:
         try:
             config = read_config(args.config)

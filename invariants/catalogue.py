@@ -3,7 +3,8 @@
 ``INVARIANTS`` lists them all, by theme: the replica and its recovery points
 (``invariants.replica``), failover, loss and failback (``invariants.failover``),
 what each phase claims of the data (``invariants.phases``), what a step needs of the
-sites and the link (``invariants.requirements``), the reachability witnesses
+sites and the link (``invariants.requirements``), what a recovery plan may do to its
+VMs (``invariants.plans``), the reachability witnesses
 (``invariants.witnesses``) and recoverability, the one EVENTUALLY property, which
 the explorer checks on the whole graph. The same entries serve the exhaustive
 explorer, the Hypothesis state machine and ``hvdr replay``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from invariants.failover import FAILOVER_INVARIANTS
 from invariants.kinds import Invariant, Kind
 from invariants.phases import PHASE_INVARIANTS
+from invariants.plans import PLAN_INVARIANTS
 from invariants.replica import REPLICA_INVARIANTS
 from invariants.requirements import REQUIREMENT_INVARIANTS
 from invariants.witnesses import WITNESSES
@@ -43,6 +45,7 @@ INVARIANTS: tuple[Invariant, ...] = (
     *FAILOVER_INVARIANTS,
     *PHASE_INVARIANTS,
     *REQUIREMENT_INVARIANTS,
+    *PLAN_INVARIANTS,
     RECOVERABILITY,
     *WITNESSES,
 )

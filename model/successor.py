@@ -22,7 +22,7 @@ written). The checkers build deliberately broken variants from it (``replace_act
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -31,7 +31,7 @@ from model.environment import LINK_ENVIRONMENT, SITE_ENVIRONMENT, VM_ENVIRONMENT
 from model.errors import ActionRefused, UnknownCall
 from model.lifecycle import LIFECYCLE, WAY_OUT, Edge, Phase, edges_from, resolve
 from model.lifecycle_guards import GUARD_HINTS, GUARDS, PHASE_GUARD_HINTS, EdgeGuard
-from model.plans import make_plan_actions
+from model.plans import TryCall, make_plan_actions
 from model.state import ModelConfig, Site, SystemState, VmState
 from model.vm_actions import VM_ACTIONS
 
@@ -109,8 +109,10 @@ def make_rules(
     specs: tuple[ActionSpec, ...],
     lifecycle: tuple[Edge, ...] = LIFECYCLE,
     edge_guards: Mapping[str, EdgeGuard] = GUARDS,
+    plan_actions: Callable[[TryCall], tuple[ActionSpec, ...]] = make_plan_actions,
 ) -> Rules:
-    """Rules from VM, site and link action specs; plan actions are added, bound."""
+    """Rules from VM, site and link action specs; plan actions are added, bound
+    (``plan_actions`` makes them from the successor function: a mutant's may differ)."""
     bound: list[Rules] = []
 
     def try_call(
@@ -118,7 +120,7 @@ def make_rules(
     ) -> SystemState | None:
         return try_apply(config, state, call, bound[0])
 
-    plan_specs = make_plan_actions(try_call)
+    plan_specs = plan_actions(try_call)
     actions = MappingProxyType({spec.name: spec for spec in (*specs, *plan_specs)})
     rules = Rules(lifecycle, edge_guards, actions)
     bound.append(rules)

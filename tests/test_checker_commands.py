@@ -12,6 +12,7 @@ from hvdr.cli import main
 from invariants import trace as traces
 from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
+from invariants.mutants import PLAN_TIERS_CONFIG
 from model import ModelConfig
 
 
@@ -32,6 +33,38 @@ def test_check_catches_a_mutant_and_replay_reproduces_it(tmp_path: Path) -> None
     assert status == 1
     assert traces.read(out).mutant == "commit_keeps_recovery_points"
     assert main(["replay", str(out), "--quiet"]) == 1
+
+
+def test_a_plan_mutant_is_checked_in_its_plan_configuration(tmp_path: Path) -> None:
+    """A recovery-plan mutant brings its plan configuration (the default one has no
+    plan, where it could not show): check fails it, and its trace replays on it."""
+    out = tmp_path / "ce.jsonl"
+    name = "plan_runs_the_next_group_too"
+    assert main(["check", "--mutant", name, "--trace-out", str(out)]) == 1
+    written = traces.read(out)
+    assert (written.mutant, written.config) == (name, PLAN_TIERS_CONFIG)
+    assert main(["replay", str(out), "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "check",
+                "--mutant",
+                name,
+                "--vms",
+                "1",
+                "--config",
+                str(_no_plan(tmp_path)),
+            ]
+        )
+        == 0
+    )
+
+
+def _no_plan(tmp_path: Path) -> Path:
+    """A configuration file without plans, which overrides the mutant's own."""
+    path = tmp_path / "no-plan.json"
+    path.write_text(json.dumps({"vm_count": 1, "fault_budget": 0}), "utf-8")
+    return path
 
 
 def test_check_reads_a_configuration_file(

@@ -20,7 +20,7 @@ from invariants.kinds import Kind
 from invariants.mutants import MUTANTS, Mutant
 from invariants.mutation import KNOWN_KILLS
 from invariants.trace import replay
-from model import SystemState, successors
+from model import ModelConfig, SystemState, successors
 from model.lifecycle import STEADY
 from model.successor import Rules
 
@@ -44,7 +44,14 @@ def steady_and_healthy(state: SystemState) -> bool:
     )
 
 
-def steady_and_healthy_reachable(start: SystemState, rules: Rules) -> bool:
+def where(mutant: Mutant) -> ModelConfig:
+    """The configuration a mutant is looked for in (a plan mutant needs plans)."""
+    return mutant.config or DEFAULT_CONFIG
+
+
+def steady_and_healthy_reachable(
+    start: SystemState, rules: Rules, config: ModelConfig = DEFAULT_CONFIG
+) -> bool:
     """Whether some state reachable from ``start`` under ``rules`` is the goal."""
     seen = {start}
     queue = deque([start])
@@ -52,7 +59,7 @@ def steady_and_healthy_reachable(start: SystemState, rules: Rules) -> bool:
         state = queue.popleft()
         if steady_and_healthy(state):
             return True
-        for _, after in successors(DEFAULT_CONFIG, state, rules):
+        for _, after in successors(config, state, rules):
             if after not in seen:
                 seen.add(after)
                 queue.append(after)
@@ -62,15 +69,18 @@ def steady_and_healthy_reachable(start: SystemState, rules: Rules) -> bool:
 @pytest.mark.parametrize("mutant", MUTANTS, ids=IDS)
 def test_check_kills_the_mutant_with_a_replayable_trace(mutant: Mutant) -> None:
     """The explorer finds a violation whose trace replays to it on the mutant."""
-    report = explore(DEFAULT_CONFIG, mutant.rules)
+    config = where(mutant)
+    report = explore(config, mutant.rules)
     assert report.violations, f"{mutant.name} survived check"
     violation = report.violations[0]
-    steps = list(replay(DEFAULT_CONFIG, violation.trace, mutant.rules))
+    steps = list(replay(config, violation.trace, mutant.rules))
     assert [s for s in steps if s.refused is not None] == []
     if violation.invariant is catalogue.RECOVERABILITY:
         # Shown forwards, apart from the explorer's backward search: from where the
         # trace ends, no steady, healthy state is reachable on the mutant.
-        assert steady_and_healthy_reachable(steps[-1].state, mutant.rules) is False
+        assert (
+            steady_and_healthy_reachable(steps[-1].state, mutant.rules, config) is False
+        )
         return
     assert violation.invariant in steps[-1].violated
 
@@ -80,7 +90,7 @@ def test_each_expected_invariant_kills_the_mutant_alone(mutant: Mutant) -> None:
     """Checking only the expected invariant still finds the mutant."""
     for name in mutant.expected:
         report = explore(
-            DEFAULT_CONFIG, mutant.rules, invariants=catalogue.select((name,))
+            where(mutant), mutant.rules, invariants=catalogue.select((name,))
         )
         assert [v.invariant.name for v in report.violations[:1]] == [name]
 
@@ -88,7 +98,7 @@ def test_each_expected_invariant_kills_the_mutant_alone(mutant: Mutant) -> None:
 @pytest.mark.parametrize("mutant", MUTANTS, ids=IDS)
 def test_fuzz_kills_the_mutant(mutant: Mutant) -> None:
     """Guided fuzzing with the default seed finds a failure on the mutant."""
-    report = fuzz(DEFAULT_CONFIG, mutant.rules, examples=300, shrink=False)
+    report = fuzz(where(mutant), mutant.rules, examples=300, shrink=False)
     assert report.failure is not None, f"{mutant.name} survived fuzz"
 
 
