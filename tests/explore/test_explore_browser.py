@@ -13,11 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import selectors
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,29 +38,6 @@ pytestmark = pytest.mark.skipif(
 
 #: How long the page may take to answer a click (the model and Graphviz).
 WAIT_SECONDS = 15
-
-
-@pytest.fixture
-def server() -> Iterator[str]:
-    """The URL of a real ``hvdr explore --port 0``, stopped after the test."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hvdr", "explore", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(timeout=WAIT_SECONDS), "no start-up line"
-        line = process.stdout.readline()
-        found = re.fullmatch(
-            r"hvdr explore: serving (http://127\.0\.0\.1:\d+/) \(Ctrl-C stops\)\n", line
-        )
-        assert found, line
-        yield found.group(1)
-    finally:
-        process.terminate()
-        process.communicate(timeout=WAIT_SECONDS)
 
 
 @pytest.fixture
@@ -117,10 +90,10 @@ def error_text(driver: WebDriver) -> str:
 
 
 def test_explore_in_headless_chromium(
-    server: str, browser: WebDriver, tmp_path: Path
+    explore_url: str, browser: WebDriver, tmp_path: Path
 ) -> None:
     """Step, back, load, save and the diagram, in a real browser."""
-    browser.get(server)
+    browser.get(explore_url)
     wait_for_step(browser, 0)
     assert shown_phase(browser) == "unprotected"
     assert highlighted(browser) == ["UNPROTECTED"]
