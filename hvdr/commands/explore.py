@@ -30,6 +30,12 @@ HOST = "127.0.0.1"
 PORT_DEFAULT = 8765
 PORT_MAX = 65535
 
+DESCRIPTION = """\
+Serve a page on 127.0.0.1 that starts at the initial state, lists the enabled
+actions with their arguments and the refused ones with the model's reason, takes
+a step, goes back, shows the full state and the lifecycle with the current phase
+highlighted, and loads and saves traces (docs/trace-format.md)."""
+
 EXAMPLE = """\
 example:
   hvdr explore --port 0 --config small.json
@@ -42,10 +48,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "explore",
         help="explore the model's states step by step in a browser (local page)",
-        description="Serve a page on 127.0.0.1 that starts at the initial state, "
-        "lists the enabled actions and the refused ones with the model's reason, "
-        "takes steps, goes back, shows the state and the lifecycle with the "
-        "current phase, and loads and saves traces (docs/trace-format.md).",
+        description=DESCRIPTION,
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
