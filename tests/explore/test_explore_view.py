@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,34 @@ def test_enabled_and_refused_cover_every_target_once_in_reachable_states() -> No
                 with pytest.raises(ActionRefused) as caught:
                     apply(SMALL, state, Call(action, vm=vm))
                 assert str(caught.value) == item["message"]
+
+
+def test_two_vms_in_one_phase_are_named_on_its_highlighted_node() -> None:
+    """With two VMs, the state has both and the diagram names them on their phase."""
+    config = ModelConfig(vm_count=2, fault_budget=1, write_lag_max=1)
+    shown = view.show(view.load(view.start(config)))
+    assert shown["phases"] == {"vm0": "unprotected", "vm1": "unprotected"}
+    assert highlighted(shown["diagram"]) == ["UNPROTECTED"]
+    assert "▶ vm0, vm1" in shown["diagram"]
+    paths = [row["path"] for row in shown["state"]]
+    assert "vms[1].phase" in paths
+    text = view.take(view.load(view.start(config)), None, PROTECT[0])
+    after = highlighted(view.show(view.load(text))["diagram"])
+    assert sorted(after) == ["INITIAL_REPLICATION", "UNPROTECTED"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "traces").glob("*.jsonl")),
+    ids=lambda path: path.stem,
+)
+def test_every_step_of_the_seed_traces_can_be_shown(path: Path) -> None:
+    """Each seed trace (plans, drills, failovers) loads, and every step shows with
+    the enabled and refused calls covering the model's targets."""
+    loaded = view.load(path.read_text(encoding="utf-8"), path.name)
+    count = len(loaded.trace.calls)
+    for at in range(count + 1):
+        shown = view.show(loaded, at)
+        assert shown["at"] == at
+        assert shown["enabled"] or shown["refused"]
+        assert not any(step["unexpected"] for step in shown["steps"])
