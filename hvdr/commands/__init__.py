@@ -2,6 +2,6 @@
 
 from types import ModuleType
 
-from hvdr.commands import check, demo, diagram, fuzz, replay
+from hvdr.commands import check, demo, diagram, explore, fuzz, replay
 
-COMMANDS: tuple[ModuleType, ...] = (demo, diagram, check, fuzz, replay)
+COMMANDS: tuple[ModuleType, ...] = (demo, diagram, check, fuzz, replay, explore)

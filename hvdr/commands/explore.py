@@ -1,0 +1,97 @@
+"""``hvdr explore``: walk the model's states in a browser, one step at a time.
+
+Serves the page of ``hvdr.explore`` on 127.0.0.1 (never another address: the
+server has no authentication) with uvicorn, on ``--port`` (0: a free port), and
+prints the one line a person or a script needs, the URL::
+
+    hvdr explore: serving http://127.0.0.1:8765/ (Ctrl-C stops)
+
+The model is chosen as for ``hvdr check`` (``--config FILE`` and the same flags,
+``hvdr.model_options``); a trace loaded in the page brings its own configuration
+in its header. Exit status: 0 stopped with Ctrl-C; 2 bad usage (a bad
+configuration, a port that cannot be listened on), one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from hvdr.explore.app import make_app
+from hvdr.model_options import add_model_arguments, config_from_args, whole_number
+from hvdr.status import ExitStatus, UsageError
+
+#: The only address the explorer listens on.
+HOST = "127.0.0.1"
+PORT_DEFAULT = 8765
+PORT_MAX = 65535
+
+DESCRIPTION = """\
+Serve a page on 127.0.0.1 that starts at the initial state, lists the enabled
+actions with their arguments and the refused ones with the model's reason, takes
+a step, goes back, shows the full state and the lifecycle with the current phase
+highlighted, and loads and saves traces (docs/trace-format.md)."""
+
+EXAMPLE = """\
+example:
+  hvdr explore --port 0 --config small.json
+  hvdr explore: serving http://127.0.0.1:40461/ (Ctrl-C stops)
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``explore`` subcommand."""
+    parser = subparsers.add_parser(
+        "explore",
+        help="explore the model's states step by step in a browser (local page)",
+        description=DESCRIPTION,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--port",
+        type=whole_number(0),
+        default=PORT_DEFAULT,
+        help=f"port on {HOST} (default {PORT_DEFAULT}; 0 picks a free one)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def listen(port: int) -> socket.socket:
+    """A socket listening on ``HOST``:``port``; UsageError when it cannot."""
+    if port > PORT_MAX:
+        msg = f"--port {port} is not a port; give 0..{PORT_MAX} (0: a free one)"
+        raise UsageError(msg)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((HOST, port))
+        sock.listen()
+    except OSError as error:
+        sock.close()
+        msg = f"--port {port}: cannot listen on {HOST}:{port}: {error.strerror}; "
+        msg += "give another port, or 0 for a free one"
+        raise UsageError(msg) from None
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the explorer until Ctrl-C."""
+    config = config_from_args(args)
+    app = make_app(config, args.mutant)
+    sock = listen(args.port)
+    port = sock.getsockname()[1]
+    print(f"hvdr explore: serving http://{HOST}:{port}/ (Ctrl-C stops)", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    print("hvdr explore: stopped", file=sys.stderr)
+    return ExitStatus.OK
