@@ -210,6 +210,29 @@ def only_the_active_copy_is_replicated(config: ModelConfig, state: SystemState) 
     return True
 
 
+@always("a recovery point is marked app-consistent but the guest was not quiesced")
+def app_consistent_points_were_quiesced(
+    config: ModelConfig, state: SystemState
+) -> bool:
+    """Every app-consistent recovery point was cut while the guest was quiesced.
+
+    Rule: an application-consistent point is one the guest's applications were
+    asked to flush and hold for (docs/behaviour.md, "What the product says"); only
+    a delta cycle that quiesced the running guest makes one. The ghost mark
+    ``RecoveryPoint.quiesced`` records what happened in the guest, apart from the
+    point's claim. Disaster: an operator fails over to "the latest app-consistent
+    point" and the database starts from a torn state, needing the crash recovery
+    the choice was meant to avoid. Applies: every recovery point of every VM.
+    """
+    del config
+    return all(
+        point.quiesced
+        for vm in state.vms
+        for point in vm.points
+        if point.app_consistent
+    )
+
+
 REPLICA_INVARIANTS: tuple[Invariant, ...] = (
     replica_is_a_past_source_state,
     recovery_points_are_past_states_in_order,
@@ -218,4 +241,5 @@ REPLICA_INVARIANTS: tuple[Invariant, ...] = (
     delta_replication_only_after_initial_copy,
     test_failover_writes_never_reach_the_replica,
     only_the_active_copy_is_replicated,
+    app_consistent_points_were_quiesced,
 )

@@ -38,9 +38,12 @@ def test_check_catches_a_mutant_and_replay_reproduces_it(tmp_path: Path) -> None
 def test_a_plan_mutant_is_checked_in_its_plan_configuration(tmp_path: Path) -> None:
     """A recovery-plan mutant brings its plan configuration (the default one has no
     plan, where it could not show): check fails it, and its trace replays on it."""
-    out = tmp_path / "ce.jsonl"
+    out, svg = tmp_path / "ce.jsonl", tmp_path / "ce.svg"
     name = "plan_runs_the_next_group_too"
-    assert main(["check", "--mutant", name, "--trace-out", str(out)]) == 1
+    assert (
+        main(["check", "--mutant", name, "--trace-out", str(out), "--svg", str(svg)])
+        == 1
+    )
     written = traces.read(out)
     assert (written.mutant, written.config) == (name, PLAN_TIERS_CONFIG)
     assert main(["replay", str(out), "--quiet"]) == 1
@@ -80,7 +83,7 @@ def test_check_reads_a_configuration_file(
         "disks_per_vm": 1,
         "write_lag_max": 2,
         "fault_budget": 0,
-        "app_consistent_points": True,
+        "app_consistent_points": False,
     }
     config.write_text(json.dumps(chosen), "utf-8")
     status = main(["check", "--config", str(config), "--faults", "none", "--lag", "1"])
@@ -90,7 +93,7 @@ def test_check_reads_a_configuration_file(
         disks_per_vm=1,
         write_lag_max=1,
         fault_budget=0,
-        app_consistent_points=True,
+        app_consistent_points=False,
         faults=frozenset(),
     )
     states = explore(expected).statistics.states
