@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hvdr import overlays
+from hvdr import counterexample, overlays
 from hvdr.commands import mutate
 from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
 from hvdr.status import ExitStatus, UsageError, check_output_path
@@ -267,7 +267,12 @@ def verdict(console: Console, report: Report, args: argparse.Namespace) -> int:
         calls = problems[0].trace if problems else report.deadlock_traces[0]
         for violation in problems:
             console.print(f"[red]{violation}[/red]")
-        write_counterexample(console, report, calls, args)
+        invariant = problems[0].invariant if problems else None
+        counterexample.show(
+            console, report.config, calls, invariant, rules_from_args(args)
+        )
+        name = None if invariant is None else invariant.name
+        write_counterexample(console, report, calls, args, name)
         return ExitStatus.FAILED
     if report.complete:
         console.print("[green]OK[/green]")
@@ -305,19 +310,15 @@ def write_counterexample(
     report: Report,
     calls: tuple[Any, ...],
     args: argparse.Namespace,
+    failed: str | None,
 ) -> None:
-    """Write the trace file and the SVG (or DOT) picture of the path."""
+    """Write the trace file and the SVG (or DOT) picture of the path (``failed``:
+    the property its last step broke)."""
     trace = traces.Trace(report.config, calls, args.mutant)
     traces.write(args.trace_out, trace)
     console.print(f"trace written to {args.trace_out} (hvdr replay {args.trace_out})")
     graph = overlays.trace_graph(
-        report.config, calls, "counterexample", rules_from_args(args)
+        report.config, calls, "counterexample", rules_from_args(args), failed
     )
-    svg = overlays.render_svg(graph)
-    if svg is None:
-        path = args.svg.with_suffix(".dot")
-        path.write_text(graph.source, encoding="utf-8")
-    else:
-        path = args.svg
-        path.write_text(svg, encoding="utf-8")
+    path = overlays.write_drawing(graph, args.svg)
     console.print(f"path drawn in {path}")

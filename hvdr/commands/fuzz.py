@@ -3,9 +3,11 @@
 Runs ``invariants.fuzz.fuzz`` (examples start from reachable states, rules follow
 the model's enabled calls, every property checked after every step), then prints
 the steps per second and the lifecycle edges covered, naming those never taken. On
-a failure it prints the shrunk trace, writes it as a trace file (``--trace-out``)
-for ``hvdr replay``, and exits with status 1. ``--report FILE.html`` writes the
-coverage picture: the lifecycle with each edge coloured by how often it was taken.
+a failure it prints the shrunk trace with the whole state at each step
+(``hvdr.counterexample``), writes it as a trace file (``--trace-out``) for ``hvdr
+replay``, draws it on the lifecycle (``--svg``), and exits with status 1.
+``--report FILE.html`` writes the coverage picture: the lifecycle with each edge
+coloured by how often it was taken.
 
 For long campaigns the same state machine runs under HypoFuzz through the pytest
 wrapper in ``tests/stateful/`` (see README).
@@ -25,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from hvdr import overlays
+from hvdr import counterexample, overlays
 from hvdr.model_options import (
     add_model_arguments,
     config_from_args,
@@ -69,6 +72,13 @@ def register(subparsers: Any) -> None:
         help="where to write a failing trace (default: fuzz-counterexample.jsonl)",
     )
     parser.add_argument(
+        "--svg",
+        type=Path,
+        default=Path("fuzz-counterexample.svg"),
+        help="where to draw the shrunk counterexample on the lifecycle (default: "
+        "fuzz-counterexample.svg; DOT text beside it without Graphviz's dot)",
+    )
+    parser.add_argument(
         "--engine",
         action="store_true",
         help="conformance: drive the real engine beside the model, on real files "
@@ -104,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.report, "--report")
+    check_output_path(args.svg, "--svg")
     if args.engine or args.engine_mutant:
         return run_engine(args, console)
     config = config_from_args(args)
@@ -135,12 +146,20 @@ def run(args: argparse.Namespace) -> int:
         write_report(args.report, report)
         console.print(f"coverage report written to {args.report}")
     if report.failure is not None:
-        console.print(f"[red]{report.failure}[/red]")
-        trace = traces.Trace(config, report.failure.trace, args.mutant)
+        failure = report.failure
+        console.print(f"[red]{escape(str(failure))}[/red]")
+        rules = rules_from_args(args)
+        counterexample.show(console, config, failure.trace, failure.invariant, rules)
+        trace = traces.Trace(config, failure.trace, args.mutant)
         traces.write(args.trace_out, trace)
         console.print(
             f"trace written to {args.trace_out} (hvdr replay {args.trace_out})"
         )
+        graph = overlays.trace_graph(
+            config, failure.trace, "fuzz counterexample (shrunk)", rules,
+            failure.invariant.name,
+        )  # fmt: skip
+        console.print(f"path drawn in {overlays.write_drawing(graph, args.svg)}")
         return ExitStatus.FAILED
     return unfinished(console, report.examples, args, interrupted=report.interrupted)
 

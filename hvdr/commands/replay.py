@@ -1,9 +1,11 @@
 """``hvdr replay FILE``: run a trace file step by step on the model.
 
-Prints each step: the call, then every VM's phase, active site, status and loss
-report, or the refusal in the model's words (a refused step leaves the state as it
-was and the replay goes on); after each step every ALWAYS and STEP property of the
-catalogue is checked, and a violation is printed in red. A trace written by ``hvdr
+Prints each step: the call, then the whole abstract state after it with the
+fields it changed highlighted (``hvdr.counterexample``), or the refusal in the
+model's words (a refused step leaves the state as it was and the replay goes on);
+after each step every ALWAYS and STEP property of the catalogue is checked, and a
+violation is printed in red with the fields the property reads and their values.
+``--quiet`` prints only refusals and violations. A trace written by ``hvdr
 check`` or ``hvdr fuzz`` on a mutant names the mutant in its header, and replays on
 that mutant.
 
@@ -27,13 +29,13 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from hvdr import counterexample
 from hvdr.status import ExitStatus, UsageError
 from invariants import mutation
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import TraceError, replay_on_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
-from model import SystemState, is_protected
 from model.successor import RULES
 
 
@@ -55,20 +57,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def describe(state: SystemState) -> str:
-    """Every VM in one line: phase, active site, status, open loss report."""
-    parts = []
-    for index, vm in enumerate(state.vms):
-        status = "protected" if is_protected(vm) else "not protected"
-        text = f"vm{index}: {vm.phase.value}, active {vm.active.value}, {status}"
-        if vm.last_failover is not None:
-            record = vm.last_failover
-            bound = "exact" if record.reported_exact else "at least"
-            text += f", loss reported {bound} {record.reported_writes}"
-        parts.append(text)
-    return "; ".join(parts)
-
-
 def run(args: argparse.Namespace) -> int:
     """Replay the file; 1 if any property failed or a step was not as marked."""
     console = Console(highlight=False)
@@ -84,26 +72,30 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(msg)
         rules = found
         console.print(f"[yellow]replaying on mutant {trace.mutant}[/yellow]")
-    violated = contradicted = done = 0
+    rows: list[counterexample.Shown] = []
     try:
-        for step in traces.replay(
-            trace.config, trace.calls, rules, trace.expected_refusals
-        ):
-            done = step.number
-            contradicted += show_step(console, step, quiet=args.quiet)
-            for invariant in step.violated:
-                violated += 1
-                console.print(
-                    f"[red]    invariant {invariant.name!r} violated: "
-                    f"{escape(invariant.message)}[/red]"
-                )
+        rows.extend(
+            counterexample.steps(
+                trace.config, trace.calls, rules, trace.expected_refusals
+            )
+        )
     except KeyboardInterrupt:
+        done = max(0, len(rows) - 1)
         console.print(
-            f"[yellow]interrupted after {done} of {len(trace.calls)} steps: "
-            f"{violated} violation(s), {contradicted} step(s) not as the trace "
-            "says[/yellow]"
+            f"[yellow]interrupted after {done} of {len(trace.calls)} steps[/yellow]"
         )
         return ExitStatus.INTERRUPTED
+    if not args.quiet:
+        console.print(counterexample.render(trace.config, rows))
+    violated = contradicted = 0
+    for row in rows[1:]:
+        contradicted += show_step(console, row, quiet=args.quiet)
+        for invariant in row.violated:
+            violated += 1
+            for line in counterexample.failure_lines(
+                trace.config, rows, invariant, row.number
+            ):
+                console.print(line, style="red", markup=False)
     return summary(console, len(trace.calls), violated, contradicted)
 
 
@@ -126,8 +118,11 @@ def read_trace(path: Path) -> traces.Trace:
     return trace
 
 
-def show_step(console: Console, step: traces.Step, *, quiet: bool) -> int:
-    """Print one step; 1 when it is not what the trace says, else 0."""
+def show_step(
+    console: Console, step: traces.Step | counterexample.Shown, *, quiet: bool
+) -> int:
+    """Print a step that is not what the trace says (1), and with ``quiet`` a
+    refusal the trace expects; 0 for every other step."""
     unexpected = step.unexpected
     if unexpected is not None:
         console.print(
@@ -135,11 +130,9 @@ def show_step(console: Console, step: traces.Step, *, quiet: bool) -> int:
             f"{escape(unexpected)}[/red]"
         )
         return 1
-    if step.refused is not None:
+    if step.refused is not None and quiet:
         console.print(f"{step.number:3} {step.call}  [yellow]refused, as expected: "
                       f"{escape(str(step.refused))}[/yellow]")  # fmt: skip
-    elif not quiet:
-        console.print(f"{step.number:3} {step.call}  → {describe(step.state)}")
     return 0
 
 
