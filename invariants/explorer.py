@@ -102,6 +102,20 @@ class Report:
     unwitnessed: tuple[str, ...] = field(default=())
     stopped_by: Stop | None = None  # a limit or Ctrl-C; None: the end or a violation
     stopped_at: tuple[Call, ...] = ()  # the trace to the state it was expanding
+    #: Per action of the rules, in their order, the transitions it labels among
+    #: the states expanded (0: it never fired); they sum to ``transitions``.
+    action_counts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def diameter(self) -> int | None:
+        """The longest shortest path from the initial state (the BFS depth), known
+        only when the search is complete."""
+        return self.statistics.depth if self.complete else None
+
+    @property
+    def never_fired(self) -> tuple[str, ...]:
+        """The actions no explored transition took."""
+        return tuple(name for name, count in self.action_counts if count == 0)
 
     @property
     def ok(self) -> bool:
@@ -191,7 +205,31 @@ def explore(
         ),
         stopped_by=search.stopped_by,
         stopped_at=() if search.stopped_by is None else _trace(search, search.current),
+        action_counts=_action_counts(search, rules),
     )
+
+
+def _action_counts(search: _Search, rules: Rules) -> tuple[tuple[str, int], ...]:
+    """How many transitions each action labels among the states expanded: one
+    pass over them after the search, from the memoised per-pair moves (a VM's
+    actions per VM, the site and link events once per state), and the plan calls
+    the projection counted as it made them."""
+    projection = search.projection
+    per_pair: dict[tuple[int, int], Counter[str]] = {}
+    counts: Counter[str] = Counter(projection.plan_calls)
+    for key in search.keys[: search.current]:
+        env = key[0]
+        for position, vm in enumerate(key[2:]):
+            pair = projection.pairs[(env, vm)]
+            if position == 0:
+                counts.update(call.action for call in pair.system_moves)
+            found = per_pair.get((env, vm))
+            if found is None:
+                found = per_pair[(env, vm)] = Counter(
+                    c.action for c, _, _ in pair.vm_moves
+                )
+            counts.update(found)
+    return tuple((name, counts.get(name, 0)) for name in rules.actions)
 
 
 @dataclass(frozen=True)

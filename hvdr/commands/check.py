@@ -1,11 +1,14 @@
 """``hvdr check``: explore every reachable state of a bounded model, check everything.
 
 Runs ``invariants.explorer.explore`` with a progress display, then prints the
-statistics (states, transitions, depth, time, states/s, peak memory, the symmetry
-reduction factor when it applied), the SOMETIMES witnesses never reached, and the
-verdict. On a violation, a deadlock or an unrecoverable state it prints the
-shortest trace, writes it as a trace file (``--trace-out``, replayable with ``hvdr
-replay``) and draws it on the lifecycle (``--svg``), and exits with status 1.
+statistics (states, transitions, depth and, when the search is complete, the
+diameter, time, states/s, peak memory, the symmetry reduction factor when it
+applied), how often each action fired with those that never did, the SOMETIMES
+witnesses never reached, and the verdict. On a violation, a deadlock or an
+unrecoverable state it prints the shortest trace with the whole state at each step
+(``hvdr.counterexample``), writes it as a trace file (``--trace-out``, replayable
+with ``hvdr replay``) and draws it on the lifecycle (``--svg``), and exits with
+status 1.
 
 ``--mutate`` runs the generated mutants instead (``hvdr.commands.mutate``) and
 ``--only NAME`` reruns one of them.
@@ -169,6 +172,12 @@ def run(args: argparse.Namespace) -> int:
             interruptible=True, progress=show, progress_every=PROGRESS_EVERY_STATES,
         )  # fmt: skip
     console.print(statistics_table(report))
+    console.print(coverage_table(report))
+    if report.never_fired:
+        console.print(
+            f"[yellow]never fired ({len(report.never_fired)}): "
+            f"{', '.join(report.never_fired)}[/yellow]"
+        )
     return verdict(console, report, args)
 
 
@@ -225,6 +234,7 @@ def statistics_table(report: Report) -> Table:
         ("states", f"{statistics.states:,}"),
         ("transitions", f"{statistics.transitions:,}"),
         ("depth", str(statistics.depth)),
+        ("diameter", diameter_text(report)),
         ("seconds", f"{statistics.seconds:.1f}"),
         ("states/s", f"{statistics.states_per_second:,.0f}"),
         ("peak memory", f"{statistics.peak_memory_bytes / 2**20:,.0f} MiB"),
@@ -244,6 +254,34 @@ def statistics_table(report: Report) -> Table:
     rows.append(("complete", complete))
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def diameter_text(report: Report) -> str:
+    """The diameter, or why it is not known."""
+    if report.diameter is None:
+        return "unknown: the search is incomplete"
+    return f"{report.diameter} (the longest shortest path from the initial state)"
+
+
+#: Action columns side by side in the coverage table.
+COVERAGE_COLUMNS = 2
+
+
+def coverage_table(report: Report) -> Table:
+    """How many transitions each action labels, several actions to a row."""
+    part = "" if report.complete else " (in the part searched)"
+    table = Table(title=f"action coverage: transitions per action{part}")
+    for _ in range(COVERAGE_COLUMNS):
+        table.add_column("action")
+        table.add_column("fired", justify="right")
+    counts = report.action_counts
+    rows = -(-len(counts) // COVERAGE_COLUMNS)
+    for row in range(rows):
+        cells: list[str] = []
+        for name, count in counts[row::rows]:
+            cells += [name, f"{count:,}" if count else "[yellow]0[/yellow]"]
+        table.add_row(*cells)
     return table
 
 
