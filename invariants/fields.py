@@ -55,7 +55,7 @@ EVERY_VM_FIELD: frozenset[str] = frozenset(
 #: The two sites, as the shown fields name them.
 SITES = ("primary", "secondary")
 
-JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
 
 def to_json(value: object) -> JsonValue:

@@ -37,13 +37,14 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hvdr import counterexample, overlays
+from hvdr import counterexample, overlays, results
 from hvdr.commands import mutate
 from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
 from hvdr.status import ExitStatus, UsageError, check_output_path
 from invariants import mutation
 from invariants import trace as traces
 from invariants.explorer import Report, Statistics, Stop, explore
+from invariants.fields import JsonValue
 from invariants.kinds import Violation
 from invariants.mutants import MUTANTS
 from invariants.rule_mutants import OPERATORS, generate
@@ -120,6 +121,12 @@ def register(subparsers: Any) -> None:
         help="where to draw a counterexample (default: counterexample.svg)",
     )
     parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the results as JSON to FILE (schema: docs/json-results.md)",
+    )
+    parser.add_argument(
         "--list-mutants",
         action="store_true",
         help="list the mutants (hand-written, then generated) and exit",
@@ -150,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.svg, "--svg")
+    check_output_path(args.json, "--json")
+    if args.json is not None and (args.list_mutants or args.mutate):
+        msg = "--json: not with --list-mutants or --mutate (it writes one check)"
+        raise UsageError(msg)
     if args.list_mutants:
         for mutant in MUTANTS:
             console.print(f"{mutant.name}: {mutant.summary}")
@@ -178,7 +189,29 @@ def run(args: argparse.Namespace) -> int:
             f"[yellow]never fired ({len(report.never_fired)}): "
             f"{', '.join(report.never_fired)}[/yellow]"
         )
-    return verdict(console, report, args)
+    status = verdict(console, report, args)
+    if args.json is not None:
+        results.write(args.json, json_result(report, status, args))
+        console.print(f"results written to {args.json} (docs/json-results.md)")
+    return status
+
+
+def json_result(
+    report: Report, status: int, args: argparse.Namespace
+) -> dict[str, JsonValue]:
+    """The ``--json`` document of one check (``hvdr.results``)."""
+    failure = None
+    if report.violations:
+        first = report.violations[0]
+        failure = results.counterexample_json(
+            report.config, first.trace, first.invariant, rules_from_args(args)
+        )
+    elif report.deadlock_traces:
+        failure = results.counterexample_json(
+            report.config, report.deadlock_traces[0], None, rules_from_args(args)
+        )
+    body = results.check_body(report)
+    return results.document("check", status, report.config, args.mutant, body, failure)
 
 
 @contextmanager

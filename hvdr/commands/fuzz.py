@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from hvdr import counterexample, overlays
+from hvdr import counterexample, overlays, results
 from hvdr.model_options import (
     add_model_arguments,
     config_from_args,
@@ -43,6 +43,8 @@ from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.fuzz import FuzzReport, fuzz
 from invariants.interrupts import StopRequest, stop_requests
+from invariants.kinds import Violation
+from model import ModelConfig
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +79,12 @@ def register(subparsers: Any) -> None:
         default=Path("fuzz-counterexample.svg"),
         help="where to draw the shrunk counterexample on the lifecycle (default: "
         "fuzz-counterexample.svg; DOT text beside it without Graphviz's dot)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the results as JSON to FILE (schema: docs/json-results.md)",
     )
     parser.add_argument(
         "--engine",
@@ -115,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.report, "--report")
     check_output_path(args.svg, "--svg")
+    check_output_path(args.json, "--json")
     if args.engine or args.engine_mutant:
+        if args.json is not None:
+            msg = "--json: not with --engine (it writes the model fuzzer's results)"
+            raise UsageError(msg)
         return run_engine(args, console)
     config = config_from_args(args)
 
@@ -145,23 +157,42 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_report(args.report, report)
         console.print(f"coverage report written to {args.report}")
-    if report.failure is not None:
-        failure = report.failure
-        console.print(f"[red]{escape(str(failure))}[/red]")
-        rules = rules_from_args(args)
-        counterexample.show(console, config, failure.trace, failure.invariant, rules)
-        trace = traces.Trace(config, failure.trace, args.mutant)
-        traces.write(args.trace_out, trace)
-        console.print(
-            f"trace written to {args.trace_out} (hvdr replay {args.trace_out})"
+    if report.failure is None:
+        status = unfinished(
+            console, report.examples, args, interrupted=report.interrupted
         )
-        graph = overlays.trace_graph(
-            config, failure.trace, "fuzz counterexample (shrunk)", rules,
-            failure.invariant.name,
-        )  # fmt: skip
-        console.print(f"path drawn in {overlays.write_drawing(graph, args.svg)}")
-        return ExitStatus.FAILED
-    return unfinished(console, report.examples, args, interrupted=report.interrupted)
+    else:
+        status = show_failure(console, config, report.failure, args)
+    if args.json is not None:
+        failure = None
+        if report.failure is not None:
+            failure = results.counterexample_json(
+                config, report.failure.trace, report.failure.invariant,
+                rules_from_args(args),
+            )  # fmt: skip
+        body = results.fuzz_body(report, args.examples, args.seed)
+        document = results.document("fuzz", status, config, args.mutant, body, failure)
+        results.write(args.json, document)
+        console.print(f"results written to {args.json} (docs/json-results.md)")
+    return status
+
+
+def show_failure(
+    console: Console, config: ModelConfig, failure: Violation, args: argparse.Namespace
+) -> int:
+    """Print the shrunk counterexample, write its trace, draw it; status 1."""
+    console.print(f"[red]{escape(str(failure))}[/red]")
+    rules = rules_from_args(args)
+    counterexample.show(console, config, failure.trace, failure.invariant, rules)
+    trace = traces.Trace(config, failure.trace, args.mutant)
+    traces.write(args.trace_out, trace)
+    console.print(f"trace written to {args.trace_out} (hvdr replay {args.trace_out})")
+    graph = overlays.trace_graph(
+        config, failure.trace, "fuzz counterexample (shrunk)", rules,
+        failure.invariant.name,
+    )  # fmt: skip
+    console.print(f"path drawn in {overlays.write_drawing(graph, args.svg)}")
+    return ExitStatus.FAILED
 
 
 def unfinished(

@@ -29,13 +29,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from hvdr import counterexample
-from hvdr.status import ExitStatus, UsageError
+from hvdr import counterexample, results
+from hvdr.status import ExitStatus, UsageError, check_output_path
 from invariants import mutation
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import TraceError, replay_on_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
+from invariants.fields import JsonValue
 from model.successor import RULES
 
 
@@ -54,14 +55,25 @@ def register(subparsers: Any) -> None:
         help="replay on a real engine on real files, comparing it with the model "
         "after every step (a one-VM trace of two disks, as hvdr fuzz --engine writes)",
     )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the results, every step with the state after it, as JSON "
+        "to FILE (schema: docs/json-results.md)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Replay the file; 1 if any property failed or a step was not as marked."""
     console = Console(highlight=False)
+    check_output_path(args.json, "--json")
     trace = read_trace(args.file)
     if args.engine:
+        if args.json is not None:
+            msg = "--json: not with --engine (it writes the model replay's results)"
+            raise UsageError(msg)
         return run_engine(trace, console)
     rules = RULES
     if trace.mutant is not None:
@@ -84,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"[yellow]interrupted after {done} of {len(trace.calls)} steps[/yellow]"
         )
+        write_json(console, args, trace, rows, ExitStatus.INTERRUPTED, (0, 0))
         return ExitStatus.INTERRUPTED
     if not args.quiet:
         console.print(counterexample.render(trace.config, rows))
@@ -96,7 +109,35 @@ def run(args: argparse.Namespace) -> int:
                 trace.config, rows, invariant, row.number
             ):
                 console.print(line, style="red", markup=False)
-    return summary(console, len(trace.calls), violated, contradicted)
+    status = summary(console, len(trace.calls), violated, contradicted)
+    write_json(console, args, trace, rows, status, (violated, contradicted))
+    return status
+
+
+def write_json(
+    console: Console,
+    args: argparse.Namespace,
+    trace: traces.Trace,
+    rows: list[counterexample.Shown],
+    status: int,
+    counts: tuple[int, int],
+) -> None:
+    """With ``--json FILE``, write the replay's results (``hvdr.results``)."""
+    if args.json is None:
+        return
+    failure: dict[str, JsonValue] | None = None
+    broken = [(row, row.violated[0]) for row in rows if row.violated]
+    if broken:
+        failure = {
+            "property": results.invariant_json(broken[0][1]),
+            "steps": results.counterexample_steps(rows[: broken[0][0].number + 1]),
+        }
+    body = results.replay_body(args.file, rows, *counts)
+    document = results.document(
+        "replay", status, trace.config, trace.mutant, body, failure
+    )
+    results.write(args.json, document)
+    console.print(f"results written to {args.json} (docs/json-results.md)")
 
 
 def read_trace(path: Path) -> traces.Trace:
