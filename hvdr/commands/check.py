@@ -33,13 +33,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import graphviz
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hvdr import counterexample, overlays, results
+from hvdr import counterexample, overlays, results, state_graph
 from hvdr.commands import mutate
-from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
+from hvdr.model_options import (
+    add_model_arguments,
+    config_from_args,
+    rules_from_args,
+    whole_number,
+)
 from hvdr.status import ExitStatus, UsageError, check_output_path
 from invariants import mutation
 from invariants import trace as traces
@@ -48,6 +54,8 @@ from invariants.fields import JsonValue
 from invariants.kinds import Violation
 from invariants.mutants import MUTANTS
 from invariants.rule_mutants import OPERATORS, generate
+from model import ModelConfig
+from model.successor import Rules
 
 #: States a run explores at most unless told otherwise: ten times the two-VM
 #: acceptance run's 169,185 and about 100 s at 100,000 states/s, so a run of a
@@ -127,6 +135,21 @@ def register(subparsers: Any) -> None:
         help="also write the results as JSON to FILE (schema: docs/json-results.md)",
     )
     parser.add_argument(
+        "--dot",
+        type=Path,
+        metavar="FILE",
+        help="also write the state graph (every state, every call) as DOT text to "
+        "FILE, for small models only (see --dot-max-states)",
+    )
+    parser.add_argument(
+        "--dot-max-states",
+        type=whole_number(1),
+        default=state_graph.DEFAULT_STATES_MAX,
+        metavar="N",
+        help=f"with --dot: refuse a graph of more than N states (default "
+        f"{state_graph.DEFAULT_STATES_MAX:,})",
+    )
+    parser.add_argument(
         "--list-mutants",
         action="store_true",
         help="list the mutants (hand-written, then generated) and exit",
@@ -158,9 +181,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.svg, "--svg")
     check_output_path(args.json, "--json")
-    if args.json is not None and (args.list_mutants or args.mutate):
-        msg = "--json: not with --list-mutants or --mutate (it writes one check)"
-        raise UsageError(msg)
+    check_output_path(args.dot, "--dot")
+    for flag, value in (("--json", args.json), ("--dot", args.dot)):
+        if value is not None and (args.list_mutants or args.mutate):
+            msg = f"{flag}: not with --list-mutants or --mutate (it writes one check)"
+            raise UsageError(msg)
     if args.list_mutants:
         for mutant in MUTANTS:
             console.print(f"{mutant.name}: {mutant.summary}")
@@ -176,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         args.mutant = args.only
     config = config_from_args(args)
     rules = rules_from_args(args)
+    graph = None if args.dot is None else dump_graph(config, rules, args)
     memory = None if args.max_memory is None else args.max_memory * 2**20
     with progress_display(console) as show:
         report = explore(
@@ -190,10 +216,35 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(report.never_fired)}[/yellow]"
         )
     status = verdict(console, report, args)
+    if graph is not None:
+        args.dot.write_text(graph.source, encoding="utf-8")
+        console.print(f"state graph written to {args.dot} (DOT)", soft_wrap=True)
     if args.json is not None:
         results.write(args.json, json_result(report, status, args))
-        console.print(f"results written to {args.json} (docs/json-results.md)")
+        console.print(
+            f"results written to {args.json} (docs/json-results.md)", soft_wrap=True
+        )
     return status
+
+
+def dump_graph(
+    config: ModelConfig, rules: Rules, args: argparse.Namespace
+) -> graphviz.Digraph:
+    """The DOT drawing of the state graph; UsageError past --dot-max-states."""
+    try:
+        graph = state_graph.search(config, rules, args.dot_max_states)
+    except state_graph.TooLarge:
+        msg = (
+            f"--dot {str(args.dot)!r}: the state graph has more than "
+            f"{args.dot_max_states:,} states, too many to draw; choose a smaller "
+            "model, or raise the limit with --dot-max-states N"
+        )
+        raise UsageError(msg) from None
+    title = (
+        f"hvdr check: {len(graph.states):,} states, {len(graph.edges):,} "
+        "transitions (no symmetry reduction)"
+    )
+    return state_graph.dot(graph, title)
 
 
 def json_result(
@@ -392,4 +443,4 @@ def write_counterexample(
         report.config, calls, "counterexample", rules_from_args(args), failed
     )
     path = overlays.write_drawing(graph, args.svg)
-    console.print(f"path drawn in {path}")
+    console.print(f"path drawn in {path}", soft_wrap=True)

@@ -173,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
         body = results.fuzz_body(report, args.examples, args.seed)
         document = results.document("fuzz", status, config, args.mutant, body, failure)
         results.write(args.json, document)
-        console.print(f"results written to {args.json} (docs/json-results.md)")
+        console.print(
+            f"results written to {args.json} (docs/json-results.md)", soft_wrap=True
+        )
     return status
 
 
@@ -191,7 +193,9 @@ def show_failure(
         config, failure.trace, "fuzz counterexample (shrunk)", rules,
         failure.invariant.name,
     )  # fmt: skip
-    console.print(f"path drawn in {overlays.write_drawing(graph, args.svg)}")
+    console.print(
+        f"path drawn in {overlays.write_drawing(graph, args.svg)}", soft_wrap=True
+    )
     return ExitStatus.FAILED
 
 

@@ -137,7 +137,9 @@ def write_json(
         "replay", status, trace.config, trace.mutant, body, failure
     )
     results.write(args.json, document)
-    console.print(f"results written to {args.json} (docs/json-results.md)")
+    console.print(
+        f"results written to {args.json} (docs/json-results.md)", soft_wrap=True
+    )
 
 
 def read_trace(path: Path) -> traces.Trace:
