@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from hvdr import counterexample
 from hvdr.status import ExitStatus
+from hvdr.version import hvdr_version
 from invariants.configuration import config_to_json
 from invariants.explorer import Report
 from invariants.fields import JsonValue
@@ -40,14 +40,6 @@ OUTCOMES = {
     ExitStatus.INCOMPLETE: "incomplete",
     ExitStatus.INTERRUPTED: "interrupted",
 }
-
-
-def hvdr_version() -> str:
-    """The installed package's version ('unknown' when run from a bare checkout)."""
-    try:
-        return version("hvdr")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def document(

@@ -46,7 +46,7 @@ from hvdr.model_options import (
     rules_from_args,
     whole_number,
 )
-from hvdr.status import ExitStatus, UsageError, check_output_path
+from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import mutation
 from invariants import trace as traces
 from invariants.explorer import Report, Statistics, Stop, explore
@@ -97,7 +97,28 @@ limit.__name__ = f"whole number >= 1 or {UNLIMITED!r}"
 def register(subparsers: Any) -> None:
     """Add the ``check`` subcommand."""
     parser = subparsers.add_parser(
-        "check", help="explore the bounded model exhaustively; check every property"
+        "check",
+        help="explore the bounded model exhaustively; check every property",
+        epilog=examples(
+            (
+                "hvdr check",
+                "the default model: one VM, every fault, budget 1 (1,744 states)",
+            ),
+            ("hvdr check --vms 2", "the acceptance run: two VMs (169,185 states)"),
+            (
+                "hvdr check --mutant commit_keeps_recovery_points",
+                "a broken model fails; its counterexample is shown and written",
+            ),
+            (
+                "hvdr check --budget 0 --dot states.dot",
+                "also write the state graph of a small model as DOT",
+            ),
+            (
+                "hvdr check --json result.json",
+                "also write the results as JSON (docs/json-results.md)",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument(

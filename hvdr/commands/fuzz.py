@@ -36,7 +36,7 @@ from hvdr.model_options import (
     rules_from_args,
     whole_number,
 )
-from hvdr.status import ExitStatus, UsageError, check_output_path
+from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
@@ -50,7 +50,28 @@ from model import ModelConfig
 def register(subparsers: Any) -> None:
     """Add the ``fuzz`` subcommand."""
     parser = subparsers.add_parser(
-        "fuzz", help="guided stateful fuzzing of the model (Hypothesis)"
+        "fuzz",
+        help="guided stateful fuzzing of the model (Hypothesis)",
+        epilog=examples(
+            ("hvdr fuzz", "200 examples of up to 50 steps on the default model"),
+            (
+                "hvdr fuzz --vms 2 --examples 1000 --timeout 60",
+                "a longer run of two VMs, stopped after a minute",
+            ),
+            (
+                "hvdr fuzz --mutant commit_keeps_recovery_points",
+                "find, shrink and draw the counterexample of a broken model",
+            ),
+            (
+                "hvdr fuzz --report coverage.html --json result.json",
+                "also write the coverage page and the results as JSON",
+            ),
+            (
+                "hvdr fuzz --engine --examples 20",
+                "drive the real engine beside the model, on real files",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument(

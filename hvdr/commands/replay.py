@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hvdr import counterexample, results
-from hvdr.status import ExitStatus, UsageError, check_output_path
+from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import mutation
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
@@ -43,7 +43,23 @@ from model.successor import RULES
 def register(subparsers: Any) -> None:
     """Add the ``replay`` subcommand."""
     parser = subparsers.add_parser(
-        "replay", help="run a trace file (JSON lines) step by step, checking everything"
+        "replay",
+        help="run a trace file (JSON lines) step by step, checking everything",
+        epilog=examples(
+            (
+                "hvdr replay counterexample.jsonl",
+                "every step with the whole state after it, the changes highlighted",
+            ),
+            (
+                "hvdr replay tests/traces/unplanned_failover.jsonl --quiet",
+                "only refusals and violations",
+            ),
+            (
+                "hvdr replay fuzz-counterexample.jsonl --json replay.json",
+                "also write every step and its state as JSON",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", type=Path, help="the trace file")
     parser.add_argument(
