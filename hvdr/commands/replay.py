@@ -180,10 +180,12 @@ def read_trace(path: Path) -> traces.Trace:
 def show_step(
     console: Console, step: traces.Step | counterexample.Shown, *, quiet: bool
 ) -> int:
-    """Print a step that is not what the trace says (1), and with ``quiet`` a
-    refusal the trace expects; 0 for every other step."""
+    """1 for a step that is not what the trace says, else 0; with ``quiet``
+    (no step blocks printed) print such a step, and a refusal the trace expects."""
     unexpected = step.unexpected
     if unexpected is not None:
+        if not quiet and isinstance(step, counterexample.Shown):
+            return 1  # its block said so
         console.print(
             f"[red]{step.number:3} {step.call}  not as the trace says: "
             f"{escape(unexpected)}[/red]"
