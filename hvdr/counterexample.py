@@ -26,7 +26,7 @@ from rich.text import Text
 
 from invariants import trace as traces
 from invariants.fields import JsonValue, changed, flatten, shown_keys
-from invariants.kinds import Invariant
+from invariants.kinds import Invariant, Kind
 from model import Call, ModelConfig, initial_state
 from model.successor import RULES, Rules
 
@@ -270,18 +270,28 @@ def failure_lines(
         at = broke[0] if broke else rows[-1].number
     row = rows[at]
     values = read_values(invariant, row.fields, config.vm_count)
-    shown = ", ".join(
-        f"{key}={value_text(key.rpartition('.')[2], value)}"
-        for key, value in values.items()
-    )
+    if invariant.kind is Kind.STEP and at > 0:
+        before = read_values(invariant, rows[at - 1].fields, config.vm_count)
+        shown = ", ".join(
+            f"{key}={_text(key, before.get(key))} → {_text(key, value)}"
+            for key, value in values.items()
+        )
+        where = f"before → after step {at}"
+    else:
+        shown = ", ".join(f"{key}={_text(key, value)}" for key, value in values.items())
+        where = f"after step {at}"
     return [
         (
             f"property {invariant.name!r} ({invariant.kind.value}) failed at step "
             f"{at}: {invariant.message}"
         ),
         f"  it reads: {', '.join(sorted(invariant.reads))}",
-        f"  their values after step {at}: {shown}",
+        f"  their values {where}: {shown}",
     ]
+
+
+def _text(key: str, value: JsonValue) -> str:
+    return value_text(key.rpartition(".")[2], value)
 
 
 def steps_json(rows: Sequence[Shown]) -> list[dict[str, JsonValue]]:

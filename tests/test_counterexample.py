@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from hvdr import overlays
-from hvdr.counterexample import walk
+from hvdr.counterexample import failure_lines, walk
 from invariants import mutation
+from invariants.catalogue import BY_NAME
 from invariants.configuration import DEFAULT_CONFIG, config_to_json
 from model import Call
 
@@ -99,6 +100,25 @@ def test_replay_of_a_violation_names_the_property_and_the_fields_it_reads(
     assert "it reads: vm.chosen_point, vm.phase, vm.points" in text
     assert "vm0.phase=committed" in text
     assert "vm0.points=[up to date]" in text
+
+
+def test_a_step_property_shows_its_fields_before_and_after() -> None:
+    """A STEP property's fields are shown before and after the step that broke it."""
+    rules = mutation.lookup("writes_untracked_in_initial_copy")
+    assert rules is not None
+    calls = [Call("enable_protection", vm=0), Call("write", vm=0)]
+    rows = walk(DEFAULT_CONFIG, calls, rules)
+    invariant = BY_NAME["writes_during_initial_replication_are_never_lost"]
+    assert rows[2].violated == (invariant,)
+    lines = failure_lines(DEFAULT_CONFIG, rows, invariant)
+    assert lines[0].startswith(
+        "property 'writes_during_initial_replication_are_never_lost' (step) failed "
+        "at step 2"
+    )
+    assert (
+        "before → after step 2: vm0.frozen_other=— → —, vm0.other=up to date → "
+        in (lines[2])
+    )
 
 
 def test_the_drawing_shows_a_decisive_write() -> None:
