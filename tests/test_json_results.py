@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from test_cli_mistakes import interrupt_after_progress
 
 from invariants.configuration import DEFAULT_CONFIG, config_to_json
 
@@ -162,16 +163,47 @@ def test_the_schema_rejects_what_the_writer_must_not_write(tmp_path: Path) -> No
             ("check", "--json", "/nonexistent/r.json"),
             "--json '/nonexistent/r.json': its folder '/nonexistent' does not exist",
         ),
+        (
+            ("fuzz", "--svg", "/nonexistent/ce.svg", "--json", "r.json"),
+            "--svg '/nonexistent/ce.svg': its folder '/nonexistent' does not exist",
+        ),
+        (
+            ("check", "--dot", "/nonexistent/s.dot", "--json", "r.json"),
+            "--dot '/nonexistent/s.dot': its folder '/nonexistent' does not exist",
+        ),
     ],
-    ids=["fuzz-engine", "replay-engine", "check-mutate", "missing-folder"],
+    ids=[
+        "fuzz-engine",
+        "replay-engine",
+        "check-mutate",
+        "missing-folder",
+        "fuzz-svg-missing-folder",
+        "check-dot-missing-folder",
+    ],
 )
-def test_json_mistakes_are_one_line_and_status_2(
+def test_output_mistakes_are_one_line_and_status_2(
     arguments: tuple[str, ...], words: str
 ) -> None:
-    """--json where it cannot be written or has no meaning: one line, exit 2."""
+    """An output (--json, --svg, --dot) that cannot be written, or --json where it
+    has no meaning: one line, exit 2, refused before any work (no r.json)."""
     result = hvdr(*arguments)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert words in lines[0]
+    assert not (ROOT / "r.json").exists()
+
+
+def test_an_interrupted_check_writes_its_results(tmp_path: Path) -> None:
+    """Ctrl-C (a real SIGINT): the document says interrupted, with status 130."""
+    out = tmp_path / "result.json"
+    status, text, _ = interrupt_after_progress(
+        "check", "--vms", "3", "--json", str(out)
+    )
+    assert status == 130, text
+    document = json.loads(out.read_text("utf-8"))
+    assert errors(document) == []
+    assert (document["outcome"], document["exit_status"]) == ("interrupted", 130)
+    assert document["check"]["stopped_by"] == "interrupted"
+    assert document["check"]["diameter"] is None
