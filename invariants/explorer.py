@@ -146,6 +146,7 @@ class _Search:
     transitions: int = 0
     depth: int = 0
     current: int = 0  # the state being expanded
+    expanded: int = 0  # states whose successors were counted (keys[:expanded])
     stopped_by: Stop | None = None
     interrupt: StopRequest = field(default_factory=StopRequest)  # read per state
 
@@ -217,7 +218,7 @@ def _action_counts(search: _Search, rules: Rules) -> tuple[tuple[str, int], ...]
     projection = search.projection
     per_pair: dict[tuple[int, int], Counter[str]] = {}
     counts: Counter[str] = Counter(projection.plan_calls)
-    for key in search.keys[: search.current]:
+    for key in search.keys[: search.expanded]:
         env = key[0]
         for position, vm in enumerate(key[2:]):
             pair = projection.pairs[(env, vm)]
@@ -281,6 +282,7 @@ def _breadth_first(
             if record_edges:
                 targets.append(found)
         search.transitions += len(after_keys)
+        search.expanded = current + 1
         if not after_keys:
             search.deadlocked.append(current)
         if len(pairs) > fresh or projection.config.plans:

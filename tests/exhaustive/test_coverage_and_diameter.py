@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
+from invariants.mutants import BY_NAME
 from model import ModelConfig, SystemState, initial_state
 from model.state import RecoveryPlan
 from model.successor import RULES, successors
@@ -77,3 +78,11 @@ def test_an_incomplete_search_has_no_diameter() -> None:
     report = explore(DEFAULT_CONFIG, max_states=100)
     assert not report.complete
     assert report.diameter is None
+
+
+def test_coverage_sums_to_the_transitions_when_a_violation_stops_the_search() -> None:
+    """Stopped at the first violation, the coverage still counts every transition."""
+    report = explore(DEFAULT_CONFIG, BY_NAME["commit_keeps_recovery_points"].rules)
+    assert report.violations
+    counts = dict(report.action_counts)
+    assert sum(counts.values()) == report.statistics.transitions
