@@ -56,6 +56,18 @@ def _bare(state: SystemState) -> SystemState:
     )
 
 
+def _moves(
+    config: ModelConfig, state: SystemState, rules: Rules
+) -> list[tuple[Call, SystemState]]:
+    """The successors of ``state``; none where a broken model (a mutant) fails
+    to compute them, as the explorer does (``invariants.projection``): the check
+    reports what the state violates, and the drawing shows it with no way out."""
+    try:
+        return list(successors(config, state, rules))
+    except (AssertionError, LookupError, TypeError, ValueError):
+        return []
+
+
 def search(
     config: ModelConfig, rules: Rules = RULES, states_max: int = DEFAULT_STATES_MAX
 ) -> StateGraph:
@@ -67,7 +79,7 @@ def search(
     queue = deque([start])
     while queue:
         state = queue.popleft()
-        for call, after in successors(config, state, rules):
+        for call, after in _moves(config, state, rules):
             bare = _bare(after)
             found = index.get(bare)
             if found is None:
