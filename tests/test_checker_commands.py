@@ -124,3 +124,15 @@ def test_fuzz_runs_and_writes_a_coverage_report(tmp_path: Path) -> None:
     report = tmp_path / "coverage.html"
     assert main(["fuzz", "--examples", "10", "--report", str(report)]) == 0
     assert "lifecycle coverage" in report.read_text("utf-8")
+
+
+def test_check_prints_the_diameter_and_the_actions_that_never_fired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default model: diameter 18, and the three plan actions never fire."""
+    out = tmp_path / "ce.jsonl"
+    assert main(["check", "--trace-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"diameter\s+│ 18 \(the longest shortest path", printed), printed
+    assert re.search(r"│ enable_protection\s+│\s+14 │", printed), printed
+    assert "never fired (3): run_plan, plan_step, cancel_plan" in printed
