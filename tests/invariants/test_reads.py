@@ -29,7 +29,7 @@ Transition = tuple[SystemState, Call, SystemState]
 def reachable(config: ModelConfig) -> tuple[list[SystemState], list[Transition]]:
     """Every reachable state of ``config`` and every transition between them."""
     start = initial_state(config)
-    seen = {start}
+    seen = {start: None}  # insertion-ordered: the same sample under any hash seed
     queue = deque([start])
     transitions: list[Transition] = []
     while queue:
@@ -40,7 +40,7 @@ def reachable(config: ModelConfig) -> tuple[list[SystemState], list[Transition]]
                 after, vms=tuple(replace(vm, closed_report=None) for vm in after.vms)
             )
             if bare not in seen:
-                seen.add(bare)
+                seen[bare] = None
                 queue.append(bare)
     return list(seen), transitions
 
