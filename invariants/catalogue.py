@@ -3,7 +3,8 @@
 ``INVARIANTS`` lists them all, by theme: the replica and its recovery points
 (``invariants.replica``), failover, loss and failback (``invariants.failover``),
 what each phase claims of the data (``invariants.phases``), what a step needs of the
-sites and the link (``invariants.requirements``), what a recovery plan may do to its
+sites and the link (``invariants.requirements``), what a step must leave behind
+(``invariants.effects``), what a recovery plan may do to its
 VMs (``invariants.plans``), the reachability witnesses
 (``invariants.witnesses``) and recoverability, the one EVENTUALLY property, which
 the explorer checks on the whole graph. The same entries serve the exhaustive
@@ -15,6 +16,7 @@ ALWAYS and STEP properties that do not hold: the one place that runs them.
 
 from __future__ import annotations
 
+from invariants.effects import EFFECT_INVARIANTS, EFFECT_WITNESSES
 from invariants.failover import FAILOVER_INVARIANTS
 from invariants.kinds import Invariant, Kind
 from invariants.phases import PHASE_INVARIANTS
@@ -55,9 +57,11 @@ INVARIANTS: tuple[Invariant, ...] = (
     *FAILOVER_INVARIANTS,
     *PHASE_INVARIANTS,
     *REQUIREMENT_INVARIANTS,
+    *EFFECT_INVARIANTS,
     *PLAN_INVARIANTS,
     RECOVERABILITY,
     *WITNESSES,
+    *EFFECT_WITNESSES,
 )
 
 BY_NAME = {invariant.name: invariant for invariant in INVARIANTS}
@@ -111,10 +115,14 @@ def select(names: tuple[str, ...] | None) -> tuple[Invariant, ...]:
     return tuple(BY_NAME[name] for name in names)
 
 
-def witnessed(config: ModelConfig, state: SystemState) -> list[Invariant]:
-    """The SOMETIMES witnesses ``state`` (a fresh post-state) satisfies."""
+def witnessed(
+    config: ModelConfig, pre: SystemState, call: Call, post: SystemState
+) -> list[Invariant]:
+    """The SOMETIMES witnesses the step ``pre --call--> post`` reaches: a state
+    witness by its fresh post-state, a step witness by the step."""
     return [
         witness
         for witness in SOMETIMES
-        if witness.state is not None and witness.state(config, state)
+        if (witness.state is not None and witness.state(config, post))
+        or (witness.step is not None and witness.step(config, pre, call, post))
     ]

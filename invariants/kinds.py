@@ -49,7 +49,8 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True)
 class Invariant:
-    """A named property: ``state`` for ALWAYS/SOMETIMES, ``step`` for STEP.
+    """A named property: ``state`` for ALWAYS, ``step`` for STEP, either for a
+    SOMETIMES witness (a situation reached, or a step taken).
 
     ``message`` is the one-line violation (or, for SOMETIMES, the never-reached)
     message; the docstring of the predicate gives the rule, the disaster it
@@ -68,10 +69,13 @@ class Invariant:
     reads: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        wants_state = self.kind in (Kind.ALWAYS, Kind.SOMETIMES)
-        wants_step = self.kind is Kind.STEP
-        assert (self.state is not None) == wants_state, self.name
-        assert (self.step is not None) == wants_step, self.name
+        if self.kind is Kind.SOMETIMES:
+            assert (self.state is None) != (self.step is None), self.name
+        else:
+            wants_state = self.kind is Kind.ALWAYS
+            wants_step = self.kind is Kind.STEP
+            assert (self.state is not None) == wants_state, self.name
+            assert (self.step is not None) == wants_step, self.name
         assert self.reads, f"{self.name}: declare the fields it reads"
         unknown = sorted(self.reads - set(FIELDS))
         assert not unknown, f"{self.name} reads unknown fields {unknown}"
@@ -117,6 +121,20 @@ def sometimes(
     def wrap(check: StatePredicate) -> Invariant:
         return Invariant(
             check.__name__, Kind.SOMETIMES, message, state=check, reads=frozenset(reads)
+        )
+
+    return wrap
+
+
+def sometimes_step(
+    message: str, *, reads: Iterable[str]
+) -> Callable[[StepPredicate], Invariant]:
+    """Declare a step predicate as a SOMETIMES witness: some step must satisfy it
+    (what no state can show, like a write made while a site is down)."""
+
+    def wrap(check: StepPredicate) -> Invariant:
+        return Invariant(
+            check.__name__, Kind.SOMETIMES, message, step=check, reads=frozenset(reads)
         )
 
     return wrap

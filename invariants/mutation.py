@@ -99,58 +99,7 @@ EQUIVALENT: dict[str, str] = {
 #: Survivors not yet killed nor shown equivalent, with what is missing: the work
 #: left (docs/verification.md lists them too; a test keeps the list exact for the
 #: sample it runs, and ``hvdr check --mutate`` prints them all).
-OPEN: dict[str, str] = {
-    "swap_roles:unplanned_failover:choices": "shutdown outcomes offered by the "
-    "target's state: no property ties the outcomes to the source's reachability",
-    "swap_sites:unplanned_failover:choices": "the same",
-    "swap_roles:unplanned_failover:effect": "the shutdown stops the target's copy: "
-    "nothing checks which copy a shutdown stopped",
-    "drop_write:unplanned_failover:running": "the same: a 'complete' shutdown "
-    "that leaves the source running",
-    "drop_write:unplanned_failover:points": "the final sync's point not recorded: "
-    "the failover then starts from an older point, a loss no property forbids",
-    "swap_roles:change_recovery_point:effect": "re-basing read with the roles "
-    "swapped: needs a property of the loss report after a change of point",
-    "swap_sites:change_recovery_point:effect": "the same",
-    "swap_sites:complete_failover:effect": "the loss report reads the wrong site's "
-    "reachability: exact-or-bound is not tied to the old source's site",
-    "swap_sites:write:workload_runs": "the workload stops writing while the "
-    "other site is down: a weaker environment, which no safety property sees",
-    "swap_sites:write_stale_copy:divergent_copy_runs": "the same, for the "
-    "divergent copy (it writes only while the active site is up)",
-    "swap_sites:disconnect_vault:effect": "a fault lands on the other site: no "
-    "property says which site a fault event hits",
-    "swap_sites:fill_storage:effect": "the same",
-    "drop_write:disconnect_vault:primary": "a fault that does nothing (for one "
-    "site): the environment is weaker, no safety property can see it",
-    "drop_write:disconnect_vault:secondary": "the same",
-    "drop_write:fill_storage:primary": "the same",
-    "drop_write:fill_storage:secondary": "the same",
-    "drop_write:overflow_log:log": "the same, for log overflow (damage still "
-    "reaches the log_unusable witness)",
-    "drop_write:damage_log:log": "the same, for log damage",
-    "drop_write:complete_initial_replication:other_trusted": "the copy over "
-    "unusable logs stays trusted: the resynchronisation that follows hides it",
-    "drop_write:complete_resynchronization:log": "the logs stay unusable after "
-    "a resynchronisation: the next cycle resynchronises again, forever",
-    "retarget:complete_resynchronization:resynchronizing": "a resynchronisation "
-    "that never ends: recoverability's goal is reached through disable",
-    "drop_write:disable_protection:log": "disable keeps unusable logs: enable "
-    "resets them, so only the unprotected phase holds them",
-    "drop_write:disable_protection:other_trusted": "the same, for the trust flag",
-    "drop_write:disable_protection:closed_report": "the abandoned loss record is "
-    "never shown: no property asks disable to close it",
-    "drop_write:reverse_replication:closed_report": "the planned failover's final "
-    "report is never shown: no property asks for it",
-    "drop_write:cancel_failover:log": "cancel keeps unusable logs in "
-    "replication_stopped, which only disable leaves",
-    "drop_write:cancel_failover:chosen_point": "the chosen point kept in "
-    "replication_stopped, where the points are gone",
-    "drop_write:complete_failover:log": "the old source's unusable logs carried "
-    "to the new source",
-    "drop_write:replicate:points": "a cycle makes no recovery point: the points "
-    "grow older, which no property bounds",
-}
+OPEN: dict[str, str] = {}
 
 
 #: For each property added to kill generated mutants (and one widened for them), a
@@ -169,6 +118,20 @@ KNOWN_KILLS = {
         "retarget:cleanup_test_failover:replication_paused",
     "the_vm_runs_where_it_is_active": "drop_write:recover_site:vms",
     "writes_during_initial_replication_are_never_lost": "drop_write:write:test_copy",
+    "events_do_what_they_name": "drop_write:disconnect_vault:primary",
+    "shutdown_first_needs_its_source": "swap_sites:unplanned_failover:choices",
+    "a_shutdown_stops_the_source": "drop_write:unplanned_failover:running",
+    "a_complete_final_sync_ships_everything": "drop_write:unplanned_failover:points",
+    "a_loss_is_exact_when_the_old_source_can_tell":
+        "swap_roles:change_recovery_point:effect",
+    "each_applied_cycle_is_a_recovery_point": "drop_write:replicate:points",
+    "a_finished_resynchronization_restarts_tracking":
+        "retarget:complete_resynchronization:resynchronizing",
+    "a_new_source_starts_fresh_logs": "drop_write:complete_failover:log",
+    "every_loss_record_ends_shown": "drop_write:disable_protection:closed_report",
+    "no_replication_keeps_nothing_of_it": "drop_write:cancel_failover:chosen_point",
+    "an_unfinished_copy_is_not_trusted":
+        "drop_write:complete_initial_replication:other_trusted",
 }  # fmt: skip
 
 

@@ -173,7 +173,7 @@ class Projection:
         for call, post in moves:
             broken = catalogue.failing_step(config, pre, call, post, self.invariants)
             failed += [(invariant, call) for invariant in broken]
-            seen.update(w.name for w in catalogue.witnessed(config, post))
+            seen.update(w.name for w in catalogue.witnessed(config, pre, call, post))
             new_env = self.env_id(
                 (post.primary, post.secondary, post.link_up, post.faults_left)
             )

@@ -79,11 +79,17 @@ def test_every_witness_is_reached_with_every_fault() -> None:
 
 
 def test_without_faults_only_fault_witnesses_are_missing() -> None:
-    """Without faults, exactly the witnesses that need one are never reached."""
+    """Without faults, exactly the witnesses that need one are never reached: an
+    unusable log, a site or the link down (and the writes made while a site is
+    down), a final sync cut short, a shutdown refused."""
     assert explore(NO_FAULTS).unwitnessed == (
         "log_unusable",
         "a_site_down",
         "the_link_down",
+        "write_while_the_other_site_is_down",
+        "stale_write_while_the_active_site_is_down",
+        "shutdown_first_sync_cut_short",
+        "shutdown_first_refused",
     )
 
 
