@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdr import diagrams
 from hvdr.cli import main
 from invariants import trace as traces
 from invariants.configuration import DEFAULT_CONFIG
@@ -120,4 +121,14 @@ def test_fuzz_runs_and_writes_a_coverage_report(tmp_path: Path) -> None:
     """A short fuzzing run passes and writes its HTML coverage picture."""
     report = tmp_path / "coverage.html"
     assert main(["fuzz", "--examples", "10", "--report", str(report)]) == 0
-    assert "lifecycle coverage" in report.read_text("utf-8")
+    page = report.read_text("utf-8")
+    assert "lifecycle coverage" in page
+    if diagrams.dot_available():
+        (svg,) = re.findall(r"<svg\b[^>]*>", page)
+        assert 'width="100%"' in svg
+        assert "viewBox=" in svg
+        assert "height=" not in svg.replace('style="height: auto"', "")
+    legend = page[page.index('<ul class="legend"') : page.index("</ul>")]
+    assert "never taken" in legend
+    assert re.search(r"taken \d+ (to \d+ )?times?", legend), legend
+    assert "edges taken by hvdr fuzz" in page
