@@ -32,7 +32,7 @@ EdgeKey = tuple[str, Phase, Phase]
 
 #: Colours from rarely to often taken (coverage), light to dark.
 SHADES = ("#9ecae1", "#6baed6", "#2171b5", "#08306b")
-NEVER_COLOR = "gray55"
+NEVER_COLOR = "#8c8c8c"  # a grey both Graphviz and CSS know
 TRACE_COLOR = "red"
 UNTAKEN_COLOR = "gray65"
 
@@ -121,7 +121,7 @@ def coverage_graph(counts: Mapping[EdgeKey, int], title: str) -> graphviz.Digrap
         taken = {edge: counts.get(edge, 0) for edge in drawn.edges}
         notes: dict[Phase, str] = {}
         for (_, source, dest), count in taken.items():
-            note = f"{_towards(drawn, dest)}({count})"
+            note = f"{_towards(drawn, dest)}({count or 'never'})"
             notes[source] = _join(notes.get(source, ""), note, drawn)
         total = sum(taken.values())
         if not total:
@@ -157,7 +157,12 @@ def coverage_legend(most: int) -> list[tuple[str, str]]:
     """Legend rows of the coverage colours (the most taken edge was taken ``most``)."""
     rows = [(drawing.line(color, width=2), words) for color, words in shade_bands(most)]
     never = drawing.line(NEVER_COLOR, "· · · ▶")
-    return [*rows, (never, "never taken"), ("(n)", "times taken, per source phase")]
+    return [
+        *rows,
+        (never, "never taken"),
+        ("(n)", "times taken, per source phase"),
+        ("(never)", "that edge of the arrow was never taken"),
+    ]
 
 
 def render_svg(graph: graphviz.Digraph) -> str | None:

@@ -130,5 +130,6 @@ def test_fuzz_runs_and_writes_a_coverage_report(tmp_path: Path) -> None:
         assert "height=" not in svg.replace('style="height: auto"', "")
     legend = page[page.index('<ul class="legend"') : page.index("</ul>")]
     assert "never taken" in legend
+    assert 'class="swatch never"' in legend  # a dotted sample, as in the picture
     assert re.search(r"taken \d+ (to \d+ )?times?", legend), legend
     assert "edges taken by hvdr fuzz" in page

@@ -190,6 +190,11 @@ def write_report(path: Path, report: FuzzReport) -> None:
         for trigger, source, dest in report.edges
     )
     covered = len(report.edges) - len(report.untaken)
+    never = "".join(
+        f"<li>{html.escape(trigger)}: {source.value} → {dest.value}</li>"
+        for trigger, source, dest in report.untaken
+    )
+    untaken = f"<p>Never taken:</p><ul>{never}</ul>" if never else ""
     path.write_text(
         f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hvdr fuzz coverage</title>
@@ -201,7 +206,7 @@ body {{ font-family: Helvetica, Arial, sans-serif; margin: 1em; }}
 .legend li {{ margin: 0.2em 0; }}
 .swatch {{ display: inline-block; width: 2.5em; height: 0.6em; margin-right: 0.6em;
   vertical-align: middle; }}
-.never {{ border-top: 2px dotted {overlays.NEVER_COLOR}; height: 0; }}
+.swatch.never {{ border-top: 3px dotted {overlays.NEVER_COLOR}; height: 0; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 0.1em 0.5em; }}
 </style></head>
 <body><h1>hvdr fuzz: lifecycle coverage</h1>
@@ -213,8 +218,10 @@ most taken edge of the arrow deciding (numbers in brackets: the count per source
 phase; hover over an arrow for the edges it stands for):</p>
 <ul class="legend" id="legend">
 {legend}
-<li><span class="swatch never"></span>never taken</li>
+<li><span class="swatch never"></span>never taken (an arrow that stands for several
+edges marks each one never taken with "(never)")</li>
 </ul>
+{untaken}
 {picture}
 <table border="1"><tr><th>trigger</th><th>from</th><th>to</th><th>taken</th></tr>
 {rows}
