@@ -90,14 +90,17 @@ def trace_graph(
         (drawing.line(UNTAKEN_COLOR), "not taken by the trace"),
         (drawing.swatch("white", TRACE_COLOR), "the phase the trace ends in"),
     ]  # fmt: skip
-    graph = drawing.draw(title, drawing.Looks(arrow, phase, legend))
     drawn = {edge for each in drawing.arrows() for edge in each.edges}
-    for (trigger, source, dest), steps in labels.items():
-        if (trigger, source, dest) not in drawn:  # a mutated rule left the table
-            label = f"{trigger} [{', '.join(steps)}]{drawing.NEWLINE}(not in the table)"
-            graph.edge(source.value, dest.value, label, color=TRACE_COLOR,
-                       fontcolor=TRACE_COLOR, penwidth="2.5", style="dotted",
-                       constraint="false")  # fmt: skip
+    outside = {edge: steps for edge, steps in labels.items() if edge not in drawn}
+    if outside:  # a mutated rule took a step the lifecycle table does not have
+        sample = drawing.line(TRACE_COLOR, "· · · ▶", width=2)
+        legend.append((sample, "a step the lifecycle table does not have"))
+    graph = drawing.draw(title, drawing.Looks(arrow, phase, legend))
+    for (trigger, source, dest), steps in outside.items():
+        label = f"{trigger} [{', '.join(steps)}]{drawing.NEWLINE}(not in the table)"
+        graph.edge(source.value, dest.value, label, color=TRACE_COLOR,
+                   fontcolor=TRACE_COLOR, penwidth="2.5", style="dotted",
+                   constraint="false")  # fmt: skip
     return graph
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from hvdr import diagrams, drawing, overlays
-from model import Phase
+from invariants import mutation
+from model import Call, ModelConfig, Phase
 from model.lifecycle import LIFECYCLE
 from model.machine import transition_rows
 from model.scenarios import FAILOVER_AND_FAILBACK
@@ -210,3 +211,29 @@ def test_pictures_fit_a_screen(picture: str) -> None:
     width, height = struct.unpack(">II", png[16:24])
     assert width < WIDTH_PX_MAX, (width, height)
     assert height < WIDTH_PX_MAX, (width, height)
+
+
+def test_a_mutant_step_outside_the_table_is_drawn_and_explained() -> None:
+    """A counterexample whose mutated rule lands off the table shows that step, and
+    the legend says what the dotted red arrow is."""
+    mutant = mutation.lookup("complete_failover_lands_committed")
+    assert mutant is not None
+    config = ModelConfig(vm_count=1)
+    shutdown_skipped = (("point", "latest"), ("shutdown", "skip"))
+    calls = [
+        Call("enable_protection", vm=0),
+        Call("copy_disk", vm=0),
+        Call("copy_disk", vm=0),
+        Call("complete_initial_replication", vm=0),
+        Call("unplanned_failover", vm=0, args=shutdown_skipped),
+        Call("complete_failover", vm=0),
+    ]
+    steps = overlays.trace_steps(config, calls, mutant)
+    assert steps[-1][2] == ("complete_failover", Phase.FAILING_OVER, Phase.COMMITTED)
+    dot = overlays.trace_graph(config, calls, "counterexample", mutant).source
+    assert re.search(
+        r"failing_over -> committed \[label=\"complete_failover \[6\]", dot
+    )
+    assert "a step the lifecycle table does not have" in dot
+    plain = overlays.trace_graph(config, calls[:5], "counterexample").source
+    assert "a step the lifecycle table does not have" not in plain
