@@ -39,9 +39,10 @@ def test_check_catches_a_mutant_and_replay_reproduces_it(tmp_path: Path) -> None
 def test_a_plan_mutant_is_checked_in_its_plan_configuration(tmp_path: Path) -> None:
     """A recovery-plan mutant brings its plan configuration (the default one has no
     plan, where it could not show): check fails it, and its trace replays on it."""
-    out = tmp_path / "ce.jsonl"
+    out, svg = tmp_path / "ce.jsonl", tmp_path / "ce.svg"
     name = "plan_runs_the_next_group_too"
-    assert main(["check", "--mutant", name, "--trace-out", str(out)]) == 1
+    arguments = ["--trace-out", str(out), "--svg", str(svg)]
+    assert main(["check", "--mutant", name, *arguments]) == 1
     written = traces.read(out)
     assert (written.mutant, written.config) == (name, PLAN_TIERS_CONFIG)
     assert main(["replay", str(out), "--quiet"]) == 1
