@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from hvdr.commands import COMMANDS
 from hvdr.status import EPILOG, ExitStatus, UsageError
+from hvdr.version import hvdr_version
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"hvdr {hvdr_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)

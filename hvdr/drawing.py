@@ -256,12 +256,15 @@ class Look:
     """How a picture marks one arrow or phase: Graphviz attributes and a note.
 
     ``notes`` is per source phase (a junction lists its sources, each with its note;
-    a plain arrow or a loop has one source); the note follows the label.
+    a plain arrow or a loop has one source); the note follows the label. ``lines``
+    are a phase's own extra lines, each (colour, text), drawn in its box below its
+    triggers (a counterexample's steps that change no phase).
     """
 
     attrs: Mapping[str, str] = field(default_factory=dict)
     notes: Mapping[Phase, str] = field(default_factory=dict)
     color: str = "black"
+    lines: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,10 @@ def _phase_node(
             f'<FONT POINT-SIZE="9" COLOR="{loop_look.color}">↻</FONT> '
             f'<FONT POINT-SIZE="9" COLOR="{color}">{_escape(text)}</FONT>'
         )
+    rows += [
+        f'<FONT POINT-SIZE="9" COLOR="{color}">{_escape(text)}</FONT>'
+        for color, text in look.lines
+    ]
     attrs = {
         "shape": "box", "style": "rounded,filled", "fillcolor": "white",
         "margin": "0.12,0.05", "tooltip": NEWLINE.join(a.tooltip for a, _ in loops)

@@ -5,7 +5,8 @@ the keys of ``ModelConfig``: ``vm_count``, ``fault_budget``, ``faults``, ``plans
 ...; ``invariants.configuration`` validates it) is read first and the flags given
 on the command line override it. Every flag, and every key a file leaves out,
 defaults to the small configuration ``hvdr check`` explores (``DEFAULT_CONFIG``:
-every fault enabled, budget 1, one unshipped write, two recovery points), so
+every fault enabled, budget 1, one unshipped write, two recovery points,
+app-consistent points offered), so
 ``--vms 2`` alone, or a file holding only ``{"vm_count": 2}``, is the acceptance
 run. A bad value is a ``UsageError`` naming the flag, or the file and line.
 
@@ -89,9 +90,9 @@ def add_model_arguments(parser: Any) -> None:
     )
     group.add_argument(
         "--app-points",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="offer app-consistent recovery points as a choice",
+        help="offer app-consistent delta cycles as a choice (default: on)",
     )
     group.add_argument(
         "--mutant",

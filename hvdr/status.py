@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import os
+import textwrap
 from pathlib import Path
 
 
@@ -42,6 +43,18 @@ exit status:
        lifts it)
   130  interrupted (Ctrl-C): the statistics so far are printed
 """
+
+
+def examples(*cases: tuple[str, str]) -> str:
+    """A subcommand's epilog: each example command line with what it does."""
+    lines = ["examples:"]
+    indent = " " * 6
+    for command, what in cases:
+        wrapped = textwrap.fill(
+            what, 78, initial_indent=indent, subsequent_indent=indent
+        )
+        lines += [f"  {command}", wrapped]
+    return "\n".join(lines) + "\n"
 
 
 class UsageError(Exception):

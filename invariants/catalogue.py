@@ -38,6 +38,16 @@ RECOVERABILITY = Invariant(
     leaves. Applies: every reachable state; the explorer checks it by one backward
     search from the goal states.
     """,
+    reads=frozenset(
+        {
+            "site.up",
+            "site.connected",
+            "site.storage_full",
+            "link_up",
+            "vm.phase",
+            "plan_runs",
+        }
+    ),  # what a goal state is (invariants.explorer._goals)
 )
 
 INVARIANTS: tuple[Invariant, ...] = (

@@ -46,7 +46,7 @@ DEFAULT_CONFIG = ModelConfig(
     write_lag_max=1,
     recovery_points_max=2,
     fault_budget=1,
-    app_consistent_points=False,
+    app_consistent_points=True,
 )
 
 KeyPath = tuple[str | int, ...]

@@ -492,7 +492,10 @@ def _comparable(vm: VmState) -> VmState:
         # Whether the old source's logs can count is a fact of that site, known to
         # the engine only once it could ask; the closed figure compares its effect.
         record = replace(record, logs_tell=True)
-    return replace(vm, other=other, frozen_other=None, last_failover=record)
+    points = tuple(replace(point, quiesced=False) for point in vm.points)  # a ghost
+    return replace(
+        vm, other=other, points=points, frozen_other=None, last_failover=record
+    )
 
 
 #: Phases whose points the engine does not show (deleted, unusable), or may keep past
@@ -783,8 +786,16 @@ def _compare_closed(world: World, states: list[SystemState], step: Step) -> None
 
 def _with_ghosts(got: SystemState, expected: SystemState) -> SystemState:
     """The engine's state with the model's ghosts and budget (what the properties
-    read that no engine holds)."""
-    vm = replace(got.vms[0], frozen_other=expected.vms[0].frozen_other)
+    read that no engine holds: the cancelled replica, whether each point's guest
+    was quiesced)."""
+    have, want = got.vms[0], expected.vms[0]
+    points = have.points
+    if len(points) == len(want.points):  # else the comparison has already failed
+        points = tuple(
+            replace(point, quiesced=model_point.quiesced)
+            for point, model_point in zip(points, want.points, strict=True)
+        )
+    vm = replace(have, frozen_other=want.frozen_other, points=points)
     return replace(got, vms=(vm,), faults_left=expected.faults_left)
 
 

@@ -102,6 +102,20 @@ class Report:
     unwitnessed: tuple[str, ...] = field(default=())
     stopped_by: Stop | None = None  # a limit or Ctrl-C; None: the end or a violation
     stopped_at: tuple[Call, ...] = ()  # the trace to the state it was expanding
+    #: Per action of the rules, in their order, the transitions it labels among
+    #: the states expanded (0: it never fired); they sum to ``transitions``.
+    action_counts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def diameter(self) -> int | None:
+        """The longest shortest path from the initial state (the BFS depth), known
+        only when the search is complete."""
+        return self.statistics.depth if self.complete else None
+
+    @property
+    def never_fired(self) -> tuple[str, ...]:
+        """The actions no explored transition took."""
+        return tuple(name for name, count in self.action_counts if count == 0)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +146,7 @@ class _Search:
     transitions: int = 0
     depth: int = 0
     current: int = 0  # the state being expanded
+    expanded: int = 0  # states whose successors were counted (keys[:expanded])
     stopped_by: Stop | None = None
     interrupt: StopRequest = field(default_factory=StopRequest)  # read per state
 
@@ -191,7 +206,31 @@ def explore(
         ),
         stopped_by=search.stopped_by,
         stopped_at=() if search.stopped_by is None else _trace(search, search.current),
+        action_counts=_action_counts(search, rules),
     )
+
+
+def _action_counts(search: _Search, rules: Rules) -> tuple[tuple[str, int], ...]:
+    """How many transitions each action labels among the states expanded: one
+    pass over them after the search, from the memoised per-pair moves (a VM's
+    actions per VM, the site and link events once per state), and the plan calls
+    the projection counted as it made them."""
+    projection = search.projection
+    per_pair: dict[tuple[int, int], Counter[str]] = {}
+    counts: Counter[str] = Counter(projection.plan_calls)
+    for key in search.keys[: search.expanded]:
+        env = key[0]
+        for position, vm in enumerate(key[2:]):
+            pair = projection.pairs[(env, vm)]
+            if position == 0:
+                counts.update(call.action for call in pair.system_moves)
+            found = per_pair.get((env, vm))
+            if found is None:
+                found = per_pair[(env, vm)] = Counter(
+                    c.action for c, _, _ in pair.vm_moves
+                )
+            counts.update(found)
+    return tuple((name, counts.get(name, 0)) for name in rules.actions)
 
 
 @dataclass(frozen=True)
@@ -243,6 +282,7 @@ def _breadth_first(
             if record_edges:
                 targets.append(found)
         search.transitions += len(after_keys)
+        search.expanded = current + 1
         if not after_keys:
             search.deadlocked.append(current)
         if len(pairs) > fresh or projection.config.plans:

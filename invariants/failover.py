@@ -44,7 +44,17 @@ def _pairs(
     return list(zip(pre.vms, post.vms, strict=True))
 
 
-@always("a planned failover lost an acknowledged write")
+@always(
+    "a planned failover lost an acknowledged write",
+    reads=(
+        "vm.last_failover",
+        "vm.phase",
+        "vm.other",
+        "vm.points",
+        "vm.active",
+        "vm.running",
+    ),
+)
 def planned_failover_loses_no_acknowledged_write(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -76,7 +86,13 @@ def planned_failover_loses_no_acknowledged_write(
     return True
 
 
-@always("the loss reported at failover time is not a bound of the true loss")
+@always(
+    "the loss reported at failover time is not a bound of the true loss",
+    reads=(
+        "vm.last_failover",
+        "vm.other",
+    ),
+)
 def unplanned_failover_loss_is_exact(config: ModelConfig, state: SystemState) -> bool:
     """The reported loss never exceeds the truth, and equals it when marked exact.
 
@@ -101,7 +117,10 @@ def unplanned_failover_loss_is_exact(config: ModelConfig, state: SystemState) ->
     return True
 
 
-@step("the reconciled loss differs from the writes actually lost")
+@step(
+    "the reconciled loss differs from the writes actually lost",
+    reads=("vm.closed_report",),
+)
 def reconciled_loss_is_exact(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -143,7 +162,15 @@ def reconciled_loss_is_exact(
     return True
 
 
-@always("after a planned failover the target is not protected")
+@always(
+    "after a planned failover the target is not protected",
+    reads=(
+        "vm.last_failover",
+        "vm.phase",
+        "vm.other",
+        "vm.other_trusted",
+    ),
+)
 def planned_failover_leaves_it_protected(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -168,7 +195,15 @@ def planned_failover_leaves_it_protected(
     return True
 
 
-@always("after an unplanned failover the target is shown protected")
+@always(
+    "after an unplanned failover the target is shown protected",
+    reads=(
+        "vm.last_failover",
+        "vm.phase",
+        "vm.other",
+        "vm.other_trusted",
+    ),
+)
 def unplanned_failover_leaves_the_target_unprotected(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -190,7 +225,14 @@ def unplanned_failover_leaves_the_target_unprotected(
     return True
 
 
-@always("the VM runs from a copy other than the chosen recovery point")
+@always(
+    "the VM runs from a copy other than the chosen recovery point",
+    reads=(
+        "vm.phase",
+        "vm.chosen_point",
+        "vm.points",
+    ),
+)
 def failover_starts_from_the_chosen_point(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -214,7 +256,10 @@ def failover_starts_from_the_chosen_point(
     return True
 
 
-@step("the active site moved without a replica VM starting")
+@step(
+    "the active site moved without a replica VM starting",
+    reads=("vm.active",),
+)
 def reverse_replication_keeps_the_active_site(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -234,7 +279,15 @@ def reverse_replication_keeps_the_active_site(
     )
 
 
-@step("failback or reverse replication started without both sites connected")
+@step(
+    "failback or reverse replication started without both sites connected",
+    reads=(
+        "vm.phase",
+        "site.up",
+        "site.connected",
+        "link_up",
+    ),
+)
 def failback_needs_both_sites_connected(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -263,7 +316,15 @@ def failback_needs_both_sites_connected(
     return True
 
 
-@step("an acknowledged write is missing from the tracking of some copy")
+@step(
+    "an acknowledged write is missing from the tracking of some copy",
+    reads=(
+        "vm.other",
+        "vm.test_copy",
+        "vm.frozen_other",
+        "vm.points",
+    ),
+)
 def writes_during_initial_replication_are_never_lost(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -311,7 +372,15 @@ def _took_own_write(action: str, before: VmState, after: VmState) -> bool:
     return old is not None and new is not None and new.divergent == old.divergent + 1
 
 
-@always("a VM shown protected has no recovery point to fail over to")
+@always(
+    "a VM shown protected has no recovery point to fail over to",
+    reads=(
+        "vm.phase",
+        "vm.other",
+        "vm.other_trusted",
+        "vm.points",
+    ),
+)
 def protected_vm_has_a_recovery_point(config: ModelConfig, state: SystemState) -> bool:
     """A VM whose status is protected can be failed over: a recovery point exists.
 

@@ -18,14 +18,20 @@ together with the sites, the link and the budget only, never another VM. The
 explorer relies on that: it checks each (environment, VM) pair once, on a one-VM
 projection of the state, which is what makes checking nearly free. A property that
 needs two VMs at once must say so (``per_vm=False``).
+
+Every property declares the state fields it reads (``reads``, names of
+``invariants.fields.FIELDS``: ``vm.phase``, ``site.up``, ``link_up`` ...), so a
+counterexample can say what the failed property looked at; a test changes the
+fields a property does not declare and checks that its verdict stays the same.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from invariants.fields import FIELDS
 from model import Call, ModelConfig, SystemState
 
 StatePredicate = Callable[[ModelConfig, SystemState], bool]
@@ -47,7 +53,9 @@ class Invariant:
 
     ``message`` is the one-line violation (or, for SOMETIMES, the never-reached)
     message; the docstring of the predicate gives the rule, the disaster it
-    prevents and where it applies.
+    prevents and where it applies. ``reads`` names the state fields the predicate
+    reads (of the state, or of the states before and after a step), besides the
+    configuration and, for a step, the call.
     """
 
     name: str
@@ -57,12 +65,16 @@ class Invariant:
     step: StepPredicate | None = None
     per_vm: bool = True
     description: str = ""  # the docstring of a property with no predicate
+    reads: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         wants_state = self.kind in (Kind.ALWAYS, Kind.SOMETIMES)
         wants_step = self.kind is Kind.STEP
         assert (self.state is not None) == wants_state, self.name
         assert (self.step is not None) == wants_step, self.name
+        assert self.reads, f"{self.name}: declare the fields it reads"
+        unknown = sorted(self.reads - set(FIELDS))
+        assert not unknown, f"{self.name} reads unknown fields {unknown}"
 
     @property
     def doc(self) -> str:
@@ -73,29 +85,39 @@ class Invariant:
         return (check.__doc__ or "").strip()
 
 
-def always(message: str) -> Callable[[StatePredicate], Invariant]:
+def always(
+    message: str, *, reads: Iterable[str]
+) -> Callable[[StatePredicate], Invariant]:
     """Declare a state predicate as an ALWAYS invariant named after the function."""
 
     def wrap(check: StatePredicate) -> Invariant:
-        return Invariant(check.__name__, Kind.ALWAYS, message, state=check)
+        return Invariant(
+            check.__name__, Kind.ALWAYS, message, state=check, reads=frozenset(reads)
+        )
 
     return wrap
 
 
-def step(message: str) -> Callable[[StepPredicate], Invariant]:
+def step(message: str, *, reads: Iterable[str]) -> Callable[[StepPredicate], Invariant]:
     """Declare a step predicate as a STEP invariant named after the function."""
 
     def wrap(check: StepPredicate) -> Invariant:
-        return Invariant(check.__name__, Kind.STEP, message, step=check)
+        return Invariant(
+            check.__name__, Kind.STEP, message, step=check, reads=frozenset(reads)
+        )
 
     return wrap
 
 
-def sometimes(message: str) -> Callable[[StatePredicate], Invariant]:
+def sometimes(
+    message: str, *, reads: Iterable[str]
+) -> Callable[[StatePredicate], Invariant]:
     """Declare a state predicate as a SOMETIMES witness named after the function."""
 
     def wrap(check: StatePredicate) -> Invariant:
-        return Invariant(check.__name__, Kind.SOMETIMES, message, state=check)
+        return Invariant(
+            check.__name__, Kind.SOMETIMES, message, state=check, reads=frozenset(reads)
+        )
 
     return wrap
 

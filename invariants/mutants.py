@@ -141,6 +141,16 @@ def _change_point_without_rebase(ctx: Context, vm: VmState) -> VmState:
     return replace(ctx.vm, chosen_point=vm.chosen_point)
 
 
+def _newest_point_claims_app_consistent(ctx: Context, vm: VmState) -> VmState:
+    """The point the step made (if any) is marked app-consistent; the guest was
+    never asked to quiesce (a shut-down guest cannot be, and a block comparison does
+    not ask it)."""
+    if not vm.points or vm.points == ctx.vm.points:
+        return vm
+    newest = replace(vm.points[0], app_consistent=True)
+    return replace(vm, points=(newest, *vm.points[1:]))
+
+
 _VM_MUTANTS: tuple[Mutant, ...] = (
     Mutant("commit_keeps_recovery_points", "commit forgets to delete the points",
            ("commit_discards_every_recovery_point",),
@@ -230,6 +240,15 @@ _VM_MUTANTS: tuple[Mutant, ...] = (
            lambda: _edges(lambda e: e if e.trigger != "disable_protection" else replace(
                e, sources=tuple(s for s in e.sources
                                 if s is not Phase.REPLICATION_STOPPED)))),
+    Mutant("final_sync_claims_app_consistent",
+           "a planned failover's final sync point is marked app-consistent",
+           ("app_consistent_points_were_quiesced",),
+           lambda: _effect("planned_failover", _newest_point_claims_app_consistent)),
+    Mutant("resync_point_claims_app_consistent",
+           "a resynchronisation's point is marked app-consistent",
+           ("app_consistent_points_were_quiesced",),
+           lambda: _effect("complete_resynchronization",
+                           _newest_point_claims_app_consistent)),
 )  # fmt: skip
 
 

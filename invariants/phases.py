@@ -20,7 +20,13 @@ FAILOVER_PHASES = frozenset(
 )
 
 
-@always("a steady phase disagrees with the VM's direction of replication")
+@always(
+    "a steady phase disagrees with the VM's direction of replication",
+    reads=(
+        "vm.phase",
+        "vm.active",
+    ),
+)
 def steady_phase_follows_the_direction(config: ModelConfig, state: SystemState) -> bool:
     """``protected`` replicates primary to secondary; ``reverse_replicating`` back.
 
@@ -40,7 +46,22 @@ def steady_phase_follows_the_direction(config: ModelConfig, state: SystemState) 
     return True
 
 
-@always("an unprotected VM still has a replica, points, logs or a failover")
+@always(
+    "an unprotected VM still has a replica, points, logs or a failover",
+    reads=(
+        "vm.phase",
+        "vm.other",
+        "vm.test_copy",
+        "vm.failover_kind",
+        "vm.chosen_point",
+        "vm.last_failover",
+        "vm.frozen_other",
+        "vm.points",
+        "vm.disks_copied",
+        "vm.running",
+        "vm.active",
+    ),
+)
 def unprotected_vm_keeps_no_replica(config: ModelConfig, state: SystemState) -> bool:
     """An unprotected VM has no replica, no point, no log, no drill, no failover.
 
@@ -66,7 +87,15 @@ def unprotected_vm_keeps_no_replica(config: ModelConfig, state: SystemState) -> 
     return True
 
 
-@always("a failover phase without its job's kind and records, or the reverse")
+@always(
+    "a failover phase without its job's kind and records, or the reverse",
+    reads=(
+        "vm.phase",
+        "vm.failover_kind",
+        "vm.chosen_point",
+        "vm.last_failover",
+    ),
+)
 def failover_job_is_recorded(config: ModelConfig, state: SystemState) -> bool:
     """A failover's kind is known from its first step until reverse replication.
 
@@ -101,7 +130,13 @@ def failover_job_is_recorded(config: ModelConfig, state: SystemState) -> bool:
 LOG_CYCLES = frozenset({"replicate", "complete_initial_replication"})
 
 
-@step("a cycle over unusable change logs did not turn into a resynchronisation")
+@step(
+    "a cycle over unusable change logs did not turn into a resynchronisation",
+    reads=(
+        "vm.log",
+        "vm.phase",
+    ),
+)
 def unusable_logs_lead_to_resynchronization(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -125,7 +160,14 @@ def unusable_logs_lead_to_resynchronization(
     return after.phase is Phase.RESYNCHRONIZING
 
 
-@step("replication paused, or resynchronised, with no one asking and no need")
+@step(
+    "replication paused, or resynchronised, with no one asking and no need",
+    reads=(
+        "vm.phase",
+        "vm.log",
+        "vm.other_trusted",
+    ),
+)
 def pauses_and_resynchronizations_have_a_cause(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -160,7 +202,15 @@ def pauses_and_resynchronizations_have_a_cause(
 SHUT_DOWN_FOR_FAILOVER = frozenset({Phase.FAILOVER_PREPARED, Phase.FAILING_OVER})
 
 
-@always("a VM runs at a site that is down, or not at its own active site while up")
+@always(
+    "a VM runs at a site that is down, or not at its own active site while up",
+    reads=(
+        "vm.phase",
+        "vm.running",
+        "vm.active",
+        "site.up",
+    ),
+)
 def the_vm_runs_where_it_is_active(config: ModelConfig, state: SystemState) -> bool:
     """A VM runs only at sites that are up, and at its active site whenever it can.
 

@@ -24,6 +24,7 @@ its fresh post-states (which still carry the step's observations).
 from __future__ import annotations
 
 from bisect import insort
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -82,6 +83,9 @@ class Projection:
         #: (invariant, plan call) found by the last plan moves computed; the
         #: explorer takes them after each state (plan calls are not memoised).
         self.plan_failed: list[tuple[Invariant, Call]] = []
+        #: Plan calls per action made by ``successor_keys`` (the explorer's
+        #: coverage; plan moves are not memoised, so they are counted as made).
+        self.plan_calls: Counter[str] = Counter()
 
     # -- encoding ---------------------------------------------------------------
     def env_id(self, env: Env) -> int:
@@ -205,7 +209,9 @@ class Projection:
                 after.sort()
             found.append((new_env, plans, *after))
         if self.config.plans:
-            found += [self.canonical(after) for _, after in self._plan_moves(key)]
+            for call, plan_key in self._plan_moves(key):
+                self.plan_calls[call.action] += 1
+                found.append(self.canonical(plan_key))
         return found
 
     def _vm_keys(

@@ -50,7 +50,15 @@ def _copies(vm: VmState) -> list[Copy]:
     return [copy for copy in found if copy is not None]
 
 
-@always("the replica holds a write the active copy never had, or lacks its copy")
+@always(
+    "the replica holds a write the active copy never had, or lacks its copy",
+    reads=(
+        "vm.phase",
+        "vm.other_trusted",
+        "vm.other",
+        "vm.disks_copied",
+    ),
+)
 def replica_is_a_past_source_state(config: ModelConfig, state: SystemState) -> bool:
     """While replicating, the replica is a past state of the source.
 
@@ -71,7 +79,15 @@ def replica_is_a_past_source_state(config: ModelConfig, state: SystemState) -> b
     return True
 
 
-@always("recovery points are not past states of the replica, newest first")
+@always(
+    "recovery points are not past states of the replica, newest first",
+    reads=(
+        "vm.points",
+        "vm.phase",
+        "vm.other_trusted",
+        "vm.other",
+    ),
+)
 def recovery_points_are_past_states_in_order(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -101,7 +117,15 @@ def recovery_points_are_past_states_in_order(
     return True
 
 
-@always("the replica changed after a failover was cancelled")
+@always(
+    "the replica changed after a failover was cancelled",
+    reads=(
+        "vm.phase",
+        "vm.frozen_other",
+        "vm.other",
+        "vm.points",
+    ),
+)
 def no_replication_after_cancelled_failover(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -125,7 +149,14 @@ def no_replication_after_cancelled_failover(
     return True
 
 
-@always("a recovery point survived commit")
+@always(
+    "a recovery point survived commit",
+    reads=(
+        "vm.phase",
+        "vm.points",
+        "vm.chosen_point",
+    ),
+)
 def commit_discards_every_recovery_point(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -144,7 +175,15 @@ def commit_discards_every_recovery_point(
     )
 
 
-@always("a delta cycle ran before the initial copy was whole")
+@always(
+    "a delta cycle ran before the initial copy was whole",
+    reads=(
+        "vm.phase",
+        "vm.points",
+        "vm.other",
+        "vm.disks_copied",
+    ),
+)
 def delta_replication_only_after_initial_copy(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -168,7 +207,16 @@ def delta_replication_only_after_initial_copy(
     return True
 
 
-@always("a write made in a drill's test VM reached another copy")
+@always(
+    "a write made in a drill's test VM reached another copy",
+    reads=(
+        "vm.phase",
+        "vm.test_copy",
+        "vm.other",
+        "vm.frozen_other",
+        "vm.points",
+    ),
+)
 def test_failover_writes_never_reach_the_replica(
     config: ModelConfig, state: SystemState
 ) -> bool:
@@ -191,7 +239,14 @@ def test_failover_writes_never_reach_the_replica(
     return True
 
 
-@always("a divergent copy runs while replication ships from the active copy")
+@always(
+    "a divergent copy runs while replication ships from the active copy",
+    reads=(
+        "vm.phase",
+        "vm.running",
+        "vm.active",
+    ),
+)
 def only_the_active_copy_is_replicated(config: ModelConfig, state: SystemState) -> bool:
     """While replication ships, only the active copy runs; the replica is not a source.
 
@@ -210,6 +265,29 @@ def only_the_active_copy_is_replicated(config: ModelConfig, state: SystemState) 
     return True
 
 
+@always("a recovery point is marked app-consistent but the guest was not quiesced")
+def app_consistent_points_were_quiesced(
+    config: ModelConfig, state: SystemState
+) -> bool:
+    """Every app-consistent recovery point was cut while the guest was quiesced.
+
+    Rule: an application-consistent point is one the guest's applications were
+    asked to flush and hold for (docs/behaviour.md, "What the product says"); only
+    a delta cycle that quiesced the running guest makes one. The ghost mark
+    ``RecoveryPoint.quiesced`` records what happened in the guest, apart from the
+    point's claim. Disaster: an operator fails over to "the latest app-consistent
+    point" and the database starts from a torn state, needing the crash recovery
+    the choice was meant to avoid. Applies: every recovery point of every VM.
+    """
+    del config
+    return all(
+        point.quiesced
+        for vm in state.vms
+        for point in vm.points
+        if point.app_consistent
+    )
+
+
 REPLICA_INVARIANTS: tuple[Invariant, ...] = (
     replica_is_a_past_source_state,
     recovery_points_are_past_states_in_order,
@@ -218,4 +296,5 @@ REPLICA_INVARIANTS: tuple[Invariant, ...] = (
     delta_replication_only_after_initial_copy,
     test_failover_writes_never_reach_the_replica,
     only_the_active_copy_is_replicated,
+    app_consistent_points_were_quiesced,
 )

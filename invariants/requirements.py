@@ -13,6 +13,7 @@ active site after it (the replica VM runs there until commit).
 
 from __future__ import annotations
 
+from invariants.fields import EVERY_VM_FIELD
 from invariants.kinds import Invariant, step
 from model import Call, ModelConfig, Phase, Site, SystemState, VmState
 
@@ -58,7 +59,16 @@ def _changed(pre: SystemState, call: Call, post: SystemState) -> list[int]:
     ]
 
 
-@step("an operator action ran without the site it acts on up and connected")
+@step(
+    "an operator action ran without the site it acts on up and connected",
+    reads=(
+        "vm.phase",
+        "vm.active",
+        "site.up",
+        "site.connected",
+        "link_up",
+    ),
+)
 def operator_actions_need_their_site(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -104,7 +114,19 @@ def _received_data(before: VmState, after: VmState) -> bool:
     )
 
 
-@step("data reached the replica site without both hosts, the link and room there")
+@step(
+    "data reached the replica site without both hosts, the link and room there",
+    reads=(
+        "vm.phase",
+        "vm.active",
+        "vm.other",
+        "vm.disks_copied",
+        "vm.points",
+        "site.up",
+        "site.storage_full",
+        "link_up",
+    ),
+)
 def data_transfers_need_hosts_link_and_room(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -131,7 +153,15 @@ def data_transfers_need_hosts_link_and_room(
     return True
 
 
-@step("new disks were written at a site whose storage is full")
+@step(
+    "new disks were written at a site whose storage is full",
+    reads=(
+        "vm.phase",
+        "vm.active",
+        "vm.test_copy",
+        "site.storage_full",
+    ),
+)
 def new_disks_need_room_at_their_site(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -159,7 +189,10 @@ def new_disks_need_room_at_their_site(
 OPERATOR_ACTIONS = (SOURCE_SIDE | REPLICA_SIDE | BOTH_SIDES) - {"complete_failover"}
 
 
-@step("an operator action was accepted and changed nothing")
+@step(
+    "an operator action was accepted and changed nothing",
+    reads=EVERY_VM_FIELD,
+)
 def operator_actions_take_effect(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -179,7 +212,16 @@ def operator_actions_take_effect(
     return pre.vms[call.vm] != post.vms[call.vm]
 
 
-@step("a write was acknowledged by a copy that was not running")
+@step(
+    "a write was acknowledged by a copy that was not running",
+    reads=(
+        "vm.phase",
+        "vm.active",
+        "vm.running",
+        "vm.test_copy",
+        "site.up",
+    ),
+)
 def writes_come_from_a_running_copy(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:

@@ -28,13 +28,17 @@ def _phase_witness(phase: Phase) -> Invariant:
         Kind.SOMETIMES,
         f"no VM ever reaches {phase.value}",
         state=reached,
+        reads=frozenset({"vm.phase"}),
     )
 
 
 PHASE_WITNESSES: tuple[Invariant, ...] = tuple(_phase_witness(p) for p in Phase)
 
 
-@sometimes("no failover ever loses an acknowledged write")
+@sometimes(
+    "no failover ever loses an acknowledged write",
+    reads=("vm.last_failover",),
+)
 def failover_with_loss(config: ModelConfig, state: SystemState) -> bool:
     """An unplanned failover loses writes ("data may be lost", docs/traceability.md
     [seed])."""
@@ -45,7 +49,10 @@ def failover_with_loss(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("no failover report is ever only a bound")
+@sometimes(
+    "no failover report is ever only a bound",
+    reads=("vm.last_failover",),
+)
 def failover_report_is_a_bound(config: ModelConfig, state: SystemState) -> bool:
     """A failover whose old source is unreachable reports a labelled lower bound."""
     del config
@@ -55,14 +62,23 @@ def failover_report_is_a_bound(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("two copies of a VM never run at once")
+@sometimes(
+    "two copies of a VM never run at once",
+    reads=("vm.running",),
+)
 def two_copies_running(config: ModelConfig, state: SystemState) -> bool:
     """A refused shutdown leaves the old copy running beside the replica VM."""
     del config
     return any(vm.running == frozenset(Site) for vm in state.vms)
 
 
-@sometimes("the stale copy never takes a write after a failover")
+@sometimes(
+    "the stale copy never takes a write after a failover",
+    reads=(
+        "vm.last_failover",
+        "vm.other",
+    ),
+)
 def stale_copy_write(config: ModelConfig, state: SystemState) -> bool:
     """The old copy, still running, acknowledges writes after the failover."""
     del config
@@ -75,7 +91,10 @@ def stale_copy_write(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("no loss report is ever reconciled with a loss")
+@sometimes(
+    "no loss report is ever reconciled with a loss",
+    reads=("vm.closed_report",),
+)
 def reconciled_loss_report(config: ModelConfig, state: SystemState) -> bool:
     """Reverse replication reconciles an unplanned failover's loss (> 0)."""
     del config
@@ -87,7 +106,10 @@ def reconciled_loss_report(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("no planned failover's report is ever closed")
+@sometimes(
+    "no planned failover's report is ever closed",
+    reads=("vm.closed_report",),
+)
 def planned_report_closed(config: ModelConfig, state: SystemState) -> bool:
     """Reverse replication after a planned failover closes its (zero) report."""
     del config
@@ -97,7 +119,10 @@ def planned_report_closed(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("the drill's test VM never takes a write")
+@sometimes(
+    "the drill's test VM never takes a write",
+    reads=("vm.test_copy",),
+)
 def drill_write(config: ModelConfig, state: SystemState) -> bool:
     """The test VM takes writes during a drill, isolated from the replica."""
     del config
@@ -106,7 +131,13 @@ def drill_write(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("the replica never lags the source during initial replication")
+@sometimes(
+    "the replica never lags the source during initial replication",
+    reads=(
+        "vm.phase",
+        "vm.other",
+    ),
+)
 def write_during_initial_copy(config: ModelConfig, state: SystemState) -> bool:
     """Writes land in the logs while the disks are copied."""
     del config
@@ -118,7 +149,13 @@ def write_during_initial_copy(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("no failover ever starts from an older recovery point")
+@sometimes(
+    "no failover ever starts from an older recovery point",
+    reads=(
+        "vm.phase",
+        "vm.chosen_point",
+    ),
+)
 def older_point_chosen(config: ModelConfig, state: SystemState) -> bool:
     """An unplanned failover (or a change of point) picks an older point."""
     del config
@@ -128,25 +165,34 @@ def older_point_chosen(config: ModelConfig, state: SystemState) -> bool:
     )
 
 
-@sometimes("a change log never becomes unusable")
+@sometimes(
+    "a change log never becomes unusable",
+    reads=("vm.log",),
+)
 def log_unusable(config: ModelConfig, state: SystemState) -> bool:
     """A change log overflows or is damaged and forces a resynchronisation."""
     del config
     return any(vm.log is not LogHealth.USABLE for vm in state.vms)
 
 
-def _environment(name: str, holds: Callable[[SystemState], bool]) -> Invariant:
+def _environment(
+    name: str, holds: Callable[[SystemState], bool], reads: str
+) -> Invariant:
     def reached(config: ModelConfig, state: SystemState) -> bool:
         del config
         return holds(state)
 
     reached.__doc__ = f"The environment reaches: {name.replace('_', ' ')}."
-    return Invariant(name, Kind.SOMETIMES, f"never: {name}", state=reached)
+    return Invariant(
+        name, Kind.SOMETIMES, f"never: {name}", state=reached, reads=frozenset({reads})
+    )
 
 
 ENVIRONMENT_WITNESSES: tuple[Invariant, ...] = (
-    _environment("a_site_down", lambda s: not (s.primary.up and s.secondary.up)),
-    _environment("the_link_down", lambda s: not s.link_up),
+    _environment(
+        "a_site_down", lambda s: not (s.primary.up and s.secondary.up), "site.up"
+    ),
+    _environment("the_link_down", lambda s: not s.link_up, "link_up"),
 )
 
 

@@ -112,6 +112,8 @@ class RecoveryPoint:
 
     copy: Copy
     app_consistent: bool = False
+    # ghost: the guest was quiesced (its writers flushed) when the cycle cut this point
+    quiesced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,16 +59,20 @@ SHUTDOWN_SYNC_CUT = "sync_cut_short"  # shut down, but the final sync did not fi
 SHUTDOWN_REFUSED = "refused"  # the guest refused: it keeps running, no final sync
 
 
-def _ship(vm: VmState, points_max: int, *, app_consistent: bool) -> VmState:
+def _ship(
+    vm: VmState, points_max: int, *, app_consistent: bool, quiesced: bool = False
+) -> VmState:
     """One delta cycle: the replica catches up and a recovery point is kept.
 
     A cycle with nothing to ship makes no point (app-consistent or not), as the
     engine does; the oldest points are merged away past ``points_max``.
+    ``quiesced`` is the ghost mark of what happened in the guest (its writers
+    flushed at the cut), kept apart from the point's claim ``app_consistent``.
     """
     assert vm.other is not None
     if not _cycle_adds_point(vm):
         return vm
-    point = RecoveryPoint(Copy(), app_consistent=app_consistent)
+    point = RecoveryPoint(Copy(), app_consistent=app_consistent, quiesced=quiesced)
     return replace(vm, other=Copy(), points=(point, *vm.points)[:points_max])
 
 
@@ -87,11 +91,21 @@ def _cycle_choices(ctx: Context) -> Iterable[Args]:
 def _replicate(ctx: Context) -> VmState:
     if ctx.vm.log is not LogHealth.USABLE:
         return ctx.vm  # the lifecycle turns this cycle into a resynchronisation
+    app_consistent = bool(ctx.call.arg("app_consistent"))
     return _ship(
         ctx.vm,
         ctx.config.recovery_points_max,
-        app_consistent=bool(ctx.call.arg("app_consistent")),
+        app_consistent=app_consistent,
+        quiesced=app_consistent and _guest_can_quiesce(ctx),
     )
+
+
+def _guest_can_quiesce(ctx: Context) -> bool:
+    """Whether the guest's writers can be quiesced for a cut: the VM runs at the
+    source, whose host is up (the request goes to the guest's integration
+    services there)."""
+    source = ctx.vm.active
+    return source in ctx.vm.running and ctx.state.site(source).up
 
 
 def _fresh(vm: VmState, other: Copy | None) -> VmState:

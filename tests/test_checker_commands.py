@@ -82,7 +82,7 @@ def test_check_reads_a_configuration_file(
         "disks_per_vm": 1,
         "write_lag_max": 2,
         "fault_budget": 0,
-        "app_consistent_points": True,
+        "app_consistent_points": False,
     }
     config.write_text(json.dumps(chosen), "utf-8")
     status = main(["check", "--config", str(config), "--faults", "none", "--lag", "1"])
@@ -92,7 +92,7 @@ def test_check_reads_a_configuration_file(
         disks_per_vm=1,
         write_lag_max=1,
         fault_budget=0,
-        app_consistent_points=True,
+        app_consistent_points=False,
         faults=frozenset(),
     )
     states = explore(expected).statistics.states
@@ -134,3 +134,15 @@ def test_fuzz_runs_and_writes_a_coverage_report(tmp_path: Path) -> None:
     assert 'class="swatch never"' in legend  # a dotted sample, as in the picture
     assert re.search(r"taken \d+ (to \d+ )?times?", legend), legend
     assert "edges taken by hvdr fuzz" in page
+
+
+def test_check_prints_the_diameter_and_the_actions_that_never_fired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default model: diameter 18, and the three plan actions never fire."""
+    out = tmp_path / "ce.jsonl"
+    assert main(["check", "--trace-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"diameter\s+│ 18 \(the longest shortest path", printed), printed
+    assert re.search(r"│ enable_protection\s+│\s+14 │", printed), printed
+    assert "never fired (3): run_plan, plan_step, cancel_plan" in printed

@@ -228,14 +228,14 @@ def test_bad_arguments_are_one_line_and_status_2(
 def test_a_config_file_that_leaves_keys_out_gets_the_flags_defaults(
     tmp_path: Path,
 ) -> None:
-    """{"vm_count": 1} explores what `hvdr check --vms 1` does (1,744 states), not
+    """{"vm_count": 1} explores what `hvdr check --vms 1` does (3,604 states), not
     what ModelConfig's own defaults would (58,008)."""
     config = tmp_path / "model.json"
     config.write_text('{"vm_count": 1}\n', "utf-8")
     from_file = hvdr("check", "--config", str(config))
     from_flag = hvdr("check", "--vms", "1")
     assert (from_file.returncode, from_flag.returncode) == (0, 0)
-    assert states(from_file) == states(from_flag) == 1_744
+    assert states(from_file) == states(from_flag) == 3_604
 
 
 def test_a_trace_header_that_leaves_keys_out_gets_the_same_defaults() -> None:

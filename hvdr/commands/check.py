@@ -1,11 +1,14 @@
 """``hvdr check``: explore every reachable state of a bounded model, check everything.
 
 Runs ``invariants.explorer.explore`` with a progress display, then prints the
-statistics (states, transitions, depth, time, states/s, peak memory, the symmetry
-reduction factor when it applied), the SOMETIMES witnesses never reached, and the
-verdict. On a violation, a deadlock or an unrecoverable state it prints the
-shortest trace, writes it as a trace file (``--trace-out``, replayable with ``hvdr
-replay``) and draws it on the lifecycle (``--svg``), and exits with status 1.
+statistics (states, transitions, depth and, when the search is complete, the
+diameter, time, states/s, peak memory, the symmetry reduction factor when it
+applied), how often each action fired with those that never did, the SOMETIMES
+witnesses never reached, and the verdict. On a violation, a deadlock or an
+unrecoverable state it prints the shortest trace with the whole state at each step
+(``hvdr.counterexample``), writes it as a trace file (``--trace-out``, replayable
+with ``hvdr replay``) and draws it on the lifecycle (``--svg``), and exits with
+status 1.
 
 ``--mutate`` runs the generated mutants instead (``hvdr.commands.mutate``) and
 ``--only NAME`` reruns one of them.
@@ -30,23 +33,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import graphviz
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hvdr import overlays
+from hvdr import counterexample, overlays, results, state_graph
 from hvdr.commands import mutate
-from hvdr.model_options import add_model_arguments, config_from_args, rules_from_args
-from hvdr.status import ExitStatus, UsageError, check_output_path
+from hvdr.model_options import (
+    add_model_arguments,
+    config_from_args,
+    rules_from_args,
+    whole_number,
+)
+from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import mutation
 from invariants import trace as traces
 from invariants.explorer import Report, Statistics, Stop, explore
+from invariants.fields import JsonValue
 from invariants.kinds import Violation
 from invariants.mutants import MUTANTS
 from invariants.rule_mutants import OPERATORS, generate
+from model import ModelConfig
+from model.successor import Rules
 
-#: States a run explores at most unless told otherwise: ten times the two-VM
-#: acceptance run's 169,185 and about 100 s at 100,000 states/s, so a run of a
+#: States a run explores at most unless told otherwise: about fourteen times the
+#: two-VM acceptance run's 720,162 and about 100 s at 100,000 states/s, so a run of a
 #: size nobody meant (a third VM, a larger budget) stops within minutes.
 DEFAULT_MAX_STATES = 10_000_000
 
@@ -85,7 +97,28 @@ limit.__name__ = f"whole number >= 1 or {UNLIMITED!r}"
 def register(subparsers: Any) -> None:
     """Add the ``check`` subcommand."""
     parser = subparsers.add_parser(
-        "check", help="explore the bounded model exhaustively; check every property"
+        "check",
+        help="explore the bounded model exhaustively; check every property",
+        epilog=examples(
+            (
+                "hvdr check",
+                "the default model: one VM, every fault, budget 1 (1,744 states)",
+            ),
+            ("hvdr check --vms 2", "the acceptance run: two VMs (169,185 states)"),
+            (
+                "hvdr check --mutant commit_keeps_recovery_points",
+                "a broken model fails; its counterexample is shown and written",
+            ),
+            (
+                "hvdr check --budget 0 --dot states.dot",
+                "also write the state graph of a small model as DOT",
+            ),
+            (
+                "hvdr check --json result.json",
+                "also write the results as JSON (docs/json-results.md)",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument(
@@ -115,6 +148,27 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=Path("counterexample.svg"),
         help="where to draw a counterexample (default: counterexample.svg)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the results as JSON to FILE (schema: docs/json-results.md)",
+    )
+    parser.add_argument(
+        "--dot",
+        type=Path,
+        metavar="FILE",
+        help="also write the state graph (every state, every call) as DOT text to "
+        "FILE, for small models only (see --dot-max-states)",
+    )
+    parser.add_argument(
+        "--dot-max-states",
+        type=whole_number(1),
+        default=state_graph.DEFAULT_STATES_MAX,
+        metavar="N",
+        help=f"with --dot: refuse a graph of more than N states (default "
+        f"{state_graph.DEFAULT_STATES_MAX:,})",
     )
     parser.add_argument(
         "--list-mutants",
@@ -147,6 +201,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.svg, "--svg")
+    check_output_path(args.json, "--json")
+    check_output_path(args.dot, "--dot")
+    for flag, value in (("--json", args.json), ("--dot", args.dot)):
+        if value is not None and (args.list_mutants or args.mutate):
+            msg = f"{flag}: not with --list-mutants or --mutate (it writes one check)"
+            raise UsageError(msg)
     if args.list_mutants:
         for mutant in MUTANTS:
             console.print(f"{mutant.name}: {mutant.summary}")
@@ -162,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         args.mutant = args.only
     config = config_from_args(args)
     rules = rules_from_args(args)
+    graph = None if args.dot is None else dump_graph(config, rules, args)
     memory = None if args.max_memory is None else args.max_memory * 2**20
     with progress_display(console) as show:
         report = explore(
@@ -169,7 +230,60 @@ def run(args: argparse.Namespace) -> int:
             interruptible=True, progress=show, progress_every=PROGRESS_EVERY_STATES,
         )  # fmt: skip
     console.print(statistics_table(report))
-    return verdict(console, report, args)
+    console.print(coverage_table(report))
+    if report.never_fired:
+        console.print(
+            f"[yellow]never fired ({len(report.never_fired)}): "
+            f"{', '.join(report.never_fired)}[/yellow]"
+        )
+    status = verdict(console, report, args)
+    if graph is not None:
+        args.dot.write_text(graph.source, encoding="utf-8")
+        console.print(f"state graph written to {args.dot} (DOT)", soft_wrap=True)
+    if args.json is not None:
+        results.write(args.json, json_result(report, status, args))
+        console.print(
+            f"results written to {args.json} (docs/json-results.md)", soft_wrap=True
+        )
+    return status
+
+
+def dump_graph(
+    config: ModelConfig, rules: Rules, args: argparse.Namespace
+) -> graphviz.Digraph:
+    """The DOT drawing of the state graph; UsageError past --dot-max-states."""
+    try:
+        graph = state_graph.search(config, rules, args.dot_max_states)
+    except state_graph.TooLarge:
+        msg = (
+            f"--dot {str(args.dot)!r}: the state graph has more than "
+            f"{args.dot_max_states:,} states, too many to draw; choose a smaller "
+            "model, or raise the limit with --dot-max-states N"
+        )
+        raise UsageError(msg) from None
+    title = (
+        f"hvdr check: {len(graph.states):,} states, {len(graph.edges):,} "
+        "transitions (no symmetry reduction)"
+    )
+    return state_graph.dot(graph, title)
+
+
+def json_result(
+    report: Report, status: int, args: argparse.Namespace
+) -> dict[str, JsonValue]:
+    """The ``--json`` document of one check (``hvdr.results``)."""
+    failure = None
+    if report.violations:
+        first = report.violations[0]
+        failure = results.counterexample_json(
+            report.config, first.trace, first.invariant, rules_from_args(args)
+        )
+    elif report.deadlock_traces:
+        failure = results.counterexample_json(
+            report.config, report.deadlock_traces[0], None, rules_from_args(args)
+        )
+    body = results.check_body(report)
+    return results.document("check", status, report.config, args.mutant, body, failure)
 
 
 @contextmanager
@@ -225,6 +339,7 @@ def statistics_table(report: Report) -> Table:
         ("states", f"{statistics.states:,}"),
         ("transitions", f"{statistics.transitions:,}"),
         ("depth", str(statistics.depth)),
+        ("diameter", diameter_text(report)),
         ("seconds", f"{statistics.seconds:.1f}"),
         ("states/s", f"{statistics.states_per_second:,.0f}"),
         ("peak memory", f"{statistics.peak_memory_bytes / 2**20:,.0f} MiB"),
@@ -244,6 +359,34 @@ def statistics_table(report: Report) -> Table:
     rows.append(("complete", complete))
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def diameter_text(report: Report) -> str:
+    """The diameter, or why it is not known."""
+    if report.diameter is None:
+        return "unknown: the search is incomplete"
+    return f"{report.diameter} (the longest shortest path from the initial state)"
+
+
+#: Action columns side by side in the coverage table.
+COVERAGE_COLUMNS = 2
+
+
+def coverage_table(report: Report) -> Table:
+    """How many transitions each action labels, several actions to a row."""
+    part = "" if report.complete else " (in the part searched)"
+    table = Table(title=f"action coverage: transitions per action{part}")
+    for _ in range(COVERAGE_COLUMNS):
+        table.add_column("action")
+        table.add_column("fired", justify="right")
+    counts = report.action_counts
+    rows = -(-len(counts) // COVERAGE_COLUMNS)
+    for row in range(rows):
+        cells: list[str] = []
+        for name, count in counts[row::rows]:
+            cells += [name, f"{count:,}" if count else "[yellow]0[/yellow]"]
+        table.add_row(*cells)
     return table
 
 
@@ -267,7 +410,12 @@ def verdict(console: Console, report: Report, args: argparse.Namespace) -> int:
         calls = problems[0].trace if problems else report.deadlock_traces[0]
         for violation in problems:
             console.print(f"[red]{violation}[/red]")
-        write_counterexample(console, report, calls, args)
+        invariant = problems[0].invariant if problems else None
+        counterexample.show(
+            console, report.config, calls, invariant, rules_from_args(args)
+        )
+        name = None if invariant is None else invariant.name
+        write_counterexample(console, report, calls, args, name)
         return ExitStatus.FAILED
     if report.complete:
         console.print("[green]OK[/green]")
@@ -305,19 +453,15 @@ def write_counterexample(
     report: Report,
     calls: tuple[Any, ...],
     args: argparse.Namespace,
+    failed: str | None,
 ) -> None:
-    """Write the trace file and the SVG (or DOT) picture of the path."""
+    """Write the trace file and the SVG (or DOT) picture of the path (``failed``:
+    the property its last step broke)."""
     trace = traces.Trace(report.config, calls, args.mutant)
     traces.write(args.trace_out, trace)
     console.print(f"trace written to {args.trace_out} (hvdr replay {args.trace_out})")
     graph = overlays.trace_graph(
-        report.config, calls, "counterexample", rules_from_args(args)
+        report.config, calls, "counterexample", rules_from_args(args), failed
     )
-    svg = overlays.render_svg(graph)
-    if svg is None:
-        path = args.svg.with_suffix(".dot")
-        path.write_text(graph.source, encoding="utf-8")
-    else:
-        path = args.svg
-        path.write_text(svg, encoding="utf-8")
-    console.print(f"path drawn in {path}")
+    path = overlays.write_drawing(graph, args.svg)
+    console.print(f"path drawn in {path}", soft_wrap=True)

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hvdr.commands import diagram, engine_drill
+from hvdr.status import examples
 from model import apply, health, initial_state, is_protected
 from model.scenarios import WALKTHROUGH
 from model.state import LossRecord
@@ -28,7 +29,22 @@ from model.state import LossRecord
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` subcommand."""
-    parser = subparsers.add_parser("demo", help="walk through the lifecycle")
+    parser = subparsers.add_parser(
+        "demo",
+        help="walk through the lifecycle",
+        epilog=examples(
+            (
+                "hvdr demo",
+                "the lifecycle on the model, then a checked drill on real files",
+            ),
+            ("hvdr demo --model-only --no-diagrams", "the model's walk only"),
+            (
+                "hvdr demo --workdir /tmp/drill",
+                "keep the drill's two site folders for a look",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--diagrams",
         type=Path,

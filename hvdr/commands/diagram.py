@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from hvdr import diagrams
+from hvdr.status import examples
 
 FORMATS = ("svg", "png", "dot", "mermaid", "markdown")
 
@@ -16,7 +17,16 @@ FORMATS = ("svg", "png", "dot", "mermaid", "markdown")
 def register(subparsers: Any) -> None:
     """Add the ``diagram`` subcommand."""
     parser = subparsers.add_parser(
-        "diagram", help="write the lifecycle as SVG/PNG/DOT/Mermaid, from the model"
+        "diagram",
+        help="write the lifecycle as SVG/PNG/DOT/Mermaid, from the model",
+        epilog=examples(
+            ("hvdr diagram", "SVG, DOT, Mermaid and the Markdown table in diagrams/"),
+            (
+                "hvdr diagram --format png --out /tmp/pictures",
+                "a PNG only, somewhere else",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--format",

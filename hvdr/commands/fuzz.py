@@ -3,9 +3,11 @@
 Runs ``invariants.fuzz.fuzz`` (examples start from reachable states, rules follow
 the model's enabled calls, every property checked after every step), then prints
 the steps per second and the lifecycle edges covered, naming those never taken. On
-a failure it prints the shrunk trace, writes it as a trace file (``--trace-out``)
-for ``hvdr replay``, and exits with status 1. ``--report FILE.html`` writes the
-coverage picture: the lifecycle with each edge coloured by how often it was taken.
+a failure it prints the shrunk trace with the whole state at each step
+(``hvdr.counterexample``), writes it as a trace file (``--trace-out``) for ``hvdr
+replay``, draws it on the lifecycle (``--svg``), and exits with status 1.
+``--report FILE.html`` writes the coverage picture: the lifecycle with each edge
+coloured by how often it was taken.
 
 For long campaigns the same state machine runs under HypoFuzz through the pytest
 wrapper in ``tests/stateful/`` (see README).
@@ -25,27 +27,51 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from hvdr import overlays
+from hvdr import counterexample, overlays, results
 from hvdr.model_options import (
     add_model_arguments,
     config_from_args,
     rules_from_args,
     whole_number,
 )
-from hvdr.status import ExitStatus, UsageError, check_output_path
+from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.fuzz import FuzzReport, fuzz
 from invariants.interrupts import StopRequest, stop_requests
+from invariants.kinds import Violation
+from model import ModelConfig
 
 
 def register(subparsers: Any) -> None:
     """Add the ``fuzz`` subcommand."""
     parser = subparsers.add_parser(
-        "fuzz", help="guided stateful fuzzing of the model (Hypothesis)"
+        "fuzz",
+        help="guided stateful fuzzing of the model (Hypothesis)",
+        epilog=examples(
+            ("hvdr fuzz", "200 examples of up to 50 steps on the default model"),
+            (
+                "hvdr fuzz --vms 2 --examples 1000 --timeout 60",
+                "a longer run of two VMs, stopped after a minute",
+            ),
+            (
+                "hvdr fuzz --mutant commit_keeps_recovery_points",
+                "find, shrink and draw the counterexample of a broken model",
+            ),
+            (
+                "hvdr fuzz --report coverage.html --json result.json",
+                "also write the coverage page and the results as JSON",
+            ),
+            (
+                "hvdr fuzz --engine --examples 20",
+                "drive the real engine beside the model, on real files",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument(
@@ -67,6 +93,19 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=Path("fuzz-counterexample.jsonl"),
         help="where to write a failing trace (default: fuzz-counterexample.jsonl)",
+    )
+    parser.add_argument(
+        "--svg",
+        type=Path,
+        default=Path("fuzz-counterexample.svg"),
+        help="where to draw the shrunk counterexample on the lifecycle (default: "
+        "fuzz-counterexample.svg; DOT text beside it without Graphviz's dot)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the results as JSON to FILE (schema: docs/json-results.md)",
     )
     parser.add_argument(
         "--engine",
@@ -104,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.report, "--report")
+    check_output_path(args.svg, "--svg")
+    check_output_path(args.json, "--json")
     if args.engine or args.engine_mutant:
+        if args.json is not None:
+            msg = "--json: not with --engine (it writes the model fuzzer's results)"
+            raise UsageError(msg)
         return run_engine(args, console)
     config = config_from_args(args)
 
@@ -134,15 +178,46 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_report(args.report, report)
         console.print(f"coverage report written to {args.report}")
-    if report.failure is not None:
-        console.print(f"[red]{report.failure}[/red]")
-        trace = traces.Trace(config, report.failure.trace, args.mutant)
-        traces.write(args.trace_out, trace)
-        console.print(
-            f"trace written to {args.trace_out} (hvdr replay {args.trace_out})"
+    if report.failure is None:
+        status = unfinished(
+            console, report.examples, args, interrupted=report.interrupted
         )
-        return ExitStatus.FAILED
-    return unfinished(console, report.examples, args, interrupted=report.interrupted)
+    else:
+        status = show_failure(console, config, report.failure, args)
+    if args.json is not None:
+        failure = None
+        if report.failure is not None:
+            failure = results.counterexample_json(
+                config, report.failure.trace, report.failure.invariant,
+                rules_from_args(args),
+            )  # fmt: skip
+        body = results.fuzz_body(report, args.examples, args.seed)
+        document = results.document("fuzz", status, config, args.mutant, body, failure)
+        results.write(args.json, document)
+        console.print(
+            f"results written to {args.json} (docs/json-results.md)", soft_wrap=True
+        )
+    return status
+
+
+def show_failure(
+    console: Console, config: ModelConfig, failure: Violation, args: argparse.Namespace
+) -> int:
+    """Print the shrunk counterexample, write its trace, draw it; status 1."""
+    console.print(f"[red]{escape(str(failure))}[/red]")
+    rules = rules_from_args(args)
+    counterexample.show(console, config, failure.trace, failure.invariant, rules)
+    trace = traces.Trace(config, failure.trace, args.mutant)
+    traces.write(args.trace_out, trace)
+    console.print(f"trace written to {args.trace_out} (hvdr replay {args.trace_out})")
+    graph = overlays.trace_graph(
+        config, failure.trace, "fuzz counterexample (shrunk)", rules,
+        failure.invariant.name,
+    )  # fmt: skip
+    console.print(
+        f"path drawn in {overlays.write_drawing(graph, args.svg)}", soft_wrap=True
+    )
+    return ExitStatus.FAILED
 
 
 def unfinished(

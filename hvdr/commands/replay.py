@@ -1,9 +1,11 @@
 """``hvdr replay FILE``: run a trace file step by step on the model.
 
-Prints each step: the call, then every VM's phase, active site, status and loss
-report, or the refusal in the model's words (a refused step leaves the state as it
-was and the replay goes on); after each step every ALWAYS and STEP property of the
-catalogue is checked, and a violation is printed in red. A trace written by ``hvdr
+Prints each step: the call, then the whole abstract state after it with the
+fields it changed highlighted (``hvdr.counterexample``), or the refusal in the
+model's words (a refused step leaves the state as it was and the replay goes on);
+after each step every ALWAYS and STEP property of the catalogue is checked, and a
+violation is printed in red with the fields the property reads and their values.
+``--quiet`` prints only refusals and violations. A trace written by ``hvdr
 check`` or ``hvdr fuzz`` on a mutant names the mutant in its header, and replays on
 that mutant.
 
@@ -27,20 +29,37 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from hvdr.status import ExitStatus, UsageError
+from hvdr import counterexample, results
+from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import mutation
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import TraceError, replay_on_engine
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
-from model import SystemState, is_protected
+from invariants.fields import JsonValue
 from model.successor import RULES
 
 
 def register(subparsers: Any) -> None:
     """Add the ``replay`` subcommand."""
     parser = subparsers.add_parser(
-        "replay", help="run a trace file (JSON lines) step by step, checking everything"
+        "replay",
+        help="run a trace file (JSON lines) step by step, checking everything",
+        epilog=examples(
+            (
+                "hvdr replay counterexample.jsonl",
+                "every step with the whole state after it, the changes highlighted",
+            ),
+            (
+                "hvdr replay tests/traces/unplanned_failover.jsonl --quiet",
+                "only refusals and violations",
+            ),
+            (
+                "hvdr replay fuzz-counterexample.jsonl --json replay.json",
+                "also write every step and its state as JSON",
+            ),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", type=Path, help="the trace file")
     parser.add_argument(
@@ -52,28 +71,25 @@ def register(subparsers: Any) -> None:
         help="replay on a real engine on real files, comparing it with the model "
         "after every step (a one-VM trace of two disks, as hvdr fuzz --engine writes)",
     )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the results, every step with the state after it, as JSON "
+        "to FILE (schema: docs/json-results.md)",
+    )
     parser.set_defaults(handler=run)
-
-
-def describe(state: SystemState) -> str:
-    """Every VM in one line: phase, active site, status, open loss report."""
-    parts = []
-    for index, vm in enumerate(state.vms):
-        status = "protected" if is_protected(vm) else "not protected"
-        text = f"vm{index}: {vm.phase.value}, active {vm.active.value}, {status}"
-        if vm.last_failover is not None:
-            record = vm.last_failover
-            bound = "exact" if record.reported_exact else "at least"
-            text += f", loss reported {bound} {record.reported_writes}"
-        parts.append(text)
-    return "; ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     """Replay the file; 1 if any property failed or a step was not as marked."""
     console = Console(highlight=False)
+    check_output_path(args.json, "--json")
     trace = read_trace(args.file)
     if args.engine:
+        if args.json is not None:
+            msg = "--json: not with --engine (it writes the model replay's results)"
+            raise UsageError(msg)
         return run_engine(trace, console)
     rules = RULES
     if trace.mutant is not None:
@@ -84,27 +100,62 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(msg)
         rules = found
         console.print(f"[yellow]replaying on mutant {trace.mutant}[/yellow]")
-    violated = contradicted = done = 0
+    rows: list[counterexample.Shown] = []
     try:
-        for step in traces.replay(
-            trace.config, trace.calls, rules, trace.expected_refusals
-        ):
-            done = step.number
-            contradicted += show_step(console, step, quiet=args.quiet)
-            for invariant in step.violated:
-                violated += 1
-                console.print(
-                    f"[red]    invariant {invariant.name!r} violated: "
-                    f"{escape(invariant.message)}[/red]"
-                )
-    except KeyboardInterrupt:
-        console.print(
-            f"[yellow]interrupted after {done} of {len(trace.calls)} steps: "
-            f"{violated} violation(s), {contradicted} step(s) not as the trace "
-            "says[/yellow]"
+        rows.extend(
+            counterexample.steps(
+                trace.config, trace.calls, rules, trace.expected_refusals
+            )
         )
+    except KeyboardInterrupt:
+        done = max(0, len(rows) - 1)
+        console.print(
+            f"[yellow]interrupted after {done} of {len(trace.calls)} steps[/yellow]"
+        )
+        write_json(console, args, trace, rows, ExitStatus.INTERRUPTED, (0, 0))
         return ExitStatus.INTERRUPTED
-    return summary(console, len(trace.calls), violated, contradicted)
+    if not args.quiet:
+        console.print(counterexample.render(trace.config, rows))
+    violated = contradicted = 0
+    for row in rows[1:]:
+        contradicted += show_step(console, row, quiet=args.quiet)
+        for invariant in row.violated:
+            violated += 1
+            for line in counterexample.failure_lines(
+                trace.config, rows, invariant, row.number
+            ):
+                console.print(line, style="red", markup=False)
+    status = summary(console, len(trace.calls), violated, contradicted)
+    write_json(console, args, trace, rows, status, (violated, contradicted))
+    return status
+
+
+def write_json(
+    console: Console,
+    args: argparse.Namespace,
+    trace: traces.Trace,
+    rows: list[counterexample.Shown],
+    status: int,
+    counts: tuple[int, int],
+) -> None:
+    """With ``--json FILE``, write the replay's results (``hvdr.results``)."""
+    if args.json is None:
+        return
+    failure: dict[str, JsonValue] | None = None
+    broken = [(row, row.violated[0]) for row in rows if row.violated]
+    if broken:
+        failure = {
+            "property": results.invariant_json(broken[0][1]),
+            "steps": results.counterexample_steps(rows[: broken[0][0].number + 1]),
+        }
+    body = results.replay_body(args.file, rows, *counts)
+    document = results.document(
+        "replay", status, trace.config, trace.mutant, body, failure
+    )
+    results.write(args.json, document)
+    console.print(
+        f"results written to {args.json} (docs/json-results.md)", soft_wrap=True
+    )
 
 
 def read_trace(path: Path) -> traces.Trace:
@@ -126,20 +177,23 @@ def read_trace(path: Path) -> traces.Trace:
     return trace
 
 
-def show_step(console: Console, step: traces.Step, *, quiet: bool) -> int:
-    """Print one step; 1 when it is not what the trace says, else 0."""
+def show_step(
+    console: Console, step: traces.Step | counterexample.Shown, *, quiet: bool
+) -> int:
+    """1 for a step that is not what the trace says, else 0; with ``quiet``
+    (no step blocks printed) print such a step, and a refusal the trace expects."""
     unexpected = step.unexpected
     if unexpected is not None:
+        if not quiet and isinstance(step, counterexample.Shown):
+            return 1  # its block said so
         console.print(
             f"[red]{step.number:3} {step.call}  not as the trace says: "
             f"{escape(unexpected)}[/red]"
         )
         return 1
-    if step.refused is not None:
+    if step.refused is not None and quiet:
         console.print(f"{step.number:3} {step.call}  [yellow]refused, as expected: "
                       f"{escape(str(step.refused))}[/yellow]")  # fmt: skip
-    elif not quiet:
-        console.print(f"{step.number:3} {step.call}  → {describe(step.state)}")
     return 0
 
 

@@ -17,7 +17,7 @@ from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
 from invariants.fuzz import fuzz
 from invariants.kinds import Kind
-from invariants.mutants import MUTANTS, Mutant
+from invariants.mutants import BY_NAME, MUTANTS, Mutant
 from invariants.mutation import KNOWN_KILLS
 from invariants.trace import replay
 from model import ModelConfig, SystemState, successors
@@ -110,3 +110,19 @@ def test_every_invariant_kills_some_mutant() -> None:
     killers = {name for mutant in MUTANTS for name in mutant.expected}
     killers |= set(KNOWN_KILLS)  # generated mutants (test_rule_mutants.py)
     assert sorted(names - killers) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["final_sync_claims_app_consistent", "resync_point_claims_app_consistent"]
+)
+def test_only_the_quiesce_ghost_tells_a_false_app_consistent_point(name: str) -> None:
+    """A point that claims app-consistency without a quiesce breaks no other
+    property: the ghost mark ``RecoveryPoint.quiesced`` is what catches it."""
+    others = tuple(
+        invariant
+        for invariant in catalogue.INVARIANTS
+        if invariant.name != "app_consistent_points_were_quiesced"
+    )
+    report = explore(DEFAULT_CONFIG, BY_NAME[name].rules, invariants=others)
+    assert report.complete
+    assert report.violations == ()
