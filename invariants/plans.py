@@ -11,13 +11,20 @@ and after a step and the VMs it touched, not the plan code's own bookkeeping of 
 
 from __future__ import annotations
 
+from invariants.fields import VM_FIELDS
 from invariants.kinds import Invariant, step
 from model import Call, ModelConfig, SystemState
 from model.plans import OPERATIONS
 from model.state import PlanRun
 
+#: A plan step's VMs are compared whole: every field of a VM.
+EVERY_VM_FIELD = tuple(f"vm.{name}" for name in VM_FIELDS)
 
-@step("a plan step changed a VM outside the group it is at")
+
+@step(
+    "a plan step changed a VM outside the group it is at",
+    reads=("plan_runs", *EVERY_VM_FIELD),
+)
 def plan_step_acts_on_its_group(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -41,7 +48,10 @@ def plan_step_acts_on_its_group(
     )
 
 
-@step("a resumed plan ran again a VM that had already succeeded")
+@step(
+    "a resumed plan ran again a VM that had already succeeded",
+    reads=("plan_runs", *EVERY_VM_FIELD),
+)
 def plan_resume_never_redoes_a_vm(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:
@@ -61,7 +71,10 @@ def plan_resume_never_redoes_a_vm(
     return all(pre.vms[vm] == post.vms[vm] for vm in run.done)
 
 
-@step("a plan left a group before all its VMs succeeded, or skipped one")
+@step(
+    "a plan left a group before all its VMs succeeded, or skipped one",
+    reads=("plan_runs", "vm.phase"),
+)
 def plan_groups_finish_in_order(
     config: ModelConfig, pre: SystemState, call: Call, post: SystemState
 ) -> bool:

@@ -265,7 +265,10 @@ def only_the_active_copy_is_replicated(config: ModelConfig, state: SystemState) 
     return True
 
 
-@always("a recovery point is marked app-consistent but the guest was not quiesced")
+@always(
+    "a recovery point is marked app-consistent but the guest was not quiesced",
+    reads=("vm.points",),
+)
 def app_consistent_points_were_quiesced(
     config: ModelConfig, state: SystemState
 ) -> bool:
