@@ -41,7 +41,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks
 
 diagrams: $(STAMP)
-	$(VENV)/bin/hvdr diagram --out diagrams
+	$(VENV)/bin/hvdr diagram --out diagrams --format svg --format png --format dot \
+	    --format mermaid --format markdown
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

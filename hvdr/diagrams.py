@@ -1,10 +1,12 @@
 """Lifecycle diagrams generated from the model: DOT, Mermaid, and SVG/PNG via Graphviz.
 
-Nothing here is drawn by hand. The edges come from ``LIFECYCLE`` through the same
-``transitions`` rows the per-VM machine uses, drawn by ``transitions``' diagram
-extension (its graphviz engine for DOT, its mermaid engine for Mermaid) with the guards
-on the edges (show_conditions). Two things are *computed* from the model and drawn as
-styles:
+Nothing here is drawn by hand. The DOT picture is ``hvdr.drawing``'s, the one every
+picture of the lifecycle starts from (the happy path as a straight spine, a trigger
+from many phases as one arrow, loops inside the phase's box, a legend), with each
+phase filled by its protected status. The Mermaid text comes from ``transitions``'
+diagram extension (its mermaid engine, with the guards on the edges), built from the
+same ``transition_rows()``; both name the phases by ``Phase.value``, as the CLI does.
+Two things are *computed* from the model and drawn as styles:
 
 * the protected status of each phase (decision 2): the explorer visits every state of
   a one-VM model with faults and records, per phase, whether ``is_protected`` was true,
@@ -13,8 +15,8 @@ styles:
   replaying ``model.scenarios.FAILOVER_AND_FAILBACK`` takes.
 
 The DOT and Mermaid texts are deterministic and committed under ``diagrams/``; a test
-regenerates them and fails when they are stale. SVG embeds the renderer's version, so it
-is rendered but not compared.
+regenerates them and fails when they are stale. SVG and PNG embed the renderer's
+version, so they are rendered but not compared.
 """
 
 from __future__ import annotations
@@ -25,36 +27,37 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import graphviz
 from transitions.extensions import GraphMachine
 
-from model import ModelConfig, Phase, apply, initial_state, is_protected, successors
+from hvdr import drawing
+from model import ModelConfig, Phase, initial_state, is_protected, successors
 from model.lifecycle_graph import markdown_table
 from model.machine import MACHINE_OPTIONS, PhaseHolder, transition_rows
-from model.scenarios import FAILOVER_AND_FAILBACK
 from model.state import SystemState
 
 TITLE = "hvdr: protection lifecycle of one VM"
 
-Engine = Literal["graphviz", "mermaid"]
-
 #: The small model whose reachable states decide each phase's protected status.
 STATUS_CONFIG = ModelConfig(vm_count=1, fault_budget=1, write_lag_max=1)
 
+#: Fill and border per protected status (the DOT boxes and the Mermaid classes).
 NODE_STYLES = {
     "protected": {"fillcolor": "palegreen", "color": "darkgreen"},
     "unprotected": {"fillcolor": "white", "color": "gray40"},
     "depends": {"fillcolor": "lightyellow", "color": "darkgoldenrod"},
 }
-EDGE_STYLES = {
-    "happy": {"color": "royalblue", "penwidth": "2.5", "fontcolor": "royalblue"}
-}
 STATUS_WORDS = {
     "protected": "status: protected",
     "unprotected": "status: not protected",
     "depends": "status: protected after a planned failover, not after an unplanned one",
+}
+LEGEND_WORDS = {
+    "protected": "the VM is protected in this phase",
+    "unprotected": "the VM is not protected",
+    "depends": "protected after a planned failover, not after an unplanned one",
 }
 
 
@@ -84,19 +87,11 @@ def phase_statuses(config: ModelConfig = STATUS_CONFIG) -> dict[Phase, str]:
     return statuses
 
 
-@functools.cache
 def happy_path_edges() -> frozenset[tuple[str, str]]:
     """(source, destination) phase names taken by the failover-and-failback scenario."""
-    scenario = FAILOVER_AND_FAILBACK
-    state = initial_state(scenario.config)
-    edges = set()
-    for call in scenario.calls:
-        after = apply(scenario.config, state, call)
-        before_phase, after_phase = state.vms[0].phase, after.vms[0].phase
-        if before_phase is not after_phase:
-            edges.add((before_phase.name, after_phase.name))
-        state = after
-    return frozenset(edges)
+    return frozenset(
+        (source.value, dest.value) for source, dest in drawing.happy_path_edges()
+    )
 
 
 def _reachable(config: ModelConfig) -> Iterable[SystemState]:
@@ -112,62 +107,53 @@ def _reachable(config: ModelConfig) -> Iterable[SystemState]:
                 queue.append(after)
 
 
-def _machine(engine: Engine) -> tuple[GraphMachine, PhaseHolder]:
-    holder = PhaseHolder()
-    machine = GraphMachine(
-        model=holder,
-        transitions=transition_rows(),
-        show_conditions=True,
-        graph_engine=engine,
-        title=TITLE,
-        **MACHINE_OPTIONS,
-    )
-    machine.machine_attributes["rankdir"] = "TB"  # LR is too wide for 12 phases
-    cast(dict[str, Any], machine.style_attributes["node"]).update(NODE_STYLES)
-    cast(dict[str, Any], machine.style_attributes["edge"]).update(EDGE_STYLES)
-    graph: Any = machine.model_graphs[id(holder)]
-    graph.reset_styling()  # no "current phase" highlight: this is the whole lifecycle
-    for phase, status in phase_statuses().items():
-        graph.set_node_style(phase.name, status)
-    for source, dest in happy_path_edges():
-        graph.custom_styles["edge"][source][dest] = "happy"
-    return machine, holder
+def status_phase(phase: Phase) -> drawing.Look:
+    """A phase filled by its protected status."""
+    return drawing.Look(attrs=NODE_STYLES[phase_statuses()[phase]])
 
 
-def _legend_lines() -> list[str]:
-    return [
-        (
-            "fill: green = protected, white = not protected, yellow = depends on the "
-            "failover kind"
-        ),
-        (
-            "blue bold edges: the happy path "
-            "(protect, failover, commit, reverse, failback)"
-        ),
-        (
-            "[guards] on edges: data conditions; primary_active / secondary_active "
-            "pick the steady phase of the direction"
-        ),
+def status_legend() -> list[tuple[str, str]]:
+    """The legend rows of the status fills and of the happy path."""
+    rows = [
+        (drawing.swatch(style["fillcolor"], style["color"]), LEGEND_WORDS[status])
+        for status, style in NODE_STYLES.items()
     ]
+    happy = drawing.line(drawing.HAPPY_COLOR, width=2)
+    return [*rows, (happy, "the happy path: protect, fail over, commit, reverse")]
+
+
+def lifecycle_graph(title: str = TITLE) -> graphviz.Digraph:
+    """The lifecycle picture of ``hvdr diagram``: statuses and the happy path."""
+    looks = drawing.Looks(drawing.plain_arrow, status_phase, status_legend())
+    return drawing.draw(title, looks)
 
 
 def generate() -> DiagramTexts:
     """Build the DOT and Mermaid texts of the lifecycle from the model."""
-    machine, holder = _machine("graphviz")
+    dot: str = lifecycle_graph().source
+    return DiagramTexts(dot=dot, mermaid=_mermaid())
+
+
+def _mermaid() -> str:
+    """``transitions``' mermaid engine over the rows, its phases named by value."""
+    holder = PhaseHolder()
+    rows = [
+        {**row, "source": row["source"].value, "dest": row["dest"].value}
+        for row in transition_rows()
+    ]
+    options = {**MACHINE_OPTIONS, "states": [phase.value for phase in Phase],
+               "initial": Phase.UNPROTECTED.value}  # fmt: skip
+    machine = GraphMachine(
+        model=holder, transitions=rows, show_conditions=True,
+        graph_engine="mermaid", title=TITLE, **options,
+    )  # fmt: skip
+    machine.machine_attributes["rankdir"] = "TB"  # LR is too wide for 12 phases
+    cast(dict[str, Any], machine.style_attributes["node"]).update(NODE_STYLES)
     graph: Any = machine.model_graphs[id(holder)]
-    digraph = graph.get_graph(TITLE)
-    digraph.node(
-        "legend",
-        label="\\l".join(_legend_lines()) + "\\l",
-        shape="note",
-        style="filled",
-        fillcolor="whitesmoke",
-    )
-    mermaid_machine, mermaid_holder = _machine("mermaid")
-    mermaid_graph: Any = mermaid_machine.model_graphs[id(mermaid_holder)]
-    mermaid: str = mermaid_graph.get_graph(TITLE).source
-    dot: str = digraph.source
-    return DiagramTexts(dot=dot, mermaid=_mark_happy_path(mermaid))
+    graph.reset_styling()  # no "current phase" highlight: this is the whole lifecycle
+    for phase, status in phase_statuses().items():
+        graph.set_node_style(phase.value, status)
+    return _mark_happy_path(graph.get_graph(TITLE).source)
 
 
 def _mark_happy_path(mermaid: str) -> str:
@@ -181,8 +167,12 @@ def _mark_happy_path(mermaid: str) -> str:
         lines.append(f"{head}: ★ {label}" if marked else line)
     statuses = phase_statuses()
     for phase in Phase:
-        lines.append(f"    note right of {phase.name}: {STATUS_WORDS[statuses[phase]]}")
-    lines.append("    %% ★ marks the happy path; " + "; ".join(_legend_lines()[:1]))
+        words = STATUS_WORDS[statuses[phase]]
+        lines.append(f"    note right of {phase.value}: {words}")
+    lines.append(
+        "    %% ★ marks the happy path; fill: green = protected, white = not "
+        "protected, yellow = depends on the failover kind"
+    )
     return "\n".join(lines) + "\n"
 
 

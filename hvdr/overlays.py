@@ -1,53 +1,44 @@
 """The lifecycle drawn with something laid over it: a trace's path, or coverage.
 
 ``hvdr diagram`` draws the lifecycle itself (``hvdr.diagrams``). The checkers need
-two more pictures of the same edges, built here with the ``graphviz`` package from
-the concrete rows ``model.machine.transition_rows()`` derives from ``LIFECYCLE``:
+two more pictures of the same edges, laid over the same drawing (``hvdr.drawing``:
+the same phases, names and places as every other picture of the lifecycle):
 
-* ``trace_graph``: the path a counterexample takes, its edges red and numbered by
-  step (per VM), the steps that fire no edge (writes, faults) as orange loops on
-  the phase they happened in, the decisive last step crossed, the phase it ends
-  in outlined;
-* ``coverage_graph``: each edge coloured by how often a fuzzing run took it (grey
-  and dashed: never), with the count on the edge.
+* ``trace_graph``: the path a counterexample takes, its arrows red and numbered by
+  step (per VM; an arrow standing for several edges numbers each source); the steps
+  that fire no edge (writes, faults) as numbered orange ``↻`` lines inside the box of
+  the phase they happened in; the decisive last step crossed (``✗``) in red; the
+  phase it ends in outlined;
+* ``coverage_graph``: each arrow coloured by how often a fuzzing run took its edges
+  (grey and dotted: never), with the count per source phase.
 
-Both return a ``graphviz.Digraph``; ``render_svg`` turns one into SVG text when
-Graphviz's ``dot`` is installed, and the callers fall back to the DOT text.
+Both return a ``graphviz.Digraph`` with a legend of its marks; ``render_svg`` turns
+one into SVG text when Graphviz's ``dot`` is installed, and the callers fall back to
+the DOT text. ``scalable_svg`` makes that SVG fit the width of a page.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import graphviz
 
+from hvdr import drawing
 from hvdr.diagrams import dot_available
 from model import Call, ModelConfig, Phase, initial_state
-from model.machine import transition_rows
 from model.successor import RULES, Rules, try_apply
 
 EdgeKey = tuple[str, Phase, Phase]
 
 #: Colours from rarely to often taken (coverage), light to dark.
-SHADES = ("#c6dbef", "#6baed6", "#2171b5", "#08306b")
-
-
-def _edges() -> list[EdgeKey]:
-    return list(
-        dict.fromkeys(
-            (row["trigger"], row["source"], row["dest"]) for row in transition_rows()
-        )
-    )
-
-
-def _base(title: str) -> graphviz.Digraph:
-    graph = graphviz.Digraph("lifecycle", graph_attr={"rankdir": "TB", "label": title})
-    graph.attr("node", shape="box", style="rounded,filled", fillcolor="white")
-    for phase in Phase:
-        graph.node(phase.name, phase.value)
-    return graph
+SHADES = ("#9ecae1", "#6baed6", "#2171b5", "#08306b")
+NEVER_COLOR = "#8c8c8c"  # a grey both Graphviz and CSS know
+TRACE_COLOR = "red"
+STEP_COLOR = "darkorange3"  # a step that changes no phase (a write, a fault)
+UNTAKEN_COLOR = "gray65"
 
 
 def trace_steps(
@@ -98,67 +89,147 @@ def trace_graph(
     rules: Rules = RULES,
     failed: str | None = None,
 ) -> graphviz.Digraph:
-    """The lifecycle with the path of ``calls`` highlighted (see the module essay):
-    lifecycle edges red and numbered; the steps that change no phase (writes,
-    faults, cycles that fire no edge) as orange loops on the phase they happened
-    in; the last step, which broke property ``failed``, marked with a cross."""
-    legend = (
-        "red: the trace's lifecycle edges, numbered by step; orange loops: its "
-        "steps that change no phase (writes, faults)"
-    )
-    if failed is not None:
-        legend += f"; ✗: the step that broke {failed}"
-    graph = _base(f"{title}\\n{legend}")
+    """The lifecycle with the path of ``calls`` highlighted (see the module essay);
+    ``failed`` names the property the last step broke, which is crossed."""
     labels: dict[EdgeKey, list[str]] = defaultdict(list)
-    loops: dict[Phase, list[str]] = defaultdict(list)
+    lines: dict[Phase, list[tuple[str, str]]] = defaultdict(list)
     decisive = len(calls) if failed is not None else None
     last: Phase | None = None
     for number, vm, drawn in _drawn_steps(config, calls, rules):
-        call = calls[number - 1]
+        step = _step_label(number, vm, calls[number - 1], config)
         if isinstance(drawn, tuple):
             prefix = f"vm{vm}:" if config.vm_count > 1 else ""
             mark = " ✗" if number == decisive else ""
             labels[drawn].append(f"{prefix}{number}{mark}")
             last = drawn[2]
         elif number == decisive:
-            label = f"✗ {_step_label(number, vm, call, config)}"
-            graph.edge(drawn.name, drawn.name, label, color="red", fontcolor="red",
-                       penwidth="3")  # fmt: skip
+            lines[drawn].append((TRACE_COLOR, f"✗ {step}"))
             last = drawn
         else:
-            loops[drawn].append(_step_label(number, vm, call, config))
-    for phase, steps in loops.items():
-        graph.edge(phase.name, phase.name, "\\n".join(steps), color="darkorange",
-                   fontcolor="darkorange3", style="dashed")  # fmt: skip
-    for trigger, source, dest in _edges():
-        taken = labels.get((trigger, source, dest))
-        if taken:
-            label = f"{trigger} [{', '.join(taken)}]"
-            graph.edge(source.name, dest.name, label, color="red", fontcolor="red",
-                       penwidth="2.5")  # fmt: skip
-        else:
-            graph.edge(source.name, dest.name, trigger, color="gray70",
-                       fontcolor="gray60")  # fmt: skip
-    if last is not None:
-        graph.node(last.name, last.value, color="red", penwidth="3")
+            lines[drawn].append((STEP_COLOR, f"↻ {step}"))
+
+    def arrow(drawn: drawing.Arrow) -> drawing.Look:
+        notes: dict[Phase, str] = {}
+        for _, source, dest in drawn.edges:
+            steps = labels.get((drawn.trigger, source, dest))
+            if steps:
+                note = f"{_towards(drawn, dest)}[{', '.join(steps)}]"
+                notes[source] = _join(notes.get(source, ""), note, drawn)
+        if not notes:
+            attrs = {"color": UNTAKEN_COLOR, "fontcolor": UNTAKEN_COLOR}
+            return drawing.Look(attrs=attrs, color=UNTAKEN_COLOR)
+        attrs = {"color": TRACE_COLOR, "fontcolor": TRACE_COLOR, "penwidth": "2.5"}
+        return drawing.Look(attrs=attrs, notes=notes, color=TRACE_COLOR)
+
+    def phase(shown: Phase) -> drawing.Look:
+        attrs = {"color": TRACE_COLOR, "penwidth": "3"} if shown is last else {}
+        return drawing.Look(attrs=attrs, lines=lines.get(shown, ()))
+
+    graph = drawing.draw(
+        title, drawing.Looks(arrow, phase, _trace_legend(config, labels, lines, failed))
+    )
+    for (trigger, source, dest), steps in _outside(labels).items():
+        label = f"{trigger} [{', '.join(steps)}]{drawing.NEWLINE}(not in the table)"
+        graph.edge(source.value, dest.value, label, color=TRACE_COLOR,
+                   fontcolor=TRACE_COLOR, penwidth="2.5", style="dotted",
+                   constraint="false")  # fmt: skip
     return graph
+
+
+def _outside(labels: Mapping[EdgeKey, list[str]]) -> dict[EdgeKey, list[str]]:
+    """The steps whose edge the lifecycle table does not have (a mutated rule)."""
+    drawn = {edge for each in drawing.arrows() for edge in each.edges}
+    return {edge: steps for edge, steps in labels.items() if edge not in drawn}
+
+
+def _trace_legend(
+    config: ModelConfig,
+    labels: Mapping[EdgeKey, list[str]],
+    lines: Mapping[Phase, list[tuple[str, str]]],
+    failed: str | None,
+) -> list[tuple[str, str]]:
+    """Legend rows of the marks ``trace_graph`` lays over the lifecycle."""
+    legend = [
+        (drawing.line(TRACE_COLOR, width=2), "a step of the trace; [n]: its number"
+         + (", vmN: the VM" if config.vm_count > 1 else "")),
+        (drawing.line(UNTAKEN_COLOR), "not taken by the trace"),
+        (drawing.swatch("white", TRACE_COLOR), "the phase the trace ends in"),
+    ]  # fmt: skip
+    if any(color == STEP_COLOR for each in lines.values() for color, _ in each):
+        legend.append((drawing.line(STEP_COLOR, "↻ n step"), (
+            "a step of the trace that changes no phase (a write, a fault),\n"
+            "in the box of the phase it happened in; n: its number")))  # fmt: skip
+    if failed is not None:
+        legend.append((drawing.line(TRACE_COLOR, "✗", width=2),
+                       f"the step that broke {failed}"))  # fmt: skip
+    if _outside(labels):  # a mutated rule took a step the lifecycle table does not have
+        sample = drawing.line(TRACE_COLOR, "· · · ▶", width=2)
+        legend.append((sample, "a step the lifecycle table does not have"))
+    return legend
+
+
+def _join(before: str, note: str, drawn: drawing.Arrow) -> str:
+    """Notes about one source: one a line when they are about two destinations."""
+    if not before:
+        return note
+    return f"{before}{drawing.NEWLINE if len(drawn.dests) > 1 else ' '}{note}"
+
+
+def _towards(drawn: drawing.Arrow, dest: Phase) -> str:
+    """Which destination a note is about, when the arrow has two (the steady frame)."""
+    return f"to {dest.value} " if len(drawn.dests) > 1 else ""
 
 
 def coverage_graph(counts: Mapping[EdgeKey, int], title: str) -> graphviz.Digraph:
-    """The lifecycle with each edge coloured by how often it was taken."""
-    graph = _base(title)
+    """The lifecycle with each arrow coloured by how often its edges were taken."""
     most = max(counts.values(), default=1)
-    for edge in _edges():
-        trigger, source, dest = edge
-        count = counts.get(edge, 0)
-        if not count:
-            graph.edge(source.name, dest.name, f"{trigger} (0)", color="gray60",
-                       style="dashed", fontcolor="gray50")  # fmt: skip
-            continue
-        shade = SHADES[min(len(SHADES) - 1, (len(SHADES) * count) // (most + 1))]
-        graph.edge(source.name, dest.name, f"{trigger} ({count})", color=shade,
-                   penwidth="2")  # fmt: skip
-    return graph
+
+    def arrow(drawn: drawing.Arrow) -> drawing.Look:
+        taken = {edge: counts.get(edge, 0) for edge in drawn.edges}
+        notes: dict[Phase, str] = {}
+        for (_, source, dest), count in taken.items():
+            note = f"{_towards(drawn, dest)}({count or 'never'})"
+            notes[source] = _join(notes.get(source, ""), note, drawn)
+        total = sum(taken.values())
+        if not total:
+            attrs = {"color": NEVER_COLOR, "fontcolor": NEVER_COLOR, "style": "dotted"}
+            return drawing.Look(attrs=attrs, notes=notes, color=NEVER_COLOR)
+        color = shade(max(taken.values()), most)
+        attrs = {"color": color, "fontcolor": "black", "penwidth": "2"}
+        return drawing.Look(attrs=attrs, notes=notes, color=color)
+
+    return drawing.draw(
+        title, drawing.Looks(arrow, lambda _: drawing.Look(), coverage_legend(most))
+    )
+
+
+def shade(count: int, most: int) -> str:
+    """The colour of an edge taken ``count`` times when the most taken was ``most``."""
+    return SHADES[min(len(SHADES) - 1, (len(SHADES) * count) // (most + 1))]
+
+
+def shade_bands(most: int) -> list[tuple[str, str]]:
+    """(colour, "taken a..b times") for each shade, as ``shade`` assigns them."""
+    bands: dict[str, list[int]] = {}
+    for count in range(1, most + 1):
+        bands.setdefault(shade(count, most), []).append(count)
+    return [
+        (color, f"taken {c[0]:,} time{'s' * (c[-1] > 1)}" if len(c) == 1
+         else f"taken {c[0]:,} to {c[-1]:,} times")
+        for color, c in bands.items()
+    ]  # fmt: skip
+
+
+def coverage_legend(most: int) -> list[tuple[str, str]]:
+    """Legend rows of the coverage colours (the most taken edge was taken ``most``)."""
+    rows = [(drawing.line(color, width=2), words) for color, words in shade_bands(most)]
+    never = drawing.line(NEVER_COLOR, "· · · ▶")
+    return [
+        *rows,
+        (never, "never taken"),
+        ("(n)", "times taken, per source phase"),
+        ("(never)", "that edge of the arrow was never taken"),
+    ]
 
 
 def write_drawing(graph: graphviz.Digraph, path: Path) -> Path:
@@ -179,3 +250,18 @@ def render_svg(graph: graphviz.Digraph) -> str | None:
         return None
     svg: bytes = graph.pipe(format="svg")
     return svg.decode("utf-8")
+
+
+def scalable_svg(svg: str) -> str:
+    """``svg`` sized to the width of its container (its ``viewBox`` keeps the shape).
+
+    Graphviz writes a fixed ``width="...pt" height="...pt"``: a page showing it
+    scrolls sideways on a small window and leaves it small on a large one.
+    """
+    opening = re.search(r"<svg\b[^>]*>", svg)
+    assert opening is not None, svg[:200]
+    tag = opening.group(0)
+    assert "viewBox=" in tag, tag
+    sized = re.sub(r'\s(width|height)="[^"]*"', "", tag)
+    sized = sized.replace("<svg", '<svg width="100%" style="height: auto"', 1)
+    return svg[: opening.start()] + sized + svg[opening.end() :]

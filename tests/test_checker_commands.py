@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdr import diagrams
 from hvdr.cli import main
 from invariants import trace as traces
 from invariants.configuration import DEFAULT_CONFIG
@@ -40,10 +41,8 @@ def test_a_plan_mutant_is_checked_in_its_plan_configuration(tmp_path: Path) -> N
     plan, where it could not show): check fails it, and its trace replays on it."""
     out, svg = tmp_path / "ce.jsonl", tmp_path / "ce.svg"
     name = "plan_runs_the_next_group_too"
-    assert (
-        main(["check", "--mutant", name, "--trace-out", str(out), "--svg", str(svg)])
-        == 1
-    )
+    arguments = ["--trace-out", str(out), "--svg", str(svg)]
+    assert main(["check", "--mutant", name, *arguments]) == 1
     written = traces.read(out)
     assert (written.mutant, written.config) == (name, PLAN_TIERS_CONFIG)
     assert main(["replay", str(out), "--quiet"]) == 1
@@ -123,7 +122,18 @@ def test_fuzz_runs_and_writes_a_coverage_report(tmp_path: Path) -> None:
     """A short fuzzing run passes and writes its HTML coverage picture."""
     report = tmp_path / "coverage.html"
     assert main(["fuzz", "--examples", "10", "--report", str(report)]) == 0
-    assert "lifecycle coverage" in report.read_text("utf-8")
+    page = report.read_text("utf-8")
+    assert "lifecycle coverage" in page
+    if diagrams.dot_available():
+        (svg,) = re.findall(r"<svg\b[^>]*>", page)
+        assert 'width="100%"' in svg
+        assert "viewBox=" in svg
+        assert "height=" not in svg.replace('style="height: auto"', "")
+    legend = page[page.index('<ul class="legend"') : page.index("</ul>")]
+    assert "never taken" in legend
+    assert 'class="swatch never"' in legend  # a dotted sample, as in the picture
+    assert re.search(r"taken \d+ (to \d+ )?times?", legend), legend
+    assert "edges taken by hvdr fuzz" in page
 
 
 def test_check_prints_the_diameter_and_the_actions_that_never_fired(

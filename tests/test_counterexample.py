@@ -121,25 +121,40 @@ def test_a_step_property_shows_its_fields_before_and_after() -> None:
     )
 
 
+def box(dot: str, phase: str) -> str:
+    """The HTML label of ``phase``'s box in the DOT text."""
+    found = re.search(rf"^\t+{phase} \[label=<(.*)>", dot, re.MULTILINE)
+    assert found, dot
+    return found.group(1)
+
+
 def test_the_drawing_shows_a_decisive_write() -> None:
-    """A counterexample whose last step is a write draws it, crossed, as a loop."""
+    """A counterexample whose last step is a write draws it, crossed and red, in the
+    box of its phase, and the legend says what the cross means."""
     rules = mutation.lookup("writes_untracked_in_initial_copy")
     assert rules is not None
     calls = [Call("enable_protection", vm=0), Call("write", vm=0)]
     graph = overlays.trace_graph(
         DEFAULT_CONFIG, calls, "ce", rules, "writes_during_initial_replication"
     )
-    loop = 'INITIAL_REPLICATION -> INITIAL_REPLICATION [label="✗ 2 write(vm=0)"'
-    assert loop in graph.source
+    assert '<FONT POINT-SIZE="9" COLOR="red">✗ 2 write(vm=0)</FONT>' in box(
+        graph.source, "initial_replication"
+    )
+    assert "the step that broke writes_during_initial_replication" in graph.source
+    assert "initial_replication -> initial_replication" not in graph.source
 
 
 def test_the_drawing_shows_writes_and_faults_that_are_not_edges() -> None:
-    """Steps that change no phase appear as loops on the phase they happened in."""
+    """Steps that change no phase appear, numbered and orange, in the box of the
+    phase they happened in, in order, and the legend says what they are; no
+    self-loop is drawn."""
     calls = [*PROTECT, Call("cut_link")]
     graph = overlays.trace_graph(DEFAULT_CONFIG, calls, "trace")
-    loop = re.search(r"PROTECTED -> PROTECTED \[label=\"([^\"]*)\"", graph.source)
-    assert loop, graph.source
-    assert loop.group(1) == "5 write(vm=0)\\n6 cut_link()"
+    protected = box(graph.source, "protected")
+    steps = re.findall(r'COLOR="darkorange3">↻ ([^<]*)<', protected)
+    assert steps == ["5 write(vm=0)", "6 cut_link()"]
+    assert "a step of the trace that changes no phase" in graph.source
+    assert "protected -> protected" not in graph.source
 
 
 def test_fuzz_draws_its_shrunk_counterexample(tmp_path: Path) -> None:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from hvdr import diagrams
-from model import Phase
+from hvdr import diagrams, drawing, overlays
+from invariants import mutation
+from model import Call, ModelConfig, Phase
+from model.lifecycle import LIFECYCLE
+from model.machine import transition_rows
+from model.scenarios import FAILOVER_AND_FAILBACK
 
 ROOT = Path(__file__).resolve().parent.parent
 HVDR = Path(sys.executable).parent / "hvdr"
+
+#: A screen shows a picture this wide at a readable size.
+WIDTH_PX_MAX = 1800
 
 
 def test_committed_dot_and_mermaid_are_current() -> None:
@@ -37,8 +47,8 @@ def test_every_phase_and_trigger_is_drawn() -> None:
     """Every phase is a node and every trigger labels some edge."""
     texts = diagrams.generate()
     for phase in Phase:
-        assert f'state "{phase.name}" as {phase.name}' in texts.mermaid
-        assert phase.name in texts.dot
+        assert f'state "{phase.value}" as {phase.value}' in texts.mermaid
+        assert f"\t{phase.value} [label=<" in texts.dot
     from model.lifecycle import TRIGGERS
 
     for trigger in TRIGGERS:
@@ -52,9 +62,9 @@ def test_status_and_happy_path_are_computed_from_the_model() -> None:
     assert statuses[Phase.RESYNCHRONIZING] == "unprotected"
     assert statuses[Phase.COMMITTED] == "depends"
     happy = diagrams.happy_path_edges()
-    assert ("COMMITTED", "REVERSE_REPLICATING") in happy
-    assert ("COMMITTED", "PROTECTED") in happy
-    assert ("PROTECTED", "FAILOVER_PREPARED") in happy
+    assert ("committed", "reverse_replicating") in happy
+    assert ("committed", "protected") in happy
+    assert ("protected", "failover_prepared") in happy
 
 
 def test_without_dot_the_cli_writes_text_and_says_how_to_get_svg(
@@ -82,4 +92,148 @@ def test_with_dot_the_cli_renders_svg(tmp_path: Path) -> None:
     )
     svg = (tmp_path / "lifecycle.svg").read_text(encoding="utf-8")
     assert "<svg" in svg
-    assert "FAILED_OVER" in svg
+    assert "failed_over" in svg
+
+
+def drawn_edges(dot: str) -> list[tuple[str, str, str]]:
+    """The concrete edges the DOT's arrows and loops stand for, from their tooltips
+    (a junction box repeats its arrow's: not counted)."""
+    found = []
+    statements = [s for s in dot.splitlines() if not re.match(r"\s*junction\d+ \[", s)]
+    for tooltip in re.findall(r'tooltip="([^"]*)"', "\n".join(statements)):
+        for line in tooltip.split("\\n"):
+            match = re.fullmatch(r"(\w+): (\w+) → (\w+)", line)
+            if match:
+                found.append((match[1], match[2], match[3]))
+    return found
+
+
+def test_every_lifecycle_edge_is_drawn_exactly_once() -> None:
+    """Grouping arrows (junctions, the steady frame, loops) drops no edge of the
+    table and draws none twice: the tooltips list every concrete row once."""
+    rows = [
+        (row["trigger"], row["source"].value, row["dest"].value)
+        for row in transition_rows()
+    ]
+    drawn = drawn_edges(diagrams.generate().dot)
+    assert sorted(set(rows)) == sorted(drawn)
+    for edge in LIFECYCLE:
+        for source in edge.sources:
+            assert any(t == edge.trigger and s == source.value for t, s, _ in drawn)
+
+
+def test_every_arrow_of_the_drawing_is_in_the_dot() -> None:
+    """Each arrow is drawn: a line in its phase, or an edge into its destination."""
+    dot = diagrams.generate().dot
+    for arrow in drawing.arrows():
+        if arrow.is_loop:
+            assert f'↻</FONT> <FONT POINT-SIZE="9" COLOR="black">{arrow.label}' in (
+                dot.replace("&amp;", "&")
+            )
+        else:
+            assert f"-> {drawing.head(arrow).value} " in dot
+
+
+def test_the_happy_path_is_one_straight_spine() -> None:
+    """The phases of the happy path share a group and its steps weigh heavily."""
+    dot = diagrams.generate().dot
+    column = drawing.spine()
+    assert [phase.value for phase in column] == [
+        "unprotected", "initial_replication", "protected", "failover_prepared",
+        "failing_over", "failed_over", "committed",
+    ]  # fmt: skip
+    for phase in column:
+        assert re.search(rf"\t{phase.value} \[label=<.*group=spine", dot)
+    for before, after in itertools.pairwise(column):
+        pattern = rf"\t{before.value} -> {after.value} \[[^\n]*weight="
+        assert re.search(pattern, dot), (before, after)
+
+
+def test_a_trigger_from_many_phases_is_one_arrow() -> None:
+    """disable_protection is one arrow from a box naming its seven phases."""
+    dot = diagrams.generate().dot
+    assert dot.count("-> unprotected ") == 1
+    (junction,) = [a for a in drawing.arrows() if a.trigger == "disable_protection"]
+    assert len(junction.sources) == 7
+    assert junction.is_junction
+
+
+def test_the_legend_explains_every_mark() -> None:
+    """The legend names the fills, the happy path, the actors, guards and groups."""
+    dot = diagrams.generate().dot
+    (legend,) = re.findall(r"\tlegend \[label=<(.*)>", dot)
+    for words in (
+        "the VM is protected in this phase",
+        "the VM is not protected",
+        "not after an unplanned one",
+        "the happy path",
+        "a trigger the operator fires",
+        "a trigger the replication agent fires",
+        "a condition on the VM",
+        "steady phase of the",
+        "from each phase listed",
+        "↻",
+    ):
+        assert words in legend, words
+
+
+def test_every_picture_names_the_phases_alike() -> None:
+    """DOT, Mermaid, the Markdown table, the counterexample and the coverage picture
+    all name the phases by ``Phase.value``, as the CLI prints them; none by
+    ``Phase.name``."""
+    scenario = FAILOVER_AND_FAILBACK
+    pictures = {
+        "dot": diagrams.generate().dot,
+        "mermaid": diagrams.generate().mermaid,
+        "markdown": diagrams.markdown(),
+        "trace": overlays.trace_graph(scenario.config, scenario.calls, "t").source,
+        "coverage": overlays.coverage_graph({}, "c").source,
+    }
+    for name, text in pictures.items():
+        for phase in Phase:
+            assert phase.name not in text, (name, phase.name)
+        if name != "markdown":
+            for phase in Phase:
+                assert re.search(rf"\b{phase.value}\b", text), (name, phase)
+
+
+@pytest.mark.skipif(not diagrams.dot_available(), reason="Graphviz 'dot' not installed")
+@pytest.mark.parametrize("picture", ["lifecycle", "trace", "coverage"])
+def test_pictures_fit_a_screen(picture: str) -> None:
+    """Rendered at 96 dpi, each picture is narrower than 1,800 px (it was 4,289)."""
+    scenario = FAILOVER_AND_FAILBACK
+    graphs = {
+        "lifecycle": lambda: diagrams.lifecycle_graph(),
+        "trace": lambda: overlays.trace_graph(scenario.config, scenario.calls, "t"),
+        "coverage": lambda: overlays.coverage_graph({}, "c"),
+    }
+    png = graphs[picture]().pipe(format="png")
+    width, height = struct.unpack(">II", png[16:24])
+    assert width < WIDTH_PX_MAX, (width, height)
+    assert height < WIDTH_PX_MAX, (width, height)
+
+
+def test_a_mutant_step_outside_the_table_is_drawn_and_explained() -> None:
+    """A counterexample whose mutated rule lands off the table shows that step, and
+    the legend says what the dotted red arrow is."""
+    mutant = mutation.lookup("complete_failover_lands_committed")
+    assert mutant is not None
+    config = ModelConfig(vm_count=1)
+    shutdown_skipped = (("point", "latest"), ("shutdown", "skip"))
+    calls = [
+        Call("enable_protection", vm=0),
+        Call("copy_disk", vm=0),
+        Call("copy_disk", vm=0),
+        Call("complete_initial_replication", vm=0),
+        Call("unplanned_failover", vm=0, args=shutdown_skipped),
+        Call("complete_failover", vm=0),
+    ]
+    steps = overlays.trace_steps(config, calls, mutant)
+    assert steps[-1][2] == ("complete_failover", Phase.FAILING_OVER, Phase.COMMITTED)
+    dot = overlays.trace_graph(config, calls, "counterexample", mutant).source
+    assert re.search(
+        r"failing_over -> committed \[label=\"complete_failover \[6\]", dot
+    )
+    assert "a step the lifecycle table does not have" in dot
+    plain = overlays.trace_graph(config, calls[:5], "counterexample").source
+    assert "a step the lifecycle table does not have" not in plain

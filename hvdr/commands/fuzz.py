@@ -242,11 +242,22 @@ def unfinished(
 
 
 def write_report(path: Path, report: FuzzReport) -> None:
-    """An HTML page: the coverage picture and the table of edge counts."""
+    """An HTML page: the coverage picture, its legend and the table of edge counts.
+
+    The picture fills the window's width (its SVG keeps Graphviz's ``viewBox``), and
+    the legend under the heading says what each colour means, as the picture's does.
+    """
     graph = overlays.coverage_graph(report.coverage, "edges taken by hvdr fuzz")
-    picture = overlays.render_svg(graph)
-    if picture is None:
+    svg = overlays.render_svg(graph)
+    if svg is None:
         picture = f"<pre>{html.escape(graph.source)}</pre>"
+    else:
+        picture = f'<div class="picture">{overlays.scalable_svg(svg)}</div>'
+    most = max(report.coverage.values(), default=1)
+    legend = "\n".join(
+        f'<li><span class="swatch" style="background: {color}"></span>{words}</li>'
+        for color, words in overlays.shade_bands(most)
+    )
     rows = "\n".join(
         f"<tr><td>{html.escape(trigger)}</td><td>{source.value}</td>"
         f"<td>{dest.value}</td><td>{report.coverage.get((trigger, source, dest), 0)}"
@@ -254,13 +265,38 @@ def write_report(path: Path, report: FuzzReport) -> None:
         for trigger, source, dest in report.edges
     )
     covered = len(report.edges) - len(report.untaken)
+    never = "".join(
+        f"<li>{html.escape(trigger)}: {source.value} → {dest.value}</li>"
+        for trigger, source, dest in report.untaken
+    )
+    untaken = f"<p>Never taken:</p><ul>{never}</ul>" if never else ""
     path.write_text(
         f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>hvdr fuzz coverage</title></head>
+<html><head><meta charset="utf-8"><title>hvdr fuzz coverage</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: Helvetica, Arial, sans-serif; margin: 1em; }}
+.picture svg {{ max-width: 100%; }}
+.legend {{ list-style: none; padding: 0; }}
+.legend li {{ margin: 0.2em 0; }}
+.swatch {{ display: inline-block; width: 2.5em; height: 0.6em; margin-right: 0.6em;
+  vertical-align: middle; }}
+.swatch.never {{ border-top: 3px dotted {overlays.NEVER_COLOR}; height: 0; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 0.1em 0.5em; }}
+</style></head>
 <body><h1>hvdr fuzz: lifecycle coverage</h1>
 <p>{report.examples} examples, {report.steps} steps (+{report.prefix_steps} to reach
 the starting states), {report.seconds:.1f} s,
 {report.steps_per_second:.0f} steps/s; edges taken {covered}/{len(report.edges)}.</p>
+<p>Each arrow of the lifecycle is coloured by how often the run took its edges, the
+most taken edge of the arrow deciding (numbers in brackets: the count per source
+phase; hover over an arrow for the edges it stands for):</p>
+<ul class="legend" id="legend">
+{legend}
+<li><span class="swatch never"></span>never taken (an arrow that stands for several
+edges marks each one never taken with "(never)")</li>
+</ul>
+{untaken}
 {picture}
 <table border="1"><tr><th>trigger</th><th>from</th><th>to</th><th>taken</th></tr>
 {rows}

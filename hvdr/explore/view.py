@@ -33,9 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import graphviz
-
-from hvdr import diagrams
+from hvdr import diagrams, drawing
 from invariants import mutation
 from invariants import trace as traces
 from invariants.configuration import config_to_json
@@ -58,6 +56,7 @@ from model.successor import RULES, Refusal, Rules, lifecycle_edge
 #: The class the highlighted phase's node carries in the SVG (the page and its
 #: browser test find the current phase by it).
 CURRENT_CLASS = "current"
+CURRENT_COLOR = "red"
 
 
 class RequestError(ValueError):
@@ -329,34 +328,33 @@ def state_rows(
 
 def _phase_marks(
     config: ModelConfig, state: SystemState
-) -> tuple[tuple[str, str], ...]:
-    marks: dict[str, list[str]] = {}
+) -> tuple[tuple[Phase, str], ...]:
+    marks: dict[Phase, list[str]] = {}
     for index, vm in enumerate(state.vms):
-        marks.setdefault(vm.phase.name, []).append(vm_name(config, index))
-    return tuple((phase, ", ".join(names)) for phase, names in sorted(marks.items()))
-
-
-@functools.cache
-def _lifecycle_dot() -> str:
-    return diagrams.generate().dot
+        marks.setdefault(vm.phase, []).append(vm_name(config, index))
+    return tuple((phase, ", ".join(marks[phase])) for phase in Phase if phase in marks)
 
 
 @functools.lru_cache(maxsize=256)
-def lifecycle_svg(marks: tuple[tuple[str, str], ...]) -> str | None:
-    """The lifecycle diagram as SVG with each marked phase (``(Phase name, the VMs
-    in it)``) highlighted; None when Graphviz's ``dot`` is not installed."""
+def lifecycle_svg(marks: tuple[tuple[Phase, str], ...]) -> str | None:
+    """The lifecycle diagram of ``hvdr diagram`` as SVG with each marked phase
+    (``(phase, the VMs in it)``) outlined in red and naming its VMs; None when
+    Graphviz's ``dot`` is not installed."""
     if not diagrams.dot_available():
         return None
-    dot = _lifecycle_dot().rstrip()
-    assert dot.endswith("}"), dot[-40:]
-    lines = []
-    for phase, names in marks:
-        assert phase in Phase.__members__, phase
-        label = f"{phase}\\l▶ {names}\\l".replace('"', '\\"')
-        lines.append(
-            f'\t{phase} [label="{label}" class="{CURRENT_CLASS}" color=red '
-            "fontcolor=red penwidth=4]"
-        )
-    source = dot[:-1] + "\n".join(lines) + "\n}\n"
-    svg: bytes = graphviz.Source(source).pipe(format="svg")
+    names = dict(marks)
+
+    def phase(shown: Phase) -> drawing.Look:
+        look = diagrams.status_phase(shown)
+        if shown not in names:
+            return look
+        attrs = {**look.attrs, "class": CURRENT_CLASS, "color": CURRENT_COLOR,
+                 "penwidth": "4"}  # fmt: skip
+        return drawing.Look(attrs, {shown: f"▶ {names[shown]}"}, CURRENT_COLOR)
+
+    current = (drawing.swatch("white", CURRENT_COLOR), "where the VMs are now")
+    legend = [current, *diagrams.status_legend()]
+    looks = drawing.Looks(drawing.plain_arrow, phase, legend)
+    graph = drawing.draw(diagrams.TITLE, looks)
+    svg: bytes = graph.pipe(format="svg")
     return svg.decode("utf-8")

@@ -96,7 +96,7 @@ def test_explore_in_headless_chromium(
     browser.get(explore_url)
     wait_for_step(browser, 0)
     assert shown_phase(browser) == "unprotected"
-    assert highlighted(browser) == ["UNPROTECTED"]
+    assert highlighted(browser) == ["unprotected"]
     refused = browser.find_element(
         By.CSS_SELECTOR, '#refused li[data-label="commit(vm=0)"]'
     )
@@ -107,7 +107,7 @@ def test_explore_in_headless_chromium(
     ).click()
     wait_for_step(browser, 1)
     assert shown_phase(browser) == "initial_replication"
-    assert highlighted(browser) == ["INITIAL_REPLICATION"]
+    assert highlighted(browser) == ["initial_replication"]
     changed = browser.find_elements(By.CSS_SELECTOR, "#state tr.changed")
     assert "vms[0].phase" in [row.get_attribute("data-path") for row in changed]
 
@@ -130,7 +130,7 @@ def test_explore_in_headless_chromium(
     browser.find_element(By.ID, "back").click()
     wait_for_step(browser, 0)
     assert shown_phase(browser) == "unprotected"
-    assert highlighted(browser) == ["UNPROTECTED"]
+    assert highlighted(browser) == ["unprotected"]
 
     malformed = tmp_path / "malformed.jsonl"
     malformed.write_text('{"action": "enable_protection", "vm": 0}\n{"action": \n')

@@ -77,7 +77,7 @@ def test_the_initial_view_lists_enabled_and_refused_calls_with_reasons() -> None
     assert shown["at"] == 0
     assert shown["phases"] == {"vm0": "unprotected"}
     assert not any(row["changed"] for row in shown["state"])
-    assert highlighted(shown["diagram"]) == ["UNPROTECTED"]
+    assert highlighted(shown["diagram"]) == ["unprotected"]
 
 
 def test_a_step_changes_the_state_the_marks_and_the_highlighted_phase() -> None:
@@ -91,7 +91,7 @@ def test_a_step_changes_the_state_the_marks_and_the_highlighted_phase() -> None:
         "changed": True,
     }
     assert rows["primary.up"]["changed"] is False
-    assert highlighted(shown["diagram"]) == ["INITIAL_REPLICATION"]
+    assert highlighted(shown["diagram"]) == ["initial_replication"]
     assert [step["call"] for step in shown["steps"]] == ["enable_protection(vm=0)"]
 
 
@@ -217,13 +217,13 @@ def test_two_vms_in_one_phase_are_named_on_its_highlighted_node() -> None:
     config = ModelConfig(vm_count=2, fault_budget=1, write_lag_max=1)
     shown = view.show(view.load(view.start(config)))
     assert shown["phases"] == {"vm0": "unprotected", "vm1": "unprotected"}
-    assert highlighted(shown["diagram"]) == ["UNPROTECTED"]
+    assert highlighted(shown["diagram"]) == ["unprotected"]
     assert "▶ vm0, vm1" in shown["diagram"]
     paths = [row["path"] for row in shown["state"]]
     assert "vms[1].phase" in paths
     text = view.take(view.load(view.start(config)), None, PROTECT[0])
     after = highlighted(view.show(view.load(text))["diagram"])
-    assert sorted(after) == ["INITIAL_REPLICATION", "UNPROTECTED"]
+    assert sorted(after) == ["initial_replication", "unprotected"]
 
 
 @pytest.mark.parametrize(
@@ -241,3 +241,15 @@ def test_every_step_of_the_seed_traces_can_be_shown(path: Path) -> None:
         assert shown["at"] == at
         assert shown["enabled"] or shown["refused"]
         assert not any(step["unexpected"] for step in shown["steps"])
+
+
+def test_the_diagram_has_the_lifecycle_legend_and_the_current_phase_mark() -> None:
+    """The explorer's diagram is the lifecycle of ``hvdr diagram`` with its legend,
+    one more row saying what the red outline means, and the CLI's phase names."""
+    shown = view.show(view.load(view.start(SMALL)))
+    svg = shown["diagram"]
+    assert "where the VMs are now" in svg
+    assert "the happy path" in svg
+    assert "a trigger the replication agent fires" in svg
+    assert "UNPROTECTED" not in svg
+    assert "<title>initial_replication</title>" in svg
