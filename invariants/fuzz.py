@@ -1,22 +1,26 @@
 """Guided stateful fuzzing of the model: a Hypothesis ``RuleBasedStateMachine``.
 
-``machine_class(config, rules)`` builds a state machine with one rule per action of
-the model (operator, agent and environment alike), each enabled exactly when the
-model enables a call of that action (its precondition reads ``enabled``), drawing
-one of those calls. After every step the catalogue's ALWAYS properties run as an
-``@invariant`` and the STEP properties on the step itself; a failure raises
-``FuzzViolation`` carrying the whole trace, so ``hvdr fuzz`` can write it as a
-trace file that ``hvdr replay`` reproduces.
+``machine_class(config, rules)`` builds a state machine whose one rule, ``step``,
+draws an action among those the model enables in the current state (operator,
+agent and environment alike, each with the same share), then one of its calls.
+One rule and no preconditions: Hypothesis never has to reject a drawn rule, so no
+input gives up in the rule sampling (with one rule per action, each behind its
+precondition, over a quarter of the inputs did). After every step the catalogue's
+ALWAYS properties run as an ``@invariant`` and the STEP properties on the step
+itself; a failure raises ``FuzzViolation`` carrying the whole trace, so ``hvdr
+fuzz`` can write it as a trace file that ``hvdr replay`` reproduces.
 
 Uniform rule choice from the initial state rarely gets past initial replication,
 so the search is guided: every example starts from a state drawn from a pool of
 states the model can reach (an ``@initialize`` rule replays a shortest path to it,
-checked like any step; a ``jump`` rule starts over from another one, so an example
-visits several), and ``target()`` rewards depth. The pool is computed on the rules
-as written, breadth first, and grouped so that rare situations and every lifecycle
-edge get their own share of the draws (``start_pool``); the indices drawn shrink
-towards the initial state, so a failing example shrinks to a short prefix. A trace
-always starts at the initial state: a jump starts the recorded calls afresh.
+checked like any step; the step's last choice among the actions, ``JUMP``, starts
+over from another one, so an example visits several), and ``target()`` rewards
+depth. The pool is computed on the rules as written, breadth first, and grouped so
+that rare situations and every lifecycle edge get their own share of the draws
+(``start_pool``); the indices drawn shrink towards the initial state, so a failing
+example shrinks to a short prefix. A trace always starts at the initial state: a
+jump starts the recorded calls afresh. A state with no enabled call is a deadlock,
+reported as a RECOVERABILITY failure.
 
 Coverage: each step that fires a lifecycle trigger is counted per concrete edge
 (trigger, source phase, destination phase), the rows ``model.machine`` builds from
@@ -44,7 +48,6 @@ from hypothesis.stateful import (
     get_state_machine_test,
     initialize,
     invariant,
-    precondition,
     rule,
 )
 
@@ -66,6 +69,10 @@ PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrin
 
 #: States in the pool of starting points (breadth first: all the shallow ones).
 POOL_STATES = 4_000
+
+#: The step's pseudo-action that starts over from another reachable state; drawn
+#: last among the enabled actions, so shrinking prefers a real call to a jump.
+JUMP = "(jump to a reachable state)"
 
 
 class FuzzViolation(AssertionError):
@@ -203,16 +210,21 @@ def machine_class(
         ) -> None:
             self.start_over(coarse, data)
 
-        @rule(coarse=st.integers(0, len(starts) - 1), data=st.data())
-        def jump_to_a_reachable_state(self, coarse: int, data: st.DataObject) -> None:
-            self.start_over(coarse, data)
-
-        @precondition(lambda self: not self.enabled())
-        @rule()
-        def no_call_is_enabled(self) -> None:
-            detail = "deadlock: no call is enabled"
-            violation = Violation(RECOVERABILITY, tuple(self.calls), detail)
-            raise FuzzViolation(violation)
+        @rule(data=st.data())
+        def step(self, data: st.DataObject) -> None:
+            calls = self.enabled()
+            if not calls:
+                detail = "deadlock: no call is enabled"
+                violation = Violation(RECOVERABILITY, tuple(self.calls), detail)
+                raise FuzzViolation(violation)
+            actions = [*dict.fromkeys(call.action for call in calls), JUMP]
+            action = data.draw(st.sampled_from(actions), label="action")
+            if action == JUMP:
+                coarse = data.draw(st.integers(0, len(starts) - 1), label="jump")
+                self.start_over(coarse, data)
+                return
+            calls = [call for call in calls if call.action == action]
+            self.take(data.draw(st.sampled_from(calls), label=action))
 
         def teardown(self) -> None:
             target(float(len(self.calls)), label="depth")
@@ -222,25 +234,8 @@ def machine_class(
             for failed in catalogue.failing(config, self.state):
                 raise FuzzViolation(Violation(failed, tuple(self.calls)))
 
-    names = tuple(dict.fromkeys(spec.name for spec in rules.actions.values()))
-    for name in names:
-        setattr(ModelMachine, f"do_{name}", _action_rule(name))
     ModelMachine.__name__ = ModelMachine.__qualname__ = "ModelMachine"
     return ModelMachine
-
-
-def _action_rule(name: str) -> Any:
-    """A rule that takes one enabled call of action ``name``."""
-
-    def has_call(machine: Any) -> bool:
-        return any(call.action == name for call in machine.enabled())
-
-    def take_action(machine: Any, data: st.DataObject) -> None:
-        calls = [call for call in machine.enabled() if call.action == name]
-        machine.take(data.draw(st.sampled_from(calls), label=name))
-
-    take_action.__name__ = take_action.__qualname__ = f"do_{name}"
-    return precondition(has_call)(rule(data=st.data())(take_action))
 
 
 def _edge(
