@@ -26,6 +26,10 @@ Coverage: each step that fires a lifecycle trigger is counted per concrete edge
 (trigger, source phase, destination phase), the rows ``model.machine`` builds from
 ``LIFECYCLE``; ``fuzz`` returns the counts for the report and the diagram.
 
+Seeds and the example database: ``fuzz`` runs seeded batches (``run_in_batches``);
+given a ``database`` (``invariants.databases``), the failures found are saved there
+and every later run replays them first, whatever its seed.
+
 Seam for the engine (a later issue): ``machine_class`` takes ``on_step``, called
 with (pre, call, post) after each accepted step; a conformance machine passes one
 that drives the engine and compares it through the refinement mapping.
@@ -43,6 +47,7 @@ from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings, target
 from hypothesis import strategies as st
+from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     get_state_machine_test,
@@ -53,6 +58,7 @@ from hypothesis.stateful import (
 
 from invariants import catalogue
 from invariants.catalogue import RECOVERABILITY
+from invariants.databases import key_examples
 from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Violation
 from model import Call, ModelConfig, SystemState, initial_state
@@ -158,8 +164,14 @@ def machine_class(
     coverage: Counter[EdgeKey] | None = None,
     tally: Counter[str] | None = None,
     on_step: StepHook | None = None,
+    label: str = "model",
 ) -> type[RuleBasedStateMachine]:
-    """A state machine over ``config`` under ``rules`` (see the module essay)."""
+    """A state machine over ``config`` under ``rules`` (see the module essay).
+
+    ``label`` names the rules (``model``, or a mutant's name): with the
+    configuration it keys the machine's examples in an example database, so a
+    failure saved on a mutant or another configuration is not replayed here.
+    """
     starts = pool if pool is not None else start_pool(config)
     taken: Counter[EdgeKey] = coverage if coverage is not None else Counter()
     steps: Counter[str] = tally if tally is not None else Counter()
@@ -235,6 +247,7 @@ def machine_class(
                 raise FuzzViolation(Violation(failed, tuple(self.calls)))
 
     ModelMachine.__name__ = ModelMachine.__qualname__ = "ModelMachine"
+    key_examples(ModelMachine, label, config)
     return ModelMachine
 
 
@@ -276,6 +289,7 @@ def run_in_batches(
     started: float,
     after_batch: Callable[[int], None] | None = None,
     stop: StopRequest | None = None,
+    database: ExampleDatabase | None = None,
     **extra: Any,
 ) -> tuple[int, _Failure | None]:
     """Run ``machine`` for ``examples`` examples in seeded batches until ``failure``
@@ -286,6 +300,8 @@ def run_in_batches(
     ``shrink=False`` drops targeting and shrinking. ``extra`` are more Hypothesis
     settings; ``after_batch(done)`` is called after each batch; a ``stop`` asked
     (Ctrl-C, ``invariants.interrupts``) ends the run after the batch it is in.
+    With a ``database`` (``invariants.databases``) a failure is saved there and
+    every batch first replays the failures saved before, whatever its seed.
     """
     done = 0
     while done < examples:
@@ -294,7 +310,7 @@ def run_in_batches(
             max_examples=size,
             stateful_step_count=steps,
             deadline=None,
-            database=None,
+            database=database,
             suppress_health_check=list(HealthCheck),
             print_blob=False,
             verbosity=Verbosity.quiet,
@@ -305,7 +321,7 @@ def run_in_batches(
         test = get_state_machine_test(machine, settings=options)
         caught: _Failure | None = None
         try:
-            seed(seed_value + done)(test)()
+            _seeded(test, seed_value + done, keep_database=database is not None)()
         except failure as error:
             caught = error
         done += size
@@ -319,6 +335,23 @@ def run_in_batches(
         if stop is not None and stop.asked:
             break
     return done, None
+
+
+def _seeded(
+    test: Callable[..., None], seed_value: int, *, keep_database: bool
+) -> Callable[..., None]:
+    """``test`` seeded with ``seed_value``, keeping its example database.
+
+    ``hypothesis.seed`` also sets ``database=None`` (Hypothesis' view: a seeded run
+    reproduces, it does not replay); here the seed decides what is generated and the
+    database what is replayed first, so the seed is set the way ``seed`` sets it,
+    without the database change (``tests/stateful/test_example_database.py`` fails
+    if a Hypothesis release stops honouring it).
+    """
+    if not keep_database:
+        return seed(seed_value)(test)
+    setattr(test, "_hypothesis_internal_use_seed", seed_value)  # noqa: B010
+    return test
 
 
 @dataclass(frozen=True)
@@ -354,6 +387,8 @@ def fuzz(
     shrink: bool = True,
     progress: Callable[[int, int], None] | None = None,
     interruptible: bool = False,
+    database: ExampleDatabase | None = None,
+    label: str = "model",
 ) -> FuzzReport:
     """Run ``examples`` examples of up to ``steps`` steps; stop at the first failure.
 
@@ -363,13 +398,16 @@ def fuzz(
     or shrinking (faster; the mutation test needs a kill, not the shortest trace).
     ``progress(examples_done, steps)`` is called after each batch; with
     ``interruptible``, Ctrl-C ends the run after the batch it is in, with the report
-    so far (``interrupted``).
+    so far (``interrupted``). A ``database`` keeps the failures found and replays
+    them first; ``label`` names ``rules`` in its keys (``machine_class``).
     """
     started = time.perf_counter()
     taken: Counter[EdgeKey] = Counter()
     pool = start_pool(config)
     tally: Counter[str] = Counter()
-    machine = machine_class(config, rules, pool=pool, coverage=taken, tally=tally)
+    machine = machine_class(
+        config, rules, pool=pool, coverage=taken, tally=tally, label=label
+    )
 
     def after_batch(done: int) -> None:
         if progress is not None:
@@ -380,6 +418,7 @@ def fuzz(
             machine, FuzzViolation, examples=examples, steps=steps,
             seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
             shrink=shrink, started=started, after_batch=after_batch, stop=stop,
+            database=database,
         )  # fmt: skip
     interrupted = stop.asked and caught is None and done < examples
     failure = None if caught is None else caught.violation

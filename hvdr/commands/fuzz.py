@@ -7,6 +7,13 @@ a failure it prints the shrunk trace, writes it as a trace file (``--trace-out``
 for ``hvdr replay``, and exits with status 1. ``--report FILE.html`` writes the
 coverage picture: the lifecycle with each edge coloured by how often it was taken.
 
+Every run has a seed: ``--seed N``, or a random one, printed first so that
+``--seed N`` repeats the run. Failures are kept in an example database
+(``--database``: ``.hvdr/examples`` by default, a redis:// URL shared by workers on
+several machines, or none; ``invariants.databases``) and replayed first by the next
+run, whatever its seed: a failure found once fails again at once until it is fixed.
+The same seed with the same database contents repeats a run exactly.
+
 For long campaigns the same state machine runs under HypoFuzz through the pytest
 wrapper in ``tests/stateful/`` (see README).
 
@@ -21,9 +28,11 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import secrets
 from pathlib import Path
 from typing import Any
 
+from hypothesis.database import ExampleDatabase
 from rich.console import Console
 
 from hvdr import overlays
@@ -37,9 +46,17 @@ from hvdr.status import ExitStatus, UsageError, check_output_path
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
+from invariants.databases import (
+    DEFAULT_DATABASE,
+    DatabaseUnavailable,
+    example_database,
+)
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.fuzz import FuzzReport, fuzz
 from invariants.interrupts import StopRequest, stop_requests
+
+#: Seeds drawn when none is given are below this (short enough to type again).
+SEED_LIMIT = 2**32
 
 
 def register(subparsers: Any) -> None:
@@ -54,7 +71,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--steps", type=whole_number(1), default=50, metavar="N", help="per example; 50"
     )
-    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="the run's seed (default: a random one, printed first, so that "
+        "--seed N repeats the run)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="DIR|URL|none",
+        default=str(DEFAULT_DATABASE),
+        help="the example database: failures found are saved there and replayed "
+        "first on the next run; a directory (default: %(default)s), a redis:// URL "
+        "that workers on several machines share, or none",
+    )
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -104,9 +135,14 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     check_output_path(args.trace_out, "--trace-out")
     check_output_path(args.report, "--report")
+    database = open_database(args.database)
+    if args.seed is None:
+        args.seed = random_seed()
     if args.engine or args.engine_mutant:
-        return run_engine(args, console)
+        return run_engine(args, console, database)
     config = config_from_args(args)
+    console.print(f"seed {args.seed} (--seed {args.seed} repeats this run); "
+                  f"example database: {args.database}")  # fmt: skip
 
     def plain(done: int, steps: int) -> None:
         print(f"progress: {done}/{args.examples} examples, {steps:,} steps", flush=True)
@@ -114,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "examples": args.examples, "steps": args.steps, "seed_value": args.seed,
         "timeout_seconds": args.timeout, "interruptible": True,
+        "database": database, "label": args.mutant or "model",
     }  # fmt: skip
     if console.is_terminal:
         with console.status("fuzzing"):
@@ -143,6 +180,21 @@ def run(args: argparse.Namespace) -> int:
         )
         return ExitStatus.FAILED
     return unfinished(console, report.examples, args, interrupted=report.interrupted)
+
+
+def random_seed() -> int:
+    """A seed for a run that names none: random, so that runs differ."""
+    return secrets.randbelow(SEED_LIMIT)
+
+
+def open_database(spec: str) -> ExampleDatabase | None:
+    """The ``--database`` named (``invariants.databases``); a usage error if it
+    cannot be opened."""
+    try:
+        return example_database(spec)
+    except DatabaseUnavailable as error:
+        msg = f"--database: {error}"
+        raise UsageError(msg) from None
 
 
 def unfinished(
@@ -202,7 +254,9 @@ MODEL_ONLY = (
 )  # fmt: skip
 
 
-def run_engine(args: argparse.Namespace, console: Console) -> int:
+def run_engine(
+    args: argparse.Namespace, console: Console, database: ExampleDatabase | None
+) -> int:
     """Conformance fuzzing of the engine against the model; 1 on a failure."""
     ignored = [f"--{name.replace('_', '-')}" for name in MODEL_ONLY
                if getattr(args, name, None) is not None]  # fmt: skip
@@ -214,6 +268,8 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
         )
         raise UsageError(msg)
     mutant = ENGINE_MUTANTS.get(args.engine_mutant or "")
+    console.print(f"seed {args.seed} (--seed {args.seed} repeats this run); "
+                  f"example database: {args.database}")  # fmt: skip
 
     def progress(done: int, coverage: Coverage) -> None:
         console.print(
@@ -225,9 +281,9 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
         if mutant is not None:
             console.print(f"[yellow]engine mutant planted: {mutant.name}[/yellow]")
             with mutant.plant():
-                report = _fuzz_engine(args, progress, stop)
+                report = _fuzz_engine(args, progress, stop, database)
         else:
-            report = _fuzz_engine(args, progress, stop)
+            report = _fuzz_engine(args, progress, stop, database)
     interrupted = stop.asked and report.examples < args.examples
     for line in describe_engine_report(report):
         console.print(line)
@@ -256,7 +312,10 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
 
 
 def _fuzz_engine(
-    args: argparse.Namespace, progress: Any, stop: StopRequest
+    args: argparse.Namespace,
+    progress: Any,
+    stop: StopRequest,
+    database: ExampleDatabase | None,
 ) -> ConformanceReport:
     return fuzz_engine(
         examples=args.examples,
@@ -266,6 +325,8 @@ def _fuzz_engine(
         shrink=not args.no_shrink,
         progress=progress,
         stop=stop,
+        database=database,
+        label=args.engine_mutant or "engine",
     )
 
 
