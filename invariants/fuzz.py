@@ -28,7 +28,9 @@ Coverage: each step that fires a lifecycle trigger is counted per concrete edge
 
 Seeds and the example database: ``fuzz`` runs seeded batches (``run_in_batches``);
 given a ``database`` (``invariants.databases``), the failures found are saved there
-and every later run replays them first, whatever its seed.
+and every later run replays them first, whatever its seed. Long campaigns:
+``example_test`` runs the same examples as a plain ``@given`` test for HypoFuzz
+(its docstring says why not the state machine itself).
 
 Seam for the engine (a later issue): ``machine_class`` takes ``on_step``, called
 with (pre, call, post) after each accepted step; a conformance machine passes one
@@ -45,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, Phase, Verbosity, seed, settings, target
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
 from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import (
@@ -184,6 +186,8 @@ def machine_class(
             self._enabled: list[Call] | None = None
             self.in_prefix = False
 
+        starts_count = len(starts)
+
         def enabled(self) -> list[Call]:
             if self._enabled is None:
                 self._enabled = enabled(config, self.state, rules)
@@ -249,6 +253,35 @@ def machine_class(
     ModelMachine.__name__ = ModelMachine.__qualname__ = "ModelMachine"
     key_examples(ModelMachine, label, config)
     return ModelMachine
+
+
+def example_test(
+    config: ModelConfig, rules: Rules = RULES, *, steps: int = 30
+) -> Callable[..., None]:
+    """The machine's examples as a plain ``@given(st.data())`` test, for HypoFuzz.
+
+    Each example starts from a drawn reachable state, draws how many steps to take
+    (1 to ``steps``) and takes them with the machine's ``step`` rule, the same
+    properties checked after each. Not a ``RuleBasedStateMachine`` test: Hypothesis'
+    stateful runner forces some of its choices (whether to stop, at the first and
+    last step), and HypoFuzz (25.11) records forced choices with the others but does
+    not replay them: every stateful input has a forced first choice, so none
+    replays the same, and HypoFuzz, which keeps a behaviour only when a second run
+    of its input reproduces it, records none.
+    """
+    machine = machine_class(config, rules)
+
+    @given(st.data())
+    def run_one_example(data: st.DataObject) -> None:
+        example: Any = machine()  # the rules are methods mypy cannot see
+        example.every_always_property_holds()
+        coarse = data.draw(st.integers(0, example.starts_count - 1), label="start")
+        example.start_from_a_reachable_state(coarse=coarse, data=data)
+        for _ in range(data.draw(st.integers(1, steps), label="steps")):
+            example.step(data=data)
+        example.teardown()
+
+    return run_one_example
 
 
 def _edge(
