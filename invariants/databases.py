@@ -22,6 +22,7 @@ replay differently, which Hypothesis tolerates.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -70,6 +71,19 @@ def example_database(spec: str) -> ExampleDatabase | None:
         msg = f"database {spec!r}: the Redis server does not answer ({error})"
         raise DatabaseUnavailable(msg) from error
     return RedisExampleDatabase(client)
+
+
+@functools.cache
+def shared_example_database(spec: str) -> ExampleDatabase | None:
+    """``example_database(spec)``, one instance per ``spec`` in a process.
+
+    For Hypothesis settings profiles (``tests/conftest.py``): HypoFuzz collects the
+    tests in its hub process and again in each worker it forks, which runs the
+    conftest again, and it skips a test whose database differs from the loaded
+    profile's. Two directory databases on one path compare equal, two Redis
+    databases on one server do not (their clients compare by identity).
+    """
+    return example_database(spec)
 
 
 def key_examples(

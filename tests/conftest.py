@@ -9,7 +9,7 @@ from collections import deque
 import pytest
 from hypothesis import HealthCheck, settings
 
-from invariants.databases import example_database
+from invariants.databases import shared_example_database
 from model import ModelConfig, SystemState, initial_state, successors
 
 settings.register_profile("dev", max_examples=50, deadline=None)
@@ -26,7 +26,7 @@ settings.register_profile(
 SHARED_DATABASE = os.environ.get("HVDR_EXAMPLE_DATABASE")
 if SHARED_DATABASE:
     settings.register_profile(
-        "shared", deadline=None, database=example_database(SHARED_DATABASE)
+        "shared", deadline=None, database=shared_example_database(SHARED_DATABASE)
     )
 settings.load_profile(
     "shared" if SHARED_DATABASE else "ci" if os.environ.get("CI") else "dev"

@@ -141,8 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine or args.engine_mutant:
         return run_engine(args, console, database)
     config = config_from_args(args)
-    console.print(f"seed {args.seed} (--seed {args.seed} repeats this run); "
-                  f"example database: {args.database}")  # fmt: skip
+    announce(console, args)
 
     def plain(done: int, steps: int) -> None:
         print(f"progress: {done}/{args.examples} examples, {steps:,} steps", flush=True)
@@ -180,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return ExitStatus.FAILED
     return unfinished(console, report.examples, args, interrupted=report.interrupted)
+
+
+def announce(console: Console, args: argparse.Namespace) -> None:
+    """The run's seed and example database, first, so a run can be repeated."""
+    console.print(f"seed {args.seed} (--seed {args.seed} repeats this run)")
+    console.print(f"example database: {args.database}")
 
 
 def random_seed() -> int:
@@ -268,8 +273,7 @@ def run_engine(
         )
         raise UsageError(msg)
     mutant = ENGINE_MUTANTS.get(args.engine_mutant or "")
-    console.print(f"seed {args.seed} (--seed {args.seed} repeats this run); "
-                  f"example database: {args.database}")  # fmt: skip
+    announce(console, args)
 
     def progress(done: int, coverage: Coverage) -> None:
         console.print(

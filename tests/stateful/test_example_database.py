@@ -2,23 +2,20 @@
 
 A failure one run finds (on a planted mutant) fails the next run at once, although
 that run alone, with its seed and one example, would pass; the database is a
-directory or a real ``redis-server`` (started on a free port of 127.0.0.1 by the
-fixture), which is how workers on several machines share one. The seed is random
-unless given, printed first, and repeats the run when given.
+directory or a real ``redis-server`` (the ``redis_url`` fixture, ``conftest.py``),
+which is how workers on several machines share one. The seed is random unless
+given, printed first, and repeats the run when given.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,52 +36,6 @@ def hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
 
 def fuzz_mutant(database: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     return hvdr("fuzz", "--mutant", MUTANT, "--database", database, *arguments)
-
-
-def redis_server_path() -> str | None:
-    """redis-server, installed with apt-get where it is missing and we may."""
-    found = shutil.which("redis-server")
-    if found is not None or shutil.which("apt-get") is None or os.geteuid() != 0:
-        return found
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq",
-                                                   "redis-server"]):  # fmt: skip
-        subprocess.run(
-            command, capture_output=True, check=False, timeout=600,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )  # fmt: skip
-    return shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A real redis-server on 127.0.0.1 (a free port, no persistence), stopped after."""
-    server = redis_server_path()
-    if server is None:
-        pytest.skip("redis-server is not installed and apt-get could not install it")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:  # wait until it listens, without sleeping
-            if "Ready to accept connections" in line:
-                break
-        else:
-            pytest.fail(f"redis-server exited with status {process.wait()}")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)  # reads and closes its output too
 
 
 def test_one_example_with_the_quiet_seed_misses_the_mutant() -> None:
@@ -133,7 +84,7 @@ def figures(output: str) -> str:
 
 def test_the_same_seed_repeats_a_run() -> None:
     """Two runs with --seed 11 (and no database) take the same steps."""
-    runs = [hvdr("fuzz", "--examples", "20", "--seed", "11", "--database", "none")
+    runs = [hvdr("fuzz", "--examples", "5", "--seed", "11", "--database", "none")
             for _ in range(2)]  # fmt: skip
     assert [run.returncode for run in runs] == [0, 0]
     assert "seed 11 (--seed 11 repeats this run)" in runs[0].stdout
@@ -142,7 +93,7 @@ def test_the_same_seed_repeats_a_run() -> None:
 
 def test_the_default_seed_is_random_and_printed() -> None:
     """Two runs without --seed print different seeds (and take different steps)."""
-    runs = [hvdr("fuzz", "--examples", "5", "--database", "none") for _ in range(2)]
+    runs = [hvdr("fuzz", "--examples", "1", "--database", "none") for _ in range(2)]
     seeds = [re.search(r"seed (\d+) \(--seed \1 repeats", run.stdout) for run in runs]
     assert all(seed is not None for seed in seeds), runs[0].stdout
     first, second = (seed.group(1) for seed in seeds if seed is not None)
