@@ -22,11 +22,16 @@ settings.register_profile(
 )
 # HVDR_EXAMPLE_DATABASE (a directory or a redis:// URL, invariants.databases) names
 # the example database HypoFuzz workers share: set, it wins over the two above
-# (the ci profile's derandomize implies no database, which HypoFuzz refuses).
+# (derandomize implies no database, and HypoFuzz skips a test that sets it). It is
+# turned off explicitly: with CI set, Hypothesis starts from its own "ci" profile,
+# which derandomizes, and a new profile inherits from it.
 SHARED_DATABASE = os.environ.get("HVDR_EXAMPLE_DATABASE")
 if SHARED_DATABASE:
     settings.register_profile(
-        "shared", deadline=None, database=shared_example_database(SHARED_DATABASE)
+        "shared",
+        deadline=None,
+        derandomize=False,
+        database=shared_example_database(SHARED_DATABASE),
     )
 settings.load_profile(
     "shared" if SHARED_DATABASE else "ci" if os.environ.get("CI") else "dev"
