@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench diagrams clean crash-sweep
+.PHONY: demo test lint bench diagrams clean crash-sweep fuzz-campaign
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 # runs a sample of it (tests/crash/test_crash_points.py).
 crash-sweep: $(STAMP)
 	$(VENV)/bin/python tests/crash/crash_campaign.py
+
+# A HypoFuzz campaign on the model's examples until Ctrl-C, with its dashboard
+# (README, "Long fuzzing campaigns with HypoFuzz"). HVDR_EXAMPLE_DATABASE (a
+# directory or redis://HOST:PORT/DB) names the database; run the same on several
+# machines with one Redis URL to share it. tests/stateful/test_model_machine.py
+# runs a short campaign and checks it records behaviours.
+fuzz-campaign: $(STAMP)
+	$(VENV)/bin/hypothesis fuzz -- tests/stateful/test_model_machine.py
 
 # mypy --strict checks the packages and tests/ (pyproject.toml's [tool.mypy] files;
 # the few settings relaxed for tests are listed there with their reasons).

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from hypothesis import strategies as st
+from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -45,6 +46,7 @@ from hypothesis.stateful import (
 
 from engine.errors import ReplicationError, TransitionNotAllowed
 from invariants import catalogue
+from invariants.databases import key_examples
 from invariants.engine_world import (
     BLOCK,
     DISK_BYTES,
@@ -532,8 +534,11 @@ def machine_class(
     pool: tuple[tuple[tuple[Step, ...], ...], ...] | None = None,
     coverage: Coverage | None = None,
     refusal_share: float = 0.15,
+    label: str = "engine",
 ) -> type[RuleBasedStateMachine]:
-    """A state machine holding the engine to the model (see the module essay)."""
+    """A state machine holding the engine to the model (see the module essay);
+    ``label`` (``engine``, or the planted engine mutant's name) keys its examples
+    in an example database, as ``invariants.fuzz.machine_class`` does."""
     starts = pool if pool is not None else start_pool(config, rules)
     seen = coverage if coverage is not None else Coverage()
     operations = tuple(OPERATIONS)
@@ -624,6 +629,7 @@ def machine_class(
                 self.run(data.draw(st.sampled_from(allowed), label="step"))
 
     ConformanceMachine.__name__ = ConformanceMachine.__qualname__ = "ConformanceMachine"
+    key_examples(ConformanceMachine, label, config)
     return ConformanceMachine
 
 
@@ -824,14 +830,17 @@ def fuzz_engine(
     shrink: bool = True,
     progress: Callable[[int, Coverage], None] | None = None,
     stop: StopRequest | None = None,
+    database: ExampleDatabase | None = None,
+    label: str = "engine",
 ) -> ConformanceReport:
     """Run ``examples`` conformance examples of up to ``steps`` steps each;
     ``shrink=False`` reports the first failing example as found (faster); a
-    ``stop`` asked (Ctrl-C) ends the run after the batch it is in."""
+    ``stop`` asked (Ctrl-C) ends the run after the batch it is in; a ``database``
+    keeps the failures and replays them first (``label``: ``machine_class``)."""
     started = time.perf_counter()
     coverage = Coverage()
     pool = start_pool(config, rules)
-    machine = machine_class(config, rules, pool=pool, coverage=coverage)
+    machine = machine_class(config, rules, pool=pool, coverage=coverage, label=label)
 
     def after_batch(done: int) -> None:
         if progress is not None:
@@ -841,6 +850,7 @@ def fuzz_engine(
         machine, ConformanceFailure, examples=examples, steps=steps,
         seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
         shrink=shrink, started=started, after_batch=after_batch, stop=stop,
+        database=database,
         derandomize=False,  # the seed decides, whatever profile is loaded
     )  # fmt: skip
     return ConformanceReport(done, time.perf_counter() - started, coverage, failure)

@@ -1,26 +1,36 @@
 """Guided stateful fuzzing of the model: a Hypothesis ``RuleBasedStateMachine``.
 
-``machine_class(config, rules)`` builds a state machine with one rule per action of
-the model (operator, agent and environment alike), each enabled exactly when the
-model enables a call of that action (its precondition reads ``enabled``), drawing
-one of those calls. After every step the catalogue's ALWAYS properties run as an
-``@invariant`` and the STEP properties on the step itself; a failure raises
-``FuzzViolation`` carrying the whole trace, so ``hvdr fuzz`` can write it as a
-trace file that ``hvdr replay`` reproduces.
+``machine_class(config, rules)`` builds a state machine whose one rule, ``step``,
+draws an action among those the model enables in the current state (operator,
+agent and environment alike, each with the same share), then one of its calls.
+One rule and no preconditions: Hypothesis never has to reject a drawn rule, so no
+input gives up in the rule sampling (with one rule per action, each behind its
+precondition, over a quarter of the inputs did). After every step the catalogue's
+ALWAYS properties run as an ``@invariant`` and the STEP properties on the step
+itself; a failure raises ``FuzzViolation`` carrying the whole trace, so ``hvdr
+fuzz`` can write it as a trace file that ``hvdr replay`` reproduces.
 
 Uniform rule choice from the initial state rarely gets past initial replication,
 so the search is guided: every example starts from a state drawn from a pool of
 states the model can reach (an ``@initialize`` rule replays a shortest path to it,
-checked like any step; a ``jump`` rule starts over from another one, so an example
-visits several), and ``target()`` rewards depth. The pool is computed on the rules
-as written, breadth first, and grouped so that rare situations and every lifecycle
-edge get their own share of the draws (``start_pool``); the indices drawn shrink
-towards the initial state, so a failing example shrinks to a short prefix. A trace
-always starts at the initial state: a jump starts the recorded calls afresh.
+checked like any step; the step's last choice among the actions, ``JUMP``, starts
+over from another one, so an example visits several), and ``target()`` rewards
+depth. The pool is computed on the rules as written, breadth first, and grouped so
+that rare situations and every lifecycle edge get their own share of the draws
+(``start_pool``); the indices drawn shrink towards the initial state, so a failing
+example shrinks to a short prefix. A trace always starts at the initial state: a
+jump starts the recorded calls afresh. A state with no enabled call is a deadlock,
+reported as a RECOVERABILITY failure.
 
 Coverage: each step that fires a lifecycle trigger is counted per concrete edge
 (trigger, source phase, destination phase), the rows ``model.machine`` builds from
 ``LIFECYCLE``; ``fuzz`` returns the counts for the report and the diagram.
+
+Seeds and the example database: ``fuzz`` runs seeded batches (``run_in_batches``);
+given a ``database`` (``invariants.databases``), the failures found are saved there
+and every later run replays them first, whatever its seed. Long campaigns:
+``example_test`` runs the same examples as a plain ``@given`` test for HypoFuzz
+(its docstring says why not the state machine itself).
 
 Seam for the engine (a later issue): ``machine_class`` takes ``on_step``, called
 with (pre, call, post) after each accepted step; a conformance machine passes one
@@ -37,19 +47,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, Phase, Verbosity, seed, settings, target
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
 from hypothesis import strategies as st
+from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     get_state_machine_test,
     initialize,
     invariant,
-    precondition,
     rule,
 )
 
 from invariants import catalogue
 from invariants.catalogue import RECOVERABILITY
+from invariants.databases import key_examples
 from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Violation
 from model import Call, ModelConfig, SystemState, initial_state
@@ -66,6 +77,10 @@ PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrin
 
 #: States in the pool of starting points (breadth first: all the shallow ones).
 POOL_STATES = 4_000
+
+#: The step's pseudo-action that starts over from another reachable state; drawn
+#: last among the enabled actions, so shrinking prefers a real call to a jump.
+JUMP = "(jump to a reachable state)"
 
 
 class FuzzViolation(AssertionError):
@@ -151,8 +166,14 @@ def machine_class(
     coverage: Counter[EdgeKey] | None = None,
     tally: Counter[str] | None = None,
     on_step: StepHook | None = None,
+    label: str = "model",
 ) -> type[RuleBasedStateMachine]:
-    """A state machine over ``config`` under ``rules`` (see the module essay)."""
+    """A state machine over ``config`` under ``rules`` (see the module essay).
+
+    ``label`` names the rules (``model``, or a mutant's name): with the
+    configuration it keys the machine's examples in an example database, so a
+    failure saved on a mutant or another configuration is not replayed here.
+    """
     starts = pool if pool is not None else start_pool(config)
     taken: Counter[EdgeKey] = coverage if coverage is not None else Counter()
     steps: Counter[str] = tally if tally is not None else Counter()
@@ -164,6 +185,8 @@ def machine_class(
             self.calls: list[Call] = []
             self._enabled: list[Call] | None = None
             self.in_prefix = False
+
+        starts_count = len(starts)
 
         def enabled(self) -> list[Call]:
             if self._enabled is None:
@@ -203,16 +226,21 @@ def machine_class(
         ) -> None:
             self.start_over(coarse, data)
 
-        @rule(coarse=st.integers(0, len(starts) - 1), data=st.data())
-        def jump_to_a_reachable_state(self, coarse: int, data: st.DataObject) -> None:
-            self.start_over(coarse, data)
-
-        @precondition(lambda self: not self.enabled())
-        @rule()
-        def no_call_is_enabled(self) -> None:
-            detail = "deadlock: no call is enabled"
-            violation = Violation(RECOVERABILITY, tuple(self.calls), detail)
-            raise FuzzViolation(violation)
+        @rule(data=st.data())
+        def step(self, data: st.DataObject) -> None:
+            calls = self.enabled()
+            if not calls:
+                detail = "deadlock: no call is enabled"
+                violation = Violation(RECOVERABILITY, tuple(self.calls), detail)
+                raise FuzzViolation(violation)
+            actions = [*dict.fromkeys(call.action for call in calls), JUMP]
+            action = data.draw(st.sampled_from(actions), label="action")
+            if action == JUMP:
+                coarse = data.draw(st.integers(0, len(starts) - 1), label="jump")
+                self.start_over(coarse, data)
+                return
+            calls = [call for call in calls if call.action == action]
+            self.take(data.draw(st.sampled_from(calls), label=action))
 
         def teardown(self) -> None:
             target(float(len(self.calls)), label="depth")
@@ -222,25 +250,38 @@ def machine_class(
             for failed in catalogue.failing(config, self.state):
                 raise FuzzViolation(Violation(failed, tuple(self.calls)))
 
-    names = tuple(dict.fromkeys(spec.name for spec in rules.actions.values()))
-    for name in names:
-        setattr(ModelMachine, f"do_{name}", _action_rule(name))
     ModelMachine.__name__ = ModelMachine.__qualname__ = "ModelMachine"
+    key_examples(ModelMachine, label, config)
     return ModelMachine
 
 
-def _action_rule(name: str) -> Any:
-    """A rule that takes one enabled call of action ``name``."""
+def example_test(
+    config: ModelConfig, rules: Rules = RULES, *, steps: int = 30
+) -> Callable[..., None]:
+    """The machine's examples as a plain ``@given(st.data())`` test, for HypoFuzz.
 
-    def has_call(machine: Any) -> bool:
-        return any(call.action == name for call in machine.enabled())
+    Each example starts from a drawn reachable state, draws how many steps to take
+    (1 to ``steps``) and takes them with the machine's ``step`` rule, the same
+    properties checked after each. Not a ``RuleBasedStateMachine`` test: Hypothesis'
+    stateful runner forces some of its choices (whether to stop, at the first and
+    last step), and HypoFuzz (25.11) records forced choices with the others but does
+    not replay them: every stateful input has a forced first choice, so none
+    replays the same, and HypoFuzz, which keeps a behaviour only when a second run
+    of its input reproduces it, records none.
+    """
+    machine = machine_class(config, rules)
 
-    def take_action(machine: Any, data: st.DataObject) -> None:
-        calls = [call for call in machine.enabled() if call.action == name]
-        machine.take(data.draw(st.sampled_from(calls), label=name))
+    @given(st.data())
+    def run_one_example(data: st.DataObject) -> None:
+        example: Any = machine()  # the rules are methods mypy cannot see
+        example.every_always_property_holds()
+        coarse = data.draw(st.integers(0, example.starts_count - 1), label="start")
+        example.start_from_a_reachable_state(coarse=coarse, data=data)
+        for _ in range(data.draw(st.integers(1, steps), label="steps")):
+            example.step(data=data)
+        example.teardown()
 
-    take_action.__name__ = take_action.__qualname__ = f"do_{name}"
-    return precondition(has_call)(rule(data=st.data())(take_action))
+    return run_one_example
 
 
 def _edge(
@@ -281,6 +322,7 @@ def run_in_batches(
     started: float,
     after_batch: Callable[[int], None] | None = None,
     stop: StopRequest | None = None,
+    database: ExampleDatabase | None = None,
     **extra: Any,
 ) -> tuple[int, _Failure | None]:
     """Run ``machine`` for ``examples`` examples in seeded batches until ``failure``
@@ -291,6 +333,8 @@ def run_in_batches(
     ``shrink=False`` drops targeting and shrinking. ``extra`` are more Hypothesis
     settings; ``after_batch(done)`` is called after each batch; a ``stop`` asked
     (Ctrl-C, ``invariants.interrupts``) ends the run after the batch it is in.
+    With a ``database`` (``invariants.databases``) a failure is saved there and
+    every batch first replays the failures saved before, whatever its seed.
     """
     done = 0
     while done < examples:
@@ -299,7 +343,7 @@ def run_in_batches(
             max_examples=size,
             stateful_step_count=steps,
             deadline=None,
-            database=None,
+            database=database,
             suppress_health_check=list(HealthCheck),
             print_blob=False,
             verbosity=Verbosity.quiet,
@@ -310,7 +354,7 @@ def run_in_batches(
         test = get_state_machine_test(machine, settings=options)
         caught: _Failure | None = None
         try:
-            seed(seed_value + done)(test)()
+            _seeded(test, seed_value + done, keep_database=database is not None)()
         except failure as error:
             caught = error
         done += size
@@ -324,6 +368,23 @@ def run_in_batches(
         if stop is not None and stop.asked:
             break
     return done, None
+
+
+def _seeded(
+    test: Callable[..., None], seed_value: int, *, keep_database: bool
+) -> Callable[..., None]:
+    """``test`` seeded with ``seed_value``, keeping its example database.
+
+    ``hypothesis.seed`` also sets ``database=None`` (Hypothesis' view: a seeded run
+    reproduces, it does not replay); here the seed decides what is generated and the
+    database what is replayed first, so the seed is set the way ``seed`` sets it,
+    without the database change (``tests/stateful/test_example_database.py`` fails
+    if a Hypothesis release stops honouring it).
+    """
+    if not keep_database:
+        return seed(seed_value)(test)
+    setattr(test, "_hypothesis_internal_use_seed", seed_value)  # noqa: B010
+    return test
 
 
 @dataclass(frozen=True)
@@ -359,6 +420,8 @@ def fuzz(
     shrink: bool = True,
     progress: Callable[[int, int], None] | None = None,
     interruptible: bool = False,
+    database: ExampleDatabase | None = None,
+    label: str = "model",
 ) -> FuzzReport:
     """Run ``examples`` examples of up to ``steps`` steps; stop at the first failure.
 
@@ -368,13 +431,16 @@ def fuzz(
     or shrinking (faster; the mutation test needs a kill, not the shortest trace).
     ``progress(examples_done, steps)`` is called after each batch; with
     ``interruptible``, Ctrl-C ends the run after the batch it is in, with the report
-    so far (``interrupted``).
+    so far (``interrupted``). A ``database`` keeps the failures found and replays
+    them first; ``label`` names ``rules`` in its keys (``machine_class``).
     """
     started = time.perf_counter()
     taken: Counter[EdgeKey] = Counter()
     pool = start_pool(config)
     tally: Counter[str] = Counter()
-    machine = machine_class(config, rules, pool=pool, coverage=taken, tally=tally)
+    machine = machine_class(
+        config, rules, pool=pool, coverage=taken, tally=tally, label=label
+    )
 
     def after_batch(done: int) -> None:
         if progress is not None:
@@ -385,6 +451,7 @@ def fuzz(
             machine, FuzzViolation, examples=examples, steps=steps,
             seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
             shrink=shrink, started=started, after_batch=after_batch, stop=stop,
+            database=database,
         )  # fmt: skip
     interrupted = stop.asked and caught is None and done < examples
     failure = None if caught is None else caught.violation

@@ -1,4 +1,5 @@
-"""Shared fixtures and Hypothesis profiles (``dev`` by default, ``ci`` in CI)."""
+"""Shared fixtures and Hypothesis profiles (``dev`` by default, ``ci`` in CI,
+``shared`` when ``HVDR_EXAMPLE_DATABASE`` names a database)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import deque
 import pytest
 from hypothesis import HealthCheck, settings
 
+from invariants.databases import shared_example_database
 from model import ModelConfig, SystemState, initial_state, successors
 
 settings.register_profile("dev", max_examples=50, deadline=None)
@@ -18,7 +20,22 @@ settings.register_profile(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# HVDR_EXAMPLE_DATABASE (a directory or a redis:// URL, invariants.databases) names
+# the example database HypoFuzz workers share: set, it wins over the two above
+# (derandomize implies no database, and HypoFuzz skips a test that sets it). It is
+# turned off explicitly: with CI set, Hypothesis starts from its own "ci" profile,
+# which derandomizes, and a new profile inherits from it.
+SHARED_DATABASE = os.environ.get("HVDR_EXAMPLE_DATABASE")
+if SHARED_DATABASE:
+    settings.register_profile(
+        "shared",
+        deadline=None,
+        derandomize=False,
+        database=shared_example_database(SHARED_DATABASE),
+    )
+settings.load_profile(
+    "shared" if SHARED_DATABASE else "ci" if os.environ.get("CI") else "dev"
+)
 
 #: A small model whose reachable states reach every phase and every edge.
 SMALL = ModelConfig(vm_count=1, fault_budget=1, write_lag_max=1)

@@ -34,9 +34,13 @@ a step, goes back, shows the full state and the lifecycle with the current phase
 highlighted, and loads and saves traces (docs/trace-format.md)."""
 
 EXAMPLE = """\
-example:
+examples:
+  hvdr explore
   hvdr explore --port 0 --config small.json
-  hvdr explore: serving http://127.0.0.1:40461/ (Ctrl-C stops)
+  hvdr explore --vms 2 --mutant commit_keeps_recovery_points
+
+It prints the page's address, e.g. "hvdr explore: serving
+http://127.0.0.1:40461/ (Ctrl-C stops)"; Ctrl-C stops the server (exit 0).
 """
 
 

@@ -9,6 +9,13 @@ replay``, draws it on the lifecycle (``--svg``), and exits with status 1.
 ``--report FILE.html`` writes the coverage picture: the lifecycle with each edge
 coloured by how often it was taken.
 
+Every run has a seed: ``--seed N``, or a random one, printed first so that
+``--seed N`` repeats the run. Failures are kept in an example database
+(``--database``: ``.hvdr/examples`` by default, a redis:// URL shared by workers on
+several machines, or none; ``invariants.databases``) and replayed first by the next
+run, whatever its seed: a failure found once fails again at once until it is fixed.
+The same seed with the same database contents repeats a run exactly.
+
 For long campaigns the same state machine runs under HypoFuzz through the pytest
 wrapper in ``tests/stateful/`` (see README).
 
@@ -23,9 +30,11 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import secrets
 from pathlib import Path
 from typing import Any
 
+from hypothesis.database import ExampleDatabase
 from rich.console import Console
 from rich.markup import escape
 
@@ -40,11 +49,19 @@ from hvdr.status import ExitStatus, UsageError, check_output_path, examples
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
+from invariants.databases import (
+    DEFAULT_DATABASE,
+    DatabaseUnavailable,
+    example_database,
+)
 from invariants.engine_mutants import BY_NAME as ENGINE_MUTANTS
 from invariants.fuzz import FuzzReport, fuzz
 from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Violation
 from model import ModelConfig
+
+#: Seeds drawn when none is given are below this (short enough to type again).
+SEED_LIMIT = 2**32
 
 
 def register(subparsers: Any) -> None:
@@ -80,7 +97,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--steps", type=whole_number(1), default=50, metavar="N", help="per example; 50"
     )
-    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="the run's seed (default: a random one, printed first, so that "
+        "--seed N repeats the run)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="DIR|URL|none",
+        default=str(DEFAULT_DATABASE),
+        help="the example database: failures found are saved there and replayed "
+        "first on the next run; a directory (default: %(default)s), a redis:// URL "
+        "that workers on several machines share, or none",
+    )
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -145,12 +176,16 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.report, "--report")
     check_output_path(args.svg, "--svg")
     check_output_path(args.json, "--json")
+    database = open_database(args.database)
+    if args.seed is None:
+        args.seed = random_seed()
     if args.engine or args.engine_mutant:
         if args.json is not None:
             msg = "--json: not with --engine (it writes the model fuzzer's results)"
             raise UsageError(msg)
-        return run_engine(args, console)
+        return run_engine(args, console, database)
     config = config_from_args(args)
+    announce(console, args)
 
     def plain(done: int, steps: int) -> None:
         print(f"progress: {done}/{args.examples} examples, {steps:,} steps", flush=True)
@@ -158,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "examples": args.examples, "steps": args.steps, "seed_value": args.seed,
         "timeout_seconds": args.timeout, "interruptible": True,
+        "database": database, "label": args.mutant or "model",
     }  # fmt: skip
     if console.is_terminal:
         with console.status("fuzzing"):
@@ -218,6 +254,27 @@ def show_failure(
         f"path drawn in {overlays.write_drawing(graph, args.svg)}", soft_wrap=True
     )
     return ExitStatus.FAILED
+
+
+def announce(console: Console, args: argparse.Namespace) -> None:
+    """The run's seed and example database, first, so a run can be repeated."""
+    console.print(f"seed {args.seed} (--seed {args.seed} repeats this run)")
+    console.print(f"example database: {args.database}")
+
+
+def random_seed() -> int:
+    """A seed for a run that names none: random, so that runs differ."""
+    return secrets.randbelow(SEED_LIMIT)
+
+
+def open_database(spec: str) -> ExampleDatabase | None:
+    """The ``--database`` named (``invariants.databases``); a usage error if it
+    cannot be opened."""
+    try:
+        return example_database(spec)
+    except DatabaseUnavailable as error:
+        msg = f"--database: {error}"
+        raise UsageError(msg) from None
 
 
 def unfinished(
@@ -313,7 +370,9 @@ MODEL_ONLY = (
 )  # fmt: skip
 
 
-def run_engine(args: argparse.Namespace, console: Console) -> int:
+def run_engine(
+    args: argparse.Namespace, console: Console, database: ExampleDatabase | None
+) -> int:
     """Conformance fuzzing of the engine against the model; 1 on a failure."""
     ignored = [f"--{name.replace('_', '-')}" for name in MODEL_ONLY
                if getattr(args, name, None) is not None]  # fmt: skip
@@ -325,6 +384,7 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
         )
         raise UsageError(msg)
     mutant = ENGINE_MUTANTS.get(args.engine_mutant or "")
+    announce(console, args)
 
     def progress(done: int, coverage: Coverage) -> None:
         console.print(
@@ -336,9 +396,9 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
         if mutant is not None:
             console.print(f"[yellow]engine mutant planted: {mutant.name}[/yellow]")
             with mutant.plant():
-                report = _fuzz_engine(args, progress, stop)
+                report = _fuzz_engine(args, progress, stop, database)
         else:
-            report = _fuzz_engine(args, progress, stop)
+            report = _fuzz_engine(args, progress, stop, database)
     interrupted = stop.asked and report.examples < args.examples
     for line in describe_engine_report(report):
         console.print(line)
@@ -367,7 +427,10 @@ def run_engine(args: argparse.Namespace, console: Console) -> int:
 
 
 def _fuzz_engine(
-    args: argparse.Namespace, progress: Any, stop: StopRequest
+    args: argparse.Namespace,
+    progress: Any,
+    stop: StopRequest,
+    database: ExampleDatabase | None,
 ) -> ConformanceReport:
     return fuzz_engine(
         examples=args.examples,
@@ -377,6 +440,8 @@ def _fuzz_engine(
         shrink=not args.no_shrink,
         progress=progress,
         stop=stop,
+        database=database,
+        label=args.engine_mutant or "engine",
     )
 
 

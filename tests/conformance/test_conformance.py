@@ -39,7 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
     """``hvdr`` in a fresh interpreter: the run a user makes, untouched by what
-    other tests left in this process (a run's draws depend on it)."""
+    other tests left in this process (a run's draws depend on it). A fuzz run
+    keeps no example database: what a seed finds must not depend on what an
+    earlier run saved."""
+    if arguments[0] == "fuzz" and "--database" not in arguments:
+        arguments = (*arguments, "--database", "none")
     return subprocess.run(
         [sys.executable, "-m", "hvdr", *arguments],
         capture_output=True, text=True, cwd=ROOT, check=False,
