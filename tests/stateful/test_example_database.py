@@ -54,10 +54,12 @@ def test_a_failure_found_once_fails_the_next_run_at_once(
     else:
         database = str(tmp_path / "examples")
     first = fuzz_mutant(database, "--examples", "100", "--seed", "1",
-                        "--trace-out", str(tmp_path / "first.jsonl"))  # fmt: skip
+                        "--trace-out", str(tmp_path / "first.jsonl"),
+                        "--svg", str(tmp_path / "first.svg"))  # fmt: skip
     assert first.returncode == 1, first.stdout
     second = fuzz_mutant(database, "--examples", "1", "--seed", str(QUIET_SEED),
-                         "--trace-out", str(tmp_path / "second.jsonl"))  # fmt: skip
+                         "--trace-out", str(tmp_path / "second.jsonl"),
+                        "--svg", str(tmp_path / "second.svg"))  # fmt: skip
     assert second.returncode == 1, second.stdout
     assert "commit_discards_every_recovery_point" in " ".join(second.stdout.split())
 
