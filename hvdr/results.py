@@ -148,7 +148,9 @@ def check_body(report: Report) -> dict[str, JsonValue]:
 
 
 def fuzz_body(report: FuzzReport, asked: int, seed: int) -> dict[str, JsonValue]:
-    """The figures of one fuzzing run of the model."""
+    """The figures of one fuzzing run of the model (run with ``beyond``)."""
+    beyond = report.beyond
+    assert beyond is not None, "hvdr fuzz runs with beyond=True"
     untaken: list[JsonValue] = [
         {"trigger": trigger, "source": source.value, "dest": dest.value}
         for trigger, source, dest in report.untaken
@@ -164,6 +166,14 @@ def fuzz_body(report: FuzzReport, asked: int, seed: int) -> dict[str, JsonValue]
         "edges_taken": len(report.edges) - len(report.untaken),
         "untaken": untaken,
         "interrupted": report.interrupted,
+        "beyond": {
+            "states": beyond.states,
+            "views": beyond.views,
+            "outside": beyond.outside,
+            "max_lag": beyond.max_lag,
+            "max_faults_spent": beyond.max_faults_spent,
+            "vms": beyond.vms,
+        },
     }
 
 

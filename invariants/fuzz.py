@@ -61,6 +61,7 @@ from hypothesis.stateful import (
 from invariants import catalogue
 from invariants.catalogue import RECOVERABILITY
 from invariants.databases import key_examples
+from invariants.fuzz_scale import Beyond, BeyondSummary, action_weights, composed_paths
 from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Violation
 from model import Call, ModelConfig, SystemState, initial_state
@@ -113,14 +114,26 @@ def start_pool(
     (a damaged log while replicating back, a committed failover with a site
     disconnected) the same chance as the common ones. One more coarse group per
     lifecycle edge holds the first path found that ends by taking it (an edge back
-    to a state seen before, like resume, ends no shortest path).
+    to a state seen before, like resume, ends no shortest path), and, with several
+    VMs, one per composed path (``invariants.fuzz_scale``: every VM somewhere deep,
+    which a breadth-first pool of several VMs never reaches).
     """
+    return starts_and_weights(config, rules, limit)[0]
+
+
+def starts_and_weights(
+    config: ModelConfig, rules: Rules = RULES, limit: int = POOL_STATES
+) -> tuple[Pool, dict[str, int]]:
+    """The pool (``start_pool``) and the actions' draw weights
+    (``fuzz_scale.action_weights``), from one breadth-first search."""
     start = initial_state(config)
     paths: dict[SystemState, tuple[Call, ...]] = {start: ()}
     through: dict[EdgeKey, tuple[Call, ...]] = {}  # the first path ending on an edge
     queue = deque([start])
     while queue and len(paths) < limit:
         state = queue.popleft()
+        if catalogue.failing(config, state):
+            continue  # a failure already (a mutant's): examples reach it, not past it
         for call, after in successors(config, state, rules):
             edge = _edge(rules, state, call, after)
             if edge is not None and edge not in through:
@@ -136,7 +149,12 @@ def start_pool(
     by_situation = tuple(
         tuple(tuple(group) for group in fine.values()) for fine in groups.values()
     )
-    return by_situation + tuple(((path,),) for path in through.values())
+    deep = tuple(((path,),) for path in composed_paths(config, rules))
+    pool = by_situation + tuple(((path,),) for path in through.values()) + deep
+    # Weights only where the pool could not hold the whole space: a space it holds
+    # is drawn from evenly already (every situation has its group).
+    weights = action_weights(config, paths) if queue else {}
+    return pool, weights
 
 
 def situation(state: SystemState) -> tuple[object, ...]:
@@ -167,6 +185,7 @@ def machine_class(
     tally: Counter[str] | None = None,
     on_step: StepHook | None = None,
     label: str = "model",
+    weights: dict[str, int] | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A state machine over ``config`` under ``rules`` (see the module essay).
 
@@ -174,7 +193,10 @@ def machine_class(
     configuration it keys the machine's examples in an example database, so a
     failure saved on a mutant or another configuration is not replayed here.
     """
-    starts = pool if pool is not None else start_pool(config)
+    if pool is None:
+        pool, weights = starts_and_weights(config, rules)
+    starts = pool
+    weight = weights or {}
     taken: Counter[EdgeKey] = coverage if coverage is not None else Counter()
     steps: Counter[str] = tally if tally is not None else Counter()
 
@@ -233,7 +255,12 @@ def machine_class(
                 detail = "deadlock: no call is enabled"
                 violation = Violation(RECOVERABILITY, tuple(self.calls), detail)
                 raise FuzzViolation(violation)
-            actions = [*dict.fromkeys(call.action for call in calls), JUMP]
+            actions = [
+                action
+                for action in dict.fromkeys(call.action for call in calls)
+                for _ in range(weight.get(action, 1))
+            ]
+            actions.append(JUMP)
             action = data.draw(st.sampled_from(actions), label="action")
             if action == JUMP:
                 coarse = data.draw(st.integers(0, len(starts) - 1), label="jump")
@@ -400,6 +427,7 @@ class FuzzReport:
     failure: Violation | None = None
     untaken: tuple[EdgeKey, ...] = field(default=())
     interrupted: bool = False  # Ctrl-C ended the run (``examples``: batches done)
+    beyond: BeyondSummary | None = None  # how far past check's bounds (``beyond``)
 
     @property
     def steps_per_second(self) -> float:
@@ -422,6 +450,7 @@ def fuzz(
     interruptible: bool = False,
     database: ExampleDatabase | None = None,
     label: str = "model",
+    beyond: bool = False,
 ) -> FuzzReport:
     """Run ``examples`` examples of up to ``steps`` steps; stop at the first failure.
 
@@ -432,15 +461,25 @@ def fuzz(
     ``progress(examples_done, steps)`` is called after each batch; with
     ``interruptible``, Ctrl-C ends the run after the batch it is in, with the report
     so far (``interrupted``). A ``database`` keeps the failures found and replays
-    them first; ``label`` names ``rules`` in its keys (``machine_class``).
+    them first; ``label`` names ``rules`` in its keys (``machine_class``). With
+    ``beyond``, the report says how far past ``hvdr check``'s default space the
+    run went (``invariants.fuzz_scale``).
     """
     started = time.perf_counter()
     taken: Counter[EdgeKey] = Counter()
-    pool = start_pool(config)
+    pool, weights = starts_and_weights(config, rules)
     tally: Counter[str] = Counter()
+    seen = Beyond(config.fault_budget, set()) if beyond else None
+
+    def record(pre: SystemState, call: Call, post: SystemState) -> None:
+        del pre, call
+        assert seen is not None
+        seen.record(post)
+
     machine = machine_class(
-        config, rules, pool=pool, coverage=taken, tally=tally, label=label
-    )
+        config, rules, pool=pool, coverage=taken, tally=tally, label=label,
+        weights=weights, on_step=None if seen is None else record,
+    )  # fmt: skip
 
     def after_batch(done: int) -> None:
         if progress is not None:
@@ -466,4 +505,5 @@ def fuzz(
         failure=failure,
         untaken=tuple(edge for edge in edges if not taken.get(edge)),
         interrupted=interrupted,
+        beyond=None if seen is None else seen.summary(),
     )

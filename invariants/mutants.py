@@ -36,6 +36,7 @@ class Mutant:
     expected: tuple[str, ...]  # each of these kills it on its own
     build: Callable[[], Rules]
     config: ModelConfig | None = None  # where it is looked for (None: the default)
+    fuzz_only: bool = False  # too deep for check in its config: fuzzing finds it
 
     @property
     def rules(self) -> Rules:
@@ -339,6 +340,36 @@ def _moves_on_early(ctx: Context, state: SystemState, try_call: TryCall) -> Syst
     return replace(state, plan_runs=tuple(runs))
 
 
+def _ends_after_two_groups(
+    ctx: Context, state: SystemState, try_call: TryCall
+) -> SystemState:
+    """A plan that reaches its third group ends there, as if it were done (a plan
+    runner whose loop stops one group early: two groups run, the third never)."""
+    del try_call
+    plan = ctx.call.plan or 0
+    after = state.plan_runs[plan]
+    if after is None or after.group != 2:
+        return state
+    runs = list(state.plan_runs)
+    runs[plan] = None
+    return replace(state, plan_runs=tuple(runs))
+
+
+#: The configuration ``configs/fuzz-large.json`` holds (a test keeps the two equal):
+#: three VMs, lags of two writes, three points, three faults, one plan of three
+#: groups. ``hvdr check`` cannot exhaust it; ``hvdr fuzz --config`` it is for.
+FUZZ_LARGE_CONFIG = ModelConfig(
+    vm_count=3,
+    write_lag_max=2,
+    recovery_points_max=3,
+    fault_budget=3,
+    plans=(RecoveryPlan("three-tiers", ((0,), (1,), (2,))),),
+    plan_operations=(
+        "test_failover", "cleanup_test_failover", "planned_failover", "commit",
+    ),
+)  # fmt: skip
+
+
 PLAN_MUTANTS: tuple[Mutant, ...] = (
     Mutant("plan_runs_the_next_group_too", "a plan step starts the next group as well",
            ("plan_step_acts_on_its_group",), lambda: _plan_step(_next_group_too),
@@ -349,6 +380,10 @@ PLAN_MUTANTS: tuple[Mutant, ...] = (
     Mutant("plan_moves_on_early", "a blocked group is left for the next one",
            ("plan_groups_finish_in_order",), lambda: _plan_step(_moves_on_early),
            PLAN_TOGETHER_CONFIG),
+    Mutant("plan_ends_after_two_groups", "a plan of three groups ends after two",
+           ("plan_groups_finish_in_order",),
+           lambda: _plan_step(_ends_after_two_groups), FUZZ_LARGE_CONFIG,
+           fuzz_only=True),
 )  # fmt: skip
 
 MUTANTS: tuple[Mutant, ...] = (*_VM_MUTANTS, *PLAN_MUTANTS)

@@ -152,7 +152,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-shrink",
         action="store_true",
-        help="with --engine: report the first failing example as found (faster)",
+        help="report the first failing example as found, unshrunk (faster; a deep "
+        "configuration's shrinking can take most of the run)",
     )
     parser.set_defaults(handler=run)
 
@@ -193,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "examples": args.examples, "steps": args.steps, "seed_value": args.seed,
         "timeout_seconds": args.timeout, "interruptible": True,
-        "database": database, "label": args.mutant or "model",
+        "database": database, "label": args.mutant or "model", "beyond": True,
+        "shrink": not args.no_shrink,
     }  # fmt: skip
     if console.is_terminal:
         with console.status("fuzzing"):
@@ -211,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"[yellow]  never taken: {trigger}: {source.value} → {dest.value}"
         )
+    if report.beyond is not None:
+        console.print(report.beyond.line())
     if args.report is not None:
         write_report(args.report, report)
         console.print(f"coverage report written to {args.report}")

@@ -25,6 +25,10 @@ from model.lifecycle import STEADY
 from model.successor import Rules
 
 IDS = [mutant.name for mutant in MUTANTS]
+#: The mutants check finds in their configuration (a fuzz-only one is too deep:
+#: tests/mutation/test_fuzz_scale.py shows fuzzing finds it and check does not).
+CHECKED = [mutant for mutant in MUTANTS if not mutant.fuzz_only]
+CHECKED_IDS = [mutant.name for mutant in CHECKED]
 
 
 def test_there_are_at_least_fifteen_mutants() -> None:
@@ -66,7 +70,7 @@ def steady_and_healthy_reachable(
     return False
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, ids=IDS)
+@pytest.mark.parametrize("mutant", CHECKED, ids=CHECKED_IDS)
 def test_check_kills_the_mutant_with_a_replayable_trace(mutant: Mutant) -> None:
     """The explorer finds a violation whose trace replays to it on the mutant."""
     config = where(mutant)
@@ -85,7 +89,7 @@ def test_check_kills_the_mutant_with_a_replayable_trace(mutant: Mutant) -> None:
     assert violation.invariant in steps[-1].violated
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, ids=IDS)
+@pytest.mark.parametrize("mutant", CHECKED, ids=CHECKED_IDS)
 def test_each_expected_invariant_kills_the_mutant_alone(mutant: Mutant) -> None:
     """Checking only the expected invariant still finds the mutant."""
     for name in mutant.expected:
