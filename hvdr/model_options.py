@@ -138,8 +138,13 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
         changes["app_consistent_points"] = args.app_points
     try:
         return replace(config, **changes)
-    except ValueError as error:  # a plan of the file names a VM the flags took away
-        msg = f"--vms {args.vms} with --config {args.config}: {error}"
+    except ValueError as error:  # a plan names a VM the flags took away
+        source = (
+            f"--config {args.config}"
+            if args.config is not None
+            else f"mutant {args.mutant}'s own configuration"
+        )
+        msg = f"--vms {args.vms} with {source}: {error}"
         raise UsageError(msg) from None
 
 

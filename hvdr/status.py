@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -80,3 +81,29 @@ def check_output_path(path: Path | None, flag: str) -> None:
     if not os.access(folder, os.W_OK):
         msg = f"{flag} {str(path)!r}: its folder {str(folder)!r} is not writable"
         raise UsageError(msg)
+    if path.exists() and not os.access(path, os.W_OK):
+        msg = f"{flag} {str(path)!r} exists and is not writable"
+        raise UsageError(msg)
+    try:  # what access() cannot tell (a read-only mount, /proc, root): try it
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        msg = f"{flag} {str(path)!r}: cannot write in {str(folder)!r}: "
+        msg += f"{error.strerror or error}"
+        raise UsageError(msg) from None
+
+
+def check_outputs(*outputs: tuple[Path | None, str]) -> None:
+    """``check_output_path`` for each (path, flag), and refuse one file given to
+    two flags (the second write would overwrite the first)."""
+    seen: dict[Path, str] = {}
+    for path, flag in outputs:
+        check_output_path(path, flag)
+        if path is None:
+            continue
+        key = path.resolve()
+        if key in seen:
+            msg = f"{flag} and {seen[key]} name the same file {str(path)!r}; give "
+            msg += "each output its own"
+            raise UsageError(msg)
+        seen[key] = flag

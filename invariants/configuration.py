@@ -70,7 +70,7 @@ class _Plan(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    name: str = "plan"
+    name: Annotated[str, Field(min_length=1)]
     groups: list[list[Annotated[int, Field(ge=0)]]]
 
 
@@ -93,6 +93,15 @@ class _Schema(BaseModel):
     app_consistent_points: bool = DEFAULT_CONFIG.app_consistent_points
     plans: list[_Plan] = Field(default_factory=list)
     plan_operations: list[str] = Field(default_factory=list)
+
+    @field_validator("faults")
+    @classmethod
+    def _faults_once(cls, kinds: list[FaultKind]) -> list[FaultKind]:
+        twice = sorted({kind.value for kind in kinds if kinds.count(kind) > 1})
+        if twice:
+            msg = f"{twice} given twice; name each fault kind once"
+            raise ValueError(msg)
+        return kinds
 
     @field_validator("plan_operations")
     @classmethod
@@ -167,6 +176,12 @@ def read_config(path: Path) -> ModelConfig:
     except OSError as error:
         msg = f"{path}: cannot read the configuration file: {error.strerror}"
         raise ConfigurationError(msg) from None
+    except UnicodeDecodeError as error:
+        msg = (
+            f"{path}: not UTF-8 text (byte {error.start}); a configuration is a "
+            "JSON file"
+        )
+        raise ConfigurationError(msg) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -198,7 +213,8 @@ def _explain(error: ValidationError, data: Mapping[str, Any]) -> ConfigurationEr
             msg = f"key {name!r} is unknown; a plan has the keys 'name' and 'groups'"
         return ConfigurationError(msg, path)
     if first["type"] == "missing":
-        return ConfigurationError(f"{name} is missing: a plan needs its groups", path)
+        msg = f"{name} is missing: a plan needs a name and its groups"
+        return ConfigurationError(msg, path)
     value = first.get("input")
     reason = first["msg"].removeprefix("Value error, ")
     reason = reason[:1].lower() + reason[1:]

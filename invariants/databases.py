@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
@@ -54,7 +56,7 @@ def example_database(spec: str) -> ExampleDatabase | None:
     if spec.lower() == "none":
         return None
     if not spec.startswith(REDIS_SCHEMES):
-        return DirectoryBasedExampleDatabase(spec)
+        return DirectoryBasedExampleDatabase(_directory(spec))
     try:
         import redis  # noqa: PLC0415 (optional: only a Redis database needs it)
         from hypothesis.extra.redis import RedisExampleDatabase  # noqa: PLC0415
@@ -64,13 +66,49 @@ def example_database(spec: str) -> ExampleDatabase | None:
             "installed; pip install 'hvdr[redis]', or give a directory"
         )
         raise DatabaseUnavailable(msg) from error
-    client = redis.Redis.from_url(spec)
+    try:
+        client = redis.Redis.from_url(spec)
+    except ValueError as error:
+        msg = f"database {spec!r} is not a Redis URL Redis can read: {error}"
+        raise DatabaseUnavailable(msg) from error
     try:
         client.ping()
     except redis.RedisError as error:
         msg = f"database {spec!r}: the Redis server does not answer ({error})"
         raise DatabaseUnavailable(msg) from error
     return RedisExampleDatabase(client)
+
+
+def _directory(spec: str) -> str:
+    """``spec`` as a directory database's path: an existing directory, or a new one
+    whose parent exists (DatabaseUnavailable otherwise: another URL scheme, a file,
+    a parent missing, a folder that cannot be written)."""
+    if "://" in spec:
+        msg = (
+            f"database {spec!r}: only redis://, rediss:// and unix:// URLs are "
+            "databases; give one of those, a directory, or none"
+        )
+        raise DatabaseUnavailable(msg)
+    path = Path(spec)
+    if path.exists() and not path.is_dir():
+        msg = f"database {spec!r} is a file, not a directory; give a directory"
+        raise DatabaseUnavailable(msg)
+    parent = path if path.is_dir() else path.parent
+    if path == DEFAULT_DATABASE:
+        parent.mkdir(parents=True, exist_ok=True)  # the default's own folder, .hvdr
+    if not parent.is_dir():
+        msg = f"database {spec!r}: its folder {str(parent)!r} does not exist"
+        raise DatabaseUnavailable(msg)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        msg = f"database {spec!r}: {str(parent)!r} is not writable"
+        raise DatabaseUnavailable(msg)
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        msg = f"database {spec!r}: cannot write in {str(parent)!r}: {error.strerror}"
+        raise DatabaseUnavailable(msg) from None
+    return spec
 
 
 @functools.cache

@@ -100,7 +100,9 @@ class Call:
             raise ValueError(msg)
         vm, plan, site = data.get("vm"), data.get("plan"), data.get("site")
         for name, value in (("vm", vm), ("plan", plan)):
-            if value is not None and (not isinstance(value, int) or value < 0):
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 msg = f"trace step {action}: {name}={value!r} must be an int >= 0"
                 raise ValueError(msg)
         sites = {member.value: member for member in Site}

@@ -207,6 +207,41 @@ class PlanRun:
     done: frozenset[int] = frozenset()
 
 
+def _check_plan(plan: RecoveryPlan, vm_count: int) -> None:
+    """ValueError naming what is wrong with ``plan``: no name, no group, an empty
+    group, a VM index out of range, or a VM in two groups (or twice in one)."""
+    if not plan.name:
+        msg = "a recovery plan needs a name"
+        raise ValueError(msg)
+    if not plan.groups:
+        msg = f"recovery plan {plan.name!r} has no group; give it at least one"
+        raise ValueError(msg)
+    seen: dict[int, int] = {}
+    for number, group in enumerate(plan.groups, start=1):
+        if not group:
+            msg = f"recovery plan {plan.name!r}: group {number} is empty"
+            raise ValueError(msg)
+        for vm in group:
+            if not 0 <= vm < vm_count:
+                msg = (
+                    f"recovery plan {plan.name!r} names VM index {vm!r}; "
+                    f"valid indices are 0..{vm_count - 1}"
+                )
+                raise ValueError(msg)
+            if vm in seen:
+                where = (
+                    f"twice in group {number}"
+                    if seen[vm] == number
+                    else f"in group {seen[vm]} and again in group {number}"
+                )
+                msg = (
+                    f"recovery plan {plan.name!r}: VM {vm} is {where}; a VM belongs "
+                    "to one group of a plan, once"
+                )
+                raise ValueError(msg)
+            seen[vm] = number
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     """The static parameters of one model: sizes, bounds, faults and plans."""
@@ -235,14 +270,18 @@ class ModelConfig:
                 msg = f"{name}={value!r} must be an int >= {lowest}"
                 raise ValueError(msg)
         for plan in self.plans:
-            for group in plan.groups:
-                for vm in group:
-                    if not 0 <= vm < self.vm_count:
-                        msg = (
-                            f"recovery plan {plan.name!r} names VM index {vm!r}; "
-                            f"valid indices are 0..{self.vm_count - 1}"
-                        )
-                        raise ValueError(msg)
+            _check_plan(plan, self.vm_count)
+        names = [plan.name for plan in self.plans]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            msg = f"recovery plans {twice} are named twice; give each plan its own name"
+            raise ValueError(msg)
+        if self.plans and not self.plan_operations:
+            msg = (
+                "recovery plans are given but no plan_operations: name the operations "
+                "a plan may run (test_failover, planned_failover, commit, ...)"
+            )
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)

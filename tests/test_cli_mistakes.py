@@ -452,3 +452,176 @@ def test_a_trace_step_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     line = one_line_error(hvdr("replay", str(path)))
     assert "unknown keys ['app_consistent']" in line
     assert "line 1" in line
+
+
+def test_a_trace_step_whose_vm_is_a_boolean_is_refused(tmp_path: Path) -> None:
+    """JSON true is no VM index (Python would take it for 1)."""
+    path = write_trace(tmp_path / "t.jsonl", [{"action": "write", "vm": True}])
+    line = one_line_error(hvdr("replay", str(path)))
+    assert "vm=True must be an int >= 0" in line
+
+
+#: The operations every plan case below names (a plan needs some).
+_OPS = '"plan_operations": ["commit"]'
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            '{"vm_count": 2, "plans": [{"name": "p", "groups": [[0], []]}], '
+            + _OPS
+            + "}",
+            "plans: recovery plan 'p': group 2 is empty",
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"name": "p", "groups": []}], ' + _OPS + "}",
+            "plans: recovery plan 'p' has no group",
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"name": "p", "groups": [[0], [0, 1]]}], '
+            + _OPS
+            + "}",
+            "plans: recovery plan 'p': VM 0 is in group 1 and again in group 2",
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"name": "p", "groups": [[0, 0]]}], '
+            + _OPS
+            + "}",
+            "plans: recovery plan 'p': VM 0 is twice in group 1",
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"name": "p", "groups": [[0]]}, '
+            '{"name": "p", "groups": [[1]]}], ' + _OPS + "}",
+            "plans: recovery plans ['p'] are named twice",
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"groups": [[0]]}], ' + _OPS + "}",
+            "plans[0].name is missing: a plan needs a name and its groups",
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"name": "", "groups": [[0]]}], ' + _OPS + "}",
+            'plans[0].name="": string should have at least 1 character',
+        ),
+        (
+            '{"vm_count": 2, "plans": [{"name": "p", "groups": [[0]]}]}',
+            "plans: recovery plans are given but no plan_operations",
+        ),
+        (
+            '{"faults": ["site_crash", "site_crash"]}',
+            "['site_crash'] given twice; name each fault kind once",
+        ),
+    ],
+    ids=[
+        "empty-group",
+        "no-group",
+        "vm-in-two-groups",
+        "vm-twice-in-a-group",
+        "plan-named-twice",
+        "plan-without-name",
+        "plan-with-empty-name",
+        "plans-without-operations",
+        "fault-twice",
+    ],
+)
+def test_a_config_that_makes_no_sense_is_refused_naming_what(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    """A plan definition that cannot run as written (an empty group, a VM in two
+    groups, two plans of one name ...) or a fault named twice: exit 2, one line."""
+    config = tmp_path / "model.json"
+    config.write_text(text + "\n", "utf-8")
+    result = hvdr("check", "--config", str(config))
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    assert words in " ".join(result.stderr.split()), result.stderr
+
+
+def test_a_config_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "model.json"
+    config.write_bytes(b"\xff{}")
+    result = hvdr("check", "--config", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "not UTF-8 text (byte 0)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (
+            ("check", "--budget", "0", "--json", "/proc/hvdr-result.json"),
+            "--json '/proc/hvdr-result.json': cannot write in '/proc'",
+        ),
+        (
+            ("check", "--mutant", "commit_keeps_recovery_points", "--svg",
+             "/proc/hvdr.svg"),
+            "--svg '/proc/hvdr.svg': cannot write in '/proc'",
+        ),
+        (
+            ("fuzz", "--examples", "1", "--report", "/proc/hvdr.html"),
+            "--report '/proc/hvdr.html': cannot write in '/proc'",
+        ),
+        (
+            ("fuzz", "--examples", "1", "--database", "http://example.org/db"),
+            "only redis://, rediss:// and unix:// URLs are databases",
+        ),
+        (
+            ("fuzz", "--examples", "1", "--database", "/hvdr-no-such-folder/db"),
+            "its folder '/hvdr-no-such-folder' does not exist",
+        ),
+        (
+            ("fuzz", "--examples", "1", "--database", "redis://localhost:port:x"),
+            "is not a Redis URL Redis can read",
+        ),
+    ],
+    ids=["json-unwritable", "svg-unwritable", "report-unwritable", "http-database",
+         "database-folder-missing", "redis-url-unreadable"],
+)  # fmt: skip
+def test_an_output_or_database_that_cannot_be_used_is_refused_first(
+    arguments: tuple[str, ...], words: str
+) -> None:
+    """Refused before any work, in one line (exit 2): a folder that cannot be
+    written (``/proc`` refuses new files even to root), a URL that is no database,
+    a database folder whose parent is missing, a Redis URL Redis cannot read."""
+    result = hvdr(*arguments)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert words in " ".join(result.stderr.split()), result.stderr
+    assert not Path("/hvdr-no-such-folder").exists()
+
+
+def test_a_database_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    afile = tmp_path / "db"
+    afile.write_text("not a database", "utf-8")
+    result = hvdr("fuzz", "--examples", "1", "--database", str(afile))
+    assert result.returncode == 2
+    assert "is a file, not a directory" in result.stderr
+    assert afile.read_text("utf-8") == "not a database"
+
+
+def test_one_file_for_two_outputs_is_refused(tmp_path: Path) -> None:
+    """--json and --trace-out naming one file: the second would overwrite the
+    first (the counterexample lost); refused before the run, nothing written."""
+    same = tmp_path / "out.x"
+    result = hvdr("check", "--mutant", "commit_keeps_recovery_points",
+                  "--json", str(same), "--trace-out", str(same))  # fmt: skip
+    assert result.returncode == 2
+    assert "--json and --trace-out name the same file" in " ".join(
+        result.stderr.split()
+    )
+    assert not same.exists()
+
+
+def test_diagram_out_that_is_a_file_or_under_a_missing_folder_is_refused(
+    tmp_path: Path,
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("kept", "utf-8")
+    line = one_line_error(hvdr("diagram", "--out", str(afile)))
+    assert "is a file; give a directory" in line
+    assert afile.read_text("utf-8") == "kept"
+    missing = tmp_path / "no" / "such"
+    line = one_line_error(hvdr("diagram", "--out", str(missing)))
+    assert "does not exist" in line
+    assert not (tmp_path / "no").exists()

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from hvdr import diagrams
-from hvdr.status import examples
+from hvdr.status import UsageError, examples
 
 FORMATS = ("svg", "png", "dot", "mermaid", "markdown")
 
@@ -41,6 +41,13 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the diagrams; without ``dot``, write DOT and Mermaid and say how to."""
     console = Console()
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        msg = f"--out {str(out)!r} is a file; give a directory"
+        raise UsageError(msg)
+    if not out.parent.is_dir():
+        msg = f"--out {str(out)!r}: its folder {str(out.parent)!r} does not exist"
+        raise UsageError(msg)
     formats = set(args.format or ("svg", "dot", "mermaid", "markdown"))
     images = formats & {"svg", "png"}
     if images and not diagrams.dot_available():

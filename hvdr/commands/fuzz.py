@@ -45,7 +45,7 @@ from hvdr.model_options import (
     rules_from_args,
     whole_number,
 )
-from hvdr.status import ExitStatus, UsageError, check_output_path, examples
+from hvdr.status import ExitStatus, UsageError, check_outputs, examples
 from invariants import trace as traces
 from invariants.conformance import CONFIG as ENGINE_CONFIG
 from invariants.conformance import ConformanceReport, Coverage, fuzz_engine
@@ -173,10 +173,12 @@ def positive_seconds(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     """Fuzz; print the figures; the status of ``hvdr.status``."""
     console = Console(highlight=False)
-    check_output_path(args.trace_out, "--trace-out")
-    check_output_path(args.report, "--report")
-    check_output_path(args.svg, "--svg")
-    check_output_path(args.json, "--json")
+    check_outputs(
+        (args.trace_out, "--trace-out"),
+        (args.report, "--report"),
+        (args.svg, "--svg"),
+        (args.json, "--json"),
+    )
     database = open_database(args.database)
     if args.seed is None:
         args.seed = random_seed()
