@@ -8,8 +8,11 @@ prints the one line a person or a script needs, the URL::
 
 The model is chosen as for ``hvdr check`` (``--config FILE`` and the same flags,
 ``hvdr.model_options``); a trace loaded in the page brings its own configuration
-in its header. Exit status: 0 stopped with Ctrl-C; 2 bad usage (a bad
-configuration, a port that cannot be listened on), one line on stderr.
+in its header. A configuration over the explorer's caps
+(``hvdr.explore.view.BOUNDS_MAX``: at most 4 VMs, 8 disks, lag, points and faults,
+8 plans of 8 groups) is refused, here as in the page. Exit status: 0 stopped with
+Ctrl-C; 2 bad usage (a configuration over the caps or otherwise bad, a port that
+cannot be listened on), one line on stderr.
 """
 
 from __future__ import annotations
@@ -89,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from hvdr.explore.app import make_app  # noqa: PLC0415
+    from hvdr.explore.view import over_caps  # noqa: PLC0415
 
     config = config_from_args(args)
+    over = over_caps(config)
+    if over is not None:
+        raise UsageError(over)
     app = make_app(config, args.mutant)
     sock = listen(args.port)
     port = sock.getsockname()[1]

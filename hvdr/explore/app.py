@@ -18,6 +18,11 @@ loads it from a file and saves it as it is, so the server keeps no session. Bad
 input (a body that is not JSON, a malformed trace, an action the model does not
 have or refuses, a step out of range) is answered with status 400 and
 ``{"error": MESSAGE}``, the message naming what was wrong and what is allowed.
+A configuration (``hvdr explore``'s own, or a trace header's) over the caps of
+``view.BOUNDS_MAX``, or a trace of more than ``view.STEPS_MAX`` steps, is a 400 too,
+naming the field, the value and the cap: each request replays its trace, so these
+keep one under a second.
+
 The server is meant for 127.0.0.1 only (``hvdr.commands.explore`` binds it there):
 it has no authentication.
 """
