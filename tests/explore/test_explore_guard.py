@@ -1,6 +1,7 @@
-"""What the explorer refuses so that one request stays cheap, on a real ``hvdr
-explore`` server over real HTTP: a configuration or a trace over the caps (400);
-and the caps at start-up (exit 2)."""
+"""What the explorer refuses so that one request stays cheap and only its own page
+can use it, on a real ``hvdr explore`` server over real HTTP: a configuration over
+the caps (400), a POST that is not JSON (415), a foreign Host (421) or Origin (403),
+a body over the limit (413, read no further); and the caps at start-up (exit 2)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from hvdr.explore.view import STEPS_MAX
+from invariants.trace import TRACE_BYTES_MAX
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +101,86 @@ def test_a_trace_over_the_step_cap_is_refused(explore_url: str) -> None:
     assert status == 400
     expected = f"the trace: {STEPS_MAX + 2} lines is over hvdr explore's cap of "
     assert answer["error"].startswith(expected + f"{STEPS_MAX} steps")
+
+
+@pytest.mark.parametrize(
+    "kind", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_post_that_does_not_say_json_is_415(explore_url: str, kind: str) -> None:
+    """The content types a page of another site may send without asking: refused."""
+    status, answer = ask(explore_url, trace({}), {"Content-Type": kind})
+    assert status == 415
+    assert answer["error"] == (
+        f"Content-Type {kind!r}: /api/view takes application/json only"
+    )
+
+
+def test_json_with_a_charset_is_taken(explore_url: str) -> None:
+    """``application/json; charset=utf-8`` is JSON."""
+    kind = {"Content-Type": "application/json; charset=utf-8"}
+    assert ask(explore_url, trace({}), kind)[0] == 200
+
+
+@pytest.mark.parametrize("path", ["api/view", "api/start", ""])
+def test_a_foreign_host_is_421(explore_url: str, path: str) -> None:
+    """DNS rebinding: another name for 127.0.0.1 is refused, on every route."""
+    port = urllib.parse.urlsplit(explore_url).port
+    body = None if path != "api/view" else trace({})
+    status, answer = ask(explore_url, body, {"Host": f"evil.example:{port}"}, path)
+    assert status == 421, answer
+    assert answer["error"].startswith(f"Host 'evil.example:{port}' is not this")
+
+
+def test_localhost_is_this_server(explore_url: str) -> None:
+    """Host localhost:PORT is the same server."""
+    port = urllib.parse.urlsplit(explore_url).port
+    assert ask(explore_url, trace({}), {"Host": f"localhost:{port}"})[0] == 200
+
+
+def test_a_cross_origin_post_is_403(explore_url: str) -> None:
+    """An Origin of another site is refused; the page's own origin is taken."""
+    status, answer = ask(explore_url, trace({}), {"Origin": "http://evil.example"})
+    assert status == 403
+    assert answer["error"].startswith("Origin 'http://evil.example' is another site's")
+    own = explore_url.rstrip("/")
+    assert ask(explore_url, trace({}), {"Origin": own})[0] == 200
+
+
+def test_a_declared_length_over_the_limit_is_413_unread(explore_url: str) -> None:
+    """Content-Length over the limit: 413 naming it, before a byte is sent."""
+    where = urllib.parse.urlsplit(explore_url)
+    connection = http.client.HTTPConnection(where.netloc, timeout=REFUSAL_SECONDS)
+    try:
+        connection.putrequest("POST", "/api/view")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(600 << 20))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        assert "over 64 MiB" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
+
+
+def test_a_streamed_body_is_refused_at_the_limit(explore_url: str) -> None:
+    """A chunked body that goes on past the limit: answered 413 as soon as the
+    limit is passed, without waiting for (or holding) the rest."""
+    where = urllib.parse.urlsplit(explore_url)
+    connection = http.client.HTTPConnection(where.netloc, timeout=30)
+    chunk = b" " * (1 << 20)
+    try:
+        connection.putrequest("POST", "/api/view")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        for _ in range(TRACE_BYTES_MAX // len(chunk)):
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        connection.send(b"1\r\n \r\n")  # one byte over; the body does not end
+        response = connection.getresponse()
+        assert response.status == 413
+        assert "over 64 MiB" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
 
 
 def hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
