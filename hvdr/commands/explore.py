@@ -8,19 +8,30 @@ prints the one line a person or a script needs, the URL::
 
 The model is chosen as for ``hvdr check`` (``--config FILE`` and the same flags,
 ``hvdr.model_options``); a trace loaded in the page brings its own configuration
-in its header. Exit status: 0 stopped with Ctrl-C; 2 bad usage (a bad
-configuration, a port that cannot be listened on), one line on stderr.
+in its header. A configuration over the explorer's caps
+(``hvdr.explore.view.BOUNDS_MAX``: at most 4 VMs, 8 disks, lag, points and faults,
+8 plans of 8 groups) is refused, here as in the page. Exit status: 0 stopped with
+Ctrl-C or SIGTERM (``hvdr explore: stopped`` on stderr); 2 bad usage (a
+configuration over the caps or otherwise bad, a port that cannot be listened on),
+one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from hvdr.model_options import add_model_arguments, config_from_args, whole_number
 from hvdr.status import ExitStatus, UsageError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 #: The only address the explorer listens on.
 HOST = "127.0.0.1"
@@ -40,7 +51,10 @@ examples:
   hvdr explore --vms 2 --mutant commit_keeps_recovery_points
 
 It prints the page's address, e.g. "hvdr explore: serving
-http://127.0.0.1:40461/ (Ctrl-C stops)"; Ctrl-C stops the server (exit 0).
+http://127.0.0.1:40461/ (Ctrl-C stops)"; Ctrl-C or SIGTERM stops the server
+("hvdr explore: stopped", exit 0). It caps the configuration (at most 4 VMs; 8
+disks, lag, points, faults, plans and groups) and answers only its own page:
+Host 127.0.0.1:PORT or localhost:PORT, POSTs of Content-Type application/json.
 """
 
 
@@ -89,18 +103,50 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from hvdr.explore.app import make_app  # noqa: PLC0415
+    from hvdr.explore.view import over_caps  # noqa: PLC0415
 
     config = config_from_args(args)
+    over = over_caps(config)
+    if over is not None:
+        raise UsageError(over)
     app = make_app(config, args.mutant)
     sock = listen(args.port)
     port = sock.getsockname()[1]
-    print(f"hvdr explore: serving http://{HOST}:{port}/ (Ctrl-C stops)", flush=True)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     )
     try:
-        server.run(sockets=[sock])
+        with _stopping_signals(server):
+            line = f"hvdr explore: serving http://{HOST}:{port}/ (Ctrl-C stops)"
+            print(line, flush=True)
+            server.run(sockets=[sock])
     finally:
         sock.close()
     print("hvdr explore: stopped", file=sys.stderr)
     return ExitStatus.OK
+
+
+@contextlib.contextmanager
+def _stopping_signals(server: uvicorn.Server) -> Iterator[None]:
+    """SIGINT and SIGTERM stop ``server`` (a ``uvicorn.Server``) and nothing else.
+
+    uvicorn catches both to shut down gracefully, then restores the handlers it
+    found and raises the signal again, so that the default handlers end the
+    process: a KeyboardInterrupt (exit 130, "interrupted") for SIGINT, death by
+    SIGTERM. The handlers it finds are these, which ignore the raised signal: the
+    shutdown was the answer to it, and ``run`` returns 0 as documented. They are in
+    place before the start-up line is printed: a signal that comes before
+    uvicorn's own handlers asks the server to stop, as uvicorn's would.
+    """
+    stopping = (signal.SIGINT, signal.SIGTERM)
+
+    def stopped(number: int, frame: FrameType | None) -> None:
+        del number, frame
+        server.should_exit = True
+
+    found = {number: signal.signal(number, stopped) for number in stopping}
+    try:
+        yield
+    finally:
+        for number, handler in found.items():
+            signal.signal(number, handler)

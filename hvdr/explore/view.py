@@ -19,7 +19,10 @@ lists
 
 ``take`` appends a call the model allows after the step shown, and ``back`` goes
 one step back from it; both drop the steps after it, as a browser's history does,
-and return the new trace text. Bad input raises ``RequestError`` with a message in the
+and return the new trace text. ``load`` refuses a configuration over
+``BOUNDS_MAX`` (4 VMs; 8 disks, lag, points, faults, plans and groups) and a trace
+of more than ``STEPS_MAX`` steps: every request replays its trace, and these keep
+one under a second. Bad input raises ``RequestError`` with a message in the
 style of the command line's (what was wrong, what is allowed); nothing here does
 I/O.
 """
@@ -58,6 +61,24 @@ from model.successor import RULES, Refusal, Rules, lifecycle_edge
 CURRENT_CLASS = "current"
 CURRENT_COLOR = "red"
 
+#: The most a configuration given to the explorer may ask for, field by field. Every
+#: request replays its trace and lists every action of every target, so its cost
+#: grows with these (and a plan multiplies the targets): at these caps a request of
+#: a trace of ``STEPS_MAX`` steps took about 0.35 s (measured 2026-12-01), while
+#: ``vm_count`` 3000 held a core for minutes. ``hvdr check`` has no such caps.
+BOUNDS_MAX = {
+    "vm_count": 4,
+    "disks_per_vm": 8,
+    "write_lag_max": 8,
+    "recovery_points_max": 8,
+    "fault_budget": 8,
+    "plans": 8,  # recovery plans, and groups in each
+}
+
+#: The most steps a trace given to the explorer may have (a walk by hand or a
+#: counterexample has tens; each step of a replay costs about 0.15 ms at the caps).
+STEPS_MAX = 2000
+
 
 class RequestError(ValueError):
     """The page sent something the explorer cannot use: a malformed trace, a call
@@ -76,12 +97,44 @@ class Loaded:
     rules: Rules
 
 
+def over_caps(config: ModelConfig) -> str | None:
+    """What in ``config`` is over ``BOUNDS_MAX`` (field, value and cap), or None."""
+    asked = [
+        (name, getattr(config, name), BOUNDS_MAX[name])
+        for name in BOUNDS_MAX
+        if name != "plans"
+    ]
+    asked.append(("len(plans)", len(config.plans), BOUNDS_MAX["plans"]))
+    asked.extend(
+        (f"len(plans[{index}].groups)", len(plan.groups), BOUNDS_MAX["plans"])
+        for index, plan in enumerate(config.plans)
+    )
+    for name, value, cap in asked:
+        if value > cap:
+            caps = ", ".join(f"{key} {most}" for key, most in BOUNDS_MAX.items())
+            caps += f" (of {BOUNDS_MAX['plans']} groups each)"
+            msg = f"{name}={value} is over hvdr explore's cap of {cap} (caps: {caps}; "
+            msg += "hvdr check takes larger configurations)"
+            return msg
+    return None
+
+
 def load(text: str, source: str = "the trace") -> Loaded:
-    """Parse trace-format ``text``; RequestError names the line that is wrong."""
+    """Parse trace-format ``text``; RequestError names the line that is wrong, or
+    the bound over the explorer's caps (``BOUNDS_MAX``, ``STEPS_MAX``)."""
+    lines = sum(1 for line in text.splitlines() if line.strip())
+    if lines > STEPS_MAX + 1:  # checked before parsing: parsing costs time too
+        msg = f"{source}: {lines} lines is over hvdr explore's cap of {STEPS_MAX} "
+        msg += "steps (plus a header)"
+        raise RequestError(msg)
     try:
         trace = traces.loads(text, source)
     except traces.TraceFormatError as error:
         raise RequestError(str(error)) from None
+    over = over_caps(trace.config)
+    if over is not None:
+        msg = f"{source}: the header's config: {over}"
+        raise RequestError(msg)
     rules = RULES
     if trace.mutant is not None:
         found = mutation.lookup(trace.mutant)

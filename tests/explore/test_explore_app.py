@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def request(url: str, body: bytes | None = None) -> tuple[int, Any]:
     """The status and the JSON answer of a GET (no body) or POST."""
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    ask = urllib.request.Request(url, data=body, headers=headers)
     try:
-        with urllib.request.urlopen(url, data=body, timeout=30) as response:
+        with urllib.request.urlopen(ask, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as refused:
         with refused:
