@@ -51,11 +51,15 @@ def _hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 #: The seed each planted bug is looked for with (the engine as it is passes there).
+#: A seed fixes the draws, not what they reach: a change to the harness or to what
+#: the model enables moves a run elsewhere, and a pin can stop catching its bug
+#: (loss_bound_always_zero moved from 0 to 3 on 2026-12-01 after the fuzzers'
+#: rule changes; seeds 0-2 and 4 no longer reach a bound to zero in 40 examples).
 MUTANT_SEEDS = {
     "log_applied_out_of_order": 3,
     "reconciliation_one_short": 0,
     "loss_report_forgets_the_final_sync": 1,
-    "loss_bound_always_zero": 0,
+    "loss_bound_always_zero": 3,
 }
 
 
