@@ -156,6 +156,10 @@ def parse_faults(text: str) -> frozenset[FaultKind]:
         return frozenset()
     kinds = {kind.value: kind for kind in FaultKind}
     names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        msg = f"--faults {text!r} names no fault; give 'none' for no faults, 'all', "
+        msg += "or a comma-separated list"
+        raise UsageError(msg)
     unknown = [name for name in names if name not in kinds]
     if unknown:
         msg = f"--faults: {unknown} unknown; choose 'all', 'none' or from {list(kinds)}"

@@ -625,3 +625,24 @@ def test_diagram_out_that_is_a_file_or_under_a_missing_folder_is_refused(
     line = one_line_error(hvdr("diagram", "--out", str(missing)))
     assert "does not exist" in line
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (("check", "--operator", "drop_guard"), "--operator works only with --mutate"),
+        (
+            ("check", "--dot-max-states", "10"),
+            "--dot-max-states works only with --dot FILE",
+        ),
+        (("check", "--faults", ","), "--faults ',' names no fault"),
+    ],
+    ids=["operator-without-mutate", "dot-limit-without-dot", "faults-empty-list"],
+)
+def test_a_flag_that_would_be_ignored_is_refused(
+    arguments: tuple[str, ...], words: str
+) -> None:
+    """A flag that only means something with another one, given alone, or a fault
+    list naming nothing: refused (exit 2) rather than silently ignored."""
+    line = one_line_error(hvdr(*arguments))
+    assert words in line

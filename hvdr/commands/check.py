@@ -166,7 +166,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dot-max-states",
         type=whole_number(1),
-        default=state_graph.DEFAULT_STATES_MAX,
+        default=None,
         metavar="N",
         help=f"with --dot: refuse a graph of more than N states (default "
         f"{state_graph.DEFAULT_STATES_MAX:,})",
@@ -197,8 +197,24 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def refuse_lone_flags(args: argparse.Namespace) -> None:
+    """UsageError for a flag that means something only with another one, given
+    without it (it would be ignored); then the default of --dot-max-states."""
+    for flag, value, needs in (
+        ("--operator", args.operator, args.mutate),
+        ("--dot-max-states", args.dot_max_states, args.dot is not None),
+    ):
+        if value is not None and not needs:
+            wanted = "--mutate" if flag == "--operator" else "--dot FILE"
+            msg = f"{flag} works only with {wanted}, which is not given"
+            raise UsageError(msg)
+    if args.dot_max_states is None:
+        args.dot_max_states = state_graph.DEFAULT_STATES_MAX
+
+
 def run(args: argparse.Namespace) -> int:
     """Explore; print; write the counterexample; the status of ``hvdr.status``."""
+    refuse_lone_flags(args)
     console = Console()
     check_outputs(
         (args.trace_out, "--trace-out"),
