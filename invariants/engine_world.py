@@ -93,7 +93,9 @@ def slot_of(version: int) -> tuple[str, int]:
 
 def _parse(block: bytes, disk: str, offset: int) -> tuple[int, ...]:
     """The versions a block holds, oldest first (raises MappingError)."""
-    if not any(block):
+    # Zero bytes are counted in C: any() over each 4 KiB block took 40% of a
+    # conformance run (profiled), most blocks of a sparse copy being empty.
+    if block.count(0) == len(block):
         return ()
     magic, count = _HEAD.unpack_from(block)
     if magic != MAGIC or not 0 < count <= VERSIONS_PER_BLOCK:
@@ -104,7 +106,9 @@ def _parse(block: bytes, disk: str, offset: int) -> tuple[int, ...]:
         for i in range(count)
     )
     end = _HEAD.size + count * _VERSION.size
-    if any(block[end:]) or list(versions) != sorted(set(versions)):
+    if block.count(0, end) != len(block) - end or list(versions) != sorted(
+        set(versions)
+    ):
         msg = f"disk {disk!r} block {offset // BLOCK} holds a damaged version list"
         raise MappingError(msg)
     for version in versions:
