@@ -32,7 +32,7 @@ from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import Report, explore
 from invariants.rule_mutants import OPERATORS, RuleMutant
 from model import Call
-from model.successor import Rules
+from model.successor import RULES, Rules
 
 #: States a mutant's search may reach: about 28 times the model's 3,604 at the
 #: default bounds. A mutant that grows its space past it without a finding is reported
@@ -208,6 +208,23 @@ def lookup(name: str) -> Rules | None:
         return hand.BY_NAME[name].rules
     generated = rule_mutants.by_name().get(name)
     return None if generated is None else generated.rules
+
+
+class UnknownMutant(ValueError):
+    """A trace's header names a mutant that does not exist."""
+
+
+def header_rules(mutant: str | None, source: str) -> Rules:
+    """The rules a trace's header asks for: the model's, or the mutant's it names
+    (UnknownMutant, naming ``source``, when there is no such mutant)."""
+    if mutant is None:
+        return RULES
+    found = lookup(mutant)
+    if found is None:
+        msg = f"{source}: the header names mutant {mutant!r}, which does not exist "
+        msg += "(hvdr check --list-mutants lists them)"
+        raise UnknownMutant(msg)
+    return found
 
 
 def known_names() -> list[str]:

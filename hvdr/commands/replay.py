@@ -91,14 +91,11 @@ def run(args: argparse.Namespace) -> int:
             msg = "--json: not with --engine (it writes the model replay's results)"
             raise UsageError(msg)
         return run_engine(trace, console)
-    rules = RULES
+    try:
+        rules = mutation.header_rules(trace.mutant, str(args.file))
+    except mutation.UnknownMutant as error:
+        raise UsageError(str(error)) from None
     if trace.mutant is not None:
-        found = mutation.lookup(trace.mutant)
-        if found is None:
-            msg = f"{args.file}: the header names mutant {trace.mutant!r}, which "
-            msg += "does not exist (hvdr check --list-mutants lists them)"
-            raise UsageError(msg)
-        rules = found
         console.print(f"[yellow]replaying on mutant {trace.mutant}[/yellow]")
     rows: list[counterexample.Shown] = []
     try:

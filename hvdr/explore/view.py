@@ -54,7 +54,7 @@ from model import (
 from model import apply as model_apply
 from model import enabled as model_enabled
 from model.action import Context, vm_name
-from model.successor import RULES, Refusal, Rules, lifecycle_edge
+from model.successor import Refusal, Rules, lifecycle_edge
 
 #: The class the highlighted phase's node carries in the SVG (the page and its
 #: browser test find the current phase by it).
@@ -135,14 +135,10 @@ def load(text: str, source: str = "the trace") -> Loaded:
     if over is not None:
         msg = f"{source}: the header's config: {over}"
         raise RequestError(msg)
-    rules = RULES
-    if trace.mutant is not None:
-        found = mutation.lookup(trace.mutant)
-        if found is None:
-            msg = f"{source}: the header names mutant {trace.mutant!r}, which does "
-            msg += "not exist (hvdr check --list-mutants lists them)"
-            raise RequestError(msg)
-        rules = found
+    try:
+        rules = mutation.header_rules(trace.mutant, source)
+    except mutation.UnknownMutant as error:
+        raise RequestError(str(error)) from None
     return Loaded(trace, rules)
 
 
