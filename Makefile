@@ -5,7 +5,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench diagrams clean crash-sweep fuzz-campaign
 
+# gssapi and krb5 (pyspnego's Kerberos, the network transport) build against MIT
+# krb5's headers: installed with apt-get where krb5-config is missing (fresh
+# Debian/Ubuntu machines run this as root), with the KDC the Kerberos tests start.
 $(STAMP): pyproject.toml
+	@command -v krb5-config >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libkrb5-dev krb5-kdc \
+	    krb5-admin-server krb5-user >/dev/null; } || \
+	  echo "make: MIT Kerberos (libkrb5-dev) is missing and apt-get could not install it;" \
+	    "installing gssapi will fail: install libkrb5-dev and run make again"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
