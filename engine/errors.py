@@ -124,3 +124,21 @@ class ShutdownRefused(ReplicationError):
     A planned failover stops there (nothing changed); an unplanned one goes on from
     the newest point that reached the target, and reports the loss as a bound.
     """
+
+
+class AuthenticationFailed(TransportError):
+    """The replica server could not tell who is calling, or would not believe it.
+
+    No client certificate, one from another CA or out of its validity, a missing,
+    forged or expired Kerberos ticket. Nothing was read or written. The message names
+    what was wrong; fix the credentials and retry.
+    """
+
+
+class NotAuthorised(TransportError):
+    """The caller is authenticated, but the replica server does not serve it.
+
+    A primary server that is not on the server's list, or a request for something
+    outside the caller's own storage location. Nothing was read or written. Add the
+    primary to the server's configuration, or address the server it is listed on.
+    """

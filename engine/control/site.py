@@ -4,7 +4,7 @@ control state.
 Layout under a site's storage root (every name below the root is validated, so a hostile
 VM or disk name cannot escape it)::
 
-    <root>/site.lock                  the owner's lock, who holds it (``site_lock.py``)
+    <root>/site.lock                  the owner's lock (storage/owner_lock.py)
     <root>/control.sqlite3            the site's control state (``store.py``)
     <root>/vms/<vm>/<disk>.img        the disks of the VMs active here
     <root>/vms/<vm>/<disk>.img.hrl    each disk's change log, beside it
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Final
 
 from engine.clock import Clock
-from engine.control.site_lock import SiteLock
 from engine.control.store import ControlStore
 from engine.errors import DamagedState, InvalidConfiguration, InvalidName
 from engine.names import safe_child, validate_disk_name, validate_site_name
 from engine.storage import files
+from engine.storage.owner_lock import SiteLock
 
 CONTROL_FILE: Final = "control.sqlite3"
 DATA_DIRECTORIES: Final = ("vms", "outbox", "inbox", "replicas")

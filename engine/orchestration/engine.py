@@ -104,7 +104,7 @@ class ReplicationEngine:
         self,
         primary: SiteStorage,
         secondary: SiteStorage,
-        transports: Mapping[str, InProcessReplica],
+        transports: Mapping[str, ReplicaTarget],
         clock: Clock,
         *,
         block_bytes: int,
@@ -117,7 +117,16 @@ class ReplicationEngine:
     ) -> None:
         """Use :meth:`open`."""
         self._roots = {PRIMARY: primary.root, SECONDARY: secondary.root}
-        self._in_process = dict(transports)
+        self._in_process = {
+            site: found
+            for site, found in transports.items()
+            if isinstance(found, InProcessReplica)
+        }
+        self._remote = {
+            site: found
+            for site, found in transports.items()
+            if not isinstance(found, InProcessReplica)
+        }
         self._wrap = wrap_transport
         wrapped = {site: self._wrapped(found) for site, found in transports.items()}
         self.sites = Sites(
@@ -150,8 +159,15 @@ class ReplicationEngine:
         wrap_transport: TransportWrapper | None = None,
         crash_point: CrashPoint | None = None,
         guest_shutdown: GuestShutdown | None = None,
+        replica_servers: Mapping[str, ReplicaTarget] | None = None,
     ) -> Self:
         """Own both sites, reopen every VM, finish or roll back interrupted work.
+
+        ``replica_servers[site]``, when given, is the replica interface of ``site``'s
+        replica server (``engine.transport.http.client.HttpReplica``) instead of the
+        in-process one: that server owns the site's replica stores (and finishes what
+        a crash interrupted there). It must serve the same storage root (the engine
+        checks the path the server reports), see docs/network.md.
 
         ``crash_point`` is a test seam (see ``engine.source.shipping``);
         ``wrap_transport`` wraps each in-process replica interface (fault injection);
@@ -168,8 +184,12 @@ class ReplicationEngine:
             Path(primary_root), Path(secondary_root), clock
         )
         try:
-            replicas = {
-                target.name: InProcessReplica.open(
+            remote = _check_servers(
+                replica_servers, {PRIMARY: primary, SECONDARY: secondary}
+            )
+            replicas: dict[str, ReplicaTarget] = {
+                target.name: remote.get(target.name)
+                or InProcessReplica.open(
                     other_site(target.name),
                     target.name,
                     target.root,
@@ -343,6 +363,9 @@ class ReplicationEngine:
     def _set_link(self, up: bool) -> None:  # noqa: FBT001
         for replica in self._in_process.values():
             replica.link_up = up
+        for target in self._remote.values():
+            if hasattr(target, "link_up"):
+                target.link_up = up  # the client's switch: nothing is sent while down
 
     def disconnect_vault(self, site: str) -> None:
         """The site's VMM server loses the vault: no order goes through it."""
@@ -380,17 +403,21 @@ class ReplicationEngine:
             msg = f"site {site!r} is already up"
             raise InvalidConfiguration(msg)
         storage = _open_one(site, self._roots[site], self._clock)
-        try:
-            replica = InProcessReplica.open(
-                other_site(site), site, storage.root, self._clock,
-                link_up=self.sites.link_up, crash_point=self._crash_point,
-            )  # fmt: skip
-        except BaseException:
-            storage.close()
-            raise
-        self._in_process[site] = replica
-        self.sites.mark_up(site, storage, self._wrapped(replica))
-        outcomes: dict[str, str] = dict(replica.recovered)
+        outcomes: dict[str, str] = {}
+        if site in self._remote:  # its replica server recovers its own stores
+            self.sites.mark_up(site, storage, self._wrapped(self._remote[site]))
+        else:
+            try:
+                replica = InProcessReplica.open(
+                    other_site(site), site, storage.root, self._clock,
+                    link_up=self.sites.link_up, crash_point=self._crash_point,
+                )  # fmt: skip
+            except BaseException:
+                storage.close()
+                raise
+            self._in_process[site] = replica
+            self.sites.mark_up(site, storage, self._wrapped(replica))
+            outcomes.update(replica.recovered)
         with self._lock:
             for name in self._known_names():
                 vm = self._vms.get(name)
@@ -403,7 +430,7 @@ class ReplicationEngine:
                     outcomes[name] = outcome
         return outcomes
 
-    def _wrapped(self, replica: InProcessReplica) -> ReplicaTarget:
+    def _wrapped(self, replica: ReplicaTarget) -> ReplicaTarget:
         return replica if self._wrap is None else self._wrap(replica)
 
     def vm_names(self) -> tuple[str, ...]:
@@ -695,6 +722,36 @@ def _open_sites(
             lock.release()
         raise
     return opened[0], opened[1]
+
+
+def _check_servers(
+    servers: object, storage: Mapping[str, SiteStorage]
+) -> dict[str, ReplicaTarget]:
+    """Replica servers by site, each serving the site's own storage root."""
+    if servers is None:
+        return {}
+    if not isinstance(servers, Mapping):
+        msg = f"replica_servers={servers!r} must map site names to replica servers"
+        raise InvalidConfiguration(msg)
+    found: dict[str, ReplicaTarget] = {}
+    for name, target in servers.items():
+        site = _site(name)
+        if getattr(target, "site_name", None) != site:
+            msg = f"replica_servers[{site!r}] serves site "
+            msg += f"{getattr(target, 'site_name', None)!r}, not {site!r}"
+            raise InvalidConfiguration(msg)
+        location = getattr(target, "storage_location", None)
+        if callable(location):
+            served = Path(location()).resolve()
+            root = storage[site].root.resolve()
+            if served != root:
+                msg = f"the replica server of site {site!r} serves {str(served)!r}, "
+                msg += f"but the site's storage root is {str(root)!r}: a site's "
+                msg += "replica server and its engine share one storage root "
+                msg += "(docs/network.md)"
+                raise InvalidConfiguration(msg)
+        found[site] = target
+    return found
 
 
 def _open_one(name: str, root: Path, clock: Clock) -> SiteStorage:

@@ -37,7 +37,6 @@ differ, and the caller compares every block instead.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from collections.abc import Iterable, Iterator
@@ -219,29 +218,38 @@ class BlockSet:
         """
         path = Path(path)
         try:
-            stream = path.open("rb")
+            body = path.read_bytes()
         except FileNotFoundError as error:
             _damaged(path, "it is missing", error)
-        with stream:
-            file_bytes = os.fstat(stream.fileno()).st_size
-            header = stream.read(HEADER.size)
-            found_size, found_block = _check_header(path, header, file_bytes)
-            _check_expected(path, (found_size, found_block), (size_bytes, block_bytes))
-            body = header + stream.read(file_bytes - HEADER.size)
-        if len(body) != file_bytes:
-            _damaged(path, f"it shrank while being read ({len(body)} bytes read)")
+        return cls.from_bytes(
+            body, what=str(path), size_bytes=size_bytes, block_bytes=block_bytes
+        )
+
+    @classmethod
+    def from_bytes(
+        cls,
+        body: bytes,
+        *,
+        what: str,
+        size_bytes: int | None = None,
+        block_bytes: int | None = None,
+    ) -> Self:
+        """The set whose file form is ``body`` (``what`` names it in errors), checked
+        as :meth:`load` checks a file: any damage is :class:`DamagedState`."""
+        found_size, found_block = _check_header(what, body[: HEADER.size], len(body))
+        _check_expected(what, (found_size, found_block), (size_bytes, block_bytes))
         found = cls(found_size, found_block)
         bitmap = body[HEADER.size : -CRC.size]
         (stored,) = CRC.unpack(body[-CRC.size :])
         computed = google_crc32c.value(body[: -CRC.size])
         if stored != computed:
             detail = f"CRC32C mismatch (stored {stored:#010x}, "
-            _damaged(path, detail + f"computed {computed:#010x})")
+            _damaged(what, detail + f"computed {computed:#010x})")
         found._bits[:] = bitmap
         padding = len(bitmap) * 8 - found.block_count
         if padding and bitmap[-1] >> (8 - padding):
             last = found.block_count - 1
-            _damaged(path, f"bits past its last block ({last}) are set")
+            _damaged(what, f"bits past its last block ({last}) are set")
         return found
 
     # -- internals ---------------------------------------------------------------------
@@ -282,7 +290,7 @@ def _as_int(bits: bytearray) -> int:
     return int.from_bytes(bits, "little")
 
 
-def _check_header(path: Path, header: bytes, file_bytes: int) -> tuple[int, int]:
+def _check_header(path: str | Path, header: bytes, file_bytes: int) -> tuple[int, int]:
     """Return (size_bytes, block_bytes) of a well-formed header of the right length."""
     if len(header) < HEADER.size:
         _damaged(path, f"it is {file_bytes} bytes, shorter than its header")
@@ -309,7 +317,7 @@ def _check_header(path: Path, header: bytes, file_bytes: int) -> tuple[int, int]
 
 
 def _check_expected(
-    path: Path, found: tuple[int, int], expected: tuple[int | None, int | None]
+    path: str | Path, found: tuple[int, int], expected: tuple[int | None, int | None]
 ) -> None:
     """Refuse a set for another geometry than the one the caller expects."""
     size_bytes, block_bytes = expected
@@ -321,6 +329,8 @@ def _check_expected(
         _damaged(path, detail)
 
 
-def _damaged(path: Path, what: str, cause: BaseException | None = None) -> NoReturn:
+def _damaged(
+    path: str | Path, what: str, cause: BaseException | None = None
+) -> NoReturn:
     msg = f"block set {str(path)!r} is damaged: {what}; {WHAT_TO_DO}"
     raise DamagedState(msg) from cause

@@ -25,6 +25,7 @@ A full target raises :class:`StorageFull` and removes what was partly copied.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -114,6 +115,23 @@ def deliver_disk_image(
         msg = f"the target is out of space receiving disk {disk!r} of VM {vm_name!r}; "
         msg += "nothing was delivered: free space and retry"
         raise StorageFull(msg) from error
+
+
+def accept_disk_image(root: Path, vm_name: str, disk: str, received: Path) -> None:
+    """Move a disk image received whole (a network upload under ``root``) into the
+    inbox, durably: the image arrives renamed, so the inbox never holds part of it."""
+    validate_disk_name(disk)
+    directory = initial_copy_directory(root, vm_name)
+    filesystem.make_directory_durably(directory)
+    target = safe_child(directory, disk + IMAGE_SUFFIX)
+    descriptor = filesystem.current().open(received, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        filesystem.current().fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    filesystem.current().rename(received, target)
+    fsync_directory(directory)
+    fsync_directory(received.parent)
 
 
 def remove_delivered(root: Path, vm_name: str, cycle_id: int) -> None:

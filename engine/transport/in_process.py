@@ -180,6 +180,17 @@ class InProcessReplica:
             self._files_shipped += 1
             self._initial_copies_shipped += 1
 
+    def receive_disk_image(self, vm_name: str, disk: str, received: Path) -> None:
+        """Take one disk image of an initial copy that arrived whole under the root
+        (a replica server's finished upload): moved into the inbox, not copied."""
+        with self._lock:
+            self._owned_store(vm_name)
+            size = received.stat().st_size
+            delivery.accept_disk_image(self._root, vm_name, disk, received)
+            self._bytes_shipped += size
+            self._files_shipped += 1
+            self._initial_copies_shipped += 1
+
     def install_initial_copy(self, vm_name: str) -> None:
         """Swap the delivered images in (a restart may find some moved already)."""
         with self._lock:

@@ -18,10 +18,10 @@ import pytest
 
 from engine.control.schema import SCHEMA_VERSION
 from engine.control.site import CONTROL_FILE, SiteStorage
-from engine.control.site_lock import LOCK_FILE
 from engine.control.store import ControlStore
 from engine.errors import DamagedState, InvalidConfiguration, SiteLocked
 from engine.orchestration.engine import ReplicationEngine
+from engine.storage.owner_lock import LOCK_FILE
 from engine.testing import ManualClock
 
 REPOSITORY = Path(__file__).resolve().parents[2]

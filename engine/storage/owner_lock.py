@@ -59,14 +59,17 @@ class SiteLock:
         self._descriptor: int | None = descriptor
 
     @classmethod
-    def acquire(cls, site_name: str, root: Path, clock: Clock) -> SiteLock:
+    def acquire(
+        cls, site_name: str, root: Path, clock: Clock, *, file_name: str = LOCK_FILE
+    ) -> SiteLock:
         """Lock the site ``site_name`` at ``root`` (an existing directory) or refuse.
 
         Raises :class:`SiteLocked` naming the holder when another open file (in this
         process or another) holds the lock. Nothing else in ``root`` is read or
-        created.
+        created. ``file_name`` names another role's lock in the same root (a replica
+        server's storage location, ``engine.transport.http.server``).
         """
-        path = Path(root) / LOCK_FILE
+        path = Path(root) / file_name
         fs = files.current()
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:

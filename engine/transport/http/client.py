@@ -1,0 +1,498 @@
+"""The primary's side of the network transport: the replica interface over HTTP(S).
+
+:class:`HttpReplica` implements :class:`~engine.transport.interface.ReplicaTarget`
+against a replica server (``server.py``), with the same calls, arguments, results and
+error types as the in-process replica, so nothing above the seam changes.
+
+- **Uploads resume.** An initial copy's disk image and a cycle's logs travel in chunks
+  (:data:`~engine.transport.http.wire.CHUNK_BYTES_DEFAULT`), each with its CRC32C; the
+  server acknowledges a chunk once it is durable. After a cut connection the client
+  asks where the upload stands and goes on from there, never from byte 0. Holes of a
+  sparse image travel as their length only.
+- **Retries with backoff, bounded.** A request that fails in transport (refused or cut
+  connection, timeout) is sent again after a delay that doubles up to
+  :attr:`RetryPolicy.max_delay`, at most :attr:`RetryPolicy.attempts` times and never
+  past :attr:`RetryPolicy.deadline` seconds; every call of the interface is idempotent
+  on the server (a cycle is applied once however often it is sent), so a retry after a
+  lost answer is safe. Then :class:`~engine.errors.TransportError` names the server,
+  the attempts and the last error.
+- **Refusals are not retried.** A refusal keeps its type across the wire
+  (``wire.ERRORS``); a TLS handshake that fails on a certificate is
+  :class:`~engine.errors.AuthenticationFailed`, not a network fault.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import google_crc32c
+import httpx
+
+from engine.errors import (
+    AuthenticationFailed,
+    InvalidConfiguration,
+    ReplicationError,
+    TransportError,
+)
+from engine.names import validate_disk_name, validate_site_name, validate_vm_name
+from engine.replica.recovery_point import RecoveryPoint
+from engine.storage.block_set import BlockSet
+from engine.storage.digests import DIGEST_BYTES
+from engine.storage.sparse_copy import data_extents
+from engine.transport.http import wire
+from engine.transport.http.uploads import initial_key, log_key
+from engine.transport.interface import (
+    CycleShipment,
+    DiskReader,
+    Progress,
+    ReplicaStatus,
+    TestVmDisks,
+)
+
+HEALTH_TIMEOUT_SECONDS: Final = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often, and for how long, a request failing in transport is sent again."""
+
+    attempts: int = 6
+    first_delay: float = 0.2
+    max_delay: float = 5.0
+    deadline: float = 120.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            msg = f"attempts={self.attempts!r} must be an int >= 1"
+            raise InvalidConfiguration(msg)
+        if self.attempts < 1 or self.first_delay < 0 or self.max_delay < 0:
+            msg = f"{self!r}: attempts must be >= 1 and the delays >= 0"
+            raise InvalidConfiguration(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a replica server says of itself (``GET /v1/health``)."""
+
+    status: str  # "ready" or "warning"
+    reasons: tuple[str, ...]
+    free_bytes: int
+    site: str
+    caller: str
+    location: str  # the caller's storage location at the server
+
+
+class HttpReplica:
+    """The replicas held at a target site's replica server, reached over HTTP(S)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        site_name: str,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: httpx.Auth | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        chunk_bytes: int = wire.CHUNK_BYTES_DEFAULT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``url`` is the server's base (``https://replica.example:8443``)."""
+        self._site = validate_site_name(site_name)
+        parsed = httpx.URL(url)
+        if parsed.scheme not in {"http", "https"} or not parsed.host:
+            msg = f"url={url!r} must be http://HOST:PORT or https://HOST:PORT"
+            raise InvalidConfiguration(msg)
+        if parsed.scheme == "https" and ssl_context is None:
+            msg = f"url={url!r} is HTTPS: give the ssl_context holding this primary's "
+            msg += "certificate and the CA (engine.transport.http.tls.client_context)"
+            raise InvalidConfiguration(msg)
+        if chunk_bytes < 4096:
+            msg = f"chunk_bytes={chunk_bytes!r} must be at least 4096"
+            raise InvalidConfiguration(msg)
+        self.url = str(parsed).rstrip("/")
+        self._retry = retry or RetryPolicy()
+        self._chunk = chunk_bytes
+        self._sleep = sleep
+        self.link_up = True  # the engine's link switch: False refuses every transfer
+        self._client = httpx.Client(
+            base_url=self.url,
+            verify=ssl_context if ssl_context is not None else True,
+            auth=auth,
+            timeout=timeout,
+            trust_env=False,
+        )
+        self.retries = 0  # requests sent again after a transport failure
+        self.requests = 0  # requests answered by the server
+
+    @property
+    def site_name(self) -> str:
+        """The target site."""
+        return self._site
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._client.close()
+
+    def reachable(self) -> bool:
+        """Whether the server answers an authenticated health check now."""
+        if not self.link_up:
+            return False
+        try:
+            self.health(timeout=HEALTH_TIMEOUT_SECONDS)
+        except ReplicationError:
+            return False
+        return True
+
+    def health(self, *, timeout: float | None = None) -> Health:
+        """The server's health as it reports it (one attempt, no retry)."""
+        response = self._send("GET", wire.API + "/health", attempts=1, timeout=timeout)
+        body = response.json()
+        return Health(
+            status=str(body["status"]),
+            reasons=tuple(str(reason) for reason in body["reasons"]),
+            free_bytes=int(body["free_bytes"]),
+            site=str(body["site"]),
+            caller=str(body["caller"]),
+            location=str(body["location"]),
+        )
+
+    def storage_location(self) -> str:
+        """The folder the server keeps this primary's replicas in (its health says)."""
+        return self.health().location
+
+    # -- the replica interface ---------------------------------------------------------
+
+    def create_replica(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """Create an empty replica store for ``vm_name`` (replacing any earlier one)."""
+        body = {"disks": dict(disks), "retention_count": retention_count}
+        self._send("PUT", _vm(vm_name), json=body)
+
+    def remove_replica(self, vm_name: str) -> None:
+        """Delete the replica of ``vm_name`` and everything delivered for it."""
+        self._send("DELETE", _vm(vm_name))
+
+    def send_disk_image(
+        self,
+        vm_name: str,
+        disk: str,
+        image: Path,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        """Upload one disk image (resuming where a cut upload stopped), then hand it
+        to the replica's inbox whole."""
+        self._check_link(f"disk {disk!r} of VM {vm_name!r}")
+        size = self._upload(vm_name, initial_key(disk), Path(image), progress)
+        path = f"{_vm(vm_name)}/initial/{validate_disk_name(disk)}"
+        self._send("POST", path, json={"size": size})
+
+    def install_initial_copy(self, vm_name: str) -> None:
+        """Swap the delivered images in (before any recovery point); idempotent."""
+        self._send("POST", f"{_vm(vm_name)}/initial-copy")
+
+    def apply_cycle(self, vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
+        """Upload the cycle's sealed logs as they lie on disk, then have the server
+        verify every record and apply the cycle to all disks or none."""
+        self._check_link(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
+        sizes = {
+            disk: self._upload(vm_name, log_key(shipment.cycle_id, disk), path, None)
+            for disk, path in shipment.logs.items()
+        }
+        body = {
+            "epoch": shipment.epoch,
+            "app_consistent": shipment.app_consistent,
+            "last_sequences": dict(shipment.last_sequences),
+            "resync": shipment.resync,
+            "sizes": sizes,
+        }
+        path = f"{_vm(vm_name)}/cycles/{shipment.cycle_id}"
+        return wire.point_from_json(self._send("POST", path, json=body).json())
+
+    def block_digests(
+        self,
+        vm_name: str,
+        disk: str,
+        block_bytes: int,
+        *,
+        blocks: Sequence[int] | None = None,
+    ) -> list[bytes]:
+        """One digest per block of the replica of ``disk``, or per listed block."""
+        self._check_link(f"digests of disk {disk!r} of VM {vm_name!r}")
+        body: dict[str, object] = {"disk": disk, "block_bytes": block_bytes}
+        if blocks is not None:
+            body["blocks"] = list(blocks)
+        raw = self._send("POST", f"{_vm(vm_name)}/digests", json=body).content
+        if len(raw) % DIGEST_BYTES:
+            msg = f"replica server {self.url}: {len(raw)} bytes of digests is not a "
+            msg += f"whole number of {DIGEST_BYTES}-byte digests"
+            raise TransportError(msg)
+        return [raw[at : at + DIGEST_BYTES] for at in range(0, len(raw), DIGEST_BYTES)]
+
+    def status(self, vm_name: str) -> ReplicaStatus:
+        """The replica of ``vm_name`` as the server knows it (no side effects)."""
+        return wire.status_from_json(self._send("GET", _vm(vm_name)).json())
+
+    def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:
+        """Pin the point and start a test VM from it at the server; idempotent."""
+        body = {"recovery_point_id": recovery_point_id}
+        self._send("POST", f"{_vm(vm_name)}/drill", json=body)
+
+    def test_vm(self, vm_name: str) -> TestVmDisks:
+        """The open drill's test VM, read and written over the network."""
+        return _RemoteTestVm(self, f"{_vm(vm_name)}/drill")
+
+    def cleanup_test_failover(self, vm_name: str) -> None:
+        """Delete the test VM and its overlay, unpin the point; idempotent."""
+        self._send("DELETE", f"{_vm(vm_name)}/drill")
+
+    def point_reader(self, vm_name: str, recovery_point_id: int) -> DiskReader:
+        """A reader of the VM's disks at ``recovery_point_id`` (no copy made)."""
+        if isinstance(recovery_point_id, bool) or not isinstance(
+            recovery_point_id, int
+        ):
+            msg = f"recovery_point_id={recovery_point_id!r} must be an int"
+            raise InvalidConfiguration(msg)
+        return _RemoteReader(self, f"{_vm(vm_name)}/points/{recovery_point_id}")
+
+    def promote_replica(
+        self, vm_name: str, recovery_point_id: int, block_bytes: int
+    ) -> Mapping[str, BlockSet]:
+        """Make the point the VM's disks at the server's site; the store goes."""
+        body = {"recovery_point_id": recovery_point_id, "block_bytes": block_bytes}
+        found = self._send("POST", f"{_vm(vm_name)}/promote", json=body).json()
+        return wire.blocks_from_json(found)
+
+    def adopt_copy(
+        self, vm_name: str, disks: Mapping[str, int], retention_count: int
+    ) -> None:
+        """Make the VM's disks at the server's site its replica (no point yet)."""
+        body = {"disks": dict(disks), "retention_count": retention_count}
+        self._send("POST", f"{_vm(vm_name)}/adopt", json=body)
+
+    # -- uploads -----------------------------------------------------------------------
+
+    def _upload(
+        self, vm_name: str, key: str, path: Path, progress: Progress | None
+    ) -> int:
+        """Upload ``path`` under ``key`` from where the server stands; its size."""
+        upload = f"{_vm(vm_name)}/uploads/{key}"
+        try:
+            source = path.open("rb")
+        except OSError as error:
+            msg = f"cannot read {str(path)!r} to send it: {error.strerror}"
+            raise InvalidConfiguration(msg) from error
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            extents = list(data_extents(source.fileno(), size))
+            offset = int(self._send("GET", upload).json()["received"])
+            while offset < size:
+                if progress is not None:
+                    progress(offset, size)
+                data, hole = _piece(source, extents, offset, size, self._chunk)
+                params = {"offset": str(offset)}
+                headers = {}
+                if hole:
+                    params["hole"] = str(hole)
+                else:
+                    headers[wire.CRC_HEADER] = f"{google_crc32c.value(data):08x}"
+                response = self._send(
+                    "PUT", upload, params=params, content=data, headers=headers,
+                    resumable=True,
+                )  # fmt: skip
+                offset = int(response.json()["received"])
+                if offset > size:
+                    msg = f"replica server {self.url}: upload {key!r} of VM "
+                    msg += f"{vm_name!r} stands at byte {offset}, past the "
+                    msg += f"{size} bytes of {str(path)!r}"
+                    raise TransportError(msg)
+        if progress is not None:
+            progress(size, size)
+        return size
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _check_link(self, what: str) -> None:
+        if not self.link_up:
+            msg = f"link to site {self._site!r} ({self.url}) is down: {what} was not "
+            msg += "sent; retry when it is up"
+            raise TransportError(msg)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        attempts: int | None = None,
+        timeout: float | None = None,
+        resumable: bool = False,
+        **options: Any,
+    ) -> httpx.Response:
+        """Send one request, again after transport failures (bounded); a refusal is
+        raised as its own error type. ``resumable``: a 409 naming ``received`` is an
+        upload's position, returned to the caller, not an error."""
+        self._check_link(f"{method} {path}")
+        policy = self._retry
+        limit = attempts or policy.attempts
+        started = time.monotonic()
+        delay = policy.first_delay
+        last: Exception | None = None
+        if timeout is not None:
+            options["timeout"] = timeout
+        for attempt in range(1, limit + 1):
+            try:
+                response = self._client.request(method, path, **options)
+            except httpx.TransportError as error:
+                _refuse_certificate_errors(self.url, error)
+                last = error
+                if attempt == limit or time.monotonic() - started + delay > (
+                    policy.deadline
+                ):
+                    break
+                self.retries += 1
+                self._sleep(delay)
+                delay = min(delay * 2, policy.max_delay)
+                continue
+            self.requests += 1
+            if response.status_code < 400:
+                return response
+            body = _json_or_none(response)
+            if resumable and response.status_code == 409 and _has_received(body):
+                return response
+            raise wire.error_from(body, server=self.url, status=response.status_code)
+        elapsed = time.monotonic() - started
+        msg = f"replica server {self.url} (site {self._site!r}) is unreachable: "
+        msg += f"{method} {path} failed {attempt} time(s) over {elapsed:.1f} s; last "
+        msg += f"error: {_describe(last)}. Nothing more was sent; retry when it is up"
+        raise TransportError(msg) from last
+
+
+class _RemoteReader:
+    """Reads a recovery point's disks at the server, in parts of at most
+    :data:`~engine.transport.http.wire.READ_BYTES_MAX`."""
+
+    def __init__(self, replica: HttpReplica, base: str) -> None:
+        self._replica = replica
+        self._base = base
+
+    def read(self, disk: str, offset: int, length: int) -> bytes:
+        parts = []
+        for at, count in _parts(offset, length):
+            response = self._replica._send(
+                "GET",
+                f"{self._base}/disks/{validate_disk_name(disk)}",
+                params={"offset": str(at), "length": str(count)},
+            )
+            parts.append(response.content)
+        return b"".join(parts)
+
+
+class _RemoteTestVm(_RemoteReader):
+    """A drill's test VM at the server: reads and writes over the network."""
+
+    def write(self, disk: str, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        for at, count in _parts(offset, len(data)):
+            self._replica._send(
+                "PUT",
+                f"{self._base}/disks/{validate_disk_name(disk)}",
+                params={"offset": str(at)},
+                content=bytes(view[at - offset : at - offset + count]),
+            )
+
+    def flush(self) -> None:
+        self._replica._send("POST", f"{self._base}/flush")
+
+
+def _vm(vm_name: str) -> str:
+    return f"{wire.API}/vms/{validate_vm_name(vm_name)}"
+
+
+def _parts(offset: object, length: object) -> Iterator[tuple[int, int]]:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        msg = f"offset={offset!r} must be an int >= 0"
+        raise InvalidConfiguration(msg)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        msg = f"length={length!r} must be an int >= 0"
+        raise InvalidConfiguration(msg)
+    end = offset + length
+    at = offset
+    while at < end or (length == 0 and at == offset):
+        count = min(wire.READ_BYTES_MAX, end - at)
+        yield at, count
+        if count == 0:
+            return
+        at += count
+
+
+def _piece(
+    source: Any, extents: list[tuple[int, int]], offset: int, size: int, chunk: int
+) -> tuple[bytes, int]:
+    """The next piece of an upload from ``offset``: (bytes, 0) inside data, or
+    (b"", hole length) in a hole."""
+    for start, end in extents:
+        if end <= offset:
+            continue
+        if start <= offset:
+            count = min(chunk, end - offset)
+            data = os.pread(source.fileno(), count, offset)
+            if len(data) != count:
+                msg = f"the file being sent shrank at byte {offset + len(data)}"
+                raise InvalidConfiguration(msg)
+            return data, 0
+        return b"", start - offset
+    return b"", size - offset
+
+
+def _json_or_none(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _has_received(body: object) -> bool:
+    return isinstance(body, Mapping) and isinstance(body.get("received"), int)
+
+
+def _ssl_error(error: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _refuse_certificate_errors(url: str, error: httpx.TransportError) -> None:
+    """A TLS handshake refused over a certificate is not a network fault: say so."""
+    found = _ssl_error(error)
+    text = str(found or error)
+    if found is None and "CERTIFICATE" not in text.upper():
+        return
+    if isinstance(found, ssl.SSLCertVerificationError) or "VERIFY_FAILED" in text:
+        msg = f"the certificate of replica server {url} was refused: {text}. Check "
+        msg += "that it is signed by the CA this primary trusts and names the host"
+        raise AuthenticationFailed(msg) from error
+    if "ALERT" in text.upper() or "CERTIFICATE" in text.upper():
+        msg = f"replica server {url} refused this primary's certificate during the "
+        msg += f"TLS handshake: {text}. Check that it is signed by the CA the "
+        msg += "server trusts and is within its validity"
+        raise AuthenticationFailed(msg) from error
+
+
+def _describe(error: Exception | None) -> str:
+    if error is None:
+        return "none"
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"

@@ -1,0 +1,827 @@
+"""The replica server: the replica interface of one site, served over HTTP(S).
+
+A :class:`ReplicaServer` holds the replica stores of one site for the primaries it
+serves. Every request is authenticated first (:class:`Authenticator`: the client
+certificate of a mutual-TLS connection, or a Kerberos ticket), then authorised: the
+caller's names (certificate subject and SAN names, or Kerberos principal) give its
+**storage location** (:class:`Authorisation`), and the request can reach nothing
+else. Each location is an :class:`~engine.transport.in_process.InProcessReplica`
+rooted there, so a primary can only ever touch its own VMs under its own location:
+VM and disk names are validated names joined under that root, never paths.
+
+**One owner per location.** The server takes ``replica-server.lock`` (the site lock's
+``flock``) in every location before opening it, so a second server on the same
+storage is refused naming the first; opening finishes or undoes an apply a crash
+interrupted (owner-only recovery, as the in-process replica does).
+
+**Blocking work runs in threads** (``asyncio.to_thread``): file I/O and fsyncs never
+stall the event loop, and the in-process replica's lock serialises what changes a
+store. A stop (SIGTERM, :func:`run`) stops accepting and waits for the requests in
+progress, so an apply finishes (or the store's own rollback undoes it): nothing is
+left half-applied. A SIGKILL is the store's crash recovery at the next start.
+
+**Limits.** A request body is at most ``max_request_bytes`` (an upload chunk, a test
+VM's write), a JSON body at most :data:`~engine.transport.http.wire.JSON_BYTES_MAX`,
+a read at most :data:`~engine.transport.http.wire.READ_BYTES_MAX`; larger is refused
+with 413 before it is read. Every request and refusal is one JSON log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.clock import Clock
+from engine.errors import (
+    AuthenticationFailed,
+    InvalidConfiguration,
+    NotAuthorised,
+    ReplicationError,
+    StorageFull,
+)
+from engine.names import validate_disk_name, validate_vm_name
+from engine.storage import files as filesystem
+from engine.storage.digests import DIGEST_BYTES
+from engine.storage.owner_lock import SiteLock
+from engine.transport.http import wire
+from engine.transport.http.uploads import OffsetMismatch, Uploads, initial_key, log_key
+from engine.transport.in_process import InProcessReplica
+from engine.transport.interface import CycleShipment
+
+LOCK_FILE: Final = "replica-server.lock"
+MAX_REQUEST_BYTES_DEFAULT: Final = 64 * 1024 * 1024
+LOW_SPACE_BYTES: Final = 64 * 1024 * 1024
+"""Below this much free space a location's health turns to warning."""
+STOP_GRACE_SECONDS: Final = 120.0
+"""How long a stop waits for requests in progress (an apply of a large cycle)."""
+
+log = logging.getLogger("hvdr.serve")
+T = TypeVar("T")
+
+
+class Authenticator(Protocol):
+    """Tells who sent a request, or refuses it with :class:`AuthenticationFailed`."""
+
+    scheme: str  # "certificate" or "kerberos"
+
+    def identify(self, request: web.Request) -> Caller:
+        """The caller of ``request``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: the names it proved, and a header to send back."""
+
+    names: tuple[str, ...]
+    response_header: str | None = None  # WWW-Authenticate (Kerberos mutual auth)
+
+    @property
+    def name(self) -> str:
+        """The first name (for log lines)."""
+        return self.names[0] if self.names else "?"
+
+
+@dataclass(frozen=True, slots=True)
+class Authorisation:
+    """Which storage location an authenticated caller may use.
+
+    ``any_location`` set: every authenticated caller shares it. Otherwise only the
+    names in ``listed`` are served, each at its own location.
+    """
+
+    any_location: Path | None = None
+    listed: Mapping[str, Path] = field(default_factory=dict)
+
+    def location_for(self, names: Iterable[str]) -> Path | None:
+        """The location of a caller proving ``names`` (None: not served)."""
+        if self.any_location is not None:
+            return self.any_location
+        for name in names:
+            found = self.listed.get(name)
+            if found is not None:
+                return found
+        return None
+
+    def locations(self) -> tuple[Path, ...]:
+        """Every storage location (each opened at start-up)."""
+        if self.any_location is not None:
+            return (self.any_location,)
+        return tuple(dict.fromkeys(self.listed.values()))
+
+
+CALLER: Final = web.RequestKey("caller", Caller)
+
+
+class _Location:
+    """One storage location: its replica stores, uploads and health."""
+
+    def __init__(self, replica: InProcessReplica, root: Path, lock: SiteLock) -> None:
+        self.replica = replica
+        self.root = root
+        self.uploads = Uploads(root)
+        self.lock = lock
+        self.full_since: float | None = None  # the last write failed for lack of room
+        self.full_reason = ""
+
+
+class ReplicaServer:
+    """The replica stores of one site, for the primaries its authorisation lists."""
+
+    def __init__(
+        self,
+        site: str,
+        source_site: str,
+        authorisation: Authorisation,
+        authenticator: Authenticator,
+        clock: Clock,
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT,
+    ) -> None:
+        """Open (and lock) every location; finish what a crash interrupted there."""
+        self.site = site
+        self._authorisation = authorisation
+        self._authenticator = authenticator
+        self._clock = clock
+        self.max_request_bytes = max_request_bytes
+        self._locations: dict[Path, _Location] = {}
+        try:
+            for root in authorisation.locations():
+                self._locations[root] = _open_location(root, source_site, site, clock)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release every location's lock."""
+        for location in self._locations.values():
+            location.lock.release()
+        self._locations.clear()
+
+    def recovered(self) -> dict[str, str]:
+        """What opening finished or undid, per location and VM (start-up log)."""
+        return {
+            f"{root}:{vm}": what
+            for root, location in self._locations.items()
+            for vm, what in location.replica.recovered.items()
+        }
+
+    # -- the application ---------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """The aiohttp application serving this server's routes."""
+        app = web.Application(
+            client_max_size=self.max_request_bytes,
+            middlewares=[self._middleware],
+        )
+        vm = wire.API + "/vms/{vm}"
+        app.add_routes(
+            [
+                web.get(wire.API + "/health", self._health),
+                web.put(vm, self._create),
+                web.delete(vm, self._remove),
+                web.get(vm, self._status),
+                web.get(vm + "/uploads/{key}", self._upload_state),
+                web.put(vm + "/uploads/{key}", self._upload_chunk),
+                web.post(vm + "/initial/{disk}", self._initial_image),
+                web.post(vm + "/initial-copy", self._install),
+                web.post(vm + "/cycles/{cycle}", self._apply),
+                web.post(vm + "/digests", self._digests),
+                web.post(vm + "/drill", self._start_drill),
+                web.delete(vm + "/drill", self._cleanup_drill),
+                web.get(vm + "/drill/disks/{disk}", self._drill_read),
+                web.put(vm + "/drill/disks/{disk}", self._drill_write),
+                web.post(vm + "/drill/flush", self._drill_flush),
+                web.get(vm + "/points/{point}/disks/{disk}", self._point_read),
+                web.post(vm + "/promote", self._promote),
+                web.post(vm + "/adopt", self._adopt),
+            ]
+        )
+        return app
+
+    @web.middleware
+    async def _middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        caller: Caller | None = None
+        try:
+            _check_length(request, self.max_request_bytes)
+            caller = await asyncio.to_thread(self._authenticator.identify, request)
+            request[CALLER] = caller
+            response = await handler(request)
+        except ReplicationError as error:
+            response = _refusal(error, self._authenticator.scheme)
+            _log_refusal(request, caller, error)
+        except web.HTTPException as error:
+            if error.status < HTTPStatus.BAD_REQUEST:
+                raise
+            response = _refusal(_http_error(request, error), self._authenticator.scheme)
+            _log_refusal(request, caller, _http_error(request, error))
+        except OSError as error:  # a file operation failed in a way nothing named
+            log.exception("request failed: %s %s", request.method, request.path)
+            failure = ReplicationError(f"the replica server failed: {error}")
+            response = _refusal(failure, self._authenticator.scheme)
+        if caller is not None and caller.response_header is not None:
+            response.headers["WWW-Authenticate"] = caller.response_header
+        _log_request(request, caller, response.status, started)
+        return response
+
+    def _location(self, request: web.Request) -> _Location:
+        caller = request[CALLER]
+        root = self._authorisation.location_for(caller.names)
+        if root is None:
+            msg = f"{self._authenticator.scheme} identity {list(caller.names)} is not "
+            msg += f"a primary server this replica server (site {self.site!r}) "
+            msg += "accepts; it serves only the primaries listed in its configuration"
+            raise NotAuthorised(msg)
+        return self._locations[root]
+
+    async def _call(self, location: _Location, work: Callable[[], T]) -> T:
+        """Run blocking ``work`` in a thread, keeping the location's health."""
+        try:
+            result = await asyncio.to_thread(work)
+        except StorageFull as error:
+            location.full_since = self._clock.now()
+            location.full_reason = str(error)
+            raise
+        location.full_since = None
+        return result
+
+    # -- handlers ----------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        free = await asyncio.to_thread(filesystem.current().free_bytes, location.root)
+        reasons = []
+        if location.full_since is not None:
+            reasons.append(f"storage full: {location.full_reason}")
+        elif free < LOW_SPACE_BYTES:
+            reasons.append(
+                f"storage low: {free} bytes free at the storage location "
+                f"(warning below {LOW_SPACE_BYTES})"
+            )
+        return web.json_response(
+            {
+                "status": "warning" if reasons else "ready",
+                "site": self.site,
+                "reasons": reasons,
+                "free_bytes": free,
+                "caller": request[CALLER].name,
+                "location": str(location.root.resolve()),
+            }
+        )
+
+    async def _create(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        body = await _body(request, _Create)
+        disks = dict(body.disks)
+
+        def work() -> None:
+            location.uploads.discard_vm(vm)
+            location.replica.create_replica(vm, disks, body.retention_count)
+
+        await self._call(location, work)
+        return _done()
+
+    async def _remove(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+
+        def work() -> None:
+            location.replica.remove_replica(vm)
+            location.uploads.discard_vm(vm)
+
+        await self._call(location, work)
+        return _done()
+
+    async def _status(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        found = await self._call(location, lambda: location.replica.status(vm))
+        return web.json_response(wire.status_to_json(found))
+
+    async def _upload_state(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm, key = _vm(request), _key(request)
+        received = await self._call(
+            location, lambda: location.uploads.received(vm, key)
+        )
+        return web.json_response({"received": received})
+
+    async def _upload_chunk(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm, key = _vm(request), _key(request)
+        offset = _query_int(request, "offset")
+        hole = _query_int(request, "hole", default=0)
+        crc = request.headers.get(wire.CRC_HEADER)
+        data = await request.read()
+        if crc is None and data:
+            msg = f"an upload chunk needs its CRC32C in the {wire.CRC_HEADER} header"
+            raise InvalidConfiguration(msg)
+        checksum = None if crc is None else _hex(crc, wire.CRC_HEADER)
+
+        def work() -> int:
+            if not location.replica.status(vm).exists:  # damaged: refused too
+                msg = f"VM {vm!r} has no replica at site {self.site!r}: create it first"
+                raise InvalidConfiguration(msg)
+            return location.uploads.write(
+                vm, key, offset, data, crc32c=checksum, hole=hole
+            )
+
+        try:
+            received = await self._call(location, work)
+        except OffsetMismatch as error:
+            body = wire.error_body(error) | {"received": error.received}
+            return web.json_response(body, status=HTTPStatus.CONFLICT)
+        return web.json_response({"received": received})
+
+    async def _initial_image(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm, disk = _vm(request), _disk(request)
+        body = await _body(request, _Finish)
+
+        def work() -> None:
+            path = location.uploads.finish(vm, initial_key(disk), body.size)
+            location.replica.receive_disk_image(vm, disk, path)
+            location.uploads.discard(vm, initial_key(disk))
+
+        try:
+            await self._call(location, work)
+        except OffsetMismatch as error:
+            body_out = wire.error_body(error) | {"received": error.received}
+            return web.json_response(body_out, status=HTTPStatus.CONFLICT)
+        return _done()
+
+    async def _install(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        await self._call(location, lambda: location.replica.install_initial_copy(vm))
+        return _done()
+
+    async def _apply(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        cycle = _int_in_path(request, "cycle")
+        body = await _body(request, _Apply)
+
+        def work() -> dict[str, object]:
+            for point in location.replica.status(vm).points:
+                if point.cycle_id == cycle:  # a retry after a lost answer
+                    _discard_cycle(location, vm, cycle, body.sizes)
+                    return wire.point_to_json(point)
+            logs = {
+                disk: location.uploads.finish(vm, log_key(cycle, disk), size)
+                for disk, size in body.sizes.items()
+            }
+            shipment = CycleShipment(
+                cycle_id=cycle,
+                epoch=body.epoch,
+                app_consistent=body.app_consistent,
+                logs=logs,
+                last_sequences=dict(body.last_sequences),
+                resync=body.resync,
+            )
+            try:
+                point = location.replica.apply_cycle(vm, shipment)
+            except ReplicationError:
+                if not location.replica.store(vm).pending_recovery:
+                    _discard_cycle(location, vm, cycle, body.sizes)
+                raise
+            _discard_cycle(location, vm, cycle, body.sizes)
+            return wire.point_to_json(point)
+
+        try:
+            point = await self._call(location, work)
+        except OffsetMismatch as error:
+            body_out = wire.error_body(error) | {"received": error.received}
+            return web.json_response(body_out, status=HTTPStatus.CONFLICT)
+        return web.json_response(point)
+
+    async def _digests(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        body = await _body(request, _Digests)
+        disk = validate_disk_name(body.disk)
+
+        def work() -> list[bytes]:
+            return location.replica.block_digests(
+                vm, disk, body.block_bytes, blocks=body.blocks
+            )
+
+        digests = await self._call(location, work)
+        return web.Response(
+            body=b"".join(digests),
+            content_type="application/octet-stream",
+            headers={wire.DIGEST_SIZE_HEADER: str(DIGEST_BYTES)},
+        )
+
+    async def _start_drill(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        body = await _body(request, _Point)
+
+        def work() -> None:
+            location.replica.start_test_failover(vm, body.recovery_point_id)
+
+        await self._call(location, work)
+        return _done()
+
+    async def _cleanup_drill(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        await self._call(location, lambda: location.replica.cleanup_test_failover(vm))
+        return _done()
+
+    async def _drill_read(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm, disk = _vm(request), _disk(request)
+        offset, length = _range(request)
+
+        def work() -> bytes:
+            return location.replica.test_vm(vm).read(disk, offset, length)
+
+        return _bytes(await self._call(location, work))
+
+    async def _drill_write(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm, disk = _vm(request), _disk(request)
+        offset = _query_int(request, "offset")
+        data = await request.read()
+
+        def work() -> None:
+            location.replica.test_vm(vm).write(disk, offset, data)
+
+        await self._call(location, work)
+        return _done()
+
+    async def _drill_flush(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        await self._call(location, lambda: location.replica.test_vm(vm).flush())
+        return _done()
+
+    async def _point_read(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm, disk = _vm(request), _disk(request)
+        point = _int_in_path(request, "point")
+        offset, length = _range(request)
+
+        def work() -> bytes:
+            return location.replica.point_reader(vm, point).read(disk, offset, length)
+
+        return _bytes(await self._call(location, work))
+
+    async def _promote(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        body = await _body(request, _Promote)
+
+        def work() -> dict[str, object]:
+            blocks = location.replica.promote_replica(
+                vm, body.recovery_point_id, body.block_bytes
+            )
+            return wire.blocks_to_json(blocks)
+
+        return web.json_response(await self._call(location, work))
+
+    async def _adopt(self, request: web.Request) -> web.Response:
+        location = self._location(request)
+        vm = _vm(request)
+        body = await _body(request, _Create)
+
+        def work() -> None:
+            location.replica.adopt_copy(vm, dict(body.disks), body.retention_count)
+
+        await self._call(location, work)
+        return _done()
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+async def run(
+    server: ReplicaServer,
+    host: str,
+    port: int,
+    *,
+    ssl_context: Any = None,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Serve until SIGTERM or SIGINT (or ``stop``), then finish the requests in
+    progress and return. ``ready`` is called with the URL once the port listens;
+    ``handle_signals=False`` leaves the signals alone (a server in a thread)."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    _log_handshake_failures(loop)
+    runner = web.AppRunner(
+        server.app(), access_log=None, shutdown_timeout=STOP_GRACE_SECONDS
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        bound = runner.addresses[0]
+        scheme = "https" if ssl_context is not None else "http"
+        url = f"{scheme}://{_host_for_url(bound[0])}:{bound[1]}"
+        _log_event("listening", url=url, site=server.site)
+        if ready is not None:
+            ready(url)
+        await stop.wait()
+        _log_event("stopping", reason="signal: finishing the requests in progress")
+    finally:
+        await runner.cleanup()  # stops accepting, waits for handlers in progress
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    _log_event("stopped")
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# -- request parts ---------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _Create(_Strict):
+    disks: dict[str, int]
+    retention_count: int
+
+
+class _Finish(_Strict):
+    size: int
+
+
+class _Apply(_Strict):
+    epoch: int
+    app_consistent: bool
+    last_sequences: dict[str, int]
+    resync: bool = False
+    sizes: dict[str, int]
+
+
+class _Digests(_Strict):
+    disk: str
+    block_bytes: int
+    blocks: list[int] | None = None
+
+
+class _Point(_Strict):
+    recovery_point_id: int
+
+
+class _Promote(_Strict):
+    recovery_point_id: int
+    block_bytes: int
+
+
+M = TypeVar("M", bound=_Strict)
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as ``model``; InvalidConfiguration names the field."""
+    if request.content_length is not None and request.content_length > (
+        wire.JSON_BYTES_MAX
+    ):
+        msg = f"a JSON body is at most {wire.JSON_BYTES_MAX} bytes; this one is "
+        raise InvalidConfiguration(msg + f"{request.content_length}")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        msg = f"the request body is not JSON ({error}); {request.method} "
+        msg += f"{request.path} takes a JSON object with {sorted(model.model_fields)}"
+        raise InvalidConfiguration(msg) from error
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in found['loc']) or 'body'}: {found['msg']}"
+            for found in error.errors()
+        )
+        msg = f"{request.method} {request.path}: {problems} (the body takes "
+        msg += f"{sorted(model.model_fields)})"
+        raise InvalidConfiguration(msg) from None
+
+
+def _vm(request: web.Request) -> str:
+    return validate_vm_name(request.match_info["vm"])
+
+
+def _disk(request: web.Request) -> str:
+    return validate_disk_name(request.match_info["disk"])
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if key.startswith("initial."):
+        return initial_key(key.removeprefix("initial."))
+    head, _, disk = key.partition(".")
+    if head.startswith("cycle-") and head.removeprefix("cycle-").isdigit():
+        return log_key(int(head.removeprefix("cycle-")), disk)
+    msg = f"upload key {key!r} is not 'initial.<disk>' or 'cycle-<id>.<disk>'"
+    raise InvalidConfiguration(msg)
+
+
+def _int_in_path(request: web.Request, name: str) -> int:
+    text = request.match_info[name]
+    if not text.isdigit() or len(text) > 18:
+        msg = f"{name}={text!r} in the path must be a whole number"
+        raise InvalidConfiguration(msg)
+    return int(text)
+
+
+def _query_int(request: web.Request, name: str, default: int | None = None) -> int:
+    text = request.query.get(name)
+    if text is None:
+        if default is not None:
+            return default
+        msg = f"{request.method} {request.path} needs the query parameter {name}"
+        raise InvalidConfiguration(msg)
+    if not text.isdigit() or len(text) > 18:
+        msg = f"query parameter {name}={text!r} must be a whole number >= 0"
+        raise InvalidConfiguration(msg)
+    return int(text)
+
+
+def _range(request: web.Request) -> tuple[int, int]:
+    offset = _query_int(request, "offset")
+    length = _query_int(request, "length")
+    if length > wire.READ_BYTES_MAX:
+        msg = f"length={length} is more than one read returns "
+        msg += f"({wire.READ_BYTES_MAX} bytes): read in parts"
+        raise InvalidConfiguration(msg)
+    return offset, length
+
+
+def _hex(text: str, header: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        msg = f"header {header}={text!r} must be a CRC32C in hexadecimal"
+        raise InvalidConfiguration(msg)
+    return value
+
+
+def _check_length(request: web.Request, limit: int) -> None:
+    length = request.content_length
+    if length is not None and length > limit:
+        msg = f"the request body is {length} bytes; this server takes at most {limit} "
+        msg += "per request (max_request_bytes): send it in smaller parts"
+        raise _TooLarge(msg)
+
+
+class _TooLarge(InvalidConfiguration):
+    """A body over the server's limit (answered 413)."""
+
+
+def _discard_cycle(
+    location: _Location, vm: str, cycle: int, sizes: Mapping[str, int]
+) -> None:
+    for disk in sizes:
+        location.uploads.discard(vm, log_key(cycle, disk))
+
+
+# -- answers and log lines -------------------------------------------------------------
+
+
+def _done() -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def _bytes(data: bytes) -> web.Response:
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+def _refusal(error: ReplicationError, scheme: str) -> web.Response:
+    status = wire.status_of(error)
+    if isinstance(error, _TooLarge):
+        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    response = web.json_response(wire.error_body(error), status=status)
+    if isinstance(error, AuthenticationFailed) and scheme == "kerberos":
+        response.headers["WWW-Authenticate"] = "Negotiate"
+    return response
+
+
+def _http_error(request: web.Request, error: web.HTTPException) -> ReplicationError:
+    if error.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        msg = f"the request body is larger than this server takes ({error.text})"
+        return _TooLarge(msg)
+    if error.status == HTTPStatus.NOT_FOUND:
+        msg = f"{request.method} {request.path} is not a route of this replica server"
+        return InvalidConfiguration(msg)
+    if error.status == HTTPStatus.METHOD_NOT_ALLOWED:
+        msg = f"{request.method} is not allowed on {request.path}"
+        return InvalidConfiguration(msg)
+    return InvalidConfiguration(f"{request.method} {request.path}: {error.reason}")
+
+
+def _log_event(event: str, **fields: object) -> None:
+    log.info(json.dumps({"event": event, **fields}, default=str))
+
+
+def _log_request(
+    request: web.Request, caller: Caller | None, status: int, started: float
+) -> None:
+    _log_event(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        caller=None if caller is None else caller.name,
+        peer=request.remote,
+        ms=round((time.monotonic() - started) * 1000, 1),
+    )
+
+
+def _log_refusal(
+    request: web.Request, caller: Caller | None, error: ReplicationError
+) -> None:
+    log.warning(
+        json.dumps(
+            {
+                "event": "refused",
+                "method": request.method,
+                "path": request.path,
+                "caller": None if caller is None else caller.name,
+                "peer": request.remote,
+                "error": type(error).__name__,
+                "message": str(error),
+            }
+        )
+    )
+
+
+class _HandshakeFailures(logging.Filter):
+    """asyncio reports a refused TLS handshake only in debug mode, at debug level:
+    this filter turns those records into one refusal line and drops the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "SSL handshake failed" in record.getMessage() and record.exc_info:
+            reason = record.exc_info[1]
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "refused",
+                        "stage": "tls handshake",
+                        "message": str(reason),
+                    }
+                )
+            )
+            return False
+        return record.levelno >= logging.WARNING  # debug mode's chatter: dropped
+
+
+def _log_handshake_failures(loop: asyncio.AbstractEventLoop) -> None:
+    """Make refused TLS handshakes (no certificate, another CA, expired, plain HTTP)
+    visible in the server's log: asyncio says them only in debug mode."""
+    loop.set_debug(True)
+    loop.slow_callback_duration = 3600.0  # debug mode's slow-callback warnings: off
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(found, _HandshakeFailures) for found in asyncio_log.filters):
+        asyncio_log.addFilter(_HandshakeFailures())
+    asyncio_log.setLevel(logging.DEBUG)
+
+
+def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Location:
+    root = Path(root)
+    try:
+        filesystem.make_directory_durably(root)
+    except OSError as error:
+        msg = f"storage location {str(root)!r} cannot be created: {error.strerror}"
+        raise InvalidConfiguration(msg) from error
+    if not root.is_dir():
+        msg = f"storage location {str(root)!r} is not a folder"
+        raise InvalidConfiguration(msg)
+    lock = SiteLock.acquire(site, root, clock, file_name=LOCK_FILE)
+    try:
+        replica = InProcessReplica.open(source_site, site, root, clock)
+    except BaseException:
+        lock.release()
+        raise
+    return _Location(replica, root, lock)

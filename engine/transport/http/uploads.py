@@ -1,0 +1,190 @@
+"""Resumable uploads at a replica server: a file arrives in chunks, each made durable.
+
+An initial copy's disk image (gigabytes) and a cycle's sealed logs reach the server in
+chunks of at most the server's request limit. A connection cut mid-way must not send
+the client back to byte 0, and a chunk that was acknowledged must survive a power cut
+of the server. So each upload keeps two files under ``<location>/uploads/<vm>/``::
+
+    <key>.part   the bytes received so far
+    <key>.ack    the acknowledged length: 8 bytes, little-endian, plus their CRC32C
+
+A chunk at ``offset`` is accepted only when ``offset`` is the acknowledged length (the
+client asks for it after a cut, :meth:`Uploads.received`). The part file is first
+truncated to that length (bytes of a chunk that was never acknowledged go), the chunk
+is written and checked against the CRC32C the client sent, the part file is
+``fdatasync``-ed, and only then is the new length written to ``<key>.ack`` atomically
+(temporary file, fsync, rename, directory fsync). The acknowledgement is the commit
+point: after a power cut the part file may hold more than it says, never less.
+
+A hole (a run of zeros the client did not read, ``SEEK_HOLE``) travels as its length
+only and is made by extending the part file, so a sparse image stays sparse.
+
+A finished upload is handed to the replica store's delivery (:meth:`Uploads.finish`);
+keys are validated names, so a hostile disk name cannot leave the VM's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Final
+
+import google_crc32c
+
+from engine.errors import InvalidConfiguration, StorageFull
+from engine.names import safe_child, validate_disk_name, validate_vm_name
+from engine.storage import durable_file
+from engine.storage import files as filesystem
+from engine.storage.durable_file import is_storage_full
+
+UPLOADS: Final = "uploads"
+PART_SUFFIX: Final = ".part"
+ACK_SUFFIX: Final = ".ack"
+_ACK: Final = struct.Struct("<QI")
+
+
+class OffsetMismatch(InvalidConfiguration):
+    """A chunk did not start where the upload stands; ``received`` says where."""
+
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        self.received = received
+
+
+def initial_key(disk: str) -> str:
+    """The upload key of an initial copy's image of ``disk``."""
+    return f"initial.{validate_disk_name(disk)}"
+
+
+def log_key(cycle_id: object, disk: str) -> str:
+    """The upload key of cycle ``cycle_id``'s log of ``disk``."""
+    if isinstance(cycle_id, bool) or not isinstance(cycle_id, int) or cycle_id < 0:
+        msg = f"cycle_id={cycle_id!r} must be an int >= 0"
+        raise InvalidConfiguration(msg)
+    return f"cycle-{cycle_id}.{validate_disk_name(disk)}"
+
+
+class Uploads:
+    """The uploads of one storage location."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root)
+
+    def received(self, vm_name: str, key: str) -> int:
+        """The acknowledged length of upload ``key`` (0: none yet)."""
+        path = self._ack_path(vm_name, key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        if len(raw) != _ACK.size:
+            return 0  # never written whole (the rename is atomic): start again
+        length, crc = _ACK.unpack(raw)
+        if crc != google_crc32c.value(raw[:8]):
+            return 0
+        return int(length)
+
+    def write(
+        self,
+        vm_name: str,
+        key: str,
+        offset: int,
+        data: bytes,
+        *,
+        crc32c: int | None,
+        hole: int = 0,
+    ) -> int:
+        """Append ``data`` (or a hole of ``hole`` zero bytes) at ``offset``; return
+        the new acknowledged length. Refused unless ``offset`` is the acknowledged
+        length."""
+        received = self.received(vm_name, key)
+        if offset != received:
+            msg = f"upload {key!r} of VM {vm_name!r} stands at byte {received}, "
+            msg += f"not {offset}: resume from byte {received}"
+            raise OffsetMismatch(msg, received)
+        if data and hole:
+            msg = "a chunk carries bytes or a hole, not both"
+            raise InvalidConfiguration(msg)
+        if crc32c is not None and google_crc32c.value(data) != crc32c:
+            msg = f"chunk at byte {offset} of upload {key!r} of VM {vm_name!r} does "
+            msg += "not match its CRC32C (damaged in transit): send it again"
+            raise InvalidConfiguration(msg)
+        folder = self._folder(vm_name)
+        end = offset + (len(data) or hole)
+        try:
+            filesystem.make_directory_durably(folder)
+            self._write_part(folder / f"{key}{PART_SUFFIX}", offset, data, end)
+            self._acknowledge(vm_name, key, end)
+        except OSError as error:
+            if is_storage_full(error):
+                msg = f"the replica server's storage is full receiving upload {key!r} "
+                msg += f"of VM {vm_name!r} (byte {offset} of it); {received} bytes "
+                msg += "stay acknowledged: free space and the upload resumes there"
+                raise StorageFull(msg) from error
+            raise
+        return end
+
+    def finish(self, vm_name: str, key: str, size: int) -> Path:
+        """The complete upload's part file, checked to hold ``size`` bytes."""
+        received = self.received(vm_name, key)
+        if received != size:
+            msg = f"upload {key!r} of VM {vm_name!r} holds {received} acknowledged "
+            msg += f"bytes, not {size}: send the rest from byte {received}"
+            raise OffsetMismatch(msg, received)
+        path = self._folder(vm_name) / f"{key}{PART_SUFFIX}"
+        if not path.is_file() or path.stat().st_size < size:
+            msg = f"upload {key!r} of VM {vm_name!r} is missing its data "
+            msg += f"({str(path)!r}): send it again from byte 0"
+            self.discard(vm_name, key)
+            raise OffsetMismatch(msg, 0)
+        descriptor = filesystem.current().open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            filesystem.current().ftruncate(descriptor, size)
+        finally:
+            os.close(descriptor)
+        return path
+
+    def discard(self, vm_name: str, key: str) -> None:
+        """Forget upload ``key`` (acknowledgement first, so it reads as empty)."""
+        folder = self._folder(vm_name)
+        fs = filesystem.current()
+        fs.unlink(folder / f"{key}{ACK_SUFFIX}", missing_ok=True)
+        fs.unlink(folder / f"{key}{PART_SUFFIX}", missing_ok=True)
+        if folder.exists():
+            filesystem.fsync_directory(folder)
+
+    def discard_vm(self, vm_name: str) -> None:
+        """Forget every upload of ``vm_name``."""
+        filesystem.remove_tree_durably(self._folder(vm_name))
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _folder(self, vm_name: str) -> Path:
+        return safe_child(self._root, UPLOADS, validate_vm_name(vm_name))
+
+    def _ack_path(self, vm_name: str, key: str) -> Path:
+        return safe_child(self._folder(vm_name), f"{key}{ACK_SUFFIX}")
+
+    def _write_part(self, path: Path, offset: int, data: bytes, end: int) -> None:
+        fs = filesystem.current()
+        created = not path.exists()
+        descriptor = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fs.ftruncate(descriptor, offset)  # what was never acknowledged goes
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                done += fs.pwrite(descriptor, view[done:], offset + done)
+            if end > offset + len(data):
+                fs.ftruncate(descriptor, end)  # a hole
+            fs.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
+        if created:
+            filesystem.fsync_directory(path.parent)
+
+    def _acknowledge(self, vm_name: str, key: str, length: int) -> None:
+        packed = struct.pack("<Q", length)
+        raw = packed + struct.pack("<I", google_crc32c.value(packed))
+        durable_file.write_file_atomically(self._ack_path(vm_name, key), raw)

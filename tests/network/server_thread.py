@@ -1,0 +1,59 @@
+"""A replica server on 127.0.0.1 in a thread of the test process (real sockets).
+
+For tests that need the server to die for real (SIGKILL, SIGTERM), ``hvdr serve`` runs
+it as a subprocess instead (``tests/network/test_serve_process.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from engine.transport.http import server as replica_server
+
+
+@contextmanager
+def serving(
+    server: replica_server.ReplicaServer, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """Serve ``server`` until the block ends; yields its URL."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+    urls: list[str] = []
+    failures: list[BaseException] = []
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        started.set()
+
+    async def main() -> None:
+        await replica_server.run(
+            server, "127.0.0.1", 0, ssl_context=ssl_context, ready=ready, stop=stop,
+            handle_signals=False,
+        )  # fmt: skip
+
+    def thread_main() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as error:  # reported to the test below
+            failures.append(error)
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=thread_main, name="replica-server", daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise TimeoutError("the replica server did not start listening within 30 s")
+    if failures:
+        raise failures[0]
+    try:
+        yield urls[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+        server.close()
