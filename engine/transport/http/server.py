@@ -148,9 +148,11 @@ class ReplicaServer:
         clock: Clock,
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT,
+        low_space_bytes: int = LOW_SPACE_BYTES,
     ) -> None:
         """Open (and lock) every location; finish what a crash interrupted there."""
         self.site = site
+        self.low_space_bytes = low_space_bytes
         self._authorisation = authorisation
         self._authenticator = authenticator
         self._clock = clock
@@ -250,15 +252,19 @@ class ReplicaServer:
             raise NotAuthorised(msg)
         return self._locations[root]
 
-    async def _call(self, location: _Location, work: Callable[[], T]) -> T:
-        """Run blocking ``work`` in a thread, keeping the location's health."""
+    async def _call(
+        self, location: _Location, work: Callable[[], T], *, writes: bool = True
+    ) -> T:
+        """Run blocking ``work`` in a thread, keeping the location's health: a write
+        refused for lack of room turns it to warning until a write succeeds."""
         try:
             result = await asyncio.to_thread(work)
         except StorageFull as error:
             location.full_since = self._clock.now()
             location.full_reason = str(error)
             raise
-        location.full_since = None
+        if writes:
+            location.full_since = None
         return result
 
     # -- handlers ----------------------------------------------------------------------
@@ -269,10 +275,10 @@ class ReplicaServer:
         reasons = []
         if location.full_since is not None:
             reasons.append(f"storage full: {location.full_reason}")
-        elif free < LOW_SPACE_BYTES:
+        elif free < self.low_space_bytes:
             reasons.append(
                 f"storage low: {free} bytes free at the storage location "
-                f"(warning below {LOW_SPACE_BYTES})"
+                f"(warning below {self.low_space_bytes})"
             )
         return web.json_response(
             {
@@ -312,7 +318,9 @@ class ReplicaServer:
     async def _status(self, request: web.Request) -> web.Response:
         location = self._location(request)
         vm = _vm(request)
-        found = await self._call(location, lambda: location.replica.status(vm))
+        found = await self._call(
+            location, lambda: location.replica.status(vm), writes=False
+        )
         return web.json_response(wire.status_to_json(found))
 
     async def _upload_state(self, request: web.Request) -> web.Response:
@@ -423,7 +431,7 @@ class ReplicaServer:
                 vm, disk, body.block_bytes, blocks=body.blocks
             )
 
-        digests = await self._call(location, work)
+        digests = await self._call(location, work, writes=False)
         return web.Response(
             body=b"".join(digests),
             content_type="application/octet-stream",
@@ -455,7 +463,7 @@ class ReplicaServer:
         def work() -> bytes:
             return location.replica.test_vm(vm).read(disk, offset, length)
 
-        return _bytes(await self._call(location, work))
+        return _bytes(await self._call(location, work, writes=False))
 
     async def _drill_write(self, request: web.Request) -> web.Response:
         location = self._location(request)
@@ -484,7 +492,7 @@ class ReplicaServer:
         def work() -> bytes:
             return location.replica.point_reader(vm, point).read(disk, offset, length)
 
-        return _bytes(await self._call(location, work))
+        return _bytes(await self._call(location, work, writes=False))
 
     async def _promote(self, request: web.Request) -> web.Response:
         location = self._location(request)
