@@ -171,9 +171,9 @@ def read_certificates(path: Path, *, argument: str) -> tuple[x509.Certificate, .
     PEM certificate (the message says what it holds instead).
     """
     data = _read(path, argument)
-    labels = {label.decode() for label in _PEM_LABEL.findall(data)}
+    labels = _pem_labels(data)
     if "CERTIFICATE" not in labels:
-        found = f"it holds a {' and a '.join(sorted(labels))}" if labels else ""
+        found = f"it holds a {' and a '.join(labels)}" if labels else ""
         if any("PRIVATE KEY" in label for label in labels):
             found += ": are the certificate and the private key swapped?"
         msg = f"{argument} {str(path)!r} is not a PEM certificate"
@@ -202,7 +202,7 @@ def read_private_key(path: Path, *, argument: str) -> PrivateKeyTypes:
         )
         raise InvalidConfiguration(msg) from None
     except ValueError:
-        labels = sorted({label.decode() for label in _PEM_LABEL.findall(data)})
+        labels = _pem_labels(data)
         found = f" (it holds a {' and a '.join(labels)})" if labels else ""
         msg = f"{argument} {str(path)!r} is not a PEM private key{found}"
         raise InvalidConfiguration(msg) from None
@@ -291,6 +291,11 @@ def _load(
         msg = f"certificate {str(certificate)!r} with private key "
         msg += f"{str(private_key)!r}, CA {str(ca)!r}: OpenSSL refused them: {error}"
         raise InvalidConfiguration(msg) from None
+
+
+def _pem_labels(data: bytes) -> list[str]:
+    """What the PEM blocks of ``data`` say they hold (``CERTIFICATE``, ...), sorted."""
+    return sorted({label.decode() for label in _PEM_LABEL.findall(data)})
 
 
 def _read(path: Path, argument: str) -> bytes:
