@@ -95,28 +95,29 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     table = Table(title=f"certificates in {made.folder}")
     table.add_column("file")
-    table.add_column("what")
+    table.add_column("holds")
     table.add_column("valid until")
-    ca_until = f"{made.ca_not_valid_after:%Y-%m-%d}"
     ca_state = "new" if made.ca_created else "reused"
     table.add_row(
-        made.ca_certificate.name, f"CA {made.ca_name!r} ({ca_state})", ca_until
+        made.ca_certificate.name,
+        f"CA {made.ca_name!r} ({ca_state})",
+        f"{made.ca_not_valid_after:%Y-%m-%d}",
     )
     if made.ca_created:
-        table.add_row(made.ca_key.name, "the CA's private key (0600): keep it here", "")
+        table.add_row(made.ca_key.name, "the CA's key (0600): never copied", "")
     for host in made.hosts:
-        replaced = ", replaced" if host.replaced else ""
+        replaced = " (replaced)" if host.replaced else ""
         table.add_row(
             host.certificate.name,
-            f"{host.host}: {', '.join(host.alternative_names)}; serverAuth, "
-            f"clientAuth{replaced}",
+            f"{', '.join(host.alternative_names)}{replaced}",
             f"{host.not_valid_after:%Y-%m-%d}",
         )
-        table.add_row(host.private_key.name, f"{host.host}'s private key (0600)", "")
+        table.add_row(host.private_key.name, "its key (0600)", "")
     console = Console()
     console.print(table)
     console.print(
-        f"Copy {made.ca_certificate.name} and HOST.pem + HOST.key to each host; "
-        f"{made.ca_key.name} stays here."
+        "Each host certificate serves as a TLS server and as a client certificate "
+        f"(serverAuth, clientAuth). Copy {made.ca_certificate.name} and HOST.pem + "
+        f"HOST.key to each host; {made.ca_key.name} stays here."
     )
     return ExitStatus.OK

@@ -108,7 +108,7 @@ def test_certs_writes_a_ca_and_a_certificate_per_host(
         assert lifetime == timedelta(days=30, minutes=5)
         assert key.public_key() == certificate.public_key()
     assert "CA 'lab CA' (new)" in stdout
-    assert "10.0.0.7: DNS:10.0.0.7, IP:10.0.0.7" in stdout
+    assert "DNS:10.0.0.7, IP:10.0.0.7" in stdout
 
 
 def test_a_second_run_adds_hosts_under_the_same_ca(
@@ -143,7 +143,7 @@ def test_an_existing_host_is_kept_without_force_and_replaced_with_it(
     assert status == 0
     assert (out / "a.example.key").read_bytes() != before
     assert mode(out / "a.example.key") == 0o600
-    assert "clientAuth, replaced" in stdout
+    assert "DNS:a.example (replaced)" in stdout
     assert sorted(path.name for path in out.iterdir()) == [
         "a.example.key", "a.example.pem", "ca.key", "ca.pem",
     ]  # fmt: skip
