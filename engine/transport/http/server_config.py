@@ -160,10 +160,11 @@ class Authorization:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """A checked server configuration; every path absolute and resolved."""
+    """A checked server configuration; every path absolute and resolved (but
+    ``source``, as it was given)."""
 
     source: Path
-    """The file it was read from."""
+    """The file it was read from, as given (messages name it so)."""
     listen: ListenAddress
     site: Site
     authentication: Authentication
