@@ -35,6 +35,13 @@ from pydantic import (
     field_validator,
 )
 
+from engine.configuration_files import (
+    KeyPath,
+    dotted,
+    first_error,
+    read_text,
+    reason,
+)
 from model import FaultKind, ModelConfig
 from model.plans import OPERATIONS as PLAN_OPERATIONS
 from model.state import RecoveryPlan
@@ -48,8 +55,6 @@ DEFAULT_CONFIG = ModelConfig(
     fault_budget=1,
     app_consistent_points=True,
 )
-
-KeyPath = tuple[str | int, ...]
 
 
 class ConfigurationError(ValueError):
@@ -171,17 +176,9 @@ def config_from_json(data: object) -> ModelConfig:
 
 def read_config(path: Path) -> ModelConfig:
     """Read a ``--config`` file; ConfigurationError names the file and the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        msg = f"{path}: cannot read the configuration file: {error.strerror}"
-        raise ConfigurationError(msg) from None
-    except UnicodeDecodeError as error:
-        msg = (
-            f"{path}: not UTF-8 text (byte {error.start}); a configuration is a "
-            "JSON file"
-        )
-        raise ConfigurationError(msg) from None
+    text = read_text(
+        path, kind="a configuration is a JSON file", error=ConfigurationError
+    )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -200,12 +197,9 @@ def read_config(path: Path) -> ModelConfig:
 
 def _explain(error: ValidationError, data: Mapping[str, Any]) -> ConfigurationError:
     """The first of pydantic's errors, in the project's words."""
-    errors = error.errors()
-    # An unknown key first: it is often the cause of what else is wrong (a misspelt
-    # key leaves the one meant missing).
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    first = first_error(error)
     path: KeyPath = tuple(first["loc"])
-    name = _dotted(path)
+    name = dotted(path)
     if first["type"] == "extra_forbidden":
         if len(path) == 1:
             msg = f"key {path[0]!r} is unknown; known keys: {', '.join(KNOWN_KEYS)}"
@@ -216,9 +210,7 @@ def _explain(error: ValidationError, data: Mapping[str, Any]) -> ConfigurationEr
         msg = f"{name} is missing: a plan needs a name and its groups"
         return ConfigurationError(msg, path)
     value = first.get("input")
-    reason = first["msg"].removeprefix("Value error, ")
-    reason = reason[:1].lower() + reason[1:]
-    msg = f"{name}={json.dumps(value)}: {reason}; "
+    msg = f"{name}={json.dumps(value)}: {reason(first)}; "
     msg += f"{path[0]} takes {_EXPECTED[str(path[0])]}"
     return ConfigurationError(msg, path)
 
@@ -235,13 +227,6 @@ _EXPECTED = {
     "plans": 'a list of {"name": str, "groups": [[VM index, ...], ...]}',
     "plan_operations": "a list of: " + ", ".join(sorted(PLAN_OPERATIONS)),
 }
-
-
-def _dotted(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
-    return text
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:

@@ -1,9 +1,9 @@
 """The engine's packages import one way: a test fails when an arrow runs back.
 
 storage <- log <- replica <- transport, control <- source <- binding <- orchestration;
-``errors``, ``clock`` and ``names`` are below everything. The source side reaches the
-target only through ``engine.transport.interface`` (and the recovery-point value type);
-only ``engine.binding`` imports ``model``.
+``errors``, ``clock``, ``names`` and ``configuration_files`` are below everything. The
+source side reaches the target only through ``engine.transport.interface`` (and the
+recovery-point value type); only ``engine.binding`` imports ``model``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
-FOUNDATION = {"engine.errors", "engine.clock", "engine.names"}
+FOUNDATION = {
+    "engine.errors",
+    "engine.clock",
+    "engine.names",
+    "engine.configuration_files",
+}
 
 #: package -> the engine packages (or single modules) it may import.
 ALLOWED: dict[str, set[str]] = {

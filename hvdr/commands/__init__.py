@@ -2,6 +2,14 @@
 
 from types import ModuleType
 
-from hvdr.commands import check, demo, diagram, explore, fuzz, replay
+from hvdr.commands import certs, check, demo, diagram, explore, fuzz, replay
 
-COMMANDS: tuple[ModuleType, ...] = (demo, diagram, check, fuzz, replay, explore)
+COMMANDS: tuple[ModuleType, ...] = (
+    demo,
+    diagram,
+    check,
+    fuzz,
+    replay,
+    explore,
+    certs,
+)
