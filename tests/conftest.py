@@ -1,11 +1,17 @@
 """Shared fixtures and Hypothesis profiles (``dev`` by default, ``ci`` in CI,
-``shared`` when ``HVDR_EXAMPLE_DATABASE`` names a database)."""
+``shared`` when ``HVDR_EXAMPLE_DATABASE`` names a database).
+
+``kdc_realm`` lives here rather than in ``tests/network/conftest.py``: that folder is
+on mypy's path (its helpers are imported by bare name), where a second ``conftest``
+module would clash with this one."""
 
 from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator
 
+import kdc
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -60,3 +66,11 @@ def reachable(config: ModelConfig) -> list[SystemState]:
 def small_states() -> list[SystemState]:
     """The reachable states of ``SMALL``, computed once per session."""
     return reachable(SMALL)
+
+
+@pytest.fixture(scope="session")
+def kdc_realm() -> Iterator[kdc.KdcRealm]:
+    """A real MIT KDC of realm HVDR.TEST on 127.0.0.1 for the session: principals
+    ``HTTP/localhost``, ``HTTP/elsewhere`` and ``primary``, each with a keytab
+    (``tests/kdc.py``). Fails where MIT's KDC is not installed."""
+    yield from kdc.session_realm()
