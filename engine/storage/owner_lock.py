@@ -60,14 +60,21 @@ class SiteLock:
 
     @classmethod
     def acquire(
-        cls, site_name: str, root: Path, clock: Clock, *, file_name: str = LOCK_FILE
+        cls,
+        site_name: str,
+        root: Path,
+        clock: Clock,
+        *,
+        file_name: str = LOCK_FILE,
+        holder: str = "engine",
     ) -> SiteLock:
         """Lock the site ``site_name`` at ``root`` (an existing directory) or refuse.
 
         Raises :class:`SiteLocked` naming the holder when another open file (in this
         process or another) holds the lock. Nothing else in ``root`` is read or
         created. ``file_name`` names another role's lock in the same root (a replica
-        server's storage location, ``engine.transport.http.server``).
+        server's storage location, ``engine.transport.http.server``), ``holder`` what
+        holds it in the refusal ("stop that engine first").
         """
         path = Path(root) / file_name
         fs = files.current()
@@ -90,8 +97,10 @@ class SiteLock:
                     raise
                 where = str(Path(root).resolve())
                 msg = f"site {site_name!r} at {where!r} is in use by "
-                msg += f"{_holder(descriptor)}; stop that engine first, or open "
-                msg += "another site"
+                msg += _holder(descriptor)
+                if file_name != LOCK_FILE:
+                    msg += f" (its lock {str(path)!r})"
+                msg += f"; stop that {holder} first, or open another site"
                 raise SiteLocked(msg) from None
             description = _describe(clock).encode()
             fs.ftruncate(descriptor, 0)

@@ -2,7 +2,7 @@
 
 from types import ModuleType
 
-from hvdr.commands import certs, check, demo, diagram, explore, fuzz, replay
+from hvdr.commands import certs, check, demo, diagram, explore, fuzz, replay, serve
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo,
@@ -12,4 +12,5 @@ COMMANDS: tuple[ModuleType, ...] = (
     replay,
     explore,
     certs,
+    serve,
 )

@@ -33,7 +33,7 @@ def run(drill: Drill) -> None:
     drill.cycles("secondary", 2)
     drill.workload.wait_for(200)  # written at the primary, never shipped
     engine = drill.engine
-    engine.crash_site("primary")
+    drill.crash_site("primary")
     written = drill.workload.wait_parked()
     version, refusal = drill.workload.refusals[-1]
     drill.console.print(
@@ -79,7 +79,7 @@ def reconcile(drill: Drill, bound: LossReport, written: int, kept: int) -> None:
     """The primary recovers: the exact loss, against the versions."""
     drill.section("the primary site recovers: reconciliation")
     engine = drill.engine
-    outcomes = engine.recover_site("primary")
+    outcomes = drill.recover_site("primary")
     for vm, outcome in outcomes.items():
         drill.console.print(f"recovered {vm}: {escape(outcome)}")
     loss = engine.reconcile(drill.vm)

@@ -24,8 +24,9 @@ copies hold; the drill prints only figures the engine reported or the copies sho
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -38,6 +39,7 @@ from engine import (
     ReplicationError,
     TransitionNotAllowed,
 )
+from engine.transport.interface import ReplicaTarget
 from hvdr.commands import drill_unplanned
 from hvdr.commands.verification import Verification
 from hvdr.commands.workload import (
@@ -71,15 +73,38 @@ def check_workdir(workdir: Path) -> None:
         raise WorkdirInUse(msg)
 
 
-def run_drill(console: Console, workdir: Path | None = None) -> Verification:
-    """Run the drill in ``workdir`` (kept after) or in a temporary directory."""
+class Sites(Protocol):
+    """Where the sites' replicas live when they are not in-process (``--network``)."""
+
+    def start(self, root: Path) -> Mapping[str, ReplicaTarget]:
+        """Start a replica server per site (roots under ``root``); their clients."""
+        ...
+
+    def crash(self, site: str) -> None:
+        """The site's replica server dies with its hosts (SIGKILL)."""
+        ...
+
+    def recover(self, site: str) -> None:
+        """The site's replica server starts again (same address)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop every server (SIGTERM), close the clients."""
+        ...
+
+
+def run_drill(
+    console: Console, workdir: Path | None = None, sites: Sites | None = None
+) -> Verification:
+    """Run the drill in ``workdir`` (kept after) or in a temporary directory; with
+    ``sites``, every replica is behind that site's replica server."""
     verification = Verification(console)
     if workdir is not None:
         check_workdir(workdir)
-        Drill(console, Path(workdir), verification).run()
+        Drill(console, Path(workdir), verification, sites).run()
         return verification
     with tempfile.TemporaryDirectory(prefix="hvdr-demo-") as scratch:
-        Drill(console, Path(scratch), verification).run()
+        Drill(console, Path(scratch), verification, sites).run()
     return verification
 
 
@@ -88,9 +113,16 @@ class Drill:
 
     vm: Final = VM
 
-    def __init__(self, console: Console, root: Path, verification: Verification):
+    def __init__(
+        self,
+        console: Console,
+        root: Path,
+        verification: Verification,
+        sites: Sites | None = None,
+    ):
         self.console = console
         self.root = root
+        self.sites = sites
         self.verify = verification
         self.engine: ReplicationEngine
         self.workload: Workload
@@ -106,8 +138,30 @@ class Drill:
             f"VM {VM!r}: disks {sizes} (sparse), a guest writing versioned 4 KiB "
             "blocks from a thread"
         )
+        servers = None if self.sites is None else self.sites.start(self.root)
+        try:
+            self._run(servers)
+        finally:
+            if self.sites is not None:
+                self.sites.stop()
+
+    def crash_site(self, site: str) -> None:
+        """The site's hosts go down (its replica server too, in network mode)."""
+        self.engine.crash_site(site)
+        if self.sites is not None:
+            self.sites.crash(site)
+            self.console.print(f"the {site} site's replica server was killed (SIGKILL)")
+
+    def recover_site(self, site: str) -> dict[str, str]:
+        """The site's hosts come back (its replica server first)."""
+        if self.sites is not None:
+            self.sites.recover(site)
+            self.console.print(f"the {site} site's replica server started again")
+        return self.engine.recover_site(site)
+
+    def _run(self, servers: Mapping[str, ReplicaTarget] | None) -> None:
         with ReplicationEngine.open(
-            self.root / "primary", self.root / "secondary"
+            self.root / "primary", self.root / "secondary", replica_servers=servers
         ) as engine:
             self.engine = engine
             engine.create_vm(VM, DISKS)

@@ -27,7 +27,8 @@ from engine.errors import StorageFull, TransportError
 from engine.orchestration.engine import ReplicationEngine
 from engine.transport.http.auth import CertificateAuthenticator
 from engine.transport.http.client import HttpReplica, RetryPolicy
-from engine.transport.http.server import Authorisation, ReplicaServer
+from engine.transport.http.server import ReplicaServer
+from engine.transport.http.server_config import Authorization
 
 MIB = 1024 * 1024
 BLOCK = 4096
@@ -58,7 +59,7 @@ def open_link(
 ) -> Link:
     server_context, client_context = contexts(trustme.CA())
     server = ReplicaServer(
-        "secondary", "primary", Authorisation(any_location=secondary),
+        "secondary", "primary", Authorization.any_caller(secondary),
         CertificateAuthenticator(), SystemClock(), low_space_bytes=64 * 1024,
     )  # fmt: skip
     url = stack.enter_context(serving(server, server_context))

@@ -21,7 +21,8 @@ from engine.clock import SystemClock
 from engine.orchestration.engine import ReplicationEngine
 from engine.transport.http.auth import CertificateAuthenticator
 from engine.transport.http.client import HttpReplica
-from engine.transport.http.server import Authorisation, ReplicaServer
+from engine.transport.http.server import ReplicaServer
+from engine.transport.http.server_config import Authorization
 
 BLOCK = 4096
 DISKS = {"os": 64 * BLOCK, "data": 32 * BLOCK}
@@ -51,7 +52,7 @@ def networked(tmp_path: Path) -> Iterator[tuple[ReplicationEngine, dict[str, Pat
         for site, root in roots.items():
             other = "secondary" if site == "primary" else "primary"
             server = ReplicaServer(
-                site, other, Authorisation(any_location=root),
+                site, other, Authorization.any_caller(root),
                 CertificateAuthenticator(), SystemClock(),
             )  # fmt: skip
             url = stack.enter_context(serving(server, server_context(ca, "localhost")))

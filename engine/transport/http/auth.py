@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
-from engine.errors import AuthenticationFailed
+from engine.errors import AuthenticationFailed, ReplicationError
+from engine.transport.http.kerberos import KerberosAcceptor
 from engine.transport.http.server import Caller
+from engine.transport.http.server_config import KerberosSettings
+from engine.transport.http.tls import peer_identity
 
 CERTIFICATE: Final = "certificate"
 KERBEROS: Final = "kerberos"
@@ -33,12 +35,17 @@ class CertificateAuthenticator:
     def identify(self, request: web.Request) -> Caller:
         """The caller's certificate names, or :class:`AuthenticationFailed`."""
         transport = request.transport
-        peercert = None if transport is None else transport.get_extra_info("peercert")
-        if not peercert:
-            msg = "no client certificate: this replica server takes HTTPS with a "
-            msg += "client certificate signed by its CA (certificate mode)"
+        connection = (
+            None if transport is None else transport.get_extra_info("ssl_object")
+        )
+        if connection is None:
+            msg = "no TLS connection: this replica server takes HTTPS with a client "
+            msg += "certificate signed by its CA (certificate mode)"
             raise AuthenticationFailed(msg)
-        names = certificate_names(peercert)
+        try:
+            names = peer_identity(connection).names
+        except ReplicationError as error:
+            raise AuthenticationFailed(str(error)) from error
         if not names:
             msg = "the client certificate names no host (no subject common name and "
             msg += "no DNS subject alternative name)"
@@ -46,16 +53,25 @@ class CertificateAuthenticator:
         return Caller(names)
 
 
-def certificate_names(peercert: Mapping[str, Any]) -> tuple[str, ...]:
-    """The subject common name, then the DNS SAN names, of a verified certificate
-    (``ssl.SSLSocket.getpeercert()``'s form), without repeats."""
-    names: list[str] = []
-    subject: Sequence[Sequence[tuple[str, str]]] = peercert.get("subject", ())
-    for part in subject:
-        for key, value in part:
-            if key == "commonName":
-                names.append(value)
-    for kind, value in peercert.get("subjectAltName", ()):
-        if kind in {"DNS", "IP Address"}:
-            names.append(value)
-    return tuple(dict.fromkeys(names))
+class KerberosAuthenticator:
+    """The client principal of the Kerberos ticket each request carries."""
+
+    scheme = KERBEROS
+
+    def __init__(self, settings: KerberosSettings) -> None:
+        """Load the keytab of ``settings`` (InvalidConfiguration if it cannot serve)."""
+        self._acceptor = KerberosAcceptor(
+            settings.keytab,
+            service_principal=settings.principal,
+            krb5_config=settings.krb5_config,
+        )
+
+    def identify(self, request: web.Request) -> Caller:
+        """The caller's principal, or :class:`AuthenticationFailed`."""
+        accepted = self._acceptor.accept(request.headers.get("Authorization"))
+        proof = (
+            None
+            if accepted.response_token is None
+            else f"Negotiate {accepted.response_token}"
+        )
+        return Caller((accepted.principal,), proof)

@@ -4,8 +4,8 @@ A :class:`ReplicaServer` holds the replica stores of one site for the primaries 
 serves. Every request is authenticated first (:class:`Authenticator`: the client
 certificate of a mutual-TLS connection, or a Kerberos ticket), then authorised: the
 caller's names (certificate subject and SAN names, or Kerberos principal) give its
-**storage location** (:class:`Authorisation`), and the request can reach nothing
-else. Each location is an :class:`~engine.transport.in_process.InProcessReplica`
+**storage location** (``server_config.Authorization``), and the request can reach
+nothing else. Each location is an :class:`~engine.transport.in_process.InProcessReplica`
 rooted there, so a primary can only ever touch its own VMs under its own location:
 VM and disk names are validated names joined under that root, never paths.
 
@@ -33,8 +33,8 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -55,6 +55,7 @@ from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
 from engine.storage.owner_lock import SiteLock
 from engine.transport.http import wire
+from engine.transport.http.server_config import Authorization
 from engine.transport.http.uploads import OffsetMismatch, Uploads, initial_key, log_key
 from engine.transport.in_process import InProcessReplica
 from engine.transport.interface import CycleShipment
@@ -63,6 +64,8 @@ LOCK_FILE: Final = "replica-server.lock"
 MAX_REQUEST_BYTES_DEFAULT: Final = 64 * 1024 * 1024
 LOW_SPACE_BYTES: Final = 64 * 1024 * 1024
 """Below this much free space a location's health turns to warning."""
+HEADER_BYTES_MAX: Final = 64 * 1024
+"""The longest header line (a Kerberos ticket of a large Active Directory token)."""
 STOP_GRACE_SECONDS: Final = 120.0
 """How long a stop waits for requests in progress (an apply of a large cycle)."""
 
@@ -93,34 +96,6 @@ class Caller:
         return self.names[0] if self.names else "?"
 
 
-@dataclass(frozen=True, slots=True)
-class Authorisation:
-    """Which storage location an authenticated caller may use.
-
-    ``any_location`` set: every authenticated caller shares it. Otherwise only the
-    names in ``listed`` are served, each at its own location.
-    """
-
-    any_location: Path | None = None
-    listed: Mapping[str, Path] = field(default_factory=dict)
-
-    def location_for(self, names: Iterable[str]) -> Path | None:
-        """The location of a caller proving ``names`` (None: not served)."""
-        if self.any_location is not None:
-            return self.any_location
-        for name in names:
-            found = self.listed.get(name)
-            if found is not None:
-                return found
-        return None
-
-    def locations(self) -> tuple[Path, ...]:
-        """Every storage location (each opened at start-up)."""
-        if self.any_location is not None:
-            return (self.any_location,)
-        return tuple(dict.fromkeys(self.listed.values()))
-
-
 CALLER: Final = web.RequestKey("caller", Caller)
 
 
@@ -143,7 +118,7 @@ class ReplicaServer:
         self,
         site: str,
         source_site: str,
-        authorisation: Authorisation,
+        authorisation: Authorization,
         authenticator: Authenticator,
         clock: Clock,
         *,
@@ -221,9 +196,11 @@ class ReplicaServer:
         started = time.monotonic()
         caller: Caller | None = None
         try:
-            _check_length(request, self.max_request_bytes)
+            # Who first (headers only), so even a refusal of the body carries the
+            # server's Kerberos proof, which the client checks on every answer.
             caller = await asyncio.to_thread(self._authenticator.identify, request)
             request[CALLER] = caller
+            _check_length(request, self.max_request_bytes)
             response = await handler(request)
         except ReplicationError as error:
             response = _refusal(error, self._authenticator.scheme)
@@ -542,7 +519,10 @@ async def run(
         loop.add_signal_handler(signum, stop.set)
     _log_handshake_failures(loop)
     runner = web.AppRunner(
-        server.app(), access_log=None, shutdown_timeout=STOP_GRACE_SECONDS
+        server.app(),
+        access_log=None,
+        shutdown_timeout=STOP_GRACE_SECONDS,
+        max_field_size=HEADER_BYTES_MAX,
     )
     await runner.setup()
     try:
@@ -826,7 +806,9 @@ def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Lo
     if not root.is_dir():
         msg = f"storage location {str(root)!r} is not a folder"
         raise InvalidConfiguration(msg)
-    lock = SiteLock.acquire(site, root, clock, file_name=LOCK_FILE)
+    lock = SiteLock.acquire(
+        site, root, clock, file_name=LOCK_FILE, holder="replica server"
+    )
     try:
         replica = InProcessReplica.open(source_site, site, root, clock)
     except BaseException:

@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, Literal, get_args
@@ -140,6 +140,26 @@ class Authorization:
     """The one folder of mode ``any``; None in mode ``listed``."""
     primaries: tuple[AllowedPrimary, ...]
     """The primaries of mode ``listed``; empty in mode ``any``."""
+
+    @classmethod
+    def any_caller(cls, storage: Path) -> Authorization:
+        """Mode ``any``: every authenticated caller, in ``storage``."""
+        return cls("any", Path(storage).resolve(), ())
+
+    @classmethod
+    def only(cls, primaries: Mapping[str, Path]) -> Authorization:
+        """Mode ``listed``: only the names given, each in its own folder."""
+        listed = tuple(
+            AllowedPrimary(name, Path(folder).resolve())
+            for name, folder in primaries.items()
+        )
+        return cls("listed", None, listed)
+
+    def locations(self) -> tuple[Path, ...]:
+        """Every storage folder, each once (a server opens them all at start-up)."""
+        if self.storage is not None:
+            return (self.storage,)
+        return tuple(dict.fromkeys(primary.storage for primary in self.primaries))
 
     def location_for(self, names: Iterable[str]) -> Path | None:
         """The storage folder of an authenticated identity with ``names`` (its

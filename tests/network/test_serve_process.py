@@ -1,0 +1,236 @@
+"""``hvdr serve`` as a real process: start, SIGTERM during an apply, SIGKILL during an
+apply and a restart, and a second server on the same storage.
+
+The primary's engine runs in the test; the secondary's replicas are behind
+``hvdr serve --config`` in a subprocess (certificates from ``hvdr certs``' code). A
+kill is timed on a condition, not a clock: the test waits until the replica store's
+``intent.json`` exists (an apply is under way) and kills the server then.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine.errors import TransportError
+from engine.orchestration.engine import ReplicationEngine
+from engine.transport.http.certificates import make_certificates
+from engine.transport.http.client import HttpReplica, RetryPolicy
+from engine.transport.http.tls import client_context
+
+MIB = 1024 * 1024
+DISKS = {"os": 128 * MIB}
+LISTENING = " listening on "
+
+
+@dataclass
+class Served:
+    config: Path
+    port: int = 0
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.close()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hvdr", "serve", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        line = self.process.stdout.readline()
+        assert LISTENING in line, (line, "" if line else self.process.stderr.read())
+        self.port = int(line.split(LISTENING)[1].split()[0].rsplit(":", 1)[1])
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process is not None
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.output.append(line)
+
+    def stop(self, signum: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(60)
+
+    def close(self) -> None:
+        """Reap the process (killed if still running) and close its pipes."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(60)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        self.process = None
+
+
+def write_config(path: Path, certs: Path, storage: Path, port: int) -> None:
+    path.write_text(
+        f"""[server]
+listen = "127.0.0.1:{port}"
+site = "secondary"
+authentication = "certificate"
+
+[certificate]
+certificate = "{certs / "localhost.pem"}"
+private_key = "{certs / "localhost.key"}"
+ca = "{certs / "ca.pem"}"
+
+[authorization]
+mode = "listed"
+[[authorization.primary]]
+name = "primary-host"
+storage = "{storage}"
+""",
+        encoding="utf-8",
+    )
+
+
+@dataclass
+class Setup:
+    served: Served
+    engine: ReplicationEngine
+    client: HttpReplica
+    secondary: Path
+    certs: Path
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    certs = tmp_path / "certs"
+    make_certificates(certs, ["localhost", "primary-host"], ca_name="test CA")
+    secondary = tmp_path / "s"
+    config = tmp_path / "server.toml"
+    write_config(config, certs, secondary, 0)
+    served = Served(config)
+    served.start()
+    write_config(config, certs, secondary, served.port)  # a restart keeps the port
+    context = client_context(
+        certs / "primary-host.pem", certs / "primary-host.key", certs / "ca.pem"
+    )
+    client = HttpReplica(
+        f"https://localhost:{served.port}", site_name="secondary", ssl_context=context,
+        retry=RetryPolicy(attempts=3, first_delay=0.05, max_delay=0.1),
+    )  # fmt: skip
+    engine = ReplicationEngine.open(
+        tmp_path / "p", secondary, replica_servers={"secondary": client}
+    )
+    try:
+        yield Setup(served, engine, client, secondary, certs)
+    finally:
+        engine.close()
+        client.close()
+        served.close()
+
+
+def protect_and_change(engine: ReplicationEngine, seed: int) -> dict[str, bytes]:
+    """Protect a VM, then change 40 MiB of it (a large cycle to apply)."""
+    if "web" not in engine.vm_names():
+        engine.create_vm("web", DISKS)
+        engine.enable_protection("web")
+    for index in range(40):
+        engine.write("web", "os", index * MIB, bytes([(seed + index) % 250 + 1]) * MIB)
+    return {"os": engine.read("web", "os", 0, DISKS["os"])}
+
+
+def wait_for(condition: object, seconds: float = 30.0) -> None:
+    """Until ``condition()`` holds (bounded in time; a file check per millisecond)."""
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{condition} did not hold within {seconds} s")
+        time.sleep(0.001)
+
+
+def intent(setup: Setup) -> Path:
+    return setup.secondary / "replicas" / "web" / "intent.json"
+
+
+def in_thread(work: object) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())  # type: ignore[operator]
+        except Exception as error:  # reported to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def newest_point_matches_source(setup: Setup, source: dict[str, bytes]) -> None:
+    point = setup.engine.status("web").recovery_points[-1].recovery_point_id
+    reader = setup.client.point_reader("web", point)
+    assert reader.read("os", 0, DISKS["os"]) == source["os"]
+
+
+def test_sigterm_during_an_apply_lets_it_complete(setup: Setup) -> None:
+    source = protect_and_change(setup.engine, seed=1)
+    points = len(setup.engine.status("web").recovery_points)
+    thread, outcome = in_thread(lambda: setup.engine.replicate("web"))
+    wait_for(lambda: intent(setup).exists())
+    assert setup.served.stop(signal.SIGTERM) == 0  # it waited for the apply
+    thread.join(60)
+    assert not intent(setup).exists()  # applied whole: nothing left to finish
+    assert any('"stopping"' in line for line in setup.served.output)
+    setup.served.start()
+    replica = setup.client.status("web")
+    assert replica.recovered is None  # the restart had nothing to finish or undo
+    assert len(replica.points) == points + 1, (replica, outcome)
+    reader = setup.client.point_reader("web", replica.points[-1].recovery_point_id)
+    assert reader.read("os", 0, DISKS["os"]) == source["os"]
+    # The engine heard no answer after the stop (its next request found the server
+    # gone) or heard it; either way its next cycle agrees with the replica.
+    setup.engine.replicate("web")
+    newest_point_matches_source(setup, source)
+
+
+def test_sigkill_during_an_apply_then_a_restart_recovers(setup: Setup) -> None:
+    before = protect_and_change(setup.engine, seed=3)
+    setup.engine.replicate("web")
+    points = setup.engine.status("web").recovery_points
+    source = protect_and_change(setup.engine, seed=40)
+    thread, outcome = in_thread(lambda: setup.engine.replicate("web"))
+    wait_for(lambda: intent(setup).exists())
+    assert setup.served.stop(signal.SIGKILL) == -signal.SIGKILL
+    thread.join(60)
+    assert isinstance(outcome[0], TransportError), outcome
+    assert intent(setup).exists()  # killed mid-apply: the store must finish or undo it
+    setup.served.start()
+    status = setup.client.status("web")
+    assert status.recovered is not None, status  # the restart finished or undid it
+    newest = status.points[-1]
+    reader = setup.client.point_reader("web", newest.recovery_point_id)
+    expected = before if newest == points[-1] else source
+    assert reader.read("os", 0, DISKS["os"]) == expected["os"]
+    setup.engine.replicate("web")  # the cycle goes again, or was applied already
+    newest_point_matches_source(setup, source)
+
+
+def test_a_second_server_on_the_same_storage_is_refused(
+    setup: Setup, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.toml"
+    write_config(other, setup.certs, setup.secondary, 0)
+    second = subprocess.run(
+        [sys.executable, "-m", "hvdr", "serve", "--config", str(other)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert second.returncode == 2, second
+    assert "hvdr serve:" in second.stderr
+    assert "replica-server.lock" in second.stderr or "held by" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert setup.client.health().status == "ready"  # the first one serves on
