@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.clock import Clock
@@ -54,7 +55,7 @@ from engine.names import validate_disk_name, validate_vm_name
 from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
 from engine.storage.owner_lock import SiteLock
-from engine.transport.http import wire
+from engine.transport.http import handshake, wire
 from engine.transport.http.uploads import OffsetMismatch, Uploads, initial_key, log_key
 from engine.transport.in_process import InProcessReplica
 from engine.transport.interface import CycleShipment
@@ -532,7 +533,7 @@ async def run(
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    _log_handshake_failures(loop)
+    _log_refused_connections()
     runner = web.AppRunner(
         server.app(), access_log=None, shutdown_timeout=STOP_GRACE_SECONDS
     )
@@ -777,35 +778,38 @@ def _log_refusal(
     )
 
 
-class _HandshakeFailures(logging.Filter):
-    """asyncio reports a refused TLS handshake only in debug mode, at debug level:
-    this filter turns those records into one refusal line and drops the rest."""
+class _ParseFailures(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over its
+    8190-byte limit, a malformed header) with 400 before any handler or middleware
+    runs, and logs it with a traceback: this filter makes that one refusal line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "SSL handshake failed" in record.getMessage() and record.exc_info:
-            reason = record.exc_info[1]
-            log.warning(
-                json.dumps(
-                    {
-                        "event": "refused",
-                        "stage": "tls handshake",
-                        "message": str(reason),
-                    }
-                )
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        peer = args[0] if args else None  # "Error handling request from %s"
+        log.warning(
+            json.dumps(
+                {
+                    "event": "refused",
+                    "stage": "http parse",
+                    "peer": None if peer is None else str(peer),
+                    "error": type(error).__name__,
+                    "message": f"{error.message} (HTTP {error.code})",
+                }
             )
-            return False
-        return record.levelno >= logging.WARNING  # debug mode's chatter: dropped
+        )
+        return False
 
 
-def _log_handshake_failures(loop: asyncio.AbstractEventLoop) -> None:
-    """Make refused TLS handshakes (no certificate, another CA, expired, plain HTTP)
-    visible in the server's log: asyncio says them only in debug mode."""
-    loop.set_debug(True)
-    loop.slow_callback_duration = 3600.0  # debug mode's slow-callback warnings: off
-    asyncio_log = logging.getLogger("asyncio")
-    if not any(isinstance(found, _HandshakeFailures) for found in asyncio_log.filters):
-        asyncio_log.addFilter(_HandshakeFailures())
-    asyncio_log.setLevel(logging.DEBUG)
+def _log_refused_connections() -> None:
+    """Make refusals before any handler runs one log line each: a TLS handshake
+    (``handshake.py``) and a request aiohttp cannot parse."""
+    handshake.install()
+    aiohttp_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(found, _ParseFailures) for found in aiohttp_log.filters):
+        aiohttp_log.addFilter(_ParseFailures())
 
 
 def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Location:
