@@ -37,11 +37,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.clock import Clock
 from engine.errors import (
@@ -56,9 +56,16 @@ from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
 from engine.storage.owner_lock import SiteLock
 from engine.transport.http import handshake, wire
-from engine.transport.http.uploads import OffsetMismatch, Uploads, initial_key, log_key
+from engine.transport.http.uploads import (
+    OffsetMismatch,
+    Uploads,
+    initial_key,
+    log_key,
+    upload_bytes_max,
+    upload_disk,
+)
 from engine.transport.in_process import InProcessReplica
-from engine.transport.interface import CycleShipment
+from engine.transport.interface import CycleShipment, ReplicaStatus
 
 LOCK_FILE: Final = "replica-server.lock"
 MAX_REQUEST_BYTES_DEFAULT: Final = 64 * 1024 * 1024
@@ -251,6 +258,14 @@ class ReplicaServer:
             raise NotAuthorised(msg)
         return self._locations[root]
 
+    def _require_replica(self, location: _Location, vm: str) -> ReplicaStatus:
+        """The replica's status; refused when the caller's location has none."""
+        status = location.replica.status(vm)  # damaged: raised, so refused too
+        if not status.exists:
+            msg = f"VM {vm!r} has no replica at site {self.site!r}: create it first"
+            raise InvalidConfiguration(msg)
+        return status
+
     async def _call(self, location: _Location, work: Callable[[], T]) -> T:
         """Run blocking ``work`` in a thread, keeping the location's health."""
         try:
@@ -337,18 +352,13 @@ class ReplicaServer:
         checksum = None if crc is None else _hex(crc, wire.CRC_HEADER)
 
         def work() -> int:
-            if not location.replica.status(vm).exists:  # damaged: refused too
-                msg = f"VM {vm!r} has no replica at site {self.site!r}: create it first"
-                raise InvalidConfiguration(msg)
+            disks = self._require_replica(location, vm).disks
+            _check_upload_end(vm, key, offset + (len(data) or hole), disks)
             return location.uploads.write(
                 vm, key, offset, data, crc32c=checksum, hole=hole
             )
 
-        try:
-            received = await self._call(location, work)
-        except OffsetMismatch as error:
-            body = wire.error_body(error) | {"received": error.received}
-            return web.json_response(body, status=HTTPStatus.CONFLICT)
+        received = await self._call(location, work)
         return web.json_response({"received": received})
 
     async def _initial_image(self, request: web.Request) -> web.Response:
@@ -361,11 +371,7 @@ class ReplicaServer:
             location.replica.receive_disk_image(vm, disk, path)
             location.uploads.discard(vm, initial_key(disk))
 
-        try:
-            await self._call(location, work)
-        except OffsetMismatch as error:
-            body_out = wire.error_body(error) | {"received": error.received}
-            return web.json_response(body_out, status=HTTPStatus.CONFLICT)
+        await self._call(location, work)
         return _done()
 
     async def _install(self, request: web.Request) -> web.Response:
@@ -381,7 +387,7 @@ class ReplicaServer:
         body = await _body(request, _Apply)
 
         def work() -> dict[str, object]:
-            for point in location.replica.status(vm).points:
+            for point in self._require_replica(location, vm).points:
                 if point.cycle_id == cycle:  # a retry after a lost answer
                     _discard_cycle(location, vm, cycle, body.sizes)
                     return wire.point_to_json(point)
@@ -406,12 +412,7 @@ class ReplicaServer:
             _discard_cycle(location, vm, cycle, body.sizes)
             return wire.point_to_json(point)
 
-        try:
-            point = await self._call(location, work)
-        except OffsetMismatch as error:
-            body_out = wire.error_body(error) | {"received": error.received}
-            return web.json_response(body_out, status=HTTPStatus.CONFLICT)
-        return web.json_response(point)
+        return web.json_response(await self._call(location, work))
 
     async def _digests(self, request: web.Request) -> web.Response:
         location = self._location(request)
@@ -572,8 +573,12 @@ class _Create(_Strict):
     retention_count: int
 
 
+ByteCount = Annotated[int, Field(ge=0)]
+"""A file's length in bytes (an upload's size)."""
+
+
 class _Finish(_Strict):
-    size: int
+    size: ByteCount
 
 
 class _Apply(_Strict):
@@ -581,7 +586,7 @@ class _Apply(_Strict):
     app_consistent: bool
     last_sequences: dict[str, int]
     resync: bool = False
-    sizes: dict[str, int]
+    sizes: dict[str, ByteCount]
 
 
 class _Digests(_Strict):
@@ -604,12 +609,9 @@ M = TypeVar("M", bound=_Strict)
 
 async def _body(request: web.Request, model: type[M]) -> M:
     """The request's JSON body as ``model``; InvalidConfiguration names the field."""
-    if request.content_length is not None and request.content_length > (
-        wire.JSON_BYTES_MAX
-    ):
-        msg = f"a JSON body is at most {wire.JSON_BYTES_MAX} bytes; this one is "
-        raise InvalidConfiguration(msg + f"{request.content_length}")
+    _check_json_length(request, request.content_length)
     raw = await request.read()
+    _check_json_length(request, len(raw))  # sent without Content-Length (chunked)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -626,6 +628,13 @@ async def _body(request: web.Request, model: type[M]) -> M:
         msg = f"{request.method} {request.path}: {problems} (the body takes "
         msg += f"{sorted(model.model_fields)})"
         raise InvalidConfiguration(msg) from None
+
+
+def _check_json_length(request: web.Request, length: int | None) -> None:
+    if length is not None and length > wire.JSON_BYTES_MAX:
+        msg = f"{request.method} {request.path}: the JSON body is {length} bytes; a "
+        msg += f"JSON body is at most {wire.JSON_BYTES_MAX} bytes"
+        raise _TooLarge(msg)
 
 
 def _vm(request: web.Request) -> str:
@@ -645,6 +654,21 @@ def _key(request: web.Request) -> str:
         return log_key(int(head.removeprefix("cycle-")), disk)
     msg = f"upload key {key!r} is not 'initial.<disk>' or 'cycle-<id>.<disk>'"
     raise InvalidConfiguration(msg)
+
+
+def _check_upload_end(vm: str, key: str, end: int, disks: Mapping[str, int]) -> None:
+    """Refuse a chunk for a disk the VM lacks, or one ending past what an upload
+    for its disk may hold, before any file is touched."""
+    disk = upload_disk(key)
+    if disk not in disks:
+        msg = f"upload {key!r}: VM {vm!r} has no disk {disk!r} at this site; its "
+        msg += f"disks: {sorted(disks)}"
+        raise InvalidConfiguration(msg)
+    limit = upload_bytes_max(key, disks[disk])
+    if end > limit:
+        msg = f"upload {key!r} of VM {vm!r} would reach byte {end}: an upload for "
+        msg += f"disk {disk!r} ({disks[disk]} bytes) holds at most {limit} bytes"
+        raise InvalidConfiguration(msg)
 
 
 def _int_in_path(request: web.Request, name: str) -> int:
@@ -719,11 +743,19 @@ def _bytes(data: bytes) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
-def _refusal(error: ReplicationError, scheme: str) -> web.Response:
-    status = wire.status_of(error)
+def _status(error: ReplicationError) -> HTTPStatus:
     if isinstance(error, _TooLarge):
-        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    response = web.json_response(wire.error_body(error), status=status)
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    if isinstance(error, OffsetMismatch):  # the client resumes from "received"
+        return HTTPStatus.CONFLICT
+    return wire.status_of(error)
+
+
+def _refusal(error: ReplicationError, scheme: str) -> web.Response:
+    body: dict[str, object] = dict(wire.error_body(error))
+    if isinstance(error, OffsetMismatch):
+        body["received"] = error.received
+    response = web.json_response(body, status=_status(error))
     if isinstance(error, AuthenticationFailed) and scheme == "kerberos":
         response.headers["WWW-Authenticate"] = "Negotiate"
     return response
@@ -771,7 +803,8 @@ def _log_refusal(
                 "path": request.path,
                 "caller": None if caller is None else caller.name,
                 "peer": request.remote,
-                "error": type(error).__name__,
+                "status": int(_status(error)),
+                "error": wire.error_body(error)["error"],
                 "message": str(error),
             }
         )
