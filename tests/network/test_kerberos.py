@@ -366,11 +366,16 @@ def test_impostor_replaying_a_proof(kdc_realm: kdc.KdcRealm, replica: Replica) -
         genuine = primary.get("/whoami")
         with pytest.raises(AuthenticationFailed) as e:
             primary.get("/impostor/replaying")
-    expected = (
-        "mutual authentication of HTTP@localhost failed (Decrypt integrity check "
-        "failed): the reply 200 to GET /impostor/replaying is refused"
-    )
-    assert (200, expected) == (genuine.status_code, str(e.value))
+    # MIT names the refusal of a replayed proof either way, depending on what the
+    # process did with Kerberos before (seen: alone, one; after other suites, the
+    # other): both say the proof failed, and the reply is refused either way.
+    expected = {
+        f"mutual authentication of HTTP@localhost failed ({reason}): the reply 200 "
+        "to GET /impostor/replaying is refused"
+        for reason in ("Decrypt integrity check failed", "Mutual authentication failed")
+    }
+    assert genuine.status_code == 200
+    assert str(e.value) in expected
 
 
 def test_acceptor_for_one_principal(kdc_realm: kdc.KdcRealm, replica: Replica) -> None:

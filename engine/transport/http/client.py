@@ -486,9 +486,33 @@ def _refuse_certificate_errors(url: str, error: httpx.TransportError) -> None:
         raise AuthenticationFailed(msg) from error
     if "ALERT" in text.upper() or "CERTIFICATE" in text.upper():
         msg = f"replica server {url} refused this primary's certificate during the "
-        msg += f"TLS handshake: {text}. Check that it is signed by the CA the "
-        msg += "server trusts and is within its validity"
+        msg += f"TLS handshake: {text}. {_alert_advice(text)}"
         raise AuthenticationFailed(msg) from error
+
+
+def _alert_advice(text: str) -> str:
+    """What a server's TLS alert (OpenSSL's reason name in ``text``) says of this
+    primary's certificate, and what to do."""
+    upper = text.upper()
+    if "CERTIFICATE_REQUIRED" in upper:
+        return (
+            "This primary sent no client certificate: give its ssl_context the "
+            "primary's certificate and key"
+        )
+    if "UNKNOWN_CA" in upper:
+        return (
+            "The server does not trust the CA that signed this primary's "
+            "certificate: use one signed by the server's CA"
+        )
+    if "CERTIFICATE_EXPIRED" in upper:
+        return (
+            "The server found this primary's certificate expired: renew it "
+            "(and check both clocks)"
+        )
+    return (
+        "Check that it is signed by the CA the server trusts and is within its "
+        "validity (not expired, not yet valid: check both clocks)"
+    )
 
 
 def _describe(error: Exception | None) -> str:

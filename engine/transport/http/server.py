@@ -37,10 +37,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from aiohttp.http_exceptions import HttpProcessingError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.clock import Clock
 from engine.errors import (
@@ -54,11 +55,18 @@ from engine.names import validate_disk_name, validate_vm_name
 from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
 from engine.storage.owner_lock import SiteLock
-from engine.transport.http import wire
+from engine.transport.http import handshake, wire
 from engine.transport.http.server_config import Authorization
-from engine.transport.http.uploads import OffsetMismatch, Uploads, initial_key, log_key
+from engine.transport.http.uploads import (
+    OffsetMismatch,
+    Uploads,
+    initial_key,
+    log_key,
+    upload_bytes_max,
+    upload_disk,
+)
 from engine.transport.in_process import InProcessReplica
-from engine.transport.interface import CycleShipment
+from engine.transport.interface import CycleShipment, ReplicaStatus
 
 LOCK_FILE: Final = "replica-server.lock"
 MAX_REQUEST_BYTES_DEFAULT: Final = 64 * 1024 * 1024
@@ -229,6 +237,14 @@ class ReplicaServer:
             raise NotAuthorised(msg)
         return self._locations[root]
 
+    def _require_replica(self, location: _Location, vm: str) -> ReplicaStatus:
+        """The replica's status; refused when the caller's location has none."""
+        status = location.replica.status(vm)  # damaged: raised, so refused too
+        if not status.exists:
+            msg = f"VM {vm!r} has no replica at site {self.site!r}: create it first"
+            raise InvalidConfiguration(msg)
+        return status
+
     async def _call(
         self, location: _Location, work: Callable[[], T], *, writes: bool = True
     ) -> T:
@@ -321,18 +337,13 @@ class ReplicaServer:
         checksum = None if crc is None else _hex(crc, wire.CRC_HEADER)
 
         def work() -> int:
-            if not location.replica.status(vm).exists:  # damaged: refused too
-                msg = f"VM {vm!r} has no replica at site {self.site!r}: create it first"
-                raise InvalidConfiguration(msg)
+            disks = self._require_replica(location, vm).disks
+            _check_upload_end(vm, key, offset + (len(data) or hole), disks)
             return location.uploads.write(
                 vm, key, offset, data, crc32c=checksum, hole=hole
             )
 
-        try:
-            received = await self._call(location, work)
-        except OffsetMismatch as error:
-            body = wire.error_body(error) | {"received": error.received}
-            return web.json_response(body, status=HTTPStatus.CONFLICT)
+        received = await self._call(location, work)
         return web.json_response({"received": received})
 
     async def _initial_image(self, request: web.Request) -> web.Response:
@@ -345,11 +356,7 @@ class ReplicaServer:
             location.replica.receive_disk_image(vm, disk, path)
             location.uploads.discard(vm, initial_key(disk))
 
-        try:
-            await self._call(location, work)
-        except OffsetMismatch as error:
-            body_out = wire.error_body(error) | {"received": error.received}
-            return web.json_response(body_out, status=HTTPStatus.CONFLICT)
+        await self._call(location, work)
         return _done()
 
     async def _install(self, request: web.Request) -> web.Response:
@@ -365,7 +372,7 @@ class ReplicaServer:
         body = await _body(request, _Apply)
 
         def work() -> dict[str, object]:
-            for point in location.replica.status(vm).points:
+            for point in self._require_replica(location, vm).points:
                 if point.cycle_id == cycle:  # a retry after a lost answer
                     _discard_cycle(location, vm, cycle, body.sizes)
                     return wire.point_to_json(point)
@@ -390,12 +397,7 @@ class ReplicaServer:
             _discard_cycle(location, vm, cycle, body.sizes)
             return wire.point_to_json(point)
 
-        try:
-            point = await self._call(location, work)
-        except OffsetMismatch as error:
-            body_out = wire.error_body(error) | {"received": error.received}
-            return web.json_response(body_out, status=HTTPStatus.CONFLICT)
-        return web.json_response(point)
+        return web.json_response(await self._call(location, work))
 
     async def _digests(self, request: web.Request) -> web.Response:
         location = self._location(request)
@@ -517,7 +519,7 @@ async def run(
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    _log_handshake_failures(loop)
+    _log_refused_connections()
     runner = web.AppRunner(
         server.app(),
         access_log=None,
@@ -559,8 +561,12 @@ class _Create(_Strict):
     retention_count: int
 
 
+ByteCount = Annotated[int, Field(ge=0)]
+"""A file's length in bytes (an upload's size)."""
+
+
 class _Finish(_Strict):
-    size: int
+    size: ByteCount
 
 
 class _Apply(_Strict):
@@ -568,7 +574,7 @@ class _Apply(_Strict):
     app_consistent: bool
     last_sequences: dict[str, int]
     resync: bool = False
-    sizes: dict[str, int]
+    sizes: dict[str, ByteCount]
 
 
 class _Digests(_Strict):
@@ -591,12 +597,9 @@ M = TypeVar("M", bound=_Strict)
 
 async def _body(request: web.Request, model: type[M]) -> M:
     """The request's JSON body as ``model``; InvalidConfiguration names the field."""
-    if request.content_length is not None and request.content_length > (
-        wire.JSON_BYTES_MAX
-    ):
-        msg = f"a JSON body is at most {wire.JSON_BYTES_MAX} bytes; this one is "
-        raise InvalidConfiguration(msg + f"{request.content_length}")
+    _check_json_length(request, request.content_length)
     raw = await request.read()
+    _check_json_length(request, len(raw))  # sent without Content-Length (chunked)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -613,6 +616,13 @@ async def _body(request: web.Request, model: type[M]) -> M:
         msg = f"{request.method} {request.path}: {problems} (the body takes "
         msg += f"{sorted(model.model_fields)})"
         raise InvalidConfiguration(msg) from None
+
+
+def _check_json_length(request: web.Request, length: int | None) -> None:
+    if length is not None and length > wire.JSON_BYTES_MAX:
+        msg = f"{request.method} {request.path}: the JSON body is {length} bytes; a "
+        msg += f"JSON body is at most {wire.JSON_BYTES_MAX} bytes"
+        raise _TooLarge(msg)
 
 
 def _vm(request: web.Request) -> str:
@@ -632,6 +642,21 @@ def _key(request: web.Request) -> str:
         return log_key(int(head.removeprefix("cycle-")), disk)
     msg = f"upload key {key!r} is not 'initial.<disk>' or 'cycle-<id>.<disk>'"
     raise InvalidConfiguration(msg)
+
+
+def _check_upload_end(vm: str, key: str, end: int, disks: Mapping[str, int]) -> None:
+    """Refuse a chunk for a disk the VM lacks, or one ending past what an upload
+    for its disk may hold, before any file is touched."""
+    disk = upload_disk(key)
+    if disk not in disks:
+        msg = f"upload {key!r}: VM {vm!r} has no disk {disk!r} at this site; its "
+        msg += f"disks: {sorted(disks)}"
+        raise InvalidConfiguration(msg)
+    limit = upload_bytes_max(key, disks[disk])
+    if end > limit:
+        msg = f"upload {key!r} of VM {vm!r} would reach byte {end}: an upload for "
+        msg += f"disk {disk!r} ({disks[disk]} bytes) holds at most {limit} bytes"
+        raise InvalidConfiguration(msg)
 
 
 def _int_in_path(request: web.Request, name: str) -> int:
@@ -706,11 +731,19 @@ def _bytes(data: bytes) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
-def _refusal(error: ReplicationError, scheme: str) -> web.Response:
-    status = wire.status_of(error)
+def _status(error: ReplicationError) -> HTTPStatus:
     if isinstance(error, _TooLarge):
-        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    response = web.json_response(wire.error_body(error), status=status)
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    if isinstance(error, OffsetMismatch):  # the client resumes from "received"
+        return HTTPStatus.CONFLICT
+    return wire.status_of(error)
+
+
+def _refusal(error: ReplicationError, scheme: str) -> web.Response:
+    body: dict[str, object] = dict(wire.error_body(error))
+    if isinstance(error, OffsetMismatch):
+        body["received"] = error.received
+    response = web.json_response(body, status=_status(error))
     if isinstance(error, AuthenticationFailed) and scheme == "kerberos":
         response.headers["WWW-Authenticate"] = "Negotiate"
     return response
@@ -758,42 +791,46 @@ def _log_refusal(
                 "path": request.path,
                 "caller": None if caller is None else caller.name,
                 "peer": request.remote,
-                "error": type(error).__name__,
+                "status": int(_status(error)),
+                "error": wire.error_body(error)["error"],
                 "message": str(error),
             }
         )
     )
 
 
-class _HandshakeFailures(logging.Filter):
-    """asyncio reports a refused TLS handshake only in debug mode, at debug level:
-    this filter turns those records into one refusal line and drops the rest."""
+class _ParseFailures(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over its
+    8190-byte limit, a malformed header) with 400 before any handler or middleware
+    runs, and logs it with a traceback: this filter makes that one refusal line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "SSL handshake failed" in record.getMessage() and record.exc_info:
-            reason = record.exc_info[1]
-            log.warning(
-                json.dumps(
-                    {
-                        "event": "refused",
-                        "stage": "tls handshake",
-                        "message": str(reason),
-                    }
-                )
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        peer = args[0] if args else None  # "Error handling request from %s"
+        log.warning(
+            json.dumps(
+                {
+                    "event": "refused",
+                    "stage": "http parse",
+                    "peer": None if peer is None else str(peer),
+                    "error": type(error).__name__,
+                    "message": f"{error.message} (HTTP {error.code})",
+                }
             )
-            return False
-        return record.levelno >= logging.WARNING  # debug mode's chatter: dropped
+        )
+        return False
 
 
-def _log_handshake_failures(loop: asyncio.AbstractEventLoop) -> None:
-    """Make refused TLS handshakes (no certificate, another CA, expired, plain HTTP)
-    visible in the server's log: asyncio says them only in debug mode."""
-    loop.set_debug(True)
-    loop.slow_callback_duration = 3600.0  # debug mode's slow-callback warnings: off
-    asyncio_log = logging.getLogger("asyncio")
-    if not any(isinstance(found, _HandshakeFailures) for found in asyncio_log.filters):
-        asyncio_log.addFilter(_HandshakeFailures())
-    asyncio_log.setLevel(logging.DEBUG)
+def _log_refused_connections() -> None:
+    """Make refusals before any handler runs one log line each: a TLS handshake
+    (``handshake.py``) and a request aiohttp cannot parse."""
+    handshake.install()
+    aiohttp_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(found, _ParseFailures) for found in aiohttp_log.filters):
+        aiohttp_log.addFilter(_ParseFailures())
 
 
 def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Location:

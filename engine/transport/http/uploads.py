@@ -65,6 +65,26 @@ def log_key(cycle_id: object, disk: str) -> str:
     return f"cycle-{cycle_id}.{validate_disk_name(disk)}"
 
 
+LOG_SLACK_BYTES: Final = 1024 * 1024
+"""Framing and header room a cycle's log may take beyond twice its disk."""
+
+
+def upload_disk(key: str) -> str:
+    """The disk an upload key (:func:`initial_key`, :func:`log_key`) is for."""
+    return key.partition(".")[2]
+
+
+def upload_bytes_max(key: str, disk_bytes: int) -> int:
+    """The most an upload for a disk of ``disk_bytes`` may hold, so that a chunk (a
+    hole is a few bytes of request) can never make a file no disk needs: an initial
+    copy's image is the disk; a cycle's log is at most twice it (a log past half its
+    disk is never shipped, the cycle resynchronises; a resynchronisation's log holds
+    each block once, each record's framing small beside a block) plus header room."""
+    if key.startswith("initial."):
+        return disk_bytes
+    return 2 * disk_bytes + LOG_SLACK_BYTES
+
+
 class Uploads:
     """The uploads of one storage location."""
 
