@@ -88,3 +88,39 @@ def test_cli_without_a_command_prints_help() -> None:
     result = hvdr()
     assert result.returncode == 2
     assert "diagram" in result.stdout
+
+
+def test_demo_network_runs_the_drill_over_two_replica_server_processes(
+    tmp_path: Path,
+) -> None:
+    """hvdr demo --network: one hvdr serve per site (mutual TLS, generated
+    certificates), the same drill and checks; the primary's server is SIGKILLed with
+    its site and started again; both servers answered and stopped cleanly."""
+    sites = tmp_path / "sites"
+    result = hvdr("demo", "--network", "--no-diagrams", "--workdir", str(sites))
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    made = re.findall(r"^  (✓|✗ FAILED) (.+)$", out, flags=re.MULTILINE)
+    assert made
+    assert [mark for mark, _ in made if mark != "✓"] == []
+    assert f"{len(made)} of {len(made)} checks passed" in out
+    names = " ".join(name for _, name in made)
+    for check in ESSENTIAL_CHECKS:
+        assert check in names, check
+    assert "the primary site's replica server was killed (SIGKILL)" in out
+    assert "the primary site's replica server started again" in out
+    answered = re.search(
+        r"requests the replica servers answered: primary ([\d,]+), secondary ([\d,]+)",
+        out,
+    )
+    assert answered, out[-2000:]
+    assert all(int(count.replace(",", "")) > 50 for count in answered.groups())
+    assert (sites / "certs" / "ca.pem").exists()
+    assert (sites / "secondary" / "replica-server.lock").exists()
+
+
+def test_demo_network_with_model_only_is_refused() -> None:
+    result = hvdr("demo", "--network", "--model-only", "--no-diagrams")
+    assert result.returncode == 2
+    assert "--network runs the engine drill" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hvdr.commands import diagram, engine_drill
-from hvdr.status import examples
+from hvdr.status import UsageError, examples
 from model import apply, health, initial_state, is_protected
 from model.scenarios import WALKTHROUGH
 from model.state import LossRecord
@@ -38,6 +38,10 @@ def register(subparsers: Any) -> None:
                 "the lifecycle on the model, then a checked drill on real files",
             ),
             ("hvdr demo --model-only --no-diagrams", "the model's walk only"),
+            (
+                "hvdr demo --network",
+                "the same drill, each site's replicas behind its own hvdr serve",
+            ),
             (
                 "hvdr demo --workdir /tmp/drill",
                 "keep the drill's two site folders for a look",
@@ -56,6 +60,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model-only", action="store_true", help="skip the engine drill on real files"
+    )
+    parser.add_argument(
+        "--network",
+        action="store_true",
+        help="put each site's replicas behind its own replica server (hvdr serve, "
+        "one process per site, mutual TLS with generated certificates)",
     )
     parser.add_argument(
         "--workdir",
@@ -89,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     list what the drill verified; non-zero when a check failed."""
     started = time.perf_counter()
     console = Console(width=140)
+    if args.network and args.model_only:
+        msg = "--network runs the engine drill over replica servers; --model-only "
+        msg += "skips that drill: give one of them"
+        raise UsageError(msg)
     if not args.model_only and args.workdir is not None:
         try:
             engine_drill.check_workdir(args.workdir)
@@ -115,7 +129,18 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     verification = None
     if not args.model_only:
-        verification = engine_drill.run_drill(console, args.workdir)
+        sites = None
+        if args.network:
+            # Imported only here: the other runs never load the web stack.
+            from hvdr.commands.network_sites import NetworkSites  # noqa: PLC0415
+
+            sites = NetworkSites()
+        verification = engine_drill.run_drill(console, args.workdir, sites)
+        if sites is not None:
+            answered = ", ".join(
+                f"{site} {count:,}" for site, count in sites.requests().items()
+            )
+            console.print(f"requests the replica servers answered: {answered}")
     status = 0
     if not args.no_diagrams:
         status = diagram.run(argparse.Namespace(format=None, out=args.diagrams))

@@ -52,6 +52,7 @@ class NetworkSites:
     def start(self, root: Path) -> Mapping[str, ReplicaTarget]:
         """Certificates, configurations, servers; one client per site."""
         self._root = root
+        root.mkdir(parents=True, exist_ok=True)
         certs = root / "certs"
         made = make_certificates(
             certs, [SERVER_HOST, ENGINE_NAME], ca_name="hvdr drill CA"
