@@ -22,9 +22,9 @@ numbers, files the source made (sealed change logs, disk images) and plain value
   every point deleted; returns the blocks rolled back) and ``adopt_copy`` (reverse
   replication: the old source's disks at the target become a replica without points).
 
-Today's implementation is in-process (``engine.transport.in_process``): the target
-site's storage root is on this machine. A replica server between hosts implements the
-same protocol over HTTP(S); nothing above this seam changes.
+Two implementations: in-process (``engine.transport.in_process``: the target site's
+storage root is on this machine) and over HTTP(S) (``engine.transport.http.client``,
+against a replica server, ``hvdr serve``); nothing above this seam changes.
 
 Errors: :class:`~engine.errors.TransportError` (the target cannot be reached; nothing
 was delivered), :class:`~engine.errors.StorageFull` (the target has no room; nothing
