@@ -60,6 +60,7 @@ from hypothesis.stateful import (
 
 from invariants import catalogue
 from invariants.catalogue import RECOVERABILITY
+from invariants.constant_pool import fixed_constant_pool
 from invariants.databases import key_examples
 from invariants.fuzz_scale import Beyond, BeyondSummary, action_weights, composed_paths
 from invariants.interrupts import StopRequest, stop_requests
@@ -381,7 +382,8 @@ def run_in_batches(
         test = get_state_machine_test(machine, settings=options)
         caught: _Failure | None = None
         try:
-            _seeded(test, seed_value + done, keep_database=database is not None)()
+            with fixed_constant_pool():  # the seed alone decides (constant_pool.py)
+                _seeded(test, seed_value + done, keep_database=database is not None)()
         except failure as error:
             caught = error
         done += size

@@ -50,16 +50,18 @@ def _hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-#: The seed each planted bug is looked for with (the engine as it is passes there).
-#: A seed fixes the draws, not what they reach: a change to the harness or to what
-#: the model enables moves a run elsewhere, and a pin can stop catching its bug
-#: (loss_bound_always_zero moved from 0 to 3 on 2026-12-01 after the fuzzers'
-#: rule changes; seeds 0-2 and 4 no longer reach a bound to zero in 40 examples).
+#: The seed each planted bug is looked for with (the engine as it is passes there);
+#: a bug not listed is looked for with SEED. A seed fixes the draws, not what they
+#: reach: a change to the harness or to what the model enables moves a run elsewhere,
+#: and a pin can stop catching its bug. Re-pinned on 2026-12-01 when generation
+#: became a function of the seed alone (invariants/constant_pool.py: before, the
+#: constants Hypothesis collected from whatever modules were loaded changed the
+#: draws): log_applied_out_of_order is caught at seeds 1, 2, 4-6 (not 0, 3);
+#: loss_bound_always_zero at 5-7 (not 0-4), in 40 examples.
 MUTANT_SEEDS = {
-    "log_applied_out_of_order": 3,
     "reconciliation_one_short": 0,
     "loss_report_forgets_the_final_sync": 1,
-    "loss_bound_always_zero": 3,
+    "loss_bound_always_zero": 5,
 }
 
 
