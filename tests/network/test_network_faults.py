@@ -195,3 +195,22 @@ def test_a_full_target_is_reported_then_replication_resumes(tmp_path: Path) -> N
         assert link.engine.replicate("web") is not None
         assert link.client.health().status == "ready"
         replica_matches_source(link)
+
+
+def test_finishing_an_image_again_after_a_lost_answer_is_accepted(
+    link: Link, tmp_path: Path
+) -> None:
+    """The answer to "image complete" lost (or the server killed after moving the
+    image into its inbox): the primary sends it again and it is accepted, the image
+    whole in the inbox, nothing to send again."""
+    image = tmp_path / "os.img"
+    image.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    link.client.create_replica("web", {"os": image.stat().st_size}, 4)
+    link.client.send_disk_image("web", "os", image)
+    again = link.client._send(  # the primary's retry of the same request
+        "POST", "/v1/vms/web/initial/os", json={"size": image.stat().st_size}
+    )
+    assert again.status_code == 200
+    inbox = link.secondary / "inbox" / "web" / "initial" / "os.img"
+    assert inbox.read_bytes() == image.read_bytes()
+    assert not list((link.secondary / "uploads").rglob("*.part"))

@@ -55,6 +55,7 @@ from engine.names import validate_disk_name, validate_vm_name
 from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
 from engine.storage.owner_lock import SiteLock
+from engine.transport import delivery
 from engine.transport.http import handshake, wire
 from engine.transport.http.server_config import Authorization
 from engine.transport.http.uploads import (
@@ -352,6 +353,14 @@ class ReplicaServer:
         body = await _body(request, _Finish)
 
         def work() -> None:
+            delivered = delivery.initial_copy_directory(location.root, vm) / (
+                f"{disk}{delivery.IMAGE_SUFFIX}"
+            )
+            if delivered.is_file() and delivered.stat().st_size == body.size:
+                # Taken already (a retry after a lost answer, or a crash after the
+                # move into the inbox and before the upload was forgotten).
+                location.uploads.discard(vm, initial_key(disk))
+                return
             path = location.uploads.finish(vm, initial_key(disk), body.size)
             location.replica.receive_disk_image(vm, disk, path)
             location.uploads.discard(vm, initial_key(disk))
