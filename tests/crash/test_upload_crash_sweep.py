@@ -30,9 +30,9 @@ After each, with the real file system (a reboot), :func:`check_after_crash`:
 One state is accepted as the server leaves it: killed (or cut) after the image was
 renamed into the inbox but before ``discard`` removed the acknowledgement,
 ``received()`` says the upload is whole while its part file is gone, so ``finish``
-refuses ("missing its data: send it again from byte 0") and the client sends it all
-again. The image is already whole in the inbox: nothing acknowledged is lost; only
-that retry of ``finish`` is not idempotent (it costs a second upload).
+refuses ("missing its data: send it again from byte 0"). The image is already whole
+in the inbox, nothing acknowledged is lost, and the server accepts such a retried
+finish for that reason (``ReplicaServer._initial_image``).
 
 Run with ``-s`` to see the reports of passing sweeps.
 """
