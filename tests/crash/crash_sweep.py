@@ -280,17 +280,34 @@ def _trace_around(trace: Trace, index: int) -> Iterator[str]:
         yield f"      {marker} {number} {operation} {path}"
 
 
+SYNCS: Final = frozenset({"fsync", "fdatasync", "fsync_directory"})
+"""Operations that change nothing a kill keeps (the page cache is the same before
+and after them)."""
+
+
+def kill_points(counting: CountingFileSystem) -> list[Point]:
+    """Before every operation, and after every one that changes what a kill keeps.
+
+    A kill after a sync leaves exactly what a kill before it leaves: a sync changes
+    no byte and no name in the page cache, and nothing else of the process runs in
+    between (no write, no acknowledgement reported). So the point after each sync is
+    the point before it, swept once (docs/crash-testing.md, "The sweeps").
+    """
+    points: list[Point] = []
+    for traced in counting.trace:
+        points.append((traced.index, "before"))
+        if traced.operation not in SYNCS:
+            points.append((traced.index, "after"))
+    return points
+
+
 def kill_sweep_main(directory: Path, *, durable: bool) -> None:
     """The kill sweep's driver process: every operation, before and after; JSON out.
 
     Prints ``{"operations", "results": [[point, problems]], "trace"}`` on stdout.
     """
     counting = count_operations(directory / "count", durable_writes=durable)
-    points = [
-        (index, when)
-        for index in range(1, counting.operations + 1)
-        for when in ("before", "after")
-    ]
+    points = kill_points(counting)
     results = sweep(directory, points, partial(kill_point, durable=durable))
     outcome = {
         "operations": counting.operations,

@@ -20,7 +20,7 @@ import pytest
 from crash_sweep import format_report, scratch_directory
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-KILL_POINTS_MIN = 500  # before and after each operation: the scenario has ~500
+KILL_POINTS_MIN = 850  # before each of ~600 operations, and after the ~340 non-syncs
 
 CHILD = """
 import sys
