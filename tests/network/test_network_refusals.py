@@ -724,3 +724,13 @@ def test_a_log_that_skips_a_cycle_is_refused_as_a_sequence_gap(
     )
     assert str(refused.value) == f"replica server {site.url}: {line['message']}"
     assert_still_at_the_last_point(site)
+
+
+@pytest.mark.parametrize("text", ["²", "１", "0x1"])
+def test_a_number_in_the_path_or_query_must_be_ascii_digits(text: str) -> None:
+    """Digits Python's isdigit takes but int refuses (or reads otherwise) are a 400
+    naming the value, never a 500 (found by the outside review)."""
+    from engine.transport.http.server import _whole_number
+
+    assert not _whole_number(text)
+    assert _whole_number("12")

@@ -647,7 +647,7 @@ def _key(request: web.Request) -> str:
     if key.startswith("initial."):
         return initial_key(key.removeprefix("initial."))
     head, _, disk = key.partition(".")
-    if head.startswith("cycle-") and head.removeprefix("cycle-").isdigit():
+    if head.startswith("cycle-") and _whole_number(head.removeprefix("cycle-")):
         return log_key(int(head.removeprefix("cycle-")), disk)
     msg = f"upload key {key!r} is not 'initial.<disk>' or 'cycle-<id>.<disk>'"
     raise InvalidConfiguration(msg)
@@ -670,7 +670,7 @@ def _check_upload_end(vm: str, key: str, end: int, disks: Mapping[str, int]) -> 
 
 def _int_in_path(request: web.Request, name: str) -> int:
     text = request.match_info[name]
-    if not text.isdigit() or len(text) > 18:
+    if not _whole_number(text) or len(text) > 18:
         msg = f"{name}={text!r} in the path must be a whole number"
         raise InvalidConfiguration(msg)
     return int(text)
@@ -683,7 +683,7 @@ def _query_int(request: web.Request, name: str, default: int | None = None) -> i
             return default
         msg = f"{request.method} {request.path} needs the query parameter {name}"
         raise InvalidConfiguration(msg)
-    if not text.isdigit() or len(text) > 18:
+    if not _whole_number(text) or len(text) > 18:
         msg = f"query parameter {name}={text!r} must be a whole number >= 0"
         raise InvalidConfiguration(msg)
     return int(text)
@@ -861,3 +861,9 @@ def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Lo
         lock.release()
         raise
     return _Location(replica, root, lock)
+
+
+def _whole_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes "²" and "１", which ``int``
+    refuses or reads as another number)."""
+    return text.isascii() and text.isdigit()
