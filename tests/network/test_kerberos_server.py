@@ -9,12 +9,12 @@ never reaches the server, nothing written either way.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import kdc
 import pytest
 from server_thread import serving
+from storage_digest import tree_digest
 
 from engine.clock import SystemClock
 from engine.errors import AuthenticationFailed, NotAuthorised
@@ -27,15 +27,6 @@ from engine.transport.http.server_config import Authorization, KerberosSettings
 
 BLOCK = 4096
 DISKS = {"os": 64 * BLOCK}
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != "replica-server.lock":
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def server(kdc_realm: kdc.KdcRealm, authorization: Authorization) -> ReplicaServer:

@@ -13,10 +13,8 @@ process) saying the same; and no file under either location changed
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
-import os
 import socket
 import ssl
 import time
@@ -31,6 +29,7 @@ import httpx
 import pytest
 import trustme
 from server_thread import serving
+from storage_digest import tree_digest
 
 from engine.clock import SystemClock
 from engine.errors import (
@@ -44,7 +43,7 @@ from engine.testing import Cycle, CycleSource
 from engine.transport.http import wire
 from engine.transport.http.auth import CertificateAuthenticator
 from engine.transport.http.client import HttpReplica
-from engine.transport.http.server import LOCK_FILE, ReplicaServer
+from engine.transport.http.server import ReplicaServer
 from engine.transport.http.server_config import Authorization
 from engine.transport.interface import CycleShipment
 
@@ -55,21 +54,6 @@ NAMES_ALLOWED = (
     "allowed: 1 to 64 characters of letters, digits, '.', '_' and '-', "
     "not starting with '.' and without '..'"
 )
-
-
-def tree_digest(root: Path) -> str:
-    """A hash of every file's path (relative to ``root``) and bytes, in path order;
-    the server's lock file (its owner's pid) is the only file left out."""
-    hasher = hashlib.sha256()
-    for folder, subfolders, files in os.walk(root):
-        subfolders.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            if path == root / LOCK_FILE:
-                continue
-            hasher.update(str(path.relative_to(root)).encode() + b"\0")
-            hasher.update(path.read_bytes() + b"\0")
-    return hasher.hexdigest()
 
 
 def server_context(ca: trustme.CA, host: str) -> ssl.SSLContext:
