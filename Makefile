@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench diagrams clean crash-sweep fuzz-campaign
 
-# gssapi and krb5 (pyspnego's Kerberos, the network transport) build against MIT
+# gssapi (Kerberos mode of the network transport) builds against MIT
 # krb5's headers: installed with apt-get where krb5-config is missing (fresh
 # Debian/Ubuntu machines run this as root), with the KDC the Kerberos tests start.
 $(STAMP): pyproject.toml

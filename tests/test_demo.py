@@ -116,7 +116,7 @@ def test_demo_network_runs_the_drill_over_two_replica_server_processes(
     assert answered, out[-2000:]
     assert all(int(count.replace(",", "")) > 50 for count in answered.groups())
     assert (sites / "certs" / "ca.pem").exists()
-    assert (sites / "secondary" / "replica-server.lock").exists()
+    assert (sites / "secondary" / "replica.lock").exists()
 
 
 def test_demo_network_with_model_only_is_refused() -> None:

@@ -83,6 +83,8 @@ class SiteStorage:
     root: Path
     control: ControlStore
     lock: SiteLock = field(repr=False)
+    held: list[SiteLock] = field(default_factory=list, repr=False)
+    """Other locks in this root released with the site (:meth:`hold`)."""
 
     @classmethod
     def open(
@@ -147,11 +149,18 @@ class SiteStorage:
         """Where the logs of cycle ``cycle_id`` wait until the target applied them."""
         return safe_child(self.root, "outbox", vm_name, f"cycle-{cycle_id}")
 
+    def hold(self, lock: SiteLock) -> None:
+        """Release ``lock`` (another role's lock in this root, such as the replica
+        stores' one) when the site closes."""
+        self.held.append(lock)
+
     def close(self) -> None:
         """Close the control state, then release the site (idempotent)."""
         try:
             self.control.close()
         finally:
+            for lock in self.held:
+                lock.release()
             self.lock.release()
 
 

@@ -77,6 +77,7 @@ from engine.storage.disk import (
     storage_error,
     validate_block_bytes,
 )
+from engine.storage.owner_lock import REPLICA_LOCK_FILE, REPLICA_LOCK_HOLDER, SiteLock
 from engine.transport.in_process import InProcessReplica, TransportStatistics
 from engine.transport.interface import ReplicaTarget, TestVmDisks
 
@@ -189,14 +190,7 @@ class ReplicationEngine:
             )
             replicas: dict[str, ReplicaTarget] = {
                 target.name: remote.get(target.name)
-                or InProcessReplica.open(
-                    other_site(target.name),
-                    target.name,
-                    target.root,
-                    clock,
-                    link_up=link_up,
-                    crash_point=crash_point,
-                )
+                or _open_in_process(target, clock, link_up, crash_point)
                 for target in (primary, secondary)
             }
             engine = cls(
@@ -408,10 +402,9 @@ class ReplicationEngine:
             self.sites.mark_up(site, storage, self._wrapped(self._remote[site]))
         else:
             try:
-                replica = InProcessReplica.open(
-                    other_site(site), site, storage.root, self._clock,
-                    link_up=self.sites.link_up, crash_point=self._crash_point,
-                )  # fmt: skip
+                replica = _open_in_process(
+                    storage, self._clock, self.sites.link_up, self._crash_point
+                )
             except BaseException:
                 storage.close()
                 raise
@@ -740,18 +733,34 @@ def _check_servers(
             msg = f"replica_servers[{site!r}] serves site "
             msg += f"{getattr(target, 'site_name', None)!r}, not {site!r}"
             raise InvalidConfiguration(msg)
-        location = getattr(target, "storage_location", None)
-        if callable(location):
-            served = Path(location()).resolve()
-            root = storage[site].root.resolve()
-            if served != root:
-                msg = f"the replica server of site {site!r} serves {str(served)!r}, "
-                msg += f"but the site's storage root is {str(root)!r}: a site's "
-                msg += "replica server and its engine share one storage root "
-                msg += "(docs/network.md)"
-                raise InvalidConfiguration(msg)
+        expect = getattr(target, "expect_location", None)
+        if callable(expect):  # checked now, or at first contact if the server is down
+            expect(storage[site].root)
         found[site] = target
     return found
+
+
+def _open_in_process(
+    storage: SiteStorage,
+    clock: Clock,
+    link_up: bool,  # noqa: FBT001
+    crash_point: CrashPoint | None,
+) -> InProcessReplica:
+    """The site's replica stores, opened here: their lock first (released with the
+    site), so that a replica server serving the same root is refused rather than
+    having its apply in progress undone by this process's recovery."""
+    lock = SiteLock.acquire(
+        storage.name,
+        storage.root,
+        clock,
+        file_name=REPLICA_LOCK_FILE,
+        holder=REPLICA_LOCK_HOLDER,
+    )
+    storage.hold(lock)
+    return InProcessReplica.open(
+        other_site(storage.name), storage.name, storage.root, clock,
+        link_up=link_up, crash_point=crash_point,
+    )  # fmt: skip
 
 
 def _open_one(name: str, root: Path, clock: Clock) -> SiteStorage:

@@ -46,6 +46,14 @@ from engine.storage.disk import storage_error
 LOCK_FILE: Final = "site.lock"
 """The lock file's name in a site's storage root."""
 
+REPLICA_LOCK_FILE: Final = "replica.lock"
+"""The lock of the replica stores under a root: held by whichever process applies to
+them, an engine's in-process replica or a replica server (``engine.transport.http``),
+so that neither recovers (finishes or undoes) an apply the other is making."""
+
+REPLICA_LOCK_HOLDER: Final = "process (an engine or a replica server)"
+"""What may hold :data:`REPLICA_LOCK_FILE`, for the refusal's "stop that ... first"."""
+
 DESCRIPTION_BYTES_MAX: Final = 4096
 """How much of a holder's description a refused opener reads (it is one short line)."""
 

@@ -36,8 +36,9 @@ from engine.errors import (
 )
 from engine.names import safe_child, validate_site_name, validate_vm_name
 from engine.replica import drill, promote
+from engine.replica.manifest import validate_disks
 from engine.replica.point_view import PointView
-from engine.replica.recovery_point import RecoveryPoint
+from engine.replica.recovery_point import RecoveryPoint, validate_retention_count
 from engine.replica.store import CrashPoint, ReplicaStore
 from engine.storage import files as filesystem
 from engine.storage.block_set import BlockSet
@@ -247,13 +248,19 @@ class InProcessReplica:
         block_bytes: int,
         *,
         blocks: Sequence[int] | None = None,
+        start_block: int = 0,
+        block_count: int | None = None,
     ) -> list[bytes]:
-        """One digest per block of the replica of ``disk``, or per listed block."""
+        """One digest per block of the replica of ``disk``, or per listed block;
+        ``start_block`` and ``block_count`` take a part of the disk (a replica
+        server answers a disk in parts)."""
         with self._lock:
             self._check_link(f"digests of disk {disk!r} of VM {vm_name!r}")
             store = self._owned_store(vm_name)
             if blocks is None:
-                return store.block_digests(disk, block_bytes)
+                return store.block_digests(
+                    disk, block_bytes, start_block=start_block, block_count=block_count
+                )
             return store.digests_of_blocks(disk, block_bytes, blocks)
 
     def status(self, vm_name: str) -> ReplicaStatus:
@@ -346,13 +353,27 @@ class InProcessReplica:
     def adopt_copy(
         self, vm_name: str, disks: Mapping[str, int], retention_count: int
     ) -> None:
-        """The VM's disks under ``vms/`` here become its replica (no point yet)."""
+        """The VM's disks under ``vms/`` here become its replica (no point yet).
+
+        Refused with :class:`InvalidConfiguration` when the arguments are not a VM
+        name, disks and a retention count, or when there is no copy here to adopt
+        (no replica store and none of its disks); :class:`DamagedState` when only
+        some of its disks are here."""
+        vm_name = validate_vm_name(vm_name)
+        disks = validate_disks(disks)  # before any of their names reaches a path
+        retention_count = validate_retention_count(retention_count)
         with self._lock:
             folder = self._vm_directory(vm_name)
             images = {disk: folder / f"{disk}{DISK_SUFFIX}" for disk in disks}
             present = {disk: path for disk, path in images.items() if path.exists()}
             directory = safe_child(self._replicas, vm_name)
             if not directory.exists():
+                if not present:
+                    msg = f"VM {vm_name!r} has no copy at site "
+                    msg += f"{self._target_site!r} to adopt: neither a replica nor "
+                    msg += f"its disks {sorted(images)} (a reverse adopts the disks "
+                    msg += "the VM ran on at its old source)"
+                    raise InvalidConfiguration(msg)
                 if len(present) != len(images):
                     missing = sorted(set(images) - set(present))
                     msg = f"VM {vm_name!r}: the copy to adopt at site "

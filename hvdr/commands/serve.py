@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,31 @@ def run(args: argparse.Namespace) -> int:
     # The web stack is imported here, not at start-up: other commands must not load
     # it (it changes what their seeded runs do, see hvdr/commands/explore.py).
     from engine.errors import ReplicationError  # noqa: PLC0415
-    from engine.transport.http.launch import open_server  # noqa: PLC0415
+    from engine.transport.http.launch import open_configured  # noqa: PLC0415
     from engine.transport.http.server import run as serve  # noqa: PLC0415
+    from engine.transport.http.server_config import (  # noqa: PLC0415
+        load_server_config,
+    )
 
     _log_to_stderr()
     try:
-        launch = open_server(Path(args.config))
+        config = load_server_config(Path(args.config))
     except ReplicationError as error:
+        raise UsageError(str(error)) from None
+    listen = config.listen
+    try:  # the port first: in use, nothing of the storage is touched
+        listening = socket.create_server(
+            (listen.host, listen.port),
+            family=socket.AF_INET6 if ":" in listen.host else socket.AF_INET,
+        )
+    except OSError as error:
+        msg = f"cannot listen on {listen}: {error.strerror or error}; give another "
+        msg += f"[server] listen in {args.config}"
+        raise UsageError(msg) from None
+    try:
+        launch = open_configured(config)
+    except ReplicationError as error:
+        listening.close()
         raise UsageError(str(error)) from None
     for warning in launch.warnings:
         print(f"hvdr serve: warning: {warning}", file=sys.stderr, flush=True)
@@ -81,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
         line = f"hvdr serve: site {site!r} listening on {url} (SIGTERM stops)"
         print(line, flush=True)
 
-    listen = launch.config.listen
     try:
         asyncio.run(
             serve(
@@ -90,13 +108,11 @@ def run(args: argparse.Namespace) -> int:
                 listen.port,
                 ssl_context=launch.ssl_context,
                 ready=ready,
+                sock=listening,
             )
         )
-    except OSError as error:
-        msg = f"cannot listen on {listen}: {error.strerror or error}; give another "
-        msg += f"[server] listen in {args.config}"
-        raise UsageError(msg) from None
     finally:
+        listening.close()
         launch.server.close()
     print("hvdr serve: stopped", file=sys.stderr, flush=True)
     return ExitStatus.OK

@@ -14,14 +14,43 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import trustme
+
 from engine.transport.http import server as replica_server
+
+
+def server_context(ca: trustme.CA, host: str = "localhost") -> ssl.SSLContext:
+    """A replica server's TLS: a certificate for ``host`` from ``ca``, and client
+    certificates required and checked against ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(
+    trusted: trustme.CA, certificate: trustme.LeafCert | str | None
+) -> ssl.SSLContext:
+    """A primary's TLS: trusts ``trusted``; presents ``certificate`` (a host name
+    gets one issued by ``trusted``; None: no client certificate)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    trusted.configure_trust(context)
+    if isinstance(certificate, str):
+        certificate = trusted.issue_cert(certificate)
+    if certificate is not None:
+        certificate.configure_cert(context)
+    return context
 
 
 @contextmanager
 def serving(
-    server: replica_server.ReplicaServer, ssl_context: ssl.SSLContext | None = None
+    server: replica_server.ReplicaServer,
+    ssl_context: ssl.SSLContext | None = None,
+    port: int = 0,
 ) -> Iterator[str]:
-    """Serve ``server`` until the block ends; yields its URL."""
+    """Serve ``server`` on ``port`` (0: any free one) until the block ends; yields
+    its URL."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     started = threading.Event()
@@ -34,7 +63,7 @@ def serving(
 
     async def main() -> None:
         await replica_server.run(
-            server, "127.0.0.1", 0, ssl_context=ssl_context, ready=ready, stop=stop,
+            server, "127.0.0.1", port, ssl_context=ssl_context, ready=ready, stop=stop,
             handle_signals=False,
         )  # fmt: skip
         # Connections still in their TLS handshake when the server stopped (a link

@@ -9,7 +9,6 @@ a valid recovery point throughout.
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 from link_proxy import LinkProxy
-from server_thread import serving
+from server_thread import client_context, server_context, serving
 from small_filesystem import SmallFilesystem, mounted
 
 from engine.clock import SystemClock
@@ -43,26 +42,15 @@ class Link:
     secondary: Path
 
 
-def contexts(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server)
-    ca.configure_trust(server)
-    server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client)
-    ca.issue_cert("primary-host").configure_cert(client)
-    return server, client
-
-
 def open_link(
     stack: ExitStack, primary: Path, secondary: Path, **client_options: object
 ) -> Link:
-    server_context, client_context = contexts(trustme.CA())
+    ca = trustme.CA()
     server = ReplicaServer(
         "secondary", "primary", Authorization.any_caller(secondary),
         CertificateAuthenticator(), SystemClock(), low_space_bytes=64 * 1024,
     )  # fmt: skip
-    url = stack.enter_context(serving(server, server_context))
+    url = stack.enter_context(serving(server, server_context(ca)))
     proxy = LinkProxy("127.0.0.1", int(url.rsplit(":", 1)[1]))
     stack.callback(proxy.close)
     options: dict[str, object] = {
@@ -72,7 +60,8 @@ def open_link(
     options.update(client_options)
     client = HttpReplica(
         f"https://localhost:{proxy.port}", site_name="secondary",
-        ssl_context=client_context, **options,  # type: ignore[arg-type]
+        ssl_context=client_context(ca, "primary-host"),
+        **options,  # type: ignore[arg-type]
     )  # fmt: skip
     stack.callback(client.close)
     engine = ReplicationEngine.open(

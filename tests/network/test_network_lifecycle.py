@@ -8,14 +8,13 @@ transport puts them.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import trustme
-from server_thread import serving
+from server_thread import client_context, server_context, serving
 
 from engine.clock import SystemClock
 from engine.orchestration.engine import ReplicationEngine
@@ -26,21 +25,6 @@ from engine.transport.http.server_config import Authorization
 
 BLOCK = 4096
 DISKS = {"os": 64 * BLOCK, "data": 32 * BLOCK}
-
-
-def server_context(ca: trustme.CA, host: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(host).configure_cert(context)
-    ca.configure_trust(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def client_context(ca: trustme.CA, host: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(context)
-    ca.issue_cert(host).configure_cert(context)
-    return context
 
 
 @pytest.fixture
@@ -114,3 +98,10 @@ def test_replication_drill_failover_and_failback_over_the_network(
             for d in DISKS}  # fmt: skip
     assert back["data"][3 * BLOCK : 4 * BLOCK] == b"\x09" * BLOCK
     assert back["os"] == source["os"]
+    # Every upload was taken or forgotten: the servers keep no part of one, and a
+    # promoted or adopted VM no folder of them.
+    leftovers = {
+        site: sorted(str(path.relative_to(root)) for path in root.glob("uploads/**/*"))
+        for site, root in roots.items()
+    }
+    assert leftovers == {"primary": [], "secondary": []}

@@ -28,7 +28,7 @@ import google_crc32c
 import httpx
 import pytest
 import trustme
-from server_thread import serving
+from server_thread import client_context, server_context, serving
 from storage_digest import tree_digest
 
 from engine.clock import SystemClock
@@ -54,24 +54,6 @@ NAMES_ALLOWED = (
     "allowed: 1 to 64 characters of letters, digits, '.', '_' and '-', "
     "not starting with '.' and without '..'"
 )
-
-
-def server_context(ca: trustme.CA, host: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(host).configure_cert(context)
-    ca.configure_trust(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def client_context(
-    trusted: trustme.CA, certificate: trustme.LeafCert | None
-) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    trusted.configure_trust(context)
-    if certificate is not None:
-        certificate.configure_cert(context)
-    return context
 
 
 @dataclass
@@ -119,6 +101,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         name: client_context(ca, ca.issue_cert(name))
         for name in ("primary-a", "primary-b", "stranger")
     }
+    contexts["both"] = client_context(ca, ca.issue_cert("primary-a", "primary-b"))
     server = ReplicaServer(
         "secondary", "primary", Authorization.only(roots),
         CertificateAuthenticator(), SystemClock(), max_request_bytes=MAX_REQUEST_BYTES,
@@ -338,6 +321,27 @@ def test_a_primary_not_listed_is_refused_naming_its_identity(
     ] * 2
 
 
+def test_an_identity_matching_two_listed_primaries_is_refused_as_ambiguous(
+    site: Site, refusals: Refusals
+) -> None:
+    """A certificate naming both listed primaries: 403 saying so, not "not listed"
+    (found by the outside review)."""
+    with (
+        nothing_written(site),
+        site.replica("both") as client,
+        pytest.raises(NotAuthorised) as refused,
+    ):
+        client.status("a-vm")
+    expected = (
+        "certificate identity ['primary-a', 'primary-b'] matches 2 listed primaries "
+        "('primary-a', 'primary-b'), each with its own storage: refused rather than "
+        "guess which; give each primary an identity that names one listed entry"
+    )
+    assert str(refused.value) == f"replica server {site.url}: {expected}"
+    [line] = refusals()
+    assert (line["status"], line["message"]) == (403, expected)
+
+
 def test_a_primary_cannot_see_or_touch_another_primarys_vm(
     site: Site, refusals: Refusals
 ) -> None:
@@ -362,7 +366,11 @@ def test_a_primary_cannot_see_or_touch_another_primarys_vm(
         == f"replica server {site.url}: {no_replica}: create it first"
     )
     assert no_replica in str(drilled.value)
-    assert str(site.roots["primary-b"]) in str(drilled.value)  # B's location, not A's
+    # B's location (named in the server's line only), never A's.
+    assert "('<storage location>/replicas/a-vm' is missing)" in str(drilled.value)
+    assert str(site.roots["primary-a"]) not in str(drilled.value)
+    [drill_line] = [line for line in refusals() if line["path"].endswith("/drill")]
+    assert str(site.roots["primary-b"]) in drill_line["message"]
     assert (applied.status_code, applied.json()["message"]) == (
         400, f"{no_replica}: create it first",
     )  # fmt: skip
@@ -551,6 +559,36 @@ MALFORMED = {
         "the request body is not JSON (Expecting value: line 1 column 1 (char 0)); "
         "PUT /v1/vms/new-vm takes a JSON object with ['disks', 'retention_count']",
     ),
+    "JSON nested too deeply": Malformed(
+        "PUT", "/v1/vms/new-vm", {"content": b"[" * 200_000 + b"]" * 200_000}, 400,
+        "the request body is JSON nested too deeply to read; PUT /v1/vms/new-vm "
+        "takes a JSON object with ['disks', 'retention_count']",
+    ),
+    "an integer of 5,000 digits": Malformed(
+        "PUT", "/v1/vms/new-vm",
+        {"content": b'{"disks": {"os": 1' + b"0" * 5000 + b'}, "retention_count": 1}'},
+        400,
+        "the request body holds an integer of more than 4300 digits; PUT "
+        "/v1/vms/new-vm takes a JSON object with ['disks', 'retention_count']",
+    ),
+    "a hostile disk name to adopt": Malformed(
+        "POST", "/v1/vms/a-vm/adopt",
+        {"json": {"disks": {"../../a/replicas/a-vm": 4096}, "retention_count": 1}},
+        400, f"disk_name='../../a/replicas/a-vm' is not a valid name; {NAMES_ALLOWED}",
+        "InvalidName",
+    ),
+    "a retention count of 0 to adopt": Malformed(
+        "POST", "/v1/vms/a-vm/adopt",
+        {"json": {"disks": {"os": 4096}, "retention_count": 0}}, 400,
+        "retention_count=0 must be an int from 1 to 4096 (got int)",
+    ),
+    "adopting a copy that is not there": Malformed(
+        "POST", "/v1/vms/new-vm/adopt",
+        {"json": {"disks": {"os": 4096}, "retention_count": 1}}, 400,
+        "VM 'new-vm' has no copy at site 'secondary' to adopt: neither a replica nor "
+        "its disks ['os'] (a reverse adopts the disks the VM ran on at its old "
+        "source)",
+    ),
     "a list, not an object": Malformed(
         "PUT", "/v1/vms/new-vm", {"json": [1, 2]}, 400,
         "PUT /v1/vms/new-vm: body: Input should be a valid dictionary or instance of "
@@ -647,6 +685,15 @@ def test_a_malformed_request_is_refused_naming_what_is_wrong(
 # -- 9: damaged logs, shipped through HttpReplica --------------------------------------
 
 
+def told(site: Site, line: dict[str, Any]) -> str:
+    """A refusal's message as the client hears it: the server's line, the storage
+    locations' paths read ``<storage location>``."""
+    message = str(line["message"])
+    for root in site.roots.values():
+        message = message.replace(str(root), "<storage location>")
+    return message
+
+
 def assert_still_at_the_last_point(site: Site) -> None:
     """a-vm has its one point, and reading it gives the source's bytes at that cut."""
     with site.replica("primary-a") as client:
@@ -679,7 +726,7 @@ def test_a_log_with_a_bad_crc_is_refused_and_nothing_is_applied(
         f"/v1/vms/a-vm/cycles/{cycle.cycle_id}", 422, "CorruptRecord",
     )  # fmt: skip
     assert "record checksum mismatch" in line["message"]
-    assert str(refused.value) == f"replica server {site.url}: {line['message']}"
+    assert str(refused.value) == f"replica server {site.url}: {told(site, line)}"
     assert_still_at_the_last_point(site)
 
 
@@ -706,7 +753,7 @@ def test_a_log_that_skips_a_cycle_is_refused_as_a_sequence_gap(
         f"(the point 1 ends at {expected - 1}): records are missing or repeated; "
         "resynchronise"
     )
-    assert str(refused.value) == f"replica server {site.url}: {line['message']}"
+    assert str(refused.value) == f"replica server {site.url}: {told(site, line)}"
     assert_still_at_the_last_point(site)
 
 

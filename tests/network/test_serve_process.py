@@ -9,7 +9,9 @@ kill is timed on a condition, not a clock: the test waits until the replica stor
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import google_crc32c
 import pytest
 
 from engine.errors import TransportError
@@ -231,6 +234,87 @@ def test_a_second_server_on_the_same_storage_is_refused(
     )  # fmt: skip
     assert second.returncode == 2, second
     assert "hvdr serve:" in second.stderr
-    assert "replica-server.lock" in second.stderr or "held by" in second.stderr
+    assert "replica.lock" in second.stderr or "held by" in second.stderr
     assert "Traceback" not in second.stderr
     assert setup.client.health().status == "ready"  # the first one serves on
+
+
+def test_sigterm_while_a_chunk_is_arriving_stops_at_once_and_loses_nothing(
+    setup: Setup,
+) -> None:
+    """A chunk whose body is still arriving when SIGTERM comes is abandoned (it was
+    never acknowledged), not awaited for the stop's 120 s grace; the upload stands
+    where it did, and the restarted server takes the chunk again (found by the
+    outside review: the stop waited for the body, 60 to 120 s)."""
+    setup.client.create_replica("raw", {"os": 64 * MIB}, 2)
+    key = "/v1/vms/raw/uploads/initial.os"
+    first = bytes(range(256)) * 4096  # 1 MiB, acknowledged before the stop
+    setup.client._send(
+        "PUT", key, params={"offset": "0"}, content=first,
+        headers={"X-Hvdr-Crc32c": f"{google_crc32c.value(first):08x}"},
+    )  # fmt: skip
+    context = client_context(
+        setup.certs / "primary-host.pem", setup.certs / "primary-host.key",
+        setup.certs / "ca.pem",
+    )  # fmt: skip
+    with (
+        socket.create_connection(("127.0.0.1", setup.served.port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            f"PUT {key}?offset={MIB} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Length: {8 * MIB}\r\nX-Hvdr-Crc32c: 00000000\r\n\r\n".encode()
+            + b"\x01" * MIB
+        )
+        assert setup.client.health().status == "ready"  # the server read it all
+        started = time.monotonic()
+        assert setup.served.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 20  # not the 120 s grace
+        assert tls.recv(65536) == b""  # closed with no answer: nothing acknowledged
+    logged = [json.loads(line) for line in setup.served.output if line.startswith("{")]
+    [stopping] = [line for line in logged if line["event"] == "stopping"]
+    assert stopping["bodies_abandoned"] == 1
+    [abandoned] = [line for line in logged if line["event"] == "abandoned"]
+    assert (abandoned["method"], abandoned["path"]) == ("PUT", key)
+    setup.served.start()
+    assert setup.client._send("GET", key).json() == {"received": MIB}
+
+
+def test_a_port_in_use_is_refused_before_the_storage_is_touched(
+    tmp_path: Path,
+) -> None:
+    certs = tmp_path / "certs"
+    make_certificates(certs, ["localhost", "primary-host"], ca_name="test CA")
+    storage = tmp_path / "never-created"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = tmp_path / "server.toml"
+        write_config(config, certs, storage, port)
+        refused = subprocess.run(
+            [sys.executable, "-m", "hvdr", "serve", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert refused.returncode == 2, refused
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert not storage.exists()  # not created, not locked, nothing recovered
+
+
+def test_what_a_restart_finished_or_undid_is_logged(setup: Setup) -> None:
+    protect_and_change(setup.engine, seed=5)
+    thread, _ = in_thread(lambda: setup.engine.replicate("web"))
+    wait_for(lambda: intent(setup).exists())
+    assert setup.served.stop(signal.SIGKILL) == -signal.SIGKILL
+    thread.join(60)
+    setup.served.output.clear()
+    setup.served.start()
+    recovered = setup.client.status("web").recovered
+    assert recovered is not None
+    wait_for(lambda: any('"listening"' in line for line in setup.served.output))
+    logged = [json.loads(line) for line in setup.served.output if line.startswith("{")]
+    lines = [line for line in logged if line["event"] == "recovered"]
+    assert [(line["vm"].rsplit(":", 1)[1], line["outcome"]) for line in lines] == [
+        ("web", recovered)
+    ]

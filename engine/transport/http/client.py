@@ -23,11 +23,13 @@ error types as the in-process replica, so nothing above the seam changes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,6 +46,7 @@ from engine.names import validate_disk_name, validate_site_name, validate_vm_nam
 from engine.replica.recovery_point import RecoveryPoint
 from engine.storage.block_set import BlockSet
 from engine.storage.digests import DIGEST_BYTES
+from engine.storage.disk import validate_block_bytes
 from engine.storage.sparse_copy import data_extents
 from engine.transport.http import wire
 from engine.transport.http.uploads import initial_key, log_key
@@ -130,6 +133,8 @@ class HttpReplica:
         )
         self.retries = 0  # requests sent again after a transport failure
         self.requests = 0  # requests answered by the server
+        self._expected_location: Path | None = None  # expect_location
+        self._location_checked = True
 
     @property
     def site_name(self) -> str:
@@ -166,6 +171,38 @@ class HttpReplica:
     def storage_location(self) -> str:
         """The folder the server keeps this primary's replicas in (its health says)."""
         return self.health().location
+
+    def expect_location(self, folder: Path) -> None:
+        """Send nothing to a server that keeps this primary's replicas elsewhere than
+        ``folder``: checked now when the server answers, else before the first
+        request that reaches it (an engine opens while its replica server is down)."""
+        self._expected_location = Path(folder).resolve()
+        self._location_checked = False
+        with contextlib.suppress(TransportError):  # unreachable now: checked before
+            self._check_location(attempts=1)  # the first request that goes
+
+    def _check_location(self, attempts: int | None = None) -> None:
+        if self._location_checked or self._expected_location is None:
+            return
+        self._location_checked = True  # the health request itself goes unchecked
+        try:
+            answer = self._send("GET", wire.API + "/health", attempts=attempts)
+            served = Path(str(_json_or_none(answer)["location"])).resolve()  # type: ignore[index]
+        except (KeyError, TypeError) as error:
+            self._location_checked = False
+            msg = f"replica server {self.url}: its health answer names no storage "
+            msg += f"location ({error!r})"
+            raise TransportError(msg) from None
+        except BaseException:
+            self._location_checked = False
+            raise
+        if served != self._expected_location:
+            self._location_checked = False  # every request refused the same way
+            msg = f"the replica server {self.url} of site {self._site!r} serves "
+            msg += f"{str(served)!r}, but the site's storage root is "
+            msg += f"{str(self._expected_location)!r}: a site's replica server and "
+            msg += "its engine share one storage root (docs/network.md)"
+            raise InvalidConfiguration(msg)
 
     # -- the replica interface ---------------------------------------------------------
 
@@ -225,17 +262,36 @@ class HttpReplica:
         *,
         blocks: Sequence[int] | None = None,
     ) -> list[bytes]:
-        """One digest per block of the replica of ``disk``, or per listed block."""
+        """One digest per block of the replica of ``disk``, or per listed block:
+        asked in parts of at most ``wire.DIGESTS_PER_REQUEST_MAX`` blocks."""
         self._check_link(f"digests of disk {disk!r} of VM {vm_name!r}")
-        body: dict[str, object] = {"disk": disk, "block_bytes": block_bytes}
+        part = wire.DIGESTS_PER_REQUEST_MAX
+        asks: list[tuple[dict[str, object], int]] = []  # (body part, digests due)
         if blocks is not None:
-            body["blocks"] = list(blocks)
-        raw = self._send("POST", f"{_vm(vm_name)}/digests", json=body).content
-        if len(raw) % DIGEST_BYTES:
-            msg = f"replica server {self.url}: {len(raw)} bytes of digests is not a "
-            msg += f"whole number of {DIGEST_BYTES}-byte digests"
-            raise TransportError(msg)
-        return [raw[at : at + DIGEST_BYTES] for at in range(0, len(raw), DIGEST_BYTES)]
+            listed = list(blocks)
+            for at in range(0, len(listed), part):
+                some = listed[at : at + part]
+                asks.append(({"blocks": some}, len(some)))
+        else:
+            size = self.status(vm_name).disks.get(disk, 0)
+            total = size // validate_block_bytes(block_bytes)
+            for at in range(0, total, part):
+                count = min(part, total - at)
+                asks.append(({"start_block": at, "block_count": count}, count))
+        if not asks:  # no block, or a disk the server refuses: its answer decides
+            asks.append(({"start_block": 0, "block_count": 0}, 0))
+        digests: list[bytes] = []
+        for ask, due in asks:
+            body = {"disk": disk, "block_bytes": block_bytes, **ask}
+            raw = self._send("POST", f"{_vm(vm_name)}/digests", json=body).content
+            if len(raw) != due * DIGEST_BYTES:
+                msg = f"replica server {self.url}: {len(raw)} bytes of digests, not "
+                msg += f"{due} digests of {DIGEST_BYTES} bytes"
+                raise TransportError(msg)
+            digests += (
+                raw[at : at + DIGEST_BYTES] for at in range(0, len(raw), DIGEST_BYTES)
+            )
+        return digests
 
     def status(self, vm_name: str) -> ReplicaStatus:
         """The replica of ``vm_name`` as the server knows it (no side effects)."""
@@ -340,6 +396,7 @@ class HttpReplica:
         raised as its own error type. ``resumable``: a 409 naming ``received`` is an
         upload's position, returned to the caller, not an error."""
         self._check_link(f"{method} {path}")
+        self._check_location()
         policy = self._retry
         limit = attempts or policy.attempts
         started = time.monotonic()
@@ -353,26 +410,33 @@ class HttpReplica:
             except httpx.TransportError as error:
                 _refuse_certificate_errors(self.url, error)
                 last = error
-                if attempt == limit or time.monotonic() - started + delay > (
-                    policy.deadline
-                ):
-                    break
-                self.retries += 1
-                self._sleep(delay)
-                delay = min(delay * 2, policy.max_delay)
-                continue
-            self.requests += 1
-            if response.status_code < 400:
-                return response
-            body = _json_or_none(response)
-            if resumable and response.status_code == 409 and _has_received(body):
-                return response
-            raise wire.error_from(body, server=self.url, status=response.status_code)
+            else:
+                self.requests += 1
+                if response.status_code < 400:
+                    return response
+                body = _json_or_none(response)
+                if resumable and response.status_code == 409 and _has_received(body):
+                    return response
+                refused = wire.error_from(
+                    body, server=self.url, status=response.status_code
+                )
+                if response.status_code not in _AGAIN:
+                    raise refused
+                last = refused  # stopping, or the body came too slowly: send again
+            if attempt == limit or time.monotonic() - started + delay > policy.deadline:
+                break
+            self.retries += 1
+            self._sleep(delay)
+            delay = min(delay * 2, policy.max_delay)
         elapsed = time.monotonic() - started
         msg = f"replica server {self.url} (site {self._site!r}) is unreachable: "
         msg += f"{method} {path} failed {attempt} time(s) over {elapsed:.1f} s; last "
         msg += f"error: {_describe(last)}. Nothing more was sent; retry when it is up"
         raise TransportError(msg) from last
+
+
+_AGAIN: Final = (HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.REQUEST_TIMEOUT)
+"""Answers after which a request is sent again, as after a failed connection."""
 
 
 class _RemoteReader:

@@ -33,7 +33,13 @@ class Launch:
 def open_server(path: Path, clock: Clock | None = None) -> Launch:
     """Read ``path``, open the server it describes (InvalidConfiguration, SiteLocked
     or AuthenticationFailed naming what is wrong)."""
-    config = load_server_config(Path(path))
+    return open_configured(load_server_config(Path(path)), clock)
+
+
+def open_configured(config: ServerConfig, clock: Clock | None = None) -> Launch:
+    """Open the server ``config`` describes (its configuration read already: a
+    caller binds the port between the two, so that a port in use is refused before
+    any storage location is created, locked or recovered)."""
     context: ssl.SSLContext | None = None
     authenticator: Authenticator
     if config.certificate is not None:
@@ -50,5 +56,6 @@ def open_server(path: Path, clock: Clock | None = None) -> Launch:
         authenticator,
         clock or SystemClock(),
         max_request_bytes=config.max_request_bytes,
+        request_timeout_seconds=config.request_timeout_seconds,
     )
     return Launch(config, server, context, config.warnings)

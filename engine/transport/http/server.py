@@ -9,10 +9,11 @@ nothing else. Each location is an :class:`~engine.transport.in_process.InProcess
 rooted there, so a primary can only ever touch its own VMs under its own location:
 VM and disk names are validated names joined under that root, never paths.
 
-**One owner per location.** The server takes ``replica-server.lock`` (the site lock's
-``flock``) in every location before opening it, so a second server on the same
-storage is refused naming the first; opening finishes or undoes an apply a crash
-interrupted (owner-only recovery, as the in-process replica does).
+**One owner per location.** The server takes ``replica.lock`` (the site lock's
+``flock``, ``owner_lock.REPLICA_LOCK_FILE``) in every location before opening it, so
+a second server on the same storage, or an engine applying to it in process, is
+refused naming the first; opening finishes or undoes an apply a crash interrupted
+(owner-only recovery, as the in-process replica does).
 
 **Blocking work runs in threads** (``asyncio.to_thread``): file I/O and fsyncs never
 stall the event loop, and the in-process replica's lock serialises what changes a
@@ -32,8 +33,11 @@ import asyncio
 import json
 import logging
 import signal
+import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -50,11 +54,12 @@ from engine.errors import (
     NotAuthorised,
     ReplicationError,
     StorageFull,
+    TransportError,
 )
 from engine.names import validate_disk_name, validate_vm_name
 from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
-from engine.storage.owner_lock import SiteLock
+from engine.storage.owner_lock import REPLICA_LOCK_FILE, REPLICA_LOCK_HOLDER, SiteLock
 from engine.transport import delivery
 from engine.transport.http import handshake, wire
 from engine.transport.http.server_config import Authorization
@@ -69,13 +74,15 @@ from engine.transport.http.uploads import (
 from engine.transport.in_process import InProcessReplica
 from engine.transport.interface import CycleShipment, ReplicaStatus
 
-LOCK_FILE: Final = "replica-server.lock"
+LOCK_FILE: Final = REPLICA_LOCK_FILE
 MAX_REQUEST_BYTES_DEFAULT: Final = 64 * 1024 * 1024
 LOW_SPACE_BYTES: Final = 64 * 1024 * 1024
 """Below this much free space a location's health turns to warning."""
 HEADER_BYTES_MAX: Final = 64 * 1024
 """The longest header line (a Kerberos ticket of a large Active Directory token)."""
 STOP_GRACE_SECONDS: Final = 120.0
+REQUEST_TIMEOUT_SECONDS: Final = 60.0
+"""How long a request's headers and body may take to arrive (configurable)."""
 """How long a stop waits for requests in progress (an apply of a large cycle)."""
 
 log = logging.getLogger("hvdr.serve")
@@ -133,15 +140,24 @@ class ReplicaServer:
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES_DEFAULT,
         low_space_bytes: int = LOW_SPACE_BYTES,
+        request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        """Open (and lock) every location; finish what a crash interrupted there."""
+        """Open (and lock) every location; finish what a crash interrupted there.
+
+        ``request_timeout_seconds`` bounds how long a request may take to arrive:
+        a connection that has not sent a whole request's headers by then (idle, or
+        sending them slowly) is closed, and a body still arriving is refused with
+        408."""
         self.site = site
+        self.request_timeout_seconds = request_timeout_seconds
         self.low_space_bytes = low_space_bytes
         self._authorisation = authorisation
         self._authenticator = authenticator
         self._clock = clock
         self.max_request_bytes = max_request_bytes
         self._locations: dict[Path, _Location] = {}
+        self._receiving: set[asyncio.Task[object]] = set()
+        self._stopping = False
         try:
             for root in authorisation.locations():
                 self._locations[root] = _open_location(root, source_site, site, clock)
@@ -210,27 +226,101 @@ class ReplicaServer:
             caller = await asyncio.to_thread(self._authenticator.identify, request)
             request[CALLER] = caller
             _check_length(request, self.max_request_bytes)
+            await self._receive(request)
             response = await handler(request)
         except ReplicationError as error:
-            response = _refusal(error, self._authenticator.scheme)
-            _log_refusal(request, caller, error)
+            response = self._refuse(request, caller, error)
         except web.HTTPException as error:
             if error.status < HTTPStatus.BAD_REQUEST:
                 raise
-            response = _refusal(_http_error(request, error), self._authenticator.scheme)
-            _log_refusal(request, caller, _http_error(request, error))
+            response = self._refuse(request, caller, _http_error(request, error))
         except OSError as error:  # a file operation failed in a way nothing named
             log.exception("request failed: %s %s", request.method, request.path)
             failure = ReplicationError(f"the replica server failed: {error}")
-            response = _refusal(failure, self._authenticator.scheme)
+            response = self._refuse(request, caller, failure, logged=True)
         if caller is not None and caller.response_header is not None:
             response.headers["WWW-Authenticate"] = caller.response_header
         _log_request(request, caller, response.status, started)
         return response
 
+    def _refuse(
+        self,
+        request: web.Request,
+        caller: Caller | None,
+        error: ReplicationError,
+        *,
+        logged: bool = False,
+    ) -> web.Response:
+        """The refusal's answer, and its log line (unless ``logged``). The log line
+        keeps the whole message; the answer names no folder of this machine: each
+        storage location's path reads ``<storage location>`` (a primary learns
+        where its replicas are kept from the health answer, and nothing else)."""
+        if not logged:
+            _log_refusal(request, caller, error)
+        return _refusal(error, self._authenticator.scheme, self._redact)
+
+    def _redact(self, message: str) -> str:
+        for root in self._locations:
+            for spelling in sorted({str(root.resolve()), str(root)}, key=len)[::-1]:
+                message = message.replace(spelling, "<storage location>")
+        return message
+
+    async def _receive(self, request: web.Request) -> None:
+        """Read the whole body (aiohttp keeps it for the handler's ``read``) while
+        this task is listed as receiving: a stop abandons a body still arriving
+        (:meth:`abandon_receiving`) rather than wait for a client that may be slow
+        or gone. Nothing of such a request was acknowledged, so nothing is lost: the
+        client sends it again."""
+        task = asyncio.current_task()
+        if task is None or not request.can_read_body:
+            return
+        if self._stopping:
+            msg = "the replica server is stopping: send this request again once it "
+            msg += "is back"
+            raise ServerStopping(msg)
+        self._receiving.add(task)
+        try:
+            async with asyncio.timeout(self.request_timeout_seconds):
+                await request.read()
+        except TimeoutError:
+            msg = "the request body did not arrive within "
+            msg += f"{self.request_timeout_seconds:g} s (request_timeout_seconds): "
+            msg += "send it again, in smaller parts over a slow link"
+            raise RequestTooSlow(msg) from None
+        except asyncio.CancelledError:
+            caller = request.get(CALLER)
+            _log_event(
+                "abandoned",
+                method=request.method,
+                path=request.path,
+                caller=None if caller is None else caller.name,
+                peer=request.remote,
+                reason="the server is stopping; the body had not all arrived",
+            )
+            raise
+        finally:
+            self._receiving.discard(task)
+
+    def abandon_receiving(self) -> int:
+        """Stop reading the bodies still arriving (a stop), and refuse any body that
+        starts arriving after; how many were abandoned."""
+        self._stopping = True
+        found = list(self._receiving)
+        for task in found:
+            task.cancel()
+        return len(found)
+
     def _location(self, request: web.Request) -> _Location:
         caller = request[CALLER]
         root = self._authorisation.location_for(caller.names)
+        matches = self._authorisation.listed_matches(caller.names)
+        if root is None and len(matches) > 1:
+            msg = f"{self._authenticator.scheme} identity {list(caller.names)} "
+            msg += f"matches {len(matches)} listed primaries "
+            msg += f"({', '.join(repr(found.name) for found in matches)}), each with "
+            msg += "its own storage: refused rather than guess which; give each "
+            msg += "primary an identity that names one listed entry"
+            raise NotAuthorised(msg)
         if root is None:
             msg = f"{self._authenticator.scheme} identity {list(caller.names)} is not "
             msg += f"a primary server this replica server (site {self.site!r}) "
@@ -353,17 +443,19 @@ class ReplicaServer:
         body = await _body(request, _Finish)
 
         def work() -> None:
+            key = initial_key(disk)
             delivered = delivery.initial_copy_directory(location.root, vm) / (
                 f"{disk}{delivery.IMAGE_SUFFIX}"
             )
-            if delivered.is_file() and delivered.stat().st_size == body.size:
-                # Taken already (a retry after a lost answer, or a crash after the
-                # move into the inbox and before the upload was forgotten).
-                location.uploads.discard(vm, initial_key(disk))
-                return
-            path = location.uploads.finish(vm, initial_key(disk), body.size)
-            location.replica.receive_disk_image(vm, disk, path)
-            location.uploads.discard(vm, initial_key(disk))
+            with location.uploads.holding(vm, key):  # no chunk lands meanwhile
+                if delivered.is_file() and delivered.stat().st_size == body.size:
+                    # Taken already (a retry after a lost answer, or a crash after
+                    # the move into the inbox and before the upload was forgotten).
+                    location.uploads.discard(vm, key)
+                    return
+                path = location.uploads.finish(vm, key, body.size)
+                location.replica.receive_disk_image(vm, disk, path)
+                location.uploads.discard(vm, key)
 
         await self._call(location, work)
         return _done()
@@ -381,6 +473,14 @@ class ReplicaServer:
         body = await _body(request, _Apply)
 
         def work() -> dict[str, object]:
+            with ExitStack() as held:  # no chunk of these logs lands meanwhile
+                for disk in sorted(body.sizes):
+                    held.enter_context(
+                        location.uploads.holding(vm, log_key(cycle, disk))
+                    )
+                return apply()
+
+        def apply() -> dict[str, object]:
             for point in self._require_replica(location, vm).points:
                 if point.cycle_id == cycle:  # a retry after a lost answer
                     _discard_cycle(location, vm, cycle, body.sizes)
@@ -413,11 +513,27 @@ class ReplicaServer:
         vm = _vm(request)
         body = await _body(request, _Digests)
         disk = validate_disk_name(body.disk)
+        asked = len(body.blocks) if body.blocks is not None else body.block_count
+        if asked is None or asked > wire.DIGESTS_PER_REQUEST_MAX:
+            msg = f"{request.method} {request.path}: one request asks for at most "
+            msg += f"{wire.DIGESTS_PER_REQUEST_MAX} digests (blocks listed, or "
+            msg += f"block_count from start_block), not {asked or 'the whole disk'}: "
+            msg += "ask in parts"
+            raise InvalidConfiguration(msg)
+        if body.blocks is not None and (body.start_block or body.block_count):
+            msg = f"{request.method} {request.path}: blocks, or start_block and "
+            msg += "block_count, not both"
+            raise InvalidConfiguration(msg)
 
         def work() -> list[bytes]:
+            if body.blocks is not None:
+                return location.replica.block_digests(
+                    vm, disk, body.block_bytes, blocks=body.blocks
+                )
             return location.replica.block_digests(
-                vm, disk, body.block_bytes, blocks=body.blocks
-            )
+                vm, disk, body.block_bytes,
+                start_block=body.start_block, block_count=body.block_count,
+            )  # fmt: skip
 
         digests = await self._call(location, work, writes=False)
         return web.Response(
@@ -491,6 +607,7 @@ class ReplicaServer:
             blocks = location.replica.promote_replica(
                 vm, body.recovery_point_id, body.block_bytes
             )
+            location.uploads.discard_vm(vm)  # the VM runs here now: nothing to upload
             return wire.blocks_to_json(blocks)
 
         return web.json_response(await self._call(location, work))
@@ -502,6 +619,7 @@ class ReplicaServer:
 
         def work() -> None:
             location.replica.adopt_copy(vm, dict(body.disks), body.retention_count)
+            location.uploads.discard_vm(vm)  # a new replica: no earlier upload counts
 
         await self._call(location, work)
         return _done()
@@ -519,10 +637,12 @@ async def run(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT (or ``stop``), then finish the requests in
     progress and return. ``ready`` is called with the URL once the port listens;
-    ``handle_signals=False`` leaves the signals alone (a server in a thread)."""
+    ``handle_signals=False`` leaves the signals alone (a server in a thread);
+    ``sock``, a socket bound already, is served instead of binding ``host:port``."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
@@ -534,19 +654,35 @@ async def run(
         access_log=None,
         shutdown_timeout=STOP_GRACE_SECONDS,
         max_field_size=HEADER_BYTES_MAX,
+        # A connection with no whole request (idle, or its headers arriving slowly)
+        # is closed after this: aiohttp's keep-alive timer runs from the connection.
+        keepalive_timeout=server.request_timeout_seconds,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site: web.BaseSite = (
+            web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            if sock is None
+            else web.SockSite(runner, sock, ssl_context=ssl_context)
+        )
         await site.start()
         bound = runner.addresses[0]
         scheme = "https" if ssl_context is not None else "http"
         url = f"{scheme}://{_host_for_url(bound[0])}:{bound[1]}"
+        for where, outcome in sorted(server.recovered().items()):
+            _log_event("recovered", vm=where, outcome=outcome, site=server.site)
         _log_event("listening", url=url, site=server.site)
         if ready is not None:
             ready(url)
         await stop.wait()
-        _log_event("stopping", reason="signal: finishing the requests in progress")
+        await site.stop()  # no new connection; then no body still arriving is awaited
+        await asyncio.sleep(0)
+        abandoned = server.abandon_receiving()
+        _log_event(
+            "stopping",
+            reason="signal: finishing the requests in progress",
+            bodies_abandoned=abandoned,
+        )
     finally:
         await runner.cleanup()  # stops accepting, waits for handlers in progress
         for signum in signals:
@@ -590,6 +726,8 @@ class _Digests(_Strict):
     disk: str
     block_bytes: int
     blocks: list[int] | None = None
+    start_block: ByteCount = 0  # with block_count, a part of the disk
+    block_count: ByteCount | None = None
 
 
 class _Point(_Strict):
@@ -609,12 +747,20 @@ async def _body(request: web.Request, model: type[M]) -> M:
     _check_json_length(request, request.content_length)
     raw = await request.read()
     _check_json_length(request, len(raw))  # sent without Content-Length (chunked)
+    takes = f"{request.method} {request.path} takes a JSON object with "
+    takes += f"{sorted(model.model_fields)}"
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        msg = f"the request body is not JSON ({error}); {request.method} "
-        msg += f"{request.path} takes a JSON object with {sorted(model.model_fields)}"
-        raise InvalidConfiguration(msg) from error
+        msg = f"the request body is not JSON ({error}); {takes}"
+        raise InvalidConfiguration(msg) from None
+    except RecursionError:  # nested deeper than the parser's stack
+        msg = f"the request body is JSON nested too deeply to read; {takes}"
+        raise InvalidConfiguration(msg) from None
+    except ValueError:  # an integer of more digits than Python converts
+        msg = "the request body holds an integer of more than "
+        msg += f"{sys.get_int_max_str_digits()} digits; {takes}"
+        raise InvalidConfiguration(msg) from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -722,6 +868,15 @@ class _TooLarge(InvalidConfiguration):
     """A body over the server's limit (answered 413)."""
 
 
+class RequestTooSlow(TransportError):
+    """A body that did not arrive within the request timeout (answered 408)."""
+
+
+class ServerStopping(TransportError):
+    """The server is stopping and reads no new body (answered 503: the client
+    sends the request again, as after a cut connection)."""
+
+
 def _discard_cycle(
     location: _Location, vm: str, cycle: int, sizes: Mapping[str, int]
 ) -> None:
@@ -745,11 +900,18 @@ def _status(error: ReplicationError) -> HTTPStatus:
         return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     if isinstance(error, OffsetMismatch):  # the client resumes from "received"
         return HTTPStatus.CONFLICT
+    if isinstance(error, ServerStopping):
+        return HTTPStatus.SERVICE_UNAVAILABLE
+    if isinstance(error, RequestTooSlow):
+        return HTTPStatus.REQUEST_TIMEOUT
     return wire.status_of(error)
 
 
-def _refusal(error: ReplicationError, scheme: str) -> web.Response:
+def _refusal(
+    error: ReplicationError, scheme: str, redact: Callable[[str], str]
+) -> web.Response:
     body: dict[str, object] = dict(wire.error_body(error))
+    body["message"] = redact(str(body["message"]))
     if isinstance(error, OffsetMismatch):
         body["received"] = error.received
     response = web.json_response(body, status=_status(error))
@@ -853,7 +1015,7 @@ def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Lo
         msg = f"storage location {str(root)!r} is not a folder"
         raise InvalidConfiguration(msg)
     lock = SiteLock.acquire(
-        site, root, clock, file_name=LOCK_FILE, holder="replica server"
+        site, root, clock, file_name=LOCK_FILE, holder=REPLICA_LOCK_HOLDER
     )
     try:
         replica = InProcessReplica.open(source_site, site, root, clock)

@@ -7,7 +7,7 @@
     site = "secondary"               # the site whose replicas this server holds
     authentication = "certificate"   # or "kerberos"
     max_request_bytes = 67108864     # optional: 64 MiB; 1 MiB to 1 GiB
-    request_timeout_seconds = 60     # optional: 60; more than 0, at most 3600
+    request_timeout_seconds = 60     # optional: 60; more than 0, at most 3600 (arrival)
 
     [certificate]                    # iff authentication = "certificate"
     certificate = "replica.pem"
@@ -174,8 +174,14 @@ class Authorization:
         if self.mode == "any":
             assert self.storage is not None
             return self.storage
-        matches = [primary for primary in self.primaries if primary.name in given]
+        matches = self.listed_matches(given)
         return matches[0].storage if len(matches) == 1 else None
+
+    def listed_matches(self, names: Iterable[str]) -> list[AllowedPrimary]:
+        """The listed primaries whose name is one of ``names`` (more than one: the
+        identity is ambiguous and refused)."""
+        given = set(names)
+        return [primary for primary in self.primaries if primary.name in given]
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,22 @@ only and is made by extending the part file, so a sparse image stays sparse.
 
 A finished upload is handed to the replica store's delivery (:meth:`Uploads.finish`);
 keys are validated names, so a hostile disk name cannot leave the VM's folder.
+
+**One request at a time per upload.** The server runs requests in threads, and two
+chunks of one upload (a client's retry racing its own first attempt, or two clients)
+would otherwise truncate and write the same part file and its acknowledgement's
+temporary file at once. Every step on an upload holds that upload's lock
+(:meth:`Uploads.holding`): the second chunk then finds the first acknowledged and is
+refused with the offset to resume from.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -90,9 +100,41 @@ class Uploads:
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
+        self._guard = threading.Lock()
+        # Each upload's lock and how many threads hold or await it: dropped when
+        # none does, so a server that runs for months keeps no lock per old cycle.
+        self._locks: dict[tuple[str, str], tuple[threading.RLock, int]] = {}
+
+    @contextmanager
+    def holding(self, vm_name: str, key: str) -> Iterator[None]:
+        """Hold upload ``key`` of ``vm_name``: no other thread writes, finishes or
+        discards it until the block ends (re-entrant)."""
+        name = (vm_name, key)
+        with self._guard:
+            lock, users = self._locks.get(name, (threading.RLock(), 0))
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)
+
+    def held(self) -> int:
+        """How many uploads some thread holds or awaits now (tests)."""
+        with self._guard:
+            return len(self._locks)
 
     def received(self, vm_name: str, key: str) -> int:
         """The acknowledged length of upload ``key`` (0: none yet)."""
+        with self.holding(vm_name, key):
+            return self._received(vm_name, key)
+
+    def _received(self, vm_name: str, key: str) -> int:
         path = self._ack_path(vm_name, key)
         try:
             raw = path.read_bytes()
@@ -118,7 +160,19 @@ class Uploads:
         """Append ``data`` (or a hole of ``hole`` zero bytes) at ``offset``; return
         the new acknowledged length. Refused unless ``offset`` is the acknowledged
         length."""
-        received = self.received(vm_name, key)
+        with self.holding(vm_name, key):
+            return self._write(vm_name, key, offset, data, crc32c, hole)
+
+    def _write(
+        self,
+        vm_name: str,
+        key: str,
+        offset: int,
+        data: bytes,
+        crc32c: int | None,
+        hole: int,
+    ) -> int:
+        received = self._received(vm_name, key)
         if offset != received:
             msg = f"upload {key!r} of VM {vm_name!r} stands at byte {received}, "
             msg += f"not {offset}: resume from byte {received}"
@@ -146,8 +200,13 @@ class Uploads:
         return end
 
     def finish(self, vm_name: str, key: str, size: int) -> Path:
-        """The complete upload's part file, checked to hold ``size`` bytes."""
-        received = self.received(vm_name, key)
+        """The complete upload's part file, checked to hold ``size`` bytes (hold
+        the upload, :meth:`holding`, until it is handed over)."""
+        with self.holding(vm_name, key):
+            return self._finish(vm_name, key, size)
+
+    def _finish(self, vm_name: str, key: str, size: int) -> Path:
+        received = self._received(vm_name, key)
         if received != size:
             msg = f"upload {key!r} of VM {vm_name!r} holds {received} acknowledged "
             msg += f"bytes, not {size}: send the rest from byte {received}"
@@ -167,12 +226,13 @@ class Uploads:
 
     def discard(self, vm_name: str, key: str) -> None:
         """Forget upload ``key`` (acknowledgement first, so it reads as empty)."""
-        folder = self._folder(vm_name)
-        fs = filesystem.current()
-        fs.unlink(folder / f"{key}{ACK_SUFFIX}", missing_ok=True)
-        fs.unlink(folder / f"{key}{PART_SUFFIX}", missing_ok=True)
-        if folder.exists():
-            filesystem.fsync_directory(folder)
+        with self.holding(vm_name, key):
+            folder = self._folder(vm_name)
+            fs = filesystem.current()
+            fs.unlink(folder / f"{key}{ACK_SUFFIX}", missing_ok=True)
+            fs.unlink(folder / f"{key}{PART_SUFFIX}", missing_ok=True)
+            if folder.exists():
+                filesystem.fsync_directory(folder)
 
     def discard_vm(self, vm_name: str) -> None:
         """Forget every upload of ``vm_name``."""

@@ -47,6 +47,10 @@ READ_BYTES_MAX: Final = 16 * 1024 * 1024
 """The most a single read request (test VM, recovery point) returns."""
 JSON_BYTES_MAX: Final = 1024 * 1024
 """The largest JSON body a server reads (names, numbers, lists of blocks)."""
+DIGESTS_PER_REQUEST_MAX: Final = 1 << 16
+"""The most block digests one request asks for (and one answer carries): a list of
+that many block numbers stays under :data:`JSON_BYTES_MAX` for any disk, and the
+answer is 1 MiB of digests. A resynchronisation of more blocks asks in parts."""
 CRC_HEADER: Final = "X-Hvdr-Crc32c"
 """An upload chunk's CRC32C (hex): the server refuses a chunk that does not match."""
 DIGEST_SIZE_HEADER: Final = "X-Hvdr-Digest-Bytes"
