@@ -23,9 +23,9 @@ from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, r
 from rich.console import Console
 from rich.table import Table
 
+from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import explore
 from invariants.fuzz import fuzz
-from invariants.trace import DEFAULT_CONFIG
 from model.successor import RULES
 
 EXPLORER_GOAL = 20_000  # states/s, the goal on one core

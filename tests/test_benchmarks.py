@@ -1,4 +1,5 @@
-"""The failover benchmarks run end to end on small disks (figures not checked)."""
+"""The failover and network benchmarks run end to end on small disks (figures not
+checked)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ pytestmark = pytest.mark.slow  # each runs a benchmark in a subprocess: seconds
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_benchmark(name: str, tmp_path: Path, path: str) -> str:
+def run_benchmark(name: str, tmp_path: Path, path: str, **settings: str) -> str:
     environment = {**os.environ, "HVDR_BENCH_DISK_MIB": "16",
                    "HVDR_BENCH_DIR": str(tmp_path), "PATH": path}  # fmt: skip
+    environment.update(settings)
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", name],
         capture_output=True, text=True, check=True, cwd=ROOT, env=environment,
@@ -50,3 +52,38 @@ def test_the_failover_times_benchmark_runs(tmp_path: Path) -> None:
     out = run_benchmark("failover_times", tmp_path, os.environ["PATH"])
     for step in ("planned failover", "commit", "failback, in total", "rolled back"):
         assert step in out, step
+
+
+def test_the_network_benchmark_prints_its_ratios(tmp_path: Path) -> None:
+    """A replica server in its own process: both initial replications get a verdict
+    against cp, the delta cycle one against in process, and the CPU table prints."""
+    out = run_benchmark(
+        "network", tmp_path, os.environ["PATH"], HVDR_BENCH_DISK_BYTES=str(8 << 20),
+        HVDR_BENCH_ROUNDS="1", HVDR_BENCH_CYCLES="1",
+    )  # fmt: skip
+    text = " ".join(out.split())
+    assert "dense (random): " in text
+    assert "half holes: " in text
+    assert text.count("x cp's throughput, goal >= 0.7x") == 2
+    assert "s in process: " in text
+    assert "x, goal <= 1.3x" in text
+    assert "CPU seconds per GiB of data sent" in text
+    assert "did not start" not in text
+
+
+def test_the_network_benchmark_says_why_its_server_did_not_start(
+    tmp_path: Path,
+) -> None:
+    """The server's own reason (here: no configuration file) and its exit status."""
+    script = (
+        "import sys\nfrom pathlib import Path\n"
+        "from benchmarks.bench_network import ReplicaServer, ServerFailed\n"
+        "try:\n    ReplicaServer(Path(sys.argv[1])).start()\n"
+        "except ServerFailed as error:\n    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "missing.toml")],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert "the replica server did not start (exit 2): it exited" in result.stdout
+    assert "cannot read the configuration file" in result.stdout
