@@ -56,15 +56,12 @@ import resource
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from rich.console import Console
 from rich.table import Table
@@ -74,6 +71,7 @@ from engine.orchestration.engine import ReplicationEngine
 from engine.transport.http.certificates import make_certificates
 from engine.transport.http.client import HttpReplica
 from engine.transport.http.tls import client_context
+from hvdr.commands.serve_process import ServeProcess, ServerFailed, certificate_config
 
 DISK = "data"
 DENSE = "dense"
@@ -88,66 +86,16 @@ GOAL_THROUGHPUT = 0.7  # initial replication: at least 0.7x cp's throughput
 GOAL_DELTA = 1.3  # delta cycle: at most 1.3x the in-process time
 SERVER_HOST = "127.0.0.1"
 PRIMARY_NAME = "bench-primary"
-LISTENING = " listening on "
-START_SECONDS = 60.0
-STOP_SECONDS = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class ServerFailed(RuntimeError):
-    """The replica server did not start, or died."""
-
-
-@dataclass
-class ReplicaServer:
-    """``hvdr serve`` in a child process: its port, its CPU time, its output."""
-
-    config: Path
-    process: subprocess.Popen[str] | None = None
-    port: int = 0
-    tail: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=5)
-    )
-
-    def start(self) -> None:
-        """Launch the server and wait for its "listening on" line (bounded)."""
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        # The server runs the same checkout as this process (not an installed copy).
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        )
-        command = [sys.executable, "-m", "hvdr", "serve", "--config", str(self.config)]
-        try:
-            self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                env=environment, cwd=ROOT,
-            )  # fmt: skip
-        except OSError as error:
-            msg = f"cannot run {' '.join(command)}: {error}"
-            raise ServerFailed(msg) from error
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        errors = _drain(self.process.stderr, self.tail)
-        line = _first_line(self.process.stdout, START_SECONDS)
-        if line is None or LISTENING not in line:
-            if line is None:
-                said = f"no line within {START_SECONDS:.0f} s"
-            else:
-                said = f"it printed {line.strip()!r}" if line else "it exited"
-            if line == "":  # its output ended: it is exiting by itself
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(10)
-                errors.join(5)  # its last words
-            code = self.stop()
-            msg = f"the replica server did not start (exit {code}): {said}"
-            raise ServerFailed(msg + self.said())
-        self.port = int(line.split(LISTENING, 1)[1].split()[0].rsplit(":", 1)[1])
-        _drain(self.process.stdout, self.tail)
+class ReplicaServer(ServeProcess):
+    """``hvdr serve`` in a child process, with its CPU time and its last words."""
 
     def said(self) -> str:
         """The server's last lines of output, for a message."""
-        return "; its last output: " + " | ".join(self.tail) if self.tail else ""
+        return "; its last output: " + self.tail(5) if self.output else ""
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the server process so far, all threads."""
@@ -160,77 +108,31 @@ class ReplicaServer:
         fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 on
         return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # fields 14, 15
 
-    def stop(self) -> int | None:
-        """SIGTERM (it finishes the requests in progress), SIGKILL if it hangs."""
+    def halt(self) -> int | None:
+        """SIGTERM (it finishes the requests in progress; SIGKILL if it hangs), then
+        its exit status (None: it was not running)."""
         if self.process is None:
             return None
-        process, self.process = self.process, None
-        code = process.poll()
+        code = self.process.poll()
         if code is None:
-            process.send_signal(signal.SIGTERM)
             try:
-                code = process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+                code = self.stop(signal.SIGTERM)
+            except ServerFailed:
+                code = -signal.SIGKILL
+        self.close()
         return code
-
-
-def _drain(stream: IO[str], tail: collections.deque[str]) -> threading.Thread:
-    """Keep reading a server's output, so a full pipe never blocks it."""
-
-    def read() -> None:
-        try:
-            for line in stream:
-                tail.append(line.rstrip("\n"))
-        except (OSError, ValueError):  # closed at stop
-            return
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
-
-
-def _first_line(stream: IO[str], seconds: float) -> str | None:
-    """The first line of ``stream`` within ``seconds`` (None: nothing in time; "":
-    the stream ended, the process exited)."""
-    found: list[str] = []
-    done = threading.Event()
-
-    def read() -> None:
-        found.append(stream.readline())
-        done.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not done.wait(seconds):
-        return None
-    return found[0].rstrip("\n")
 
 
 def write_config(path: Path, certs: Path, storage: Path) -> None:
     """Certificate mode, listening on 127.0.0.1 (any port), one listed primary."""
     path.write_text(
-        f"""[server]
-listen = "{SERVER_HOST}:0"
-site = "secondary"
-authentication = "certificate"
-
-[certificate]
-certificate = "{certs / f"{SERVER_HOST}.pem"}"
-private_key = "{certs / f"{SERVER_HOST}.key"}"
-ca = "{certs / "ca.pem"}"
-
-[authorization]
-mode = "listed"
-[[authorization.primary]]
-name = "{PRIMARY_NAME}"
-storage = "{storage}"
-""",
+        certificate_config(
+            site="secondary", port=0, certificate=certs / f"{SERVER_HOST}.pem",
+            private_key=certs / f"{SERVER_HOST}.key", ca=certs / "ca.pem",
+            primary=PRIMARY_NAME, storage=storage,
+        ),
         encoding="utf-8",
-    )
+    )  # fmt: skip
 
 
 # -- measuring ---------------------------------------------------------------------
@@ -414,10 +316,12 @@ def run(directory: Path, results: Results, cycles: int, console: Console) -> Non
     served = directory / "net-secondary"
     config = directory / "server.toml"
     write_config(config, certs, served)
-    server = ReplicaServer(config)
+    # The server runs the same checkout as this process (not an installed copy).
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    server = ReplicaServer(config, environment={"PYTHONPATH": path}, cwd=ROOT)
 
     def stop_server() -> None:
-        code = server.stop()
+        code = server.halt()
         if code not in (0, None):
             console.print(
                 f"[red]bench_network: the replica server exited {code} when "

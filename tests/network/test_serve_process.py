@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
@@ -28,81 +28,27 @@ from engine.orchestration.engine import ReplicationEngine
 from engine.transport.http.certificates import make_certificates
 from engine.transport.http.client import HttpReplica, RetryPolicy
 from engine.transport.http.tls import client_context
+from hvdr.commands.serve_process import ServeProcess, certificate_config
 
 MIB = 1024 * 1024
 DISKS = {"os": 128 * MIB}
 LISTENING = " listening on "
 
 
-@dataclass
-class Served:
-    config: Path
-    port: int = 0
-    process: subprocess.Popen[str] | None = None
-    output: list[str] = field(default_factory=list)
-
-    def start(self) -> None:
-        self.close()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hvdr", "serve", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        line = self.process.stdout.readline()
-        assert LISTENING in line, (line, "" if line else self.process.stderr.read())
-        self.port = int(line.split(LISTENING)[1].split()[0].rsplit(":", 1)[1])
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.process is not None
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.output.append(line)
-
-    def stop(self, signum: int) -> int:
-        assert self.process is not None
-        self.process.send_signal(signum)
-        return self.process.wait(60)
-
-    def close(self) -> None:
-        """Reap the process (killed if still running) and close its pipes."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(60)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        self.process = None
-
-
 def write_config(path: Path, certs: Path, storage: Path, port: int) -> None:
     path.write_text(
-        f"""[server]
-listen = "127.0.0.1:{port}"
-site = "secondary"
-authentication = "certificate"
-
-[certificate]
-certificate = "{certs / "localhost.pem"}"
-private_key = "{certs / "localhost.key"}"
-ca = "{certs / "ca.pem"}"
-
-[authorization]
-mode = "listed"
-[[authorization.primary]]
-name = "primary-host"
-storage = "{storage}"
-""",
+        certificate_config(
+            site="secondary", port=port, certificate=certs / "localhost.pem",
+            private_key=certs / "localhost.key", ca=certs / "ca.pem",
+            primary="primary-host", storage=storage,
+        ),
         encoding="utf-8",
-    )
+    )  # fmt: skip
 
 
 @dataclass
 class Setup:
-    served: Served
+    served: ServeProcess
     engine: ReplicationEngine
     client: HttpReplica
     secondary: Path
@@ -116,7 +62,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     secondary = tmp_path / "s"
     config = tmp_path / "server.toml"
     write_config(config, certs, secondary, 0)
-    served = Served(config)
+    served = ServeProcess(config)
     served.start()
     write_config(config, certs, secondary, served.port)  # a restart keeps the port
     context = client_context(

@@ -815,11 +815,7 @@ def _check_upload_end(vm: str, key: str, end: int, disks: Mapping[str, int]) -> 
 
 
 def _int_in_path(request: web.Request, name: str) -> int:
-    text = request.match_info[name]
-    if not _whole_number(text) or len(text) > 18:
-        msg = f"{name}={text!r} in the path must be a whole number"
-        raise InvalidConfiguration(msg)
-    return int(text)
+    return _number(request.match_info[name], f"{name}={{!r}} in the path")
 
 
 def _query_int(request: web.Request, name: str, default: int | None = None) -> int:
@@ -829,8 +825,14 @@ def _query_int(request: web.Request, name: str, default: int | None = None) -> i
             return default
         msg = f"{request.method} {request.path} needs the query parameter {name}"
         raise InvalidConfiguration(msg)
+    return _number(text, f"query parameter {name}={{!r}}")
+
+
+def _number(text: str, what: str) -> int:
+    """``text`` as a whole number of at most 18 ASCII digits; else refused naming
+    ``what`` (its ``{!r}`` the text)."""
     if not _whole_number(text) or len(text) > 18:
-        msg = f"query parameter {name}={text!r} must be a whole number >= 0"
+        msg = f"{what.format(text)} must be a whole number >= 0"
         raise InvalidConfiguration(msg)
     return int(text)
 
