@@ -111,8 +111,14 @@ class SiteLock:
                 msg += f"; stop that {holder} first, or open another site"
                 raise SiteLocked(msg) from None
             description = _describe(clock).encode()
-            fs.ftruncate(descriptor, 0)
-            fs.pwrite(descriptor, description, 0)
+            try:
+                fs.ftruncate(descriptor, 0)
+                fs.pwrite(descriptor, description, 0)
+            except OSError as error:
+                full = storage_error(error, f"writing the lock file {str(path)!r}")
+                if full is not error:
+                    raise full from error
+                raise
         except BaseException:
             os.close(descriptor)
             raise
