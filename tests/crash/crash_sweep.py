@@ -20,12 +20,13 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from crash_scenario import (
     VM,
@@ -99,14 +100,46 @@ def _send(descriptor: int, line: str) -> None:
     os.write(descriptor, (line.replace("\n", " | ") + "\n").encode())
 
 
-def count_operations(directory: Path, *, durable_writes: bool) -> CountingFileSystem:
-    """Run the whole scenario once under a counting layer; return it (trace)."""
+def count_operations(
+    directory: Path, *, durable_writes: bool, reported: list[int] | None = None
+) -> CountingFileSystem:
+    """Run the whole scenario once under a counting layer; return it (trace).
+    ``reported`` gets, for each line the scenario reports and each SQL statement
+    but a query (SQLite writes through calls the layer does not see), how many
+    operations had run then."""
     sites = directory / "sites"
     sites.mkdir(parents=True)
     counting = CountingFileSystem()
-    with files.use(counting):
-        run_scenario(sites, durable_writes=durable_writes, report=lambda line: None)
+
+    def report(line: str) -> None:
+        if reported is not None:
+            reported.append(counting.operations)
+
+    def statement(sql: str) -> None:
+        if not sql.lstrip().upper().startswith("SELECT"):  # a write, or may be one
+            report(sql)
+
+    with files.use(counting), _sql_traced(statement):
+        run_scenario(sites, durable_writes=durable_writes, report=report)
     return counting
+
+
+@contextmanager
+def _sql_traced(statement: Callable[[str], None]) -> Iterator[None]:
+    """Every SQLite connection opened inside the block (the real one) calls
+    ``statement`` with each SQL statement it runs (``set_trace_callback``)."""
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **options: Any) -> sqlite3.Connection:
+        connection: sqlite3.Connection = connect(*args, **options)
+        connection.set_trace_callback(statement)
+        return connection
+
+    sqlite3.connect = traced  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sqlite3.connect = connect
 
 
 def power_loss_point(directory: Path, point: Point, *, durable: bool) -> list[Problem]:
@@ -285,18 +318,28 @@ SYNCS: Final = frozenset({"fsync", "fdatasync", "fsync_directory"})
 and after them)."""
 
 
-def kill_points(counting: CountingFileSystem) -> list[Point]:
-    """Before every operation, and after every one that changes what a kill keeps.
+def kill_points(counting: CountingFileSystem, reported: Collection[int]) -> list[Point]:
+    """Before every operation, and after one only where a kill there can leave
+    something no other point leaves.
 
-    A kill after a sync leaves exactly what a kill before it leaves: a sync changes
-    no byte and no name in the page cache, and nothing else of the process runs in
-    between (no write, no acknowledgement reported). So the point after each sync is
-    the point before it, swept once (docs/crash-testing.md, "The sweeps").
+    A kill keeps the page cache, so what it leaves is the operations done so far and
+    the lines reported so far. A kill after operation N leaves what a kill before
+    operation N+1 leaves when the scenario reported nothing in between (reads and
+    computing change nothing a kill keeps): that point is swept once, as "before
+    N+1". So "after N" is swept only when a line was reported after N and before
+    N+1 (a kill after N then leaves fewer lines: checks bounded by what was in
+    flight are stricter there), and after the last operation. A sync adds nothing
+    either way: a kill after it leaves what a kill before it leaves (it changes no
+    byte and no name in the page cache). docs/crash-testing.md, "The sweeps".
     """
+    between = set(reported)
+    last = counting.operations
     points: list[Point] = []
     for traced in counting.trace:
         points.append((traced.index, "before"))
-        if traced.operation not in SYNCS:
+        if traced.operation in SYNCS:
+            continue
+        if traced.index == last or traced.index in between:
             points.append((traced.index, "after"))
     return points
 
@@ -306,8 +349,11 @@ def kill_sweep_main(directory: Path, *, durable: bool) -> None:
 
     Prints ``{"operations", "results": [[point, problems]], "trace"}`` on stdout.
     """
-    counting = count_operations(directory / "count", durable_writes=durable)
-    points = kill_points(counting)
+    reported: list[int] = []
+    counting = count_operations(
+        directory / "count", durable_writes=durable, reported=reported
+    )
+    points = kill_points(counting, reported)
     results = sweep(directory, points, partial(kill_point, durable=durable))
     outcome = {
         "operations": counting.operations,
