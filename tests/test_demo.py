@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The drill's checks that must be among those it made and passed.
@@ -35,6 +37,7 @@ def hvdr(*arguments: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_demo_runs_the_drill_and_every_check_passes(tmp_path: Path) -> None:
     """Exit 0; every check the drill printed passed, the table says so, and the
     essential ones were made; the walk-through and the diagrams are there too."""
@@ -90,6 +93,7 @@ def test_cli_without_a_command_prints_help() -> None:
     assert "diagram" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_network_runs_the_drill_over_two_replica_server_processes(
     tmp_path: Path,
 ) -> None:

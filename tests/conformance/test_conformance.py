@@ -65,6 +65,7 @@ MUTANT_SEEDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", sorted({SEED, *MUTANT_SEEDS.values()}))
 def test_the_engine_follows_the_model(seed: int) -> None:
     ran = _hvdr(
@@ -80,6 +81,7 @@ def test_the_engine_follows_the_model(seed: int) -> None:
     assert edges >= 30, text[:400]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutant", ENGINE_MUTANTS, ids=lambda m: m.name)
 def test_every_planted_engine_bug_is_caught_and_its_trace_replays(
     mutant: EngineMutant, tmp_path: Path

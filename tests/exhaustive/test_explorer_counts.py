@@ -53,6 +53,7 @@ def test_small_configurations_have_the_pinned_counts_and_no_problem(
     assert _clean(report) == (True, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_two_vms_with_every_fault_is_clean_and_reduced_by_symmetry() -> None:
     """The acceptance configuration: 720,162 representatives of 1,436,938 states."""
     report = explore(TWO_EVERY_FAULT)
