@@ -706,6 +706,7 @@ class ProtectedVm:
         points: tuple[engine_points.RecoveryPoint, ...] = ()
         exists = False
         store_site = control.active_site if phase is Phase.FAILED_OVER else target
+        status: ReplicaStatus | None = None
         if self.sites.up(store_site):
             try:
                 status = self.sites.towards(store_site).status(self.name)
@@ -713,6 +714,12 @@ class ProtectedVm:
                 if not tolerant:
                     raise
                 status = ReplicaStatus(self.name, exists=False)
+            except TransportError:
+                # Its replica server does not answer (or the link is cut): seen as
+                # when its site is down, from the catalogue's mirror below, so the
+                # VM's own I/O never waits on the other site.
+                status = None
+        if status is not None:
             exists, points = status.exists, status.points
             if phase is Phase.FAILED_OVER and self._commit_pending(store_site):
                 # Its promotion may have rolled the store back to the chosen point
@@ -735,7 +742,8 @@ class ProtectedVm:
             and not exists
             and not waiting
         )
-        gone = missing and self.sites.up(store_site) and phase is not Phase.COMMITTED
+        answered = status is not None
+        gone = missing and answered and phase is not Phase.COMMITTED
         if gone and not tolerant:
             msg = f"VM {self.name!r} is {phase.value} but its replica at site "
             msg += f"{store_site!r} is missing: it was deleted or the target's "

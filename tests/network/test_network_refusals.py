@@ -589,6 +589,32 @@ MALFORMED = {
         "its disks ['os'] (a reverse adopts the disks the VM ran on at its old "
         "source)",
     ),
+    "an empty chunk": Malformed(
+        "PUT", UPLOAD + "?offset=0", {}, 400,
+        "an upload chunk carries bytes, or a hole of hole=N zero bytes (N > 0); this "
+        "one carries neither",
+    ),
+    "a query parameter given twice": Malformed(
+        "PUT", UPLOAD + "?offset=0&offset=5", {"content": b"x", "headers": crc(b"x")},
+        400, "query parameter offset is given 2 times; give it once",
+    ),
+    "a negative epoch": Malformed(
+        "POST", "/v1/vms/a-vm/cycles/7",
+        {"json": APPLY | {"epoch": -1, "sizes": {"os": 1}}}, 400,
+        "POST /v1/vms/a-vm/cycles/7: epoch: Input should be greater than or equal "
+        "to 0 (the body takes ['app_consistent', 'epoch', 'last_sequences', "
+        "'resync', 'sizes'])",
+    ),
+    "a cycle id of 23 digits in an upload key": Malformed(
+        "GET", "/v1/vms/a-vm/uploads/cycle-99999999999999999999999.os", {}, 400,
+        "cycle id '99999999999999999999999' must be a whole number >= 0",
+    ),
+    "blocks and a part of the disk at once": Malformed(
+        "POST", "/v1/vms/a-vm/digests",
+        {"json": {"disk": "os", "block_bytes": 4096, "blocks": [0],
+                  "start_block": 0, "block_count": 0}}, 400,
+        "POST /v1/vms/a-vm/digests: blocks, or start_block and block_count, not both",
+    ),
     "a list, not an object": Malformed(
         "PUT", "/v1/vms/new-vm", {"json": [1, 2]}, 400,
         "PUT /v1/vms/new-vm: body: Input should be a valid dictionary or instance of "

@@ -20,11 +20,14 @@ from engine.transport.http.server import ReplicaServer
 from engine.transport.http.server_config import Authorization
 
 
+@pytest.mark.parametrize("folder", ["location", 'quote\\d"back'])
 def test_a_damaged_store_is_refused_without_the_servers_paths(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, folder: str
 ) -> None:
+    """Also a folder whose name a message's repr() escapes (found by the outside
+    review: a backslash in the path left it in the answer)."""
     caplog.set_level(logging.INFO, logger="hvdr.serve")
-    root = tmp_path / "location"
+    root = tmp_path / folder
     ca = trustme.CA()
 
     def server() -> ReplicaServer:
@@ -59,4 +62,4 @@ def test_a_damaged_store_is_refused_without_the_servers_paths(
         for record in caplog.records
         if '"refused"' in record.getMessage()
     ]
-    assert str(root / "replicas" / "web" / "store.json") in line["message"]
+    assert repr(str(root / "replicas" / "web" / "store.json"))[1:-1] in line["message"]

@@ -37,7 +37,6 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -261,7 +260,9 @@ class ReplicaServer:
 
     def _redact(self, message: str) -> str:
         for root in self._locations:
-            for spelling in sorted({str(root.resolve()), str(root)}, key=len)[::-1]:
+            plain = {str(root.resolve()), str(root)}
+            quoted = {repr(path)[1:-1] for path in plain}  # as a message's !r has it
+            for spelling in sorted(plain | quoted, key=len, reverse=True):
                 message = message.replace(spelling, "<storage location>")
         return message
 
@@ -358,7 +359,7 @@ class ReplicaServer:
         free = await asyncio.to_thread(filesystem.current().free_bytes, location.root)
         reasons = []
         if location.full_since is not None:
-            reasons.append(f"storage full: {location.full_reason}")
+            reasons.append(f"storage full: {self._redact(location.full_reason)}")
         elif free < self.low_space_bytes:
             reasons.append(
                 f"storage low: {free} bytes free at the storage location "
@@ -382,8 +383,9 @@ class ReplicaServer:
         disks = dict(body.disks)
 
         def work() -> None:
-            location.uploads.discard_vm(vm)
-            location.replica.create_replica(vm, disks, body.retention_count)
+            with location.uploads.holding(vm):  # no chunk for the old one lands
+                location.uploads.discard_vm(vm)
+                location.replica.create_replica(vm, disks, body.retention_count)
 
         await self._call(location, work)
         return _done()
@@ -393,8 +395,9 @@ class ReplicaServer:
         vm = _vm(request)
 
         def work() -> None:
-            location.replica.remove_replica(vm)
-            location.uploads.discard_vm(vm)
+            with location.uploads.holding(vm):
+                location.replica.remove_replica(vm)
+                location.uploads.discard_vm(vm)
 
         await self._call(location, work)
         return _done()
@@ -425,14 +428,19 @@ class ReplicaServer:
         if crc is None and data:
             msg = f"an upload chunk needs its CRC32C in the {wire.CRC_HEADER} header"
             raise InvalidConfiguration(msg)
+        if not data and not hole:
+            msg = "an upload chunk carries bytes, or a hole of hole=N zero bytes "
+            msg += "(N > 0); this one carries neither"
+            raise InvalidConfiguration(msg)
         checksum = None if crc is None else _hex(crc, wire.CRC_HEADER)
 
         def work() -> int:
-            disks = self._require_replica(location, vm).disks
-            _check_upload_end(vm, key, offset + (len(data) or hole), disks)
-            return location.uploads.write(
-                vm, key, offset, data, crc32c=checksum, hole=hole
-            )
+            with location.uploads.holding(vm):  # the replica checked stays the one
+                disks = self._require_replica(location, vm).disks
+                _check_upload_end(vm, key, offset + (len(data) or hole), disks)
+                return location.uploads.write(
+                    vm, key, offset, data, crc32c=checksum, hole=hole
+                )
 
         received = await self._call(location, work)
         return web.json_response({"received": received})
@@ -447,7 +455,7 @@ class ReplicaServer:
             delivered = delivery.initial_copy_directory(location.root, vm) / (
                 f"{disk}{delivery.IMAGE_SUFFIX}"
             )
-            with location.uploads.holding(vm, key):  # no chunk lands meanwhile
+            with location.uploads.holding(vm):  # no chunk lands meanwhile
                 if delivered.is_file() and delivered.stat().st_size == body.size:
                     # Taken already (a retry after a lost answer, or a crash after
                     # the move into the inbox and before the upload was forgotten).
@@ -473,11 +481,7 @@ class ReplicaServer:
         body = await _body(request, _Apply)
 
         def work() -> dict[str, object]:
-            with ExitStack() as held:  # no chunk of these logs lands meanwhile
-                for disk in sorted(body.sizes):
-                    held.enter_context(
-                        location.uploads.holding(vm, log_key(cycle, disk))
-                    )
+            with location.uploads.holding(vm):  # no chunk of its logs lands meanwhile
                 return apply()
 
         def apply() -> dict[str, object]:
@@ -520,7 +524,9 @@ class ReplicaServer:
             msg += f"block_count from start_block), not {asked or 'the whole disk'}: "
             msg += "ask in parts"
             raise InvalidConfiguration(msg)
-        if body.blocks is not None and (body.start_block or body.block_count):
+        if body.blocks is not None and (
+            {"start_block", "block_count"} & body.model_fields_set
+        ):
             msg = f"{request.method} {request.path}: blocks, or start_block and "
             msg += "block_count, not both"
             raise InvalidConfiguration(msg)
@@ -604,10 +610,11 @@ class ReplicaServer:
         body = await _body(request, _Promote)
 
         def work() -> dict[str, object]:
-            blocks = location.replica.promote_replica(
-                vm, body.recovery_point_id, body.block_bytes
-            )
-            location.uploads.discard_vm(vm)  # the VM runs here now: nothing to upload
+            with location.uploads.holding(vm):
+                blocks = location.replica.promote_replica(
+                    vm, body.recovery_point_id, body.block_bytes
+                )
+                location.uploads.discard_vm(vm)  # the VM runs here now
             return wire.blocks_to_json(blocks)
 
         return web.json_response(await self._call(location, work))
@@ -618,8 +625,9 @@ class ReplicaServer:
         body = await _body(request, _Create)
 
         def work() -> None:
-            location.replica.adopt_copy(vm, dict(body.disks), body.retention_count)
-            location.uploads.discard_vm(vm)  # a new replica: no earlier upload counts
+            with location.uploads.holding(vm):
+                location.replica.adopt_copy(vm, dict(body.disks), body.retention_count)
+                location.uploads.discard_vm(vm)  # a new replica: no earlier upload
 
         await self._call(location, work)
         return _done()
@@ -706,7 +714,8 @@ class _Create(_Strict):
     retention_count: int
 
 
-ByteCount = Annotated[int, Field(ge=0)]
+WholeNumber = Annotated[int, Field(ge=0)]
+ByteCount = WholeNumber
 """A file's length in bytes (an upload's size)."""
 
 
@@ -715,7 +724,7 @@ class _Finish(_Strict):
 
 
 class _Apply(_Strict):
-    epoch: int
+    epoch: WholeNumber
     app_consistent: bool
     last_sequences: dict[str, int]
     resync: bool = False
@@ -794,7 +803,7 @@ def _key(request: web.Request) -> str:
         return initial_key(key.removeprefix("initial."))
     head, _, disk = key.partition(".")
     if head.startswith("cycle-") and _whole_number(head.removeprefix("cycle-")):
-        return log_key(int(head.removeprefix("cycle-")), disk)
+        return log_key(_number(head.removeprefix("cycle-"), "cycle id {!r}"), disk)
     msg = f"upload key {key!r} is not 'initial.<disk>' or 'cycle-<id>.<disk>'"
     raise InvalidConfiguration(msg)
 
@@ -819,7 +828,11 @@ def _int_in_path(request: web.Request, name: str) -> int:
 
 
 def _query_int(request: web.Request, name: str, default: int | None = None) -> int:
-    text = request.query.get(name)
+    found = request.query.getall(name, [])
+    if len(found) > 1:
+        msg = f"query parameter {name} is given {len(found)} times; give it once"
+        raise InvalidConfiguration(msg)
+    text = found[0] if found else None
     if text is None:
         if default is not None:
             return default

@@ -22,12 +22,13 @@ only and is made by extending the part file, so a sparse image stays sparse.
 A finished upload is handed to the replica store's delivery (:meth:`Uploads.finish`);
 keys are validated names, so a hostile disk name cannot leave the VM's folder.
 
-**One request at a time per upload.** The server runs requests in threads, and two
-chunks of one upload (a client's retry racing its own first attempt, or two clients)
-would otherwise truncate and write the same part file and its acknowledgement's
-temporary file at once. Every step on an upload holds that upload's lock
-(:meth:`Uploads.holding`): the second chunk then finds the first acknowledged and is
-refused with the offset to resume from.
+**One request at a time per VM's uploads.** The server runs requests in threads, and
+two chunks of one upload (a client's retry racing its own first attempt, or two
+clients) would otherwise truncate and write the same part file and its
+acknowledgement's temporary file at once; a chunk racing the replica's re-creation
+would survive into the new replica. Every step on a VM's uploads holds that VM's
+lock (:meth:`Uploads.holding`): the second chunk then finds the first acknowledged
+and is refused with the offset to resume from.
 """
 
 from __future__ import annotations
@@ -101,37 +102,38 @@ class Uploads:
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
         self._guard = threading.Lock()
-        # Each upload's lock and how many threads hold or await it: dropped when
-        # none does, so a server that runs for months keeps no lock per old cycle.
-        self._locks: dict[tuple[str, str], tuple[threading.RLock, int]] = {}
+        # Each VM's lock and how many threads hold or await it: dropped when none
+        # does, so a server that runs for months keeps no lock per VM it once had.
+        self._locks: dict[str, tuple[threading.RLock, int]] = {}
 
     @contextmanager
-    def holding(self, vm_name: str, key: str) -> Iterator[None]:
-        """Hold upload ``key`` of ``vm_name``: no other thread writes, finishes or
-        discards it until the block ends (re-entrant)."""
-        name = (vm_name, key)
+    def holding(self, vm_name: str) -> Iterator[None]:
+        """Hold the uploads of ``vm_name``: no other thread writes, finishes or
+        discards one of them until the block ends (re-entrant). One lock per VM,
+        not per upload, so that forgetting all of a VM's uploads (a new replica, a
+        promote) cannot interleave with a chunk of one of them."""
         with self._guard:
-            lock, users = self._locks.get(name, (threading.RLock(), 0))
-            self._locks[name] = (lock, users + 1)
+            lock, users = self._locks.get(vm_name, (threading.RLock(), 0))
+            self._locks[vm_name] = (lock, users + 1)
         try:
             with lock:
                 yield
         finally:
             with self._guard:
-                lock, users = self._locks[name]
+                lock, users = self._locks[vm_name]
                 if users == 1:
-                    del self._locks[name]
+                    del self._locks[vm_name]
                 else:
-                    self._locks[name] = (lock, users - 1)
+                    self._locks[vm_name] = (lock, users - 1)
 
     def held(self) -> int:
-        """How many uploads some thread holds or awaits now (tests)."""
+        """How many VMs' uploads some thread holds or awaits now (tests)."""
         with self._guard:
             return len(self._locks)
 
     def received(self, vm_name: str, key: str) -> int:
         """The acknowledged length of upload ``key`` (0: none yet)."""
-        with self.holding(vm_name, key):
+        with self.holding(vm_name):
             return self._received(vm_name, key)
 
     def _received(self, vm_name: str, key: str) -> int:
@@ -160,7 +162,7 @@ class Uploads:
         """Append ``data`` (or a hole of ``hole`` zero bytes) at ``offset``; return
         the new acknowledged length. Refused unless ``offset`` is the acknowledged
         length."""
-        with self.holding(vm_name, key):
+        with self.holding(vm_name):
             return self._write(vm_name, key, offset, data, crc32c, hole)
 
     def _write(
@@ -202,7 +204,7 @@ class Uploads:
     def finish(self, vm_name: str, key: str, size: int) -> Path:
         """The complete upload's part file, checked to hold ``size`` bytes (hold
         the upload, :meth:`holding`, until it is handed over)."""
-        with self.holding(vm_name, key):
+        with self.holding(vm_name):
             return self._finish(vm_name, key, size)
 
     def _finish(self, vm_name: str, key: str, size: int) -> Path:
@@ -226,7 +228,7 @@ class Uploads:
 
     def discard(self, vm_name: str, key: str) -> None:
         """Forget upload ``key`` (acknowledgement first, so it reads as empty)."""
-        with self.holding(vm_name, key):
+        with self.holding(vm_name):
             folder = self._folder(vm_name)
             fs = filesystem.current()
             fs.unlink(folder / f"{key}{ACK_SUFFIX}", missing_ok=True)
@@ -236,7 +238,8 @@ class Uploads:
 
     def discard_vm(self, vm_name: str) -> None:
         """Forget every upload of ``vm_name``."""
-        filesystem.remove_tree_durably(self._folder(vm_name))
+        with self.holding(vm_name):
+            filesystem.remove_tree_durably(self._folder(vm_name))
 
     # -- internals ---------------------------------------------------------------------
 
