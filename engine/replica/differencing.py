@@ -245,12 +245,15 @@ class DifferencingDisk:
             ) from error
         self._flushes += 1
 
-    def close(self) -> None:
-        """Flush, then release the overlay; closing again does nothing."""
+    def close(self, *, keep: bool = True) -> None:
+        """Flush, then release the overlay; closing again does nothing.
+        ``keep=False``: the overlay is about to be deleted, so it is not flushed
+        (a full disk must not stop the cleanup that frees it)."""
         if self._descriptor is None:
             return
         try:
-            self.flush()
+            if keep:
+                self.flush()
         finally:
             os.close(self._descriptor)
             self._descriptor = None

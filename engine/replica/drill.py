@@ -97,15 +97,16 @@ class TestVm:
         for disk in self._disks.values():
             disk.flush()
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = True) -> None:
         """Flush and close every disk; the area stays (reopen with open_drill).
+        ``keep=False``: the area is about to be deleted, nothing is flushed.
 
         Every disk is closed even when one fails to flush; the first error is raised.
         """
         errors: list[OSError | ReplicationError] = []
         for disk in self._disks.values():
             try:
-                disk.close()
+                disk.close(keep=keep)
             except (OSError, ReplicationError) as error:
                 errors.append(error)
         if errors:

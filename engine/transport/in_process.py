@@ -321,7 +321,7 @@ class InProcessReplica:
         with self._lock:
             found = self._drills.pop(vm_name, None)
             if found is not None:
-                found.close()
+                found.close(keep=False)  # deleted next: not flushed (a full disk)
             drill.cleanup_drill(self._owned_store(vm_name), self._drill_area(vm_name))
 
     def point_reader(self, vm_name: str, recovery_point_id: int) -> DiskReader:
@@ -517,6 +517,6 @@ class _LockedTestVm:
         with self._lock:
             self._vm.flush()
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = True) -> None:
         with self._lock:
-            self._vm.close()
+            self._vm.close(keep=keep)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from small_filesystem import mounted
 
-from engine.errors import DiskRangeError, InvalidConfiguration, TransportError
+from engine.errors import (
+    DiskRangeError,
+    InvalidConfiguration,
+    StorageFull,
+    TransportError,
+)
 from engine.testing import CycleSource, LossyTransport, ManualClock
 from engine.transport.in_process import InProcessReplica
 from engine.transport.interface import CycleShipment, ReplicaTarget
@@ -135,3 +141,37 @@ def test_the_same_site_twice_is_refused(tmp_path: Path) -> None:
     """Replication needs two different sites."""
     with pytest.raises(InvalidConfiguration, match="two different sites"):
         InProcessReplica("primary", "primary", tmp_path, ManualClock())
+
+
+def test_a_drill_is_cleaned_up_on_a_full_disk(tmp_path: Path) -> None:
+    """Cleaning up frees the overlay's space, so it must not first flush it: on a
+    really full disk (a tmpfs) the cleanup succeeds at the first try (found by the
+    outside review: it answered 'no room left' flushing the overlay it was about to
+    delete)."""
+    with mounted(tmp_path / "small", size="8m") as small:
+        root = small.root / "secondary"
+        root.mkdir()
+        replica = InProcessReplica.open("primary", "secondary", root, ManualClock())
+        disks = {"os": 4 * 1024 * 1024}
+        source = CycleSource(tmp_path / "source", disks)
+        try:
+            replica.create_replica("web", disks, 2)
+            source.write("os", 0, b"\x01" * BLOCK)
+            point = replica.apply_cycle("web", shipment(source))
+        finally:
+            source.close()
+        replica.start_test_failover("web", point.recovery_point_id)
+        test_vm = replica.test_vm("web")
+        test_vm.write("os", 0, b"\x02" * BLOCK)
+        test_vm.flush()
+        small.fill()
+
+        def write_until_full() -> None:
+            for block in range(1, 1024):
+                test_vm.write("os", block * BLOCK, b"\x03" * BLOCK)
+
+        with pytest.raises(StorageFull):  # the overlay cannot grow: really full
+            write_until_full()
+        replica.cleanup_test_failover("web")
+        assert not (root / "drills" / "web").exists()
+        assert replica.status("web").points == (point,)
