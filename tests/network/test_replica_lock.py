@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import SiteLocked
+from engine.errors import InvalidConfiguration, SiteLocked
 from engine.orchestration.engine import ReplicationEngine
 from engine.storage.owner_lock import REPLICA_LOCK_FILE
 from engine.testing import ManualClock
@@ -65,3 +65,18 @@ def test_a_replica_server_is_refused_the_stores_an_engine_applies_to(
     finally:
         engine.close()
     open_server(tmp_path / "s").close()
+
+
+def test_storage_locations_one_inside_the_other_are_refused(tmp_path: Path) -> None:
+    """Two servers whose storage folders nest would delete each other's files (a VM
+    named ``uploads`` of the outer one is the inner one's stores): the second to
+    start is refused, in either order (found by the outside review)."""
+    outer, inner = tmp_path / "site", tmp_path / "site" / "uploads"
+    for first, second in ((outer, inner), (inner, outer)):
+        server = open_server(first)
+        try:
+            with pytest.raises(InvalidConfiguration, match="lie one inside the other"):
+                open_server(second)
+        finally:
+            server.close()
+        open_server(second).close()  # alone, it may have the folder

@@ -30,8 +30,10 @@ with 413 before it is read. Every request and refusal is one JSON log line.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -1033,11 +1035,48 @@ def _open_location(root: Path, source_site: str, site: str, clock: Clock) -> _Lo
         site, root, clock, file_name=LOCK_FILE, holder=REPLICA_LOCK_HOLDER
     )
     try:
+        _refuse_nested(root)
         replica = InProcessReplica.open(source_site, site, root, clock)
     except BaseException:
         lock.release()
         raise
     return _Location(replica, root, lock)
+
+
+def _refuse_nested(root: Path) -> None:
+    """Refuse a location inside, or holding, the replica stores another process
+    has locked (another server's location, an engine's site): one would delete the
+    other's files as its own (a VM named ``replicas`` of the outer one is the inner
+    one's stores). Locks in this process are this server's other locations, which
+    the configuration already keeps apart."""
+    real = root.resolve()
+    candidates = [parent / LOCK_FILE for parent in real.parents]
+    for folder, names, found in os.walk(real):  # never into a symlinked folder
+        if LOCK_FILE in found and Path(folder) != real:
+            candidates.append(Path(folder) / LOCK_FILE)
+        names[:] = [name for name in names if not name.startswith(".")]
+    for path in candidates:
+        if path.is_file() and _held_elsewhere(path):
+            msg = f"storage location {str(root)!r} and the replica stores at "
+            msg += f"{str(path.parent)!r}, which another process holds, lie one "
+            msg += "inside the other: give each server (and each engine) a storage "
+            msg += "folder of its own, apart from every other"
+            raise InvalidConfiguration(msg)
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether another open file holds the lock ``path`` now (tried, not kept)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
 
 
 def _whole_number(text: str) -> bool:
