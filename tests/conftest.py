@@ -8,8 +8,12 @@ module would clash with this one."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
 
 import kdc
 import pytest
@@ -81,3 +85,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     then end on short tests together instead of one waiting for the other's long
     sweep (the order of the others is kept)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+DISK_TEMPORARY: Final = Path("/var/tmp")
+"""A folder on a disk file system, for a test of what one refuses (the system's
+temporary folder may be a tmpfs, which takes what ext4 refuses)."""
+
+
+@pytest.fixture
+def disk_path() -> Iterator[Path]:
+    """A fresh folder on a disk file system (not tmpfs), removed after the test;
+    skipped where there is none."""
+    if not DISK_TEMPORARY.is_dir() or _is_tmpfs(DISK_TEMPORARY):
+        pytest.skip(f"{DISK_TEMPORARY} is not on a disk file system here")
+    folder = Path(tempfile.mkdtemp(prefix="hvdr-test-", dir=DISK_TEMPORARY))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_tmpfs(path: Path) -> bool:
+    """Whether ``path`` lies on a tmpfs (the mount table's longest matching entry)."""
+    best, kind = "", ""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[1]
+            inside = str(path.resolve()) == point or str(path.resolve()).startswith(
+                point.rstrip("/") + "/"
+            )
+            if inside and len(point) >= len(best):
+                best, kind = point, fields[2]
+    return kind == "tmpfs"

@@ -220,9 +220,11 @@ def test_no_inbox_folder_is_left_per_cycle(tmp_path: Path) -> None:
 
 
 def test_a_disk_size_the_filesystem_refuses_leaves_nothing_behind(
-    tmp_path: Path,
+    disk_path: Path,
 ) -> None:
-    """create_vm fails (EFBIG: 32 TiB on ext4): no folder, no row, the name reusable."""
+    """create_vm fails (EFBIG: 32 TiB on ext4; tmpfs takes it, so a disk file
+    system): no folder, no row, the name reusable."""
+    tmp_path = disk_path
     with open_engine(tmp_path) as engine:
         with pytest.raises(InvalidConfiguration, match="refuses a disk that large"):
             engine.create_vm("big", {"a": BLOCK, "huge": 32 * 1024**4})
