@@ -134,20 +134,17 @@ class Uploads:
     def received(self, vm_name: str, key: str) -> int:
         """The acknowledged length of upload ``key`` (0: none yet)."""
         with self.holding(vm_name):
-            return self._received(vm_name, key)
-
-    def _received(self, vm_name: str, key: str) -> int:
-        path = self._ack_path(vm_name, key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return 0
-        if len(raw) != _ACK.size:
-            return 0  # never written whole (the rename is atomic): start again
-        length, crc = _ACK.unpack(raw)
-        if crc != google_crc32c.value(raw[:8]):
-            return 0
-        return int(length)
+            path = self._ack_path(vm_name, key)
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return 0
+            if len(raw) != _ACK.size:
+                return 0  # never written whole (the rename is atomic): start again
+            length, crc = _ACK.unpack(raw)
+            if crc != google_crc32c.value(raw[:8]):
+                return 0
+            return int(length)
 
     def write(
         self,
@@ -163,68 +160,57 @@ class Uploads:
         the new acknowledged length. Refused unless ``offset`` is the acknowledged
         length."""
         with self.holding(vm_name):
-            return self._write(vm_name, key, offset, data, crc32c, hole)
-
-    def _write(
-        self,
-        vm_name: str,
-        key: str,
-        offset: int,
-        data: bytes,
-        crc32c: int | None,
-        hole: int,
-    ) -> int:
-        received = self._received(vm_name, key)
-        if offset != received:
-            msg = f"upload {key!r} of VM {vm_name!r} stands at byte {received}, "
-            msg += f"not {offset}: resume from byte {received}"
-            raise OffsetMismatch(msg, received)
-        if data and hole:
-            msg = "a chunk carries bytes or a hole, not both"
-            raise InvalidConfiguration(msg)
-        if crc32c is not None and google_crc32c.value(data) != crc32c:
-            msg = f"chunk at byte {offset} of upload {key!r} of VM {vm_name!r} does "
-            msg += "not match its CRC32C (damaged in transit): send it again"
-            raise InvalidConfiguration(msg)
-        folder = self._folder(vm_name)
-        end = offset + (len(data) or hole)
-        try:
-            filesystem.make_directory_durably(folder)
-            self._write_part(folder / f"{key}{PART_SUFFIX}", offset, data, end)
-            self._acknowledge(vm_name, key, end)
-        except OSError as error:
-            if is_storage_full(error):
-                msg = f"the replica server's storage is full receiving upload {key!r} "
-                msg += f"of VM {vm_name!r} (byte {offset} of it); {received} bytes "
-                msg += "stay acknowledged: free space and the upload resumes there"
-                raise StorageFull(msg) from error
-            raise
-        return end
+            received = self.received(vm_name, key)
+            if offset != received:
+                msg = f"upload {key!r} of VM {vm_name!r} stands at byte {received}, "
+                msg += f"not {offset}: resume from byte {received}"
+                raise OffsetMismatch(msg, received)
+            if data and hole:
+                msg = "a chunk carries bytes or a hole, not both"
+                raise InvalidConfiguration(msg)
+            if crc32c is not None and google_crc32c.value(data) != crc32c:
+                msg = (
+                    f"chunk at byte {offset} of upload {key!r} of VM {vm_name!r} does "
+                )
+                msg += "not match its CRC32C (damaged in transit): send it again"
+                raise InvalidConfiguration(msg)
+            folder = self._folder(vm_name)
+            end = offset + (len(data) or hole)
+            try:
+                filesystem.make_directory_durably(folder)
+                self._write_part(folder / f"{key}{PART_SUFFIX}", offset, data, end)
+                self._acknowledge(vm_name, key, end)
+            except OSError as error:
+                if is_storage_full(error):
+                    msg = "the replica server's storage is full receiving upload "
+                    msg += f"{key!r} of VM {vm_name!r} (byte {offset} of it); "
+                    msg += f"{received} bytes stay acknowledged: free space and the "
+                    msg += "upload resumes there"
+                    raise StorageFull(msg) from error
+                raise
+            return end
 
     def finish(self, vm_name: str, key: str, size: int) -> Path:
         """The complete upload's part file, checked to hold ``size`` bytes (hold
         the upload, :meth:`holding`, until it is handed over)."""
         with self.holding(vm_name):
-            return self._finish(vm_name, key, size)
-
-    def _finish(self, vm_name: str, key: str, size: int) -> Path:
-        received = self._received(vm_name, key)
-        if received != size:
-            msg = f"upload {key!r} of VM {vm_name!r} holds {received} acknowledged "
-            msg += f"bytes, not {size}: send the rest from byte {received}"
-            raise OffsetMismatch(msg, received)
-        path = self._folder(vm_name) / f"{key}{PART_SUFFIX}"
-        if not path.is_file() or path.stat().st_size < size:
-            msg = f"upload {key!r} of VM {vm_name!r} is missing its data "
-            msg += f"({str(path)!r}): send it again from byte 0"
-            self.discard(vm_name, key)
-            raise OffsetMismatch(msg, 0)
-        descriptor = filesystem.current().open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            filesystem.current().ftruncate(descriptor, size)
-        finally:
-            os.close(descriptor)
-        return path
+            received = self.received(vm_name, key)
+            if received != size:
+                msg = f"upload {key!r} of VM {vm_name!r} holds {received} acknowledged "
+                msg += f"bytes, not {size}: send the rest from byte {received}"
+                raise OffsetMismatch(msg, received)
+            path = self._folder(vm_name) / f"{key}{PART_SUFFIX}"
+            if not path.is_file() or path.stat().st_size < size:
+                msg = f"upload {key!r} of VM {vm_name!r} is missing its data "
+                msg += f"({str(path)!r}): send it again from byte 0"
+                self.discard(vm_name, key)
+                raise OffsetMismatch(msg, 0)
+            descriptor = filesystem.current().open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                filesystem.current().ftruncate(descriptor, size)
+            finally:
+                os.close(descriptor)
+            return path
 
     def discard(self, vm_name: str, key: str) -> None:
         """Forget upload ``key`` (acknowledgement first, so it reads as empty)."""
