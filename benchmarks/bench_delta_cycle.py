@@ -32,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.peers import cp_then_fsync
 from engine.binding.protected_vm import CycleReport
 from engine.clock import SystemClock
 from engine.orchestration.engine import ReplicationEngine
@@ -99,12 +100,7 @@ def time_cp(source: Path, directory: Path) -> float:
     target = directory / "cp-reference.img"
     os.sync()
     started = time.perf_counter()
-    subprocess.run(["cp", "--reflink=never", str(source), str(target)], check=True)
-    descriptor = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    cp_then_fsync(source, target)
     seconds = time.perf_counter() - started
     target.unlink()
     return seconds

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.peers import cp_then_fsync
 from engine.clock import SystemClock
 from engine.orchestration.engine import ReplicationEngine
 from engine.replica.store import ReplicaStore
@@ -153,12 +153,7 @@ def time_cp(images: list[Path], directory: Path) -> float:
     os.sync()
     started = time.perf_counter()
     for image, target in zip(images, targets, strict=True):
-        subprocess.run(["cp", "--sparse=always", str(image), str(target)], check=True)
-        descriptor = os.open(target, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        cp_then_fsync(image, target, sparse=True)
     seconds = time.perf_counter() - started
     for target in targets:
         target.unlink()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.peers import cp_then_fsync
 from engine.storage.sparse_copy import copy_disk_image
 
 RUN_BYTES = 4 * 1024 * 1024
@@ -51,18 +51,6 @@ def read_all(path: Path) -> None:
     with path.open("rb") as stream:
         while stream.read(8 * 1024 * 1024):
             pass
-
-
-def cp_then_fsync(source: Path, target: Path) -> None:
-    subprocess.run(
-        ["cp", "--reflink=never", str(source), str(target)],
-        check=True,
-    )
-    descriptor = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def ours(source: Path, target: Path) -> None:

@@ -55,7 +55,6 @@ import random
 import resource
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +65,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import peers
 from engine.errors import ReplicationError
 from engine.orchestration.engine import ReplicationEngine
 from engine.transport.http.certificates import make_certificates
@@ -232,12 +232,7 @@ def cp_then_fsync(source: Path, directory: Path) -> Sample:
     """Time ``cp --reflink=never`` of ``source`` plus an fsync of the copy."""
     target = directory / "cp-peer.img"
     with measured(None) as out:
-        subprocess.run(["cp", "--reflink=never", str(source), str(target)], check=True)
-        descriptor = os.open(target, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        peers.cp_then_fsync(source, target)
     assert target.stat().st_size == source.stat().st_size
     target.unlink()
     return out[0]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.peers import cp_then_fsync
 from engine.clock import SystemClock
 from engine.orchestration.engine import ReplicationEngine
 
@@ -90,12 +90,7 @@ def busy_python(seconds: float) -> None:
 
 def copy_with_cp(source: Path, target: Path) -> None:
     """``cp --reflink=never`` then fsync: the kernel's own I/O, no Python in it."""
-    subprocess.run(["cp", "--reflink=never", str(source), str(target)], check=True)
-    descriptor = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    cp_then_fsync(source, target)
     target.unlink()
 
 
