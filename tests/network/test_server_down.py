@@ -4,6 +4,7 @@ answers, else at first contact; an engine opens while its replica server is down
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -36,17 +37,26 @@ def client_for(ca: trustme.CA, port: int) -> HttpReplica:
     )  # fmt: skip
 
 
+def port_left_free(root: Path, context: ssl.SSLContext) -> int:
+    """A port a server for ``root`` listened on and no longer does (it stopped)."""
+    with serving(open_server(root), context) as url:
+        return int(url.rsplit(":", 1)[1])
+
+
+def engine_through(tmp_path: Path, client: HttpReplica) -> ReplicationEngine:
+    """An engine on ``tmp_path``'s two sites, the secondary's replicas at ``client``."""
+    return ReplicationEngine.open(
+        tmp_path / "p", tmp_path / "s", replica_servers={"secondary": client}
+    )
+
+
 def test_a_server_serving_another_folder_is_refused_at_open(tmp_path: Path) -> None:
     ca = trustme.CA()
     with serving(open_server(tmp_path / "elsewhere"), server_context(ca)) as url:
         client = client_for(ca, int(url.rsplit(":", 1)[1]))
         try:
             with pytest.raises(InvalidConfiguration) as refused:
-                ReplicationEngine.open(
-                    tmp_path / "p",
-                    tmp_path / "s",
-                    replica_servers={"secondary": client},
-                )
+                engine_through(tmp_path, client)
         finally:
             client.close()
     served = (tmp_path / "elsewhere").resolve()
@@ -61,12 +71,9 @@ def test_a_server_serving_another_folder_is_refused_at_open(tmp_path: Path) -> N
 def test_an_engine_opens_while_its_replica_server_is_down(tmp_path: Path) -> None:
     ca = trustme.CA()
     context = server_context(ca)
-    with serving(open_server(tmp_path / "s"), context) as url:
-        port = int(url.rsplit(":", 1)[1])
+    port = port_left_free(tmp_path / "s", context)
     client = client_for(ca, port)  # the server is gone; its port is free
-    engine = ReplicationEngine.open(
-        tmp_path / "p", tmp_path / "s", replica_servers={"secondary": client}
-    )
+    engine = engine_through(tmp_path, client)
     try:
         engine.create_vm("web", DISKS)
         # The server does not answer: the model sees the link down.
@@ -85,12 +92,9 @@ def test_an_engine_opens_while_its_replica_server_is_down(tmp_path: Path) -> Non
 def test_a_server_first_reached_after_open_is_checked_then(tmp_path: Path) -> None:
     ca = trustme.CA()
     context = server_context(ca)
-    with serving(open_server(tmp_path / "elsewhere"), context) as url:
-        port = int(url.rsplit(":", 1)[1])
+    port = port_left_free(tmp_path / "elsewhere", context)
     client = client_for(ca, port)
-    engine = ReplicationEngine.open(
-        tmp_path / "p", tmp_path / "s", replica_servers={"secondary": client}
-    )
+    engine = engine_through(tmp_path, client)
     try:
         engine.create_vm("web", DISKS)
         with serving(open_server(tmp_path / "elsewhere"), context, port=port):
@@ -113,9 +117,7 @@ def test_the_vm_is_written_while_its_replica_server_is_gone(tmp_path: Path) -> N
     with serving(open_server(tmp_path / "s"), context) as url:
         port = int(url.rsplit(":", 1)[1])
         client = client_for(ca, port)
-        engine = ReplicationEngine.open(
-            tmp_path / "p", tmp_path / "s", replica_servers={"secondary": client}
-        )
+        engine = engine_through(tmp_path, client)
         engine.create_vm("web", DISKS)
         engine.enable_protection("web")
         engine.write("web", "os", 0, b"\x01" * 4096)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import google_crc32c
 import httpx
@@ -25,33 +27,44 @@ CHUNK = 2 * 1024 * 1024
 WRITERS = 6
 ROUNDS = 8
 UPLOAD = "/v1/vms/race/uploads/initial.os"
+T = TypeVar("T")
 
 
 def crc_hex(data: bytes) -> str:
     return f"{google_crc32c.value(data):08x}"
 
 
-def race(uploads: Uploads, key: str, offset: int) -> dict[int, int | str]:
-    """WRITERS threads send a different chunk at ``offset`` together; what each got."""
-    barrier = threading.Barrier(WRITERS)
-    outcomes: dict[int, int | str] = {}
+def at_once(calls: list[Callable[[], T]]) -> list[T]:
+    """Run ``calls`` in threads released together (a barrier); their results."""
+    barrier = threading.Barrier(len(calls))
+    results: dict[int, T] = {}
 
-    def send(writer: int) -> None:
-        data = bytes([writer + 1]) * CHUNK
+    def run(index: int) -> None:
         barrier.wait(10)
-        try:
-            outcomes[writer] = uploads.write(
-                "web", key, offset, data, crc32c=google_crc32c.value(data)
-            )
-        except OffsetMismatch as refused:
-            outcomes[writer] = f"refused at {refused.received}"
+        results[index] = calls[index]()
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(WRITERS)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    return outcomes
+    return [results[index] for index in range(len(calls))]
+
+
+def race(uploads: Uploads, key: str, offset: int) -> dict[int, int | str]:
+    """WRITERS threads send a different chunk at ``offset`` together; what each got."""
+
+    def send(writer: int) -> int | str:
+        data = bytes([writer + 1]) * CHUNK
+        try:
+            return uploads.write(
+                "web", key, offset, data, crc32c=google_crc32c.value(data)
+            )
+        except OffsetMismatch as refused:
+            return f"refused at {refused.received}"
+
+    sent = at_once([partial(send, writer) for writer in range(WRITERS)])
+    return dict(enumerate(sent))
 
 
 def test_racing_chunks_of_one_upload_leave_one_acknowledged_whole(
@@ -81,24 +94,11 @@ def both_at_once(
     one: httpx.Client, two: httpx.Client, chunk: dict[str, Any], create: dict[str, Any]
 ) -> dict[str, httpx.Response]:
     """``one`` sends the chunk and ``two`` re-creates the replica, together."""
-    barrier = threading.Barrier(2)
-    answers: dict[str, httpx.Response] = {}
-
-    def send(name: str, client: httpx.Client, request: dict[str, Any]) -> None:
-        barrier.wait(10)
-        answers[name] = client.request(**request)
-
-    chunk_request = {"method": "PUT", "url": UPLOAD + "?offset=0", **chunk}
-    create_request = {"method": "PUT", "url": "/v1/vms/race", **create}
-    threads = [
-        threading.Thread(target=send, args=("chunk", one, chunk_request)),
-        threading.Thread(target=send, args=("create", two, create_request)),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return answers
+    sent = at_once([
+        partial(one.request, "PUT", UPLOAD + "?offset=0", **chunk),
+        partial(two.request, "PUT", "/v1/vms/race", **create),
+    ])  # fmt: skip
+    return {"chunk": sent[0], "create": sent[1]}
 
 
 def test_a_chunk_racing_the_replicas_recreation_never_survives_into_it(

@@ -155,18 +155,30 @@ class HttpReplica:
             return False
         return True
 
-    def health(self, *, timeout: float | None = None) -> Health:
-        """The server's health as it reports it (one attempt, no retry)."""
-        response = self._send("GET", wire.API + "/health", attempts=1, timeout=timeout)
-        body = response.json()
-        return Health(
-            status=str(body["status"]),
-            reasons=tuple(str(reason) for reason in body["reasons"]),
-            free_bytes=int(body["free_bytes"]),
-            site=str(body["site"]),
-            caller=str(body["caller"]),
-            location=str(body["location"]),
+    def health(
+        self, *, timeout: float | None = None, attempts: int | None = 1
+    ) -> Health:
+        """The server's health as it reports it (one attempt by default;
+        ``attempts=None``: the retry policy's)."""
+        response = self._send(
+            "GET", wire.API + "/health", attempts=attempts, timeout=timeout
         )
+        body = _json_or_none(response)
+        problem = "not a JSON object"
+        if isinstance(body, Mapping):
+            try:
+                return Health(
+                    status=str(body["status"]),
+                    reasons=tuple(str(reason) for reason in body["reasons"]),
+                    free_bytes=int(body["free_bytes"]),
+                    site=str(body["site"]),
+                    caller=str(body["caller"]),
+                    location=str(body["location"]),
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                problem = repr(error)
+        msg = f"replica server {self.url}: its health answer is not one ({problem})"
+        raise TransportError(msg)
 
     def storage_location(self) -> str:
         """The folder the server keeps this primary's replicas in (its health says)."""
@@ -186,13 +198,7 @@ class HttpReplica:
             return
         self._location_checked = True  # the health request itself goes unchecked
         try:
-            answer = self._send("GET", wire.API + "/health", attempts=attempts)
-            served = Path(str(_json_or_none(answer)["location"])).resolve()  # type: ignore[index]
-        except (KeyError, TypeError) as error:
-            self._location_checked = False
-            msg = f"replica server {self.url}: its health answer names no storage "
-            msg += f"location ({error!r})"
-            raise TransportError(msg) from None
+            served = Path(self.health(attempts=attempts).location).resolve()
         except BaseException:
             self._location_checked = False
             raise
