@@ -10,8 +10,9 @@ same work with the in-process transport. Three measurements:
 1. **Initial replication over the network**, against ``cp --reflink=never`` of the
    same image followed by an ``fsync`` of the copy (the peer: a local copy that ends
    as durable as ours). Timed: the whole ``enable_protection`` (the replica created,
-   the image uploaded in 8 MiB chunks each acknowledged once durable, installed, the
-   first cycle applied), which is what "initial replication" means to an operator.
+   the image uploaded in 32 MiB chunks, each written as it arrives and synced in
+   256 MiB runs, installed, the first cycle applied), which is what "initial
+   replication" means to an operator.
    Two disks, both reported, because they stress different things: a **dense** disk
    (random data throughout: every byte crosses TLS, the worst case and the honest
    throughput figure) and a **half-sparse** disk (random data and holes alternating
@@ -20,6 +21,10 @@ same work with the in-process transport. Three measurements:
    ``HVDR_BENCH_ROUNDS`` rounds (order rotating, everything synced before each timed
    run, page cache warm for all); between rounds protection is disabled (the replica
    deleted) and enabled again. Goal: throughput at least 0.7x cp's, on both disks.
+   A second peer, the **TLS floor** (``benchmarks/tls_floor.py``: the dense image
+   through one mutual-TLS socket between two processes, written with ``pwrite`` and
+   ``fdatasync``ed, no HTTP), says what moving the bytes through Python's TLS costs
+   here whatever the design, so the ratio to it is printed too.
    The in-process initial replication is timed too (context: what the network adds).
 2. **A delta cycle after 1% of the dense disk changed**: 1% of its 4 KiB blocks,
    distinct and random, rewritten through the tracker (as ``bench_delta_cycle``), the
@@ -65,7 +70,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import peers
+from benchmarks import peers, tls_floor
 from engine.errors import ReplicationError
 from engine.orchestration.engine import ReplicationEngine
 from engine.transport.http.certificates import make_certificates
@@ -264,6 +269,19 @@ def cycle(
     return out[0], report.bytes_shipped
 
 
+def floor(source: Path, directory: Path, credentials: tls_floor.Credentials) -> Sample:
+    """Time the TLS floor (benchmarks/tls_floor.py) sending ``source``."""
+    os.sync()  # nobody pays for the previous run's writeback
+    found = tls_floor.send(source, directory / "tls-floor.img", credentials)
+    return Sample(
+        seconds=found.seconds,
+        client_user=found.sender_cpu[0],
+        client_system=found.sender_cpu[1],
+        server_user=found.receiver_cpu[0],
+        server_system=found.receiver_cpu[1],
+    )
+
+
 def check_replica(engine: ReplicationEngine, vm: str, size_bytes: int) -> None:
     """The newest point equals the source at a few random places."""
     point = engine.status(vm).recovery_points[-1].recovery_point_id
@@ -300,6 +318,7 @@ class Results:
 NETWORK = "network"
 IN_PROCESS = "in process"
 CP = "cp"
+TLS_FLOOR = "TLS floor"  # the dense disk only: benchmarks/tls_floor.py
 
 
 def run(directory: Path, results: Results, cycles: int, console: Console) -> None:
@@ -308,6 +327,15 @@ def run(directory: Path, results: Results, cycles: int, console: Console) -> Non
     certs = directory / "certs"
     made = make_certificates(certs, [SERVER_HOST, PRIMARY_NAME], ca_name="bench CA")
     primary = {host.host: host for host in made.hosts}[PRIMARY_NAME]
+    receiver = {host.host: host for host in made.hosts}[SERVER_HOST]
+    credentials = tls_floor.Credentials(
+        server_certificate=receiver.certificate,
+        server_key=receiver.private_key,
+        client_certificate=primary.certificate,
+        client_key=primary.private_key,
+        ca_certificate=made.ca_certificate,
+        server_name=SERVER_HOST,
+    )
     served = directory / "net-secondary"
     config = directory / "server.toml"
     write_config(config, certs, served)
@@ -343,7 +371,10 @@ def run(directory: Path, results: Results, cycles: int, console: Console) -> Non
         )
         stack.callback(local.close)
         try:
-            measure(directory, network, local, server, results, cycles, console)
+            measure(
+                directory, network, local, server, results, cycles, console,
+                credentials,
+            )  # fmt: skip
         except ReplicationError as error:
             alive = server.process is not None and server.process.poll() is None
             state = "running" if alive else "gone"
@@ -362,6 +393,7 @@ def measure(
     results: Results,
     cycles: int,
     console: Console,
+    credentials: tls_floor.Credentials,
 ) -> None:
     """The three measurements, into ``results`` (cp's copies go in ``directory``)."""
     engines = [network, local]
@@ -375,9 +407,10 @@ def measure(
         NETWORK: lambda vm: enable(network, vm, server),
         IN_PROCESS: lambda vm: enable(local, vm, None),
         CP: lambda vm: cp_then_fsync(image[vm], directory),
+        TLS_FLOOR: lambda vm: floor(image[vm], directory, credentials),
     }
-    labels = list(methods)
     for vm in (SPARSE, DENSE):
+        labels = [label for label in methods if label != TLS_FLOOR or vm == DENSE]
         for number in range(results.rounds):
             console.print(f"[dim]initial replication, {vm} disk, round {number + 1}")
             shift = number % len(labels)  # rotate who goes first
@@ -442,21 +475,31 @@ def print_initial(console: Console, results: Results) -> None:
     verdicts = []
     for vm, layout in ((DENSE, "dense (random)"), (SPARSE, "half holes")):
         peer = best(results.initial[vm, CP]).seconds
-        for label, text in (
+        rows = [
             (NETWORK, "enable_protection over the network"),
             (IN_PROCESS, "enable_protection in process"),
             (CP, "cp --reflink=never + fsync"),
-        ):
+        ]
+        if (vm, TLS_FLOOR) in results.initial:
+            rows.append((TLS_FLOOR, "TLS floor: one socket, pwrite, fdatasync"))
+        for label, text in rows:
             seconds = best(results.initial[vm, label]).seconds
             ratio = peer / seconds
             goal = "(peer)" if label == CP else "(context)"
             if label == NETWORK:
                 met = ratio >= GOAL_THROUGHPUT
                 goal = f">= {GOAL_THROUGHPUT}x: " + ("met" if met else "MISSED")
+                floored = ""
+                if (vm, TLS_FLOOR) in results.initial:
+                    lowest = best(results.initial[vm, TLS_FLOOR]).seconds
+                    floored = (
+                        f"; the TLS floor {lowest:.3f} s ({peer / lowest:.2f}x cp's): "
+                        f"{lowest / seconds:.2f}x the floor's throughput"
+                    )
                 verdicts.append(
                     f"{layout}: {seconds:.3f} s over the network, cp {peer:.3f} s: "
                     f"{ratio:.2f}x cp's throughput, goal >= {GOAL_THROUGHPUT}x "
-                    f"({'met' if met else 'MISSED'})"
+                    f"({'met' if met else 'MISSED'}){floored}"
                 )
             table.add_row(
                 layout if label == NETWORK else "", text, f"{seconds:.3f}",
@@ -553,6 +596,8 @@ def print_cpu(console: Console, results: Results) -> None:
         row(f"initial, {layout}: network", sent, results.initial[vm, NETWORK])
         row(f"initial, {layout}: in process", sent, results.initial[vm, IN_PROCESS])
         row(f"initial, {layout}: cp's own", sent, results.initial[vm, CP], child=True)
+        if (vm, TLS_FLOOR) in results.initial:
+            row(f"initial, {layout}: TLS floor", sent, results.initial[vm, TLS_FLOOR])
     shipped = results.delta_shipped
     row("delta cycle: network", shipped, results.delta[NETWORK])
     row("delta cycle: in process", shipped, results.delta[IN_PROCESS])

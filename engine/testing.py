@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,10 @@ class LossyTransport:
     def reachable(self) -> bool:
         """Whatever the wrapped interface says."""
         return self.inner.reachable()
+
+    def memoised(self) -> AbstractContextManager[None]:
+        """The wrapped interface's."""
+        return self.inner.memoised()
 
     def create_replica(
         self, vm_name: str, disks: Mapping[str, int], retention_count: int

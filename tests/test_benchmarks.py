@@ -65,6 +65,8 @@ def test_the_network_benchmark_prints_its_ratios(tmp_path: Path) -> None:
     assert "dense (random): " in text
     assert "half holes: " in text
     assert text.count("x cp's throughput, goal >= 0.7x") == 2
+    assert "x the floor's throughput" in text  # the dense disk against the TLS floor
+    assert "initial, dense: TLS floor" in text
     assert "s in process: " in text
     assert "x, goal <= 1.3x" in text
     assert "CPU seconds per GiB of data sent" in text

@@ -115,7 +115,7 @@ def start_test_failover(vm: ProtectedVm, point: int | None) -> DrillReport:
     if point is not None and (isinstance(point, bool) or not isinstance(point, int)):
         msg = f"point={point!r} must be a recovery point id (int) or None (the latest)"
         raise InvalidConfiguration(msg)
-    with vm.operation_lock:
+    with vm.operating():
         vm.ask_first("start_test_failover")
         target = other_site(vm.control().active_site)
         points = _points_at(vm, target)
@@ -136,7 +136,7 @@ def start_test_failover(vm: ProtectedVm, point: int | None) -> DrillReport:
 
 def cleanup_test_failover(vm: ProtectedVm) -> None:
     """End the drill: its test VM and overlay are deleted, the point unpinned."""
-    with vm.operation_lock:
+    with vm.operating():
         vm.step(
             "cleanup_test_failover",
             lambda: _cleanup_effect(vm),
@@ -193,7 +193,7 @@ def planned_failover(vm: ProtectedVm, *, then_fail_over: bool = True) -> Failove
     if not isinstance(then_fail_over, bool):  # caller input: checked at run time
         msg = f"then_fail_over={then_fail_over!r} must be True or False"  # type: ignore[unreachable]
         raise InvalidConfiguration(msg)
-    with vm.operation_lock:
+    with vm.operating():
         synced = _prepare(vm)
     if not then_fail_over:
         report = _report(vm, waiting=None)
@@ -238,7 +238,7 @@ def _prepare(vm: ProtectedVm) -> list[CycleReport | None]:
 
 def failover_prepared(vm: ProtectedVm) -> FailoverReport:
     """The planned failover's second half at the target, then the replica VM."""
-    with vm.operation_lock:
+    with vm.operating():
         control = vm.control()
         if Phase(control.phase) is not Phase.FAILING_OVER:
             vm.ask_first("failover")
@@ -273,7 +273,7 @@ def unplanned_failover(
     if not isinstance(shut_down_first, bool):
         msg = f"shut_down_first={shut_down_first!r} must be True or False"  # type: ignore[unreachable]
         raise InvalidConfiguration(msg)
-    with vm.operation_lock:
+    with vm.operating():
         vm.ask_first("unplanned_failover")
         control = vm.control()
         active = control.active_site
@@ -378,7 +378,7 @@ def complete_failover(vm: ProtectedVm, *, asked: bool = False) -> FailoverReport
     ``asked``: the operator called it (outside a failing-over phase the model's
     refusal is raised); a failover's own last step returns the report instead.
     """
-    with vm.operation_lock:
+    with vm.operating():
         control = vm.control()
         details = vm.details(control)
         phase = Phase(control.phase)
@@ -433,7 +433,7 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
     if isinstance(point, bool) or not isinstance(point, int):
         msg = f"point={point!r} must be a recovery point id (int)"
         raise InvalidConfiguration(msg)
-    with vm.operation_lock:
+    with vm.operating():
         vm.ask_first("change_recovery_point")
         control = vm.control()
         points = _points_at(vm, control.active_site)
@@ -478,7 +478,7 @@ def change_recovery_point(vm: ProtectedVm, point: int) -> FailoverReport:
 
 def commit(vm: ProtectedVm) -> CommitReport:
     """Commit: the chosen point becomes the VM's disks; every point is deleted."""
-    with vm.operation_lock:
+    with vm.operating():
         vm.ask_first("commit")
         control = vm.control()
         active = control.active_site
@@ -547,7 +547,7 @@ def finish_commit(vm: ProtectedVm, params: dict[str, object]) -> VmDetails:
 
 def cancel_failover(vm: ProtectedVm) -> None:
     """Cancel the failover in progress: replication stops for good (decision 3)."""
-    with vm.operation_lock:
+    with vm.operating():
         vm.ask_first("cancel_failover")
         vm.step(
             "cancel_failover",

@@ -47,7 +47,8 @@ from __future__ import annotations
 import errno
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -331,10 +332,12 @@ class ProtectedVm:
         self.machine = PhaseMachine(phase)
         self.open_disks()
 
-    @property
-    def operation_lock(self) -> threading.RLock:
-        """The lock that serialises this VM's operations."""
-        return self._operation_lock
+    @contextmanager
+    def operating(self) -> Iterator[None]:
+        """One operation: this VM's lock held, and the replica interfaces allowed
+        to reuse their answers until something changes (``Sites.memoised``)."""
+        with self._operation_lock, self.sites.memoised():
+            yield
 
     # -- the disks at each site --------------------------------------------------------
 
@@ -436,7 +439,7 @@ class ProtectedVm:
         """The site is back: finish or roll back work interrupted there (superseded
         work is abandoned), take the newest row, restart the VM if it is active there,
         reopen its disks, and reconcile a failover's loss with the old source."""
-        with self._operation_lock:
+        with self.operating():
             outcome = self._restart.recover()
             self._sync_rows()
             details = self.details()
@@ -597,7 +600,7 @@ class ProtectedVm:
         """Read the active copy (the chosen point while a failover awaits commit)."""
         control = self.control()
         if Phase(control.phase) is Phase.FAILED_OVER:
-            with self._operation_lock:  # a commit moves the point's files
+            with self.operating():  # a commit moves the point's files
                 return self._read_point(disk, offset, length)
         return self.disks.read(disk, offset, length)
 
@@ -792,7 +795,7 @@ class ProtectedVm:
         except DamagedState:
             # Read while an operation (disable, enable) was changing both? Look again
             # once no operation runs: only a replica missing then is damage.
-            with self._operation_lock:
+            with self.operating():
                 return self.observed(tolerant=tolerant)
 
     def second_step_refusal(
@@ -992,7 +995,7 @@ class ProtectedVm:
 
     def enable_protection(self, progress: Progress | None = None) -> None:
         """Start tracking, copy the disks one by one, apply what was logged since."""
-        with self._operation_lock:
+        with self.operating():
             epoch = self.next_epoch()
             active = self.control().active_site
             if self._disks is None and self.sites.up(active):
@@ -1034,14 +1037,14 @@ class ProtectedVm:
     def continue_initial_replication(self, progress: Progress | None = None) -> None:
         """Copy the disks not yet copied, then complete (also after a restart)."""
         for disk in list(self.disk_sizes)[self._disks_copied :]:
-            with self._operation_lock:
+            with self.operating():
 
                 def copy(disk: str = disk) -> None:
                     self._copy_disk(disk, progress)
 
                 self.step("copy_disk", copy, disk=disk)
                 self._disks_copied += 1
-        with self._operation_lock:
+        with self.operating():
             predicted = self.decide("complete_initial_replication")
             if predicted.phase is Phase.RESYNCHRONIZING:
                 # The logs cannot make the fuzzy copy consistent (decision 8): install
@@ -1058,7 +1061,7 @@ class ProtectedVm:
         """One delta cycle, or None: nothing to ship, or the logs were unusable (the
         phase then says ``resynchronizing``)."""
         arguments = {"app_consistent": app_consistent}
-        with self._operation_lock:
+        with self.operating():
             predicted = self.decide("replicate", **arguments)
             if predicted.phase is Phase.RESYNCHRONIZING:
                 self.step("replicate", lambda: None, model_args=arguments)
@@ -1073,12 +1076,12 @@ class ProtectedVm:
 
     def pause(self) -> None:
         """Suspend shipping; tracking goes on."""
-        with self._operation_lock:
+        with self.operating():
             self.step("pause", lambda: None)
 
     def resume(self) -> None:
         """Resume shipping."""
-        with self._operation_lock:
+        with self.operating():
             self.step("resume", lambda: None)
 
     def resynchronize(self, progress: Progress | None = None) -> ResyncReport:
@@ -1088,7 +1091,7 @@ class ProtectedVm:
         differ are compared (``reverse.py``); otherwise every block. ``progress`` is
         called with (disk, bytes compared, bytes total).
         """
-        with self._operation_lock:
+        with self.operating():
             if Phase(self.control().phase) is not Phase.RESYNCHRONIZING:
                 # Both steps must be possible before the first commits: a refused
                 # comparison (the link is down) must not leave the VM unprotected.
@@ -1133,7 +1136,7 @@ class ProtectedVm:
 
     def disable_protection(self) -> None:
         """Stop replicating: the logs and the replica go; the active copy stays."""
-        with self._operation_lock:
+        with self.operating():
             self.step(
                 "disable_protection", self.disable_effect,
                 details=lambda: reverse.after_disable(self),
@@ -1143,7 +1146,7 @@ class ProtectedVm:
         """Finish ``action`` if a failure left it pending (an operation never
         abandoned, such as commit); False if it is not pending. Raises what still
         stops it (a full disk: free space and call again)."""
-        with self._operation_lock:
+        with self.operating():
             if self._restart.pending_name() != action:
                 return False
             self._restart.settle()
@@ -1153,7 +1156,7 @@ class ProtectedVm:
 
     def recover(self) -> str | None:
         """Finish or roll back the operation a crash interrupted; say what was done."""
-        with self._operation_lock:
+        with self.operating():
             outcome = self._restart.recover()
             self._sync_rows()
             self._restart_where_active()
@@ -1209,7 +1212,7 @@ class ProtectedVm:
 
     def reconcile(self) -> LossReport | None:
         """Count the last failover's exact loss from the old source, if reachable."""
-        with self._operation_lock:
+        with self.operating():
             return reverse.reconcile(self)
 
     # -- status ------------------------------------------------------------------------
@@ -1218,7 +1221,7 @@ class ProtectedVm:
         """Read back the unshipped changes (the active logs and the cycles waiting to
         ship) and check every record; damage makes the logs unusable, as the next
         cycle would find. Returns what is damaged, or None."""
-        with self._operation_lock:
+        with self.operating():
             if self._disks is None or self._disks_site != self.control().active_site:
                 return None
             found = self.disks.verify_logs()
@@ -1287,7 +1290,7 @@ class ProtectedVm:
 
     def close(self) -> None:
         """Close the disks and logs (flush first for durability)."""
-        with self._operation_lock:
+        with self.operating():
             self._close_active()
             self._close_old()
 

@@ -75,7 +75,7 @@ class ReverseReport:
 
 def reverse_replication(vm: ProtectedVm) -> ReverseReport:
     """Protect the VM again towards the other site (decision 6)."""
-    with vm.operation_lock:
+    with vm.operating():
         vm.ask_first("reverse_replication")
         control = vm.control()
         details = vm.details(control)

@@ -22,6 +22,7 @@ instead of letting them fail half-way on ``ENOSPC``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Final
 
 from engine.control.site import SiteStorage
@@ -86,6 +87,16 @@ class Sites:
         return (
             files.current().free_bytes(found.replicas) < REPLICA_STORAGE_RESERVE_BYTES
         )
+
+    @contextmanager
+    def memoised(self) -> Iterator[None]:
+        """One engine operation: each replica interface may reuse its answers
+        (``ReplicaTarget.memoised``: a replica server is asked its VM's status and
+        its health once, until something changes)."""
+        with ExitStack() as stack:
+            for target in self._towards.values():
+                stack.enter_context(target.memoised())
+            yield
 
     @property
     def link_up(self) -> bool:

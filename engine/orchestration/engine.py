@@ -382,7 +382,7 @@ class ReplicationEngine:
             storage = self.sites.mark_down(site)
             try:
                 for vm in self._vms.values():
-                    with vm.operation_lock:
+                    with vm.operating():
                         vm.stop_copy_at(site)
                         vm.site_down(site)
             finally:

@@ -77,19 +77,29 @@ class CycleRunner:
         reports = self.ship_waiting()
         status = self._replica.status(self.vm_name)
         if self._disks.pending().records > 0 or not status.points:
-            record = self.cut(app_consistent=app_consistent, epoch=epoch)
+            record = self.cut(
+                app_consistent=app_consistent, epoch=epoch, applied=status.last_cycle_id
+            )
             reports.append(self._ship(record))
         return reports
 
-    def take_cycle_id(self) -> int:
-        """A cycle id above every cycle the target has applied."""
-        last = self._replica.status(self.vm_name).last_cycle_id
+    def take_cycle_id(self, applied: int | None = None) -> int:
+        """A cycle id above every cycle the target has applied (``applied``: the
+        last, as the caller just read it)."""
+        last = (
+            self._replica.status(self.vm_name).last_cycle_id
+            if applied is None
+            else applied
+        )
         # Above it even if the control file was restored from an older backup.
         return self._control.take_cycle_id(self.vm_name, above=last)
 
-    def cut(self, *, app_consistent: bool, epoch: int) -> CutRecord:
-        """Seal every disk at one point into a new outbox cycle; record the cut."""
-        cycle_id = self.take_cycle_id()
+    def cut(
+        self, *, app_consistent: bool, epoch: int, applied: int | None = None
+    ) -> CutRecord:
+        """Seal every disk at one point into a new outbox cycle; record the cut
+        (``applied``: the target's last applied cycle, as the caller just read it)."""
+        cycle_id = self.take_cycle_id(applied)
         directory = self._outbox.open_cycle(cycle_id)
         try:
             sealed = self._disks.seal(directory)

@@ -25,7 +25,6 @@ A full target raises :class:`StorageFull` and removes what was partly copied.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -96,6 +95,47 @@ def deliver_cycle(
     return {disk: final / path.name for disk, path in delivered.items()}, size
 
 
+def accept_cycle(
+    root: Path, vm_name: str, cycle_id: int, received: Mapping[str, Path]
+) -> tuple[dict[str, Path], int]:
+    """Move a cycle's logs received whole and synced under ``root`` (a network
+    upload: ``Uploads.finish`` syncs each) into the inbox, whole or not at all: each
+    renamed into ``cycle-<id>.tmp``, then the directory renamed into place, as
+    :func:`deliver_cycle` does with its copies.
+    The received files are gone afterwards (a retry sends them again). Returns the
+    delivered paths and their bytes."""
+    if not received:
+        msg = f"nothing to deliver for VM {vm_name!r}: give one log per disk"
+        raise InvalidConfiguration(msg)
+    for disk, path in received.items():
+        validate_disk_name(disk)
+        if not Path(path).is_file():
+            msg = f"logs[{disk!r}]={str(path)!r} does not exist; nothing was delivered"
+            raise InvalidConfiguration(msg)
+    inbox = vm_inbox(root, vm_name)
+    final = safe_child(inbox, cycle_directory_name(cycle_id))
+    temporary = durable_file.temporary_path(final)
+    filesystem.make_directory_durably(inbox)
+    filesystem.remove_tree_durably(temporary)  # debris of a delivery cut short
+    filesystem.make_directory_durably(temporary)
+    delivered = {}
+    size = 0
+    sources = set()
+    for disk, source in sorted(received.items()):
+        target = safe_child(temporary, disk + LOG_SUFFIX)
+        size += Path(source).stat().st_size
+        filesystem.current().rename(Path(source), target)
+        delivered[disk] = final / target.name
+        sources.add(Path(source).parent)
+    fsync_directory(temporary)
+    for folder in sorted(sources):
+        fsync_directory(folder)
+    filesystem.remove_tree_durably(final)
+    filesystem.current().rename(temporary, final)
+    fsync_directory(inbox)
+    return delivered, size
+
+
 def deliver_disk_image(
     root: Path,
     vm_name: str,
@@ -118,17 +158,13 @@ def deliver_disk_image(
 
 
 def accept_disk_image(root: Path, vm_name: str, disk: str, received: Path) -> None:
-    """Move a disk image received whole (a network upload under ``root``) into the
-    inbox, durably: the image arrives renamed, so the inbox never holds part of it."""
+    """Move a disk image received whole and synced (a network upload under
+    ``root``: ``Uploads.finish`` syncs it) into the inbox, durably: the image arrives
+    renamed, so the inbox never holds part of it."""
     validate_disk_name(disk)
     directory = initial_copy_directory(root, vm_name)
     filesystem.make_directory_durably(directory)
     target = safe_child(directory, disk + IMAGE_SUFFIX)
-    descriptor = filesystem.current().open(received, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        filesystem.current().fsync(descriptor)
-    finally:
-        os.close(descriptor)
     filesystem.current().rename(received, target)
     fsync_directory(directory)
     fsync_directory(received.parent)

@@ -21,8 +21,10 @@ operator's status read never waits for an apply.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -137,6 +139,10 @@ class InProcessReplica:
         """Whether the link to the target is up."""
         return self.link_up
 
+    def memoised(self) -> AbstractContextManager[None]:
+        """Nothing to save: every answer is read from this machine's files."""
+        return contextlib.nullcontext()
+
     # -- the replica interface ---------------------------------------------------------
 
     def create_replica(
@@ -208,12 +214,18 @@ class InProcessReplica:
                 store.install_initial_copy(present, consume=True)
             filesystem.remove_tree_durably(directory)
 
-    def apply_cycle(self, vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
-        """Deliver the cycle's logs, then have the store verify and apply them."""
+    def apply_cycle(
+        self, vm_name: str, shipment: CycleShipment, *, take_logs: bool = False
+    ) -> RecoveryPoint:
+        """Deliver the cycle's logs, then have the store verify and apply them.
+        ``take_logs``: the logs are files under this site's root that were received
+        whole and synced (a replica server's uploads): moved into the inbox, not
+        copied."""
         with self._lock:
             self._check_link(f"cycle {shipment.cycle_id} of VM {vm_name!r}")
             store = self._owned_store(vm_name)
-            delivered, size = delivery.deliver_cycle(
+            deliver = delivery.accept_cycle if take_logs else delivery.deliver_cycle
+            delivered, size = deliver(
                 self._root, vm_name, shipment.cycle_id, shipment.logs
             )
             if self._crash is not None:

@@ -35,6 +35,7 @@ was applied), :class:`~engine.errors.DamagedState` (the target's own files are d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -109,6 +110,13 @@ class ReplicaTarget(Protocol):
 
     def reachable(self) -> bool:
         """Whether data can go to the target now."""
+        ...
+
+    def memoised(self) -> AbstractContextManager[None]:
+        """A block in which the target may answer :meth:`status` and
+        :meth:`reachable` from what it learnt earlier in the block, until a call
+        that changes something (or fails): one engine operation, which asks both
+        several times (a remote target saves a round trip each)."""
         ...
 
     def create_replica(

@@ -2,10 +2,11 @@
 
 The scenario (:func:`run_upload`) is what a replica server does with an initial copy's
 disk image sent over the network: an :class:`Uploads` over one storage location
-receives ``PLAN`` (chunks of random bytes and one hole, sizes off page boundaries),
-each chunk acknowledged to the client (reported as ``ack N`` through the child's
-channel, ``try N`` before the chunk is sent); then ``finish``, ``accept_disk_image``
-into the inbox (``accepted``) and ``discard``, as the server's ``_initial_image`` does.
+receives ``PLAN`` (chunks of random bytes, one after a hole, and a trailing hole;
+sizes off page boundaries), made durable every ``DURABLE_EVERY`` bytes; the durable
+length the server answers is reported as ``ack N`` through the child's channel, and
+``try N`` before the chunk is sent; then ``finish``, ``accept_disk_image`` into the
+inbox (``accepted``) and ``discard``, as the server's ``_initial_image`` does.
 
 It runs once under ``CountingFileSystem``; then, for every operation, in a forked child
 (``crash_sweep.run_child``, two workers: ``crash_sweep.sweep``):
@@ -17,9 +18,9 @@ It runs once under ``CountingFileSystem``; then, for every operation, in a forke
 
 After each, with the real file system (a reboot), :func:`check_after_crash`:
 
-1. ``received()`` is at least the last acknowledgement the client saw (unless the
-   whole image was already handed to the inbox), at most the end of the chunk in
-   flight, and the end of a chunk;
+1. ``received()`` is at least the last durable length the client was answered
+   (unless the whole image was already handed to the inbox), at most the end of the
+   chunk in flight, and the end of a chunk;
 2. the part file's first ``received()`` bytes are the source's;
 3. the client resuming from ``received()`` (the chunks from there), ``finish`` and
    ``accept_disk_image`` give an inbox image byte-identical to the source;
@@ -84,6 +85,7 @@ from engine.transport.http.uploads import (
 VM: Final = "web"
 DISK: Final = "os"
 KEY: Final = initial_key(DISK)
+DURABLE_EVERY: Final = 12_000  # chunk 2 ends a durable run; the last three do not
 OPERATIONS_MIN: Final = 40  # fewer: a step of the upload is not being counted
 EXPECTED_OPERATIONS: Final = frozenset(
     {"make_directory", "open", "ftruncate", "pwrite", "fdatasync", "fsync"}
@@ -93,7 +95,7 @@ EXPECTED_OPERATIONS: Final = frozenset(
 
 @dataclass(frozen=True)
 class Chunk:
-    """One request of the client: bytes at ``offset``, or a hole of ``hole`` zeros."""
+    """One request of the client: ``hole`` zeros, then ``data``, at ``offset``."""
 
     offset: int
     data: bytes = b""
@@ -101,27 +103,24 @@ class Chunk:
 
     @property
     def end(self) -> int:
-        return self.offset + (len(self.data) or self.hole)
+        return self.offset + self.hole + len(self.data)
 
 
 def _plan() -> tuple[Chunk, ...]:
     generator = random.Random(20_240_611)
     chunks = []
     offset = 0
-    # Data, a hole of three pages, then data again: sizes off page boundaries so
-    # that chunks share pages (a power cut may tear a chunk at its pages).
-    for kind, size in (("data", 5000), ("hole", 3 * 4096), ("data", 9000),
-                       ("data", 4096), ("data", 2500)):  # fmt: skip
-        if kind == "hole":
-            chunks.append(Chunk(offset, hole=size))
-        else:
-            chunks.append(Chunk(offset, data=generator.randbytes(size)))
-        offset += size
+    # Data; a hole of three pages and data in one chunk; data; a trailing hole:
+    # sizes off page boundaries so that chunks share pages (a power cut may tear a
+    # chunk at its pages).
+    for hole, size in ((0, 5000), (3 * 4096, 9000), (0, 4096), (0, 2500), (4096, 0)):
+        chunks.append(Chunk(offset, data=generator.randbytes(size), hole=hole))
+        offset += hole + size
     return tuple(chunks)
 
 
 PLAN: Final = _plan()
-SOURCE: Final = b"".join(chunk.data or bytes(chunk.hole) for chunk in PLAN)
+SOURCE: Final = b"".join(bytes(chunk.hole) + chunk.data for chunk in PLAN)
 SIZE: Final = len(SOURCE)
 BOUNDARIES: Final = frozenset({0} | {chunk.end for chunk in PLAN})
 
@@ -135,15 +134,15 @@ def send(uploads: Uploads, chunks: Sequence[Chunk], report: Report) -> None:
     for chunk in chunks:
         report(f"try {chunk.end}")
         crc = google_crc32c.value(chunk.data) if chunk.data else None
-        end = uploads.write(
+        position = uploads.write(
             VM, KEY, chunk.offset, chunk.data, crc32c=crc, hole=chunk.hole
         )
-        report(f"ack {end}")  # the client saw it
+        report(f"ack {position.durable}")  # the client saw it durable
 
 
 def run_upload(site: Path, report: Report) -> None:
     """The scenario: the whole upload, then what the server does to finish it."""
-    uploads = Uploads(site)
+    uploads = Uploads(site, durable_every=DURABLE_EVERY)
     send(uploads, PLAN, report)
     path = uploads.finish(VM, KEY, SIZE)
     report("finished")
@@ -184,7 +183,7 @@ def _check(site: Path, progress: Progress) -> list[Problem]:
         problems.append(("(4)", "the inbox holds a partial or wrong image", detail))
     if "accepted" in progress.notes and not handed_over:
         problems.append(("(4)", "an accepted image is not whole in the inbox", ""))
-    uploads = Uploads(site)
+    uploads = Uploads(site, durable_every=DURABLE_EVERY)
     received = uploads.received(VM, KEY)
     tried = [int(n.split()[1]) for n in progress.notes if n.startswith("try ")]
     reported = progress.acknowledged
@@ -217,7 +216,7 @@ def _check(site: Path, progress: Progress) -> list[Problem]:
 
 def _resume(site: Path, received: int, *, handed_over: bool) -> list[Problem]:
     """The client going on from ``received()``; the server finishing and accepting."""
-    uploads = Uploads(site)
+    uploads = Uploads(site, durable_every=DURABLE_EVERY)
     send(uploads, [chunk for chunk in PLAN if chunk.offset >= received], _ignore)
     try:
         path = uploads.finish(VM, KEY, SIZE)

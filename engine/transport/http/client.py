@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -89,6 +91,7 @@ class Health:
     site: str
     caller: str
     location: str  # the caller's storage location at the server
+    max_request_bytes: int | None = None  # the largest request body it accepts
 
 
 class HttpReplica:
@@ -134,6 +137,14 @@ class HttpReplica:
         self.retries = 0  # requests sent again after a transport failure
         self.requests = 0  # requests answered by the server
         self._expected_location: Path | None = None  # expect_location
+        self._server_limit: int | None = None  # max_request_bytes, once asked
+        # memoised(): the blocks open per thread, and what they learnt (shared; any
+        # request that changes something, or fails, forgets it all).
+        self._blocks = threading.local()
+        self._memo_lock = threading.Lock()
+        self._changes = 0  # requests that may have changed something, begun
+        self._statuses: dict[str, ReplicaStatus] = {}
+        self._answered = False  # the server answered a request in an open block
         self._location_checked = True
 
     @property
@@ -146,14 +157,45 @@ class HttpReplica:
         self._client.close()
 
     def reachable(self) -> bool:
-        """Whether the server answers an authenticated health check now."""
+        """Whether the server answers an authenticated health check now (in a
+        :meth:`memoised` block: or answered an authenticated request in it since
+        the last failure)."""
         if not self.link_up:
             return False
+        if self._in_block() and self._answered:
+            return True
         try:
             self.health(timeout=HEALTH_TIMEOUT_SECONDS)
         except ReplicationError:
             return False
         return True
+
+    @contextlib.contextmanager
+    def memoised(self) -> Iterator[None]:
+        """Within the block, a VM's status is asked once and reused, and an answer
+        to any request stands for the health check :meth:`reachable` would send,
+        until a request that may change something (anything but a GET) or one that
+        fails: an engine operation reads both several times. Outside every block
+        (any thread's), nothing is reused."""
+        depth = getattr(self._blocks, "depth", 0)
+        self._blocks.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._blocks.depth = depth
+            if depth == 0:
+                self._forget()
+
+    def _in_block(self) -> bool:
+        return bool(getattr(self._blocks, "depth", 0))
+
+    def _forget(self, *, changed: bool = False, failed: bool = False) -> None:
+        with self._memo_lock:
+            if changed:
+                self._changes += 1
+            self._statuses.clear()
+            if failed or not changed:
+                self._answered = False
 
     def health(
         self, *, timeout: float | None = None, attempts: int | None = 1
@@ -174,6 +216,7 @@ class HttpReplica:
                     site=str(body["site"]),
                     caller=str(body["caller"]),
                     location=str(body["location"]),
+                    max_request_bytes=_optional_int(body.get("max_request_bytes")),
                 )
             except (KeyError, TypeError, ValueError) as error:
                 problem = repr(error)
@@ -258,7 +301,11 @@ class HttpReplica:
             "sizes": sizes,
         }
         path = f"{_vm(vm_name)}/cycles/{shipment.cycle_id}"
-        return wire.point_from_json(self._send("POST", path, json=body).json())
+        answer = self._send("POST", path, json=body).json()
+        point = wire.point_from_json(answer)
+        if isinstance(answer, Mapping) and "status" in answer:
+            self._learnt(vm_name, wire.status_from_json(answer["status"]))
+        return point
 
     def block_digests(
         self,
@@ -301,7 +348,27 @@ class HttpReplica:
 
     def status(self, vm_name: str) -> ReplicaStatus:
         """The replica of ``vm_name`` as the server knows it (no side effects)."""
-        return wire.status_from_json(self._send("GET", _vm(vm_name)).json())
+        if not self._in_block():
+            return wire.status_from_json(self._send("GET", _vm(vm_name)).json())
+        with self._memo_lock:
+            known = self._statuses.get(vm_name)
+            changes = self._changes
+        if known is not None:
+            return known
+        found = wire.status_from_json(self._send("GET", _vm(vm_name)).json())
+        self._learnt(vm_name, found, changes)
+        return found
+
+    def _learnt(
+        self, vm_name: str, status: ReplicaStatus, changes: int | None = None
+    ) -> None:
+        """Keep ``status`` for the open blocks, unless a request that may change it
+        began since it was read (``changes``: the count then; None: just now)."""
+        if not self._in_block():
+            return
+        with self._memo_lock:
+            if changes is None or self._changes == changes:
+                self._statuses[vm_name] = status
 
     def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:
         """Pin the point and start a test VM from it at the server; idempotent."""
@@ -352,20 +419,23 @@ class HttpReplica:
         except OSError as error:
             msg = f"cannot read {str(path)!r} to send it: {error.strerror}"
             raise InvalidConfiguration(msg) from error
-        with source:
-            size = os.fstat(source.fileno()).st_size
-            extents = list(data_extents(source.fileno(), size))
-            offset = int(self._send("GET", upload).json()["received"])
+        with source, _Pieces(source.fileno(), self._chunk_bytes()) as pieces:
+            size = pieces.size
+            # One chunk or less (a cycle's log, as a rule): sent from byte 0 at
+            # once; the server answers a resumed upload's position instead (409).
+            offset = 0
+            if size > self._chunk_bytes():
+                offset = int(self._send("GET", upload).json()["received"])
             while offset < size:
                 if progress is not None:
                     progress(offset, size)
-                data, hole = _piece(source, extents, offset, size, self._chunk)
+                hole, data, crc = pieces.at(offset)
                 params = {"offset": str(offset)}
                 headers = {}
                 if hole:
                     params["hole"] = str(hole)
-                else:
-                    headers[wire.CRC_HEADER] = f"{google_crc32c.value(data):08x}"
+                if data:
+                    headers[wire.CRC_HEADER] = f"{crc:08x}"
                 response = self._send(
                     "PUT", upload, params=params, content=data, headers=headers,
                     resumable=True,
@@ -379,6 +449,15 @@ class HttpReplica:
         if progress is not None:
             progress(size, size)
         return size
+
+    def _chunk_bytes(self) -> int:
+        """The chunk size: the configured one, or less when the server accepts
+        less per request (its health says, asked once)."""
+        if self._server_limit is None:
+            self._server_limit = self.health(attempts=None).max_request_bytes or 0
+        if self._server_limit:
+            return max(4096, min(self._chunk, self._server_limit))
+        return self._chunk
 
     # -- requests ----------------------------------------------------------------------
 
@@ -403,13 +482,35 @@ class HttpReplica:
         upload's position, returned to the caller, not an error."""
         self._check_link(f"{method} {path}")
         self._check_location()
+        limit = attempts or self._retry.attempts
+        if timeout is not None:
+            options["timeout"] = timeout
+        changes = method != "GET"
+        if changes:
+            self._forget(changed=True)
+        try:
+            response = self._attempts(method, path, limit, resumable, options)
+        except BaseException:
+            self._forget(changed=changes, failed=True)
+            raise
+        if changes:
+            self._forget(changed=True)  # what was read while it ran may be stale
+        if self._in_block():
+            self._answered = True
+        return response
+
+    def _attempts(
+        self,
+        method: str,
+        path: str,
+        limit: int,
+        resumable: bool,  # noqa: FBT001
+        options: dict[str, Any],
+    ) -> httpx.Response:
         policy = self._retry
-        limit = attempts or policy.attempts
         started = time.monotonic()
         delay = policy.first_delay
         last: Exception | None = None
-        if timeout is not None:
-            options["timeout"] = timeout
         for attempt in range(1, limit + 1):
             try:
                 response = self._client.request(method, path, **options)
@@ -503,23 +604,67 @@ def _parts(offset: object, length: object) -> Iterator[tuple[int, int]]:
         at += count
 
 
-def _piece(
-    source: Any, extents: list[tuple[int, int]], offset: int, size: int, chunk: int
-) -> tuple[bytes, int]:
-    """The next piece of an upload from ``offset``: (bytes, 0) inside data, or
-    (b"", hole length) in a hole."""
-    for start, end in extents:
-        if end <= offset:
-            continue
-        if start <= offset:
-            count = min(chunk, end - offset)
-            data = os.pread(source.fileno(), count, offset)
-            if len(data) != count:
-                msg = f"the file being sent shrank at byte {offset + len(data)}"
-                raise InvalidConfiguration(msg)
-            return data, 0
-        return b"", start - offset
-    return b"", size - offset
+class _Pieces:
+    """The pieces of an upload: from any offset, the hole before the next data, and
+    up to ``chunk`` bytes of that data (one extent at most) with their CRC32C. The
+    extents are found once (``SEEK_DATA``); offsets only grow, so each is passed
+    once. The piece after the one handed out is read (and its CRC32C computed) in
+    a thread meanwhile, while the first travels: reading the disk and sending
+    overlap instead of taking turns."""
+
+    def __init__(self, descriptor: int, chunk: int) -> None:
+        self._descriptor = descriptor
+        self.size = os.fstat(descriptor).st_size
+        self._chunk = chunk
+        self._extents = list(data_extents(descriptor, self.size))
+        self._next = 0  # the first extent that may still end after an offset
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="hvdr-upload-read")
+        self._ahead: tuple[int, Future[tuple[int, bytes, int]]] | None = None
+
+    def __enter__(self) -> _Pieces:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
+
+    def at(self, offset: int) -> tuple[int, bytes, int]:
+        """(zero bytes of hole from ``offset``, the bytes that follow, their
+        CRC32C)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == offset:
+            found = ahead[1].result()
+        else:
+            found = self._read(offset)
+        hole, data, _crc = found
+        after = offset + hole + len(data)
+        if data and after < self.size:
+            self._ahead = (after, self._reader.submit(self._read, after))
+        return found
+
+    def _read(self, offset: int) -> tuple[int, bytes, int]:
+        extents = self._extents
+        while self._next < len(extents) and extents[self._next][1] <= offset:
+            self._next += 1
+        if self._next == len(extents):
+            return self.size - offset, b"", 0
+        start, end = extents[self._next]
+        hole = max(0, start - offset)
+        at = offset + hole
+        count = min(self._chunk, end - at)
+        data = os.pread(self._descriptor, count, at)
+        if len(data) != count:
+            msg = f"the file being sent shrank at byte {at + len(data)}"
+            raise InvalidConfiguration(msg)
+        return hole, data, google_crc32c.value(data)
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        msg = f"max_request_bytes={value!r} is not a whole number > 0"
+        raise ValueError(msg)
+    return value
 
 
 def _json_or_none(response: httpx.Response) -> object:

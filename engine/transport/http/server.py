@@ -30,21 +30,23 @@ with 413 before it is read. Every request and refusal is one JSON log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Final, Protocol, TypeVar
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -58,6 +60,7 @@ from engine.errors import (
     TransportError,
 )
 from engine.names import validate_disk_name, validate_vm_name
+from engine.replica.recovery_point import RecoveryPoint
 from engine.storage import files as filesystem
 from engine.storage.digests import DIGEST_BYTES
 from engine.storage.owner_lock import REPLICA_LOCK_FILE, REPLICA_LOCK_HOLDER, SiteLock
@@ -66,6 +69,7 @@ from engine.transport.http import handshake, wire
 from engine.transport.http.server_config import Authorization
 from engine.transport.http.uploads import (
     OffsetMismatch,
+    Position,
     Uploads,
     initial_key,
     log_key,
@@ -196,7 +200,7 @@ class ReplicaServer:
                 web.delete(vm, self._remove),
                 web.get(vm, self._status),
                 web.get(vm + "/uploads/{key}", self._upload_state),
-                web.put(vm + "/uploads/{key}", self._upload_chunk),
+                web.put(vm + "/uploads/{key}", self._upload_chunk, name=_STREAMED),
                 web.post(vm + "/initial/{disk}", self._initial_image),
                 web.post(vm + "/initial-copy", self._install),
                 web.post(vm + "/cycles/{cycle}", self._apply),
@@ -227,7 +231,8 @@ class ReplicaServer:
             caller = await asyncio.to_thread(self._authenticator.identify, request)
             request[CALLER] = caller
             _check_length(request, self.max_request_bytes)
-            await self._receive(request)
+            if request.match_info.route.name != _STREAMED:
+                await self._receive(request)
             response = await handler(request)
         except ReplicationError as error:
             response = self._refuse(request, caller, error)
@@ -268,11 +273,16 @@ class ReplicaServer:
                 message = message.replace(spelling, "<storage location>")
         return message
 
-    async def _receive(self, request: web.Request) -> None:
-        """Read the whole body (aiohttp keeps it for the handler's ``read``) while
-        this task is listed as receiving: a stop abandons a body still arriving
+    async def _receive(
+        self,
+        request: web.Request,
+        consume: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Read the whole body (aiohttp keeps it for the handler's ``read``; or
+        ``consume`` reads it, an upload chunk streamed to its file) while this task
+        is listed as receiving: a stop abandons a body still arriving
         (:meth:`abandon_receiving`) rather than wait for a client that may be slow
-        or gone. Nothing of such a request was acknowledged, so nothing is lost: the
+        or gone. Nothing of such a request was accepted, so nothing is lost: the
         client sends it again."""
         task = asyncio.current_task()
         if task is None or not request.can_read_body:
@@ -284,7 +294,7 @@ class ReplicaServer:
         self._receiving.add(task)
         try:
             async with asyncio.timeout(self.request_timeout_seconds):
-                await request.read()
+                await (request.read() if consume is None else consume())
         except TimeoutError:
             msg = "the request body did not arrive within "
             msg += f"{self.request_timeout_seconds:g} s (request_timeout_seconds): "
@@ -303,6 +313,12 @@ class ReplicaServer:
             raise
         finally:
             self._receiving.discard(task)
+
+    def make_uploads_durable(self) -> int:
+        """At a clean stop: every upload's received bytes made durable, so that the
+        next start resumes each where it stood; how many uploads were synced."""
+        locations = self._locations.values()
+        return sum(location.uploads.make_durable() for location in locations)
 
     def abandon_receiving(self) -> int:
         """Stop reading the bodies still arriving (a stop), and refuse any body that
@@ -375,6 +391,7 @@ class ReplicaServer:
                 "free_bytes": free,
                 "caller": request[CALLER].name,
                 "location": str(location.root.resolve()),
+                "max_request_bytes": self.max_request_bytes,
             }
         )
 
@@ -415,37 +432,55 @@ class ReplicaServer:
     async def _upload_state(self, request: web.Request) -> web.Response:
         location = self._location(request)
         vm, key = _vm(request), _key(request)
-        received = await self._call(
-            location, lambda: location.uploads.received(vm, key)
+        position = await self._call(
+            location, lambda: location.uploads.position(vm, key)
         )
-        return web.json_response({"received": received})
+        return web.json_response(_position(position))
 
     async def _upload_chunk(self, request: web.Request) -> web.Response:
+        """A chunk, written to its upload's file as it arrives (:class:`_Feed`):
+        the body is never held whole in memory."""
         location = self._location(request)
         vm, key = _vm(request), _key(request)
         offset = _query_int(request, "offset")
         hole = _query_int(request, "hole", default=0)
         crc = request.headers.get(wire.CRC_HEADER)
-        data = await request.read()
-        if crc is None and data:
+        length = request.content_length if request.can_read_body else 0
+        if length is None:
+            msg = "an upload chunk needs a Content-Length header (its length is "
+            msg += "checked before any byte is written)"
+            raise InvalidConfiguration(msg)
+        if crc is None and length:
             msg = f"an upload chunk needs its CRC32C in the {wire.CRC_HEADER} header"
             raise InvalidConfiguration(msg)
-        if not data and not hole:
+        if not length and not hole:
             msg = "an upload chunk carries bytes, or a hole of hole=N zero bytes "
             msg += "(N > 0); this one carries neither"
             raise InvalidConfiguration(msg)
         checksum = None if crc is None else _hex(crc, wire.CRC_HEADER)
+        feed = _Feed()
 
-        def work() -> int:
+        def work() -> Position:
             with location.uploads.holding(vm):  # the replica checked stays the one
                 disks = self._require_replica(location, vm).disks
-                _check_upload_end(vm, key, offset + (len(data) or hole), disks)
-                return location.uploads.write(
-                    vm, key, offset, data, crc32c=checksum, hole=hole
+                _check_upload_end(vm, key, offset + hole + length, disks)
+                return location.uploads.write_pieces(
+                    vm, key, offset, feed, crc32c=checksum, hole=hole, length=length
                 )
 
-        received = await self._call(location, work)
-        return web.json_response({"received": received})
+        writing = asyncio.ensure_future(self._call(location, work))
+        writing.add_done_callback(feed.stop_waiting)
+        try:
+            await self._receive(request, lambda: feed.fill(request.content, writing))
+        except BaseException:
+            # The writer sees the body end short and undoes what it wrote: done
+            # before the refusal is answered, so nothing of the chunk is kept then.
+            feed.close()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([writing])
+            raise
+        feed.close()
+        return web.json_response(_position(await writing))
 
     async def _initial_image(self, request: web.Request) -> web.Response:
         location = self._location(request)
@@ -484,13 +519,16 @@ class ReplicaServer:
 
         def work() -> dict[str, object]:
             with location.uploads.holding(vm):  # no chunk of its logs lands meanwhile
-                return apply()
+                point = apply()
+                # The replica as it stands now, so that the primary need not ask.
+                status = wire.status_to_json(location.replica.status(vm))
+                return {**wire.point_to_json(point), "status": status}
 
-        def apply() -> dict[str, object]:
+        def apply() -> RecoveryPoint:
             for point in self._require_replica(location, vm).points:
                 if point.cycle_id == cycle:  # a retry after a lost answer
                     _discard_cycle(location, vm, cycle, body.sizes)
-                    return wire.point_to_json(point)
+                    return point
             logs = {
                 disk: location.uploads.finish(vm, log_key(cycle, disk), size)
                 for disk, size in body.sizes.items()
@@ -504,13 +542,13 @@ class ReplicaServer:
                 resync=body.resync,
             )
             try:
-                point = location.replica.apply_cycle(vm, shipment)
+                point = location.replica.apply_cycle(vm, shipment, take_logs=True)
             except ReplicationError:
                 if not location.replica.store(vm).pending_recovery:
                     _discard_cycle(location, vm, cycle, body.sizes)
                 raise
             _discard_cycle(location, vm, cycle, body.sizes)
-            return wire.point_to_json(point)
+            return point
 
         return web.json_response(await self._call(location, work))
 
@@ -697,7 +735,8 @@ async def run(
         await runner.cleanup()  # stops accepting, waits for handlers in progress
         for signum in signals:
             loop.remove_signal_handler(signum)
-    _log_event("stopped")
+    synced = await asyncio.to_thread(server.make_uploads_durable)
+    _log_event("stopped", uploads_synced=synced)
 
 
 def _host_for_url(host: str) -> str:
@@ -902,6 +941,54 @@ def _discard_cycle(
 
 
 # -- answers and log lines -------------------------------------------------------------
+
+
+_STREAMED: Final = "upload_chunk"
+"""The route whose body its handler streams (every other body is read whole first)."""
+FEED_PIECES_WAITING: Final = 64
+"""A streamed chunk's body is handed to its writer in the pieces TLS decrypted it in
+(at most 256 KiB each, asyncio's read size), at most this many waiting: the memory
+one upload holds, however large its chunk."""
+
+
+class _Feed:
+    """A body's pieces, from the event loop to the thread that writes them."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._room = asyncio.Semaphore(FEED_PIECES_WAITING)
+
+    async def fill(self, content: StreamReader, writing: asyncio.Future[Any]) -> None:
+        """Read the body; hand each piece over while the writer wants them (once it
+        is done, refused early, the rest is read and dropped, so that the client
+        gets the answer on a connection still in step)."""
+        while piece := await content.readany():  # as decrypted: no copy joins them
+            if writing.done():
+                continue
+            await self._room.acquire()
+            if not writing.done():
+                self._queue.put(piece)
+
+    def stop_waiting(self, _writing: asyncio.Future[Any]) -> None:
+        """The writer is done: a :meth:`fill` waiting for room goes on."""
+        self._room.release()
+        if _writing.cancelled():
+            return
+        _writing.exception()  # retrieved here; raised to the handler by its await
+
+    def close(self) -> None:
+        """No more pieces."""
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (piece := self._queue.get()) is not None:
+            self._loop.call_soon_threadsafe(self._room.release)
+            yield piece
+
+
+def _position(position: Position) -> dict[str, int]:
+    return {"received": position.received, "durable": position.durable}
 
 
 def _done() -> web.Response:

@@ -41,8 +41,9 @@ from engine.storage.block_set import BlockSet
 from engine.transport.interface import ReplicaStatus
 
 API: Final = "/v1"
-CHUNK_BYTES_DEFAULT: Final = 8 * 1024 * 1024
-"""An initial copy travels in chunks this large (each acknowledged once durable)."""
+CHUNK_BYTES_DEFAULT: Final = 32 * 1024 * 1024
+"""An upload travels in chunks this large at most (less when the server's
+``max_request_bytes`` is smaller); each is one request, answered once written."""
 READ_BYTES_MAX: Final = 16 * 1024 * 1024
 """The most a single read request (test VM, recovery point) returns."""
 JSON_BYTES_MAX: Final = 1024 * 1024
