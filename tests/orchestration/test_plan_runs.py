@@ -196,8 +196,31 @@ def test_a_failover_that_waits_fails_its_last_step_until_the_vault_is_back(
     assert engine.status("a").phase == "failing_over"
     engine.reconnect_vault("secondary")
     resumed = runner.resume(failed.value.job_id)
-    assert {"a:complete_failover"} == ran(tuple(s for s in resumed.steps if s.run == 2))
+    assert [(s.name, s.state) for s in resumed.steps if s.run == 2] == [
+        ("complete_failover", StepState.SUCCEEDED)
+    ]  # the two finished steps are neither run nor recorded again
     assert engine.status("a").phase == "failed_over"
+
+
+def test_a_step_the_vm_has_passed_is_skipped_not_asked_again(
+    make_engine: EngineFactory, jobs: JobStore
+) -> None:
+    """Prepared by hand (the planned failover's first half): the model no longer
+    allows planned_failover but allows failover, so the plan goes on from there."""
+    engine = make_engine(["a", "b"])
+    engine.planned_failover("a", then_fail_over=False)
+    job = PlanRunner(engine, jobs).run(
+        RecoveryPlan.define("p", [["a", "b"]]), "planned_failover"
+    )
+    steps = [(s.name, s.state, s.note) for s in job.steps if s.vm == "a"]
+    assert steps == [
+        ("planned_failover", StepState.SKIPPED, ("VM 'a' has passed it: it is "
+         "failover_prepared, where the model allows failover next")),
+        ("failover", StepState.SUCCEEDED, None),
+        ("complete_failover", StepState.SKIPPED, ("VM 'a' is already failed_over, "
+         "where planned_failover ends")),
+    ]  # fmt: skip
+    assert {"failed_over"} == {engine.status(vm).phase for vm in "ab"}
 
 
 def test_a_drill_plan_then_its_cleanup(
