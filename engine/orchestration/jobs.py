@@ -50,7 +50,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Concatenate, Final, ParamSpec, Self, TypeVar
 
-from engine.clock import Clock
+from engine.clock import Clock, SystemClock
 from engine.errors import (
     InvalidConfiguration,
     JobNotFound,
@@ -162,10 +162,12 @@ class JobStore:
         self.interrupted_at_open: tuple[int, ...] = ()
 
     @classmethod
-    def open(cls, path: Path, *, clock: Clock) -> Self:
+    def open(cls, path: Path, *, clock: Clock | None = None) -> Self:
         """Own the job store at ``path`` (created when missing), checked; every job
-        found running is marked interrupted (listed in :attr:`interrupted_at_open`)."""
+        found running is marked interrupted (listed in :attr:`interrupted_at_open`).
+        Times come from ``clock`` (default: the host's, ``SystemClock``)."""
         path = checked_path(path)
+        clock = clock or SystemClock()
         try:
             lock = SiteLock.acquire(
                 path.name, path.parent, clock, file_name=path.name + LOCK_SUFFIX,

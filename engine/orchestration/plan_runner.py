@@ -227,6 +227,8 @@ class PlanRunner:
             try:
                 status = self._engine.status(vm)
             except ReplicationError as error:  # damaged since the plan was checked
+                index = self._jobs.begin_step(job.job_id, step, vm=vm, group=number)
+                self._jobs.fail_step(job.job_id, index, str(error))
                 return VmFailure(vm, step, error)
             if status.phase in operation.done_in:
                 for rest in steps[position:]:
