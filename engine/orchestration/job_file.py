@@ -1,4 +1,5 @@
-"""The job store's file: its schema, and the checks made before trusting one.
+"""The job store's file: its schema, the checks made before trusting one, and the
+values it accepts from callers (text cut past a bound, parameters as a JSON object).
 
 ``PRAGMA application_id`` marks the file as an hvdr job store (distinct from a site's
 control file) and ``PRAGMA user_version`` holds :data:`SCHEMA_VERSION`. A SQLite file
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,15 @@ from engine.orchestration.job_records import JobKind, JobState, StepState
 
 APPLICATION_ID: Final = 0x48564A42  # "HVJB" in ASCII: marks the file as our job store
 SCHEMA_VERSION: Final = 1
+
+TEXT_CHARACTERS_MAX: Final = 4096
+"""An error, a note or a reason is kept whole up to this length (the model's refusals
+are a few hundred characters); longer text is cut, saying how much was cut, so that a
+runaway message cannot grow the file without bound."""
+
+PARAMS_BYTES_MAX: Final = 256 * 1024
+"""A job's parameters are a plan's definition at most (names of up to
+``recovery_plans.PLAN_VMS_MAX`` VMs, each at most 64 characters)."""
 
 
 def _states(enum_type: type[JobState] | type[StepState]) -> str:
@@ -217,6 +228,34 @@ def translate(error: sqlite3.DatabaseError, path: Path) -> Exception:
         msg += "the other program (an sqlite3 shell?) and retry"
         return ReplicationError(msg)
     return damaged(path, f"SQLite reports {error}")
+
+
+def caller_text(argument: str, value: object) -> str:
+    """Caller text (an error, a note, a reason), cut past the bound."""
+    if not isinstance(value, str) or not value:
+        msg = f"{argument}={value!r} must be a non-empty str"
+        raise InvalidConfiguration(msg)
+    if len(value) <= TEXT_CHARACTERS_MAX:
+        return value
+    cut = len(value) - TEXT_CHARACTERS_MAX
+    return value[:TEXT_CHARACTERS_MAX] + f" [... {cut} characters cut]"
+
+
+def params_json_text(params: object) -> str:
+    if params is None:
+        return "{}"
+    if not isinstance(params, Mapping):
+        msg = f"params={params!r} must be None or a mapping of JSON values"
+        raise InvalidConfiguration(msg)
+    try:
+        text = json.dumps(dict(params), sort_keys=True)
+    except (TypeError, ValueError) as error:
+        msg = f"params={params!r} must hold only JSON values ({error})"
+        raise InvalidConfiguration(msg) from None
+    if len(text) > PARAMS_BYTES_MAX:
+        msg = f"params: {len(text)} bytes of JSON, over {PARAMS_BYTES_MAX}"
+        raise InvalidConfiguration(msg)
+    return text
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ another application (or of a newer version) is
 from __future__ import annotations
 
 import functools
-import json
 import os
 import socket
 import sqlite3
@@ -60,7 +59,15 @@ from engine.errors import (
     SiteLocked,
 )
 from engine.names import validate_name
-from engine.orchestration.job_file import Row, checked_path, connect, damaged, translate
+from engine.orchestration.job_file import (
+    Row,
+    caller_text,
+    checked_path,
+    connect,
+    damaged,
+    params_json_text,
+    translate,
+)
 from engine.orchestration.job_records import (
     STEP_TRANSITIONS,
     Job,
@@ -83,16 +90,6 @@ CLOSED_REASON: Final = "the job store was closed while this job was running"
 
 LOCK_SUFFIX: Final = ".lock"
 LOCK_HOLDER: Final = "orchestrator"
-
-TEXT_CHARACTERS_MAX: Final = 4096
-"""An error, a note or a reason is kept whole up to this length (the model's refusals
-are a few hundred characters); longer text is cut, saying how much was cut, so that a
-runaway message cannot grow the file without bound."""
-
-PARAMS_BYTES_MAX: Final = 256 * 1024
-"""A job's parameters are a plan's definition at most (names of up to
-``recovery_plans.PLAN_VMS_MAX`` VMs, each at most 64 characters)."""
-
 
 _JOB_SELECT: Final = (
     "SELECT job_id, kind, target, params_json, state, run, owner, started_at, "
@@ -231,7 +228,7 @@ class JobStore:
             msg = f"kind={kind!r} is not a job kind; kinds: {', '.join(kinds)}"
             raise InvalidConfiguration(msg)
         validate_name(target, argument="target")
-        params_json = _params_json(params)
+        params_json = params_json_text(params)
         with self._transaction() as cursor:
             cursor.execute(
                 "INSERT INTO job (kind, target, params_json, state, run, owner, "
@@ -250,7 +247,7 @@ class JobStore:
     @_serialised
     def fail(self, job_id: int, error: str) -> Job:
         """The job ended badly: ``error`` says why (kept, cut past a bound)."""
-        return self._move(job_id, "fail", _text("error", error))
+        return self._move(job_id, "fail", caller_text("error", error))
 
     @_serialised
     def resume(self, job_id: int) -> Job:
@@ -269,7 +266,7 @@ class JobStore:
     @_serialised
     def abandon(self, job_id: int, reason: str) -> Job:
         """Give a failed or interrupted job up for good (``reason`` is kept)."""
-        return self._move(job_id, "abandon", _text("reason", reason))
+        return self._move(job_id, "abandon", caller_text("reason", reason))
 
     @_serialised
     def set_progress(self, job_id: int, bytes_done: int, bytes_total: int) -> None:
@@ -329,7 +326,7 @@ class JobStore:
     ) -> int:
         """Record a step that did not need to run, and ``note`` saying why."""
         return self._insert_step(
-            job_id, name, vm, group, StepState.SKIPPED, _text("note", note)
+            job_id, name, vm, group, StepState.SKIPPED, caller_text("note", note)
         )
 
     @_serialised
@@ -340,7 +337,7 @@ class JobStore:
     @_serialised
     def fail_step(self, job_id: int, index: int, error: str) -> None:
         """The step's effect failed: ``error`` says why."""
-        self._finish_step(job_id, index, "fail", _text("error", error))
+        self._finish_step(job_id, index, "fail", caller_text("error", error))
 
     # -- the file ----------------------------------------------------------------------
 
@@ -580,34 +577,3 @@ class JobStore:
             error=row.optional_text("error", error),
             note=row.optional_text("note", note),
         )
-
-
-# -- values --------------------------------------------------------------------------
-
-
-def _text(argument: str, value: object) -> str:
-    """Caller text (an error, a note, a reason), cut past the bound."""
-    if not isinstance(value, str) or not value:
-        msg = f"{argument}={value!r} must be a non-empty str"
-        raise InvalidConfiguration(msg)
-    if len(value) <= TEXT_CHARACTERS_MAX:
-        return value
-    cut = len(value) - TEXT_CHARACTERS_MAX
-    return value[:TEXT_CHARACTERS_MAX] + f" [... {cut} characters cut]"
-
-
-def _params_json(params: object) -> str:
-    if params is None:
-        return "{}"
-    if not isinstance(params, Mapping):
-        msg = f"params={params!r} must be None or a mapping of JSON values"
-        raise InvalidConfiguration(msg)
-    try:
-        text = json.dumps(dict(params), sort_keys=True)
-    except (TypeError, ValueError) as error:
-        msg = f"params={params!r} must hold only JSON values ({error})"
-        raise InvalidConfiguration(msg) from None
-    if len(text) > PARAMS_BYTES_MAX:
-        msg = f"params: {len(text)} bytes of JSON, over {PARAMS_BYTES_MAX}"
-        raise InvalidConfiguration(msg)
-    return text

@@ -19,18 +19,14 @@ from engine.errors import (
     JobStoreLocked,
     JobTransitionNotAllowed,
 )
+from engine.orchestration.job_file import TEXT_CHARACTERS_MAX
 from engine.orchestration.job_records import (
     JOB_TRANSITIONS,
     JobState,
     StepState,
     allowed_from,
 )
-from engine.orchestration.jobs import (
-    CLOSED_REASON,
-    INTERRUPTED_REASON,
-    TEXT_CHARACTERS_MAX,
-    JobStore,
-)
+from engine.orchestration.jobs import CLOSED_REASON, INTERRUPTED_REASON, JobStore
 from engine.testing import ManualClock
 
 REPOSITORY = Path(__file__).resolve().parents[2]
