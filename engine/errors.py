@@ -142,3 +142,55 @@ class NotAuthorised(TransportError):
     outside the caller's own storage location. Nothing was read or written. Add the
     primary to the server's configuration, or address the server it is listed on.
     """
+
+
+class InvalidPlan(InvalidConfiguration):
+    """A recovery plan cannot be defined or run as given.
+
+    Raised before anything runs: an empty plan or group, a VM in two groups, a VM the
+    engine does not know (or whose files are damaged), an unprotected VM for an
+    operation that needs protection. The message lists every problem found and what
+    is allowed; fix the plan (or enable protection first) and run it again.
+    """
+
+
+class PlanFailed(ReplicationError):
+    """A VM of a recovery plan failed a step, so the plan stopped before the next group.
+
+    The message names the group, the VM, the step and the cause (the engine's own
+    error, also this exception's ``__cause__``); ``job_id`` is the plan's job, now
+    failed. Fix the cause (the model's message says what is allowed), then resume the
+    job: every step that already succeeded is skipped.
+    """
+
+    def __init__(self, message: str, *, job_id: int) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobNotFound(ReplicationError):
+    """A job id was asked for that the job store does not hold.
+
+    Job ids are handed out by the store when a job starts, and never reused; list the
+    jobs the store holds (``JobStore.jobs()``) and choose one of those.
+    """
+
+
+class JobTransitionNotAllowed(ReplicationError):
+    """The job's state does not allow the operation (resume a succeeded job, abandon a
+    running one, record a step of a finished one).
+
+    Nothing was changed. The message names the job, its state and the states the
+    operation is allowed from.
+    """
+
+
+class JobStoreLocked(SiteLocked):
+    """Another orchestrator (another process, or another object in this one) has the
+    job store open.
+
+    A job store has one owner at a time, so that a job it shows running really runs;
+    the message names the holder (process id, host, since when). Stop that
+    orchestrator first, or open another store. The lock is the operating system's: a
+    crashed holder releases it by dying.
+    """

@@ -75,6 +75,7 @@ class SiteLock:
         *,
         file_name: str = LOCK_FILE,
         holder: str = "engine",
+        kind: str = "site",
     ) -> SiteLock:
         """Lock the site ``site_name`` at ``root`` (an existing directory) or refuse.
 
@@ -82,7 +83,8 @@ class SiteLock:
         process or another) holds the lock. Nothing else in ``root`` is read or
         created. ``file_name`` names another role's lock in the same root (a replica
         server's storage location, ``engine.transport.http.server``), ``holder`` what
-        holds it in the refusal ("stop that engine first").
+        holds it in the refusal ("stop that engine first"), ``kind`` what is locked
+        ("site"; "job store" for an orchestrator's jobs, ``engine.orchestration.jobs``).
         """
         path = Path(root) / file_name
         fs = files.current()
@@ -93,7 +95,7 @@ class SiteLock:
             full = storage_error(error, f"creating the lock file {str(path)!r}")
             if full is not error:
                 raise full from error
-            msg = f"site {site_name!r}: its lock file {str(path)!r} cannot be opened "
+            msg = f"{kind} {site_name!r}: its lock file {str(path)!r} cannot be opened "
             msg += f"({error}); it must be a regular file (not a symlink) the engine "
             msg += "may write"
             raise InvalidConfiguration(msg) from error
@@ -104,11 +106,11 @@ class SiteLock:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
                 where = str(Path(root).resolve())
-                msg = f"site {site_name!r} at {where!r} is in use by "
+                msg = f"{kind} {site_name!r} at {where!r} is in use by "
                 msg += _holder(descriptor)
                 if file_name != LOCK_FILE:
                     msg += f" (its lock {str(path)!r})"
-                msg += f"; stop that {holder} first, or open another site"
+                msg += f"; stop that {holder} first, or open another {kind}"
                 raise SiteLocked(msg) from None
             description = _describe(clock).encode()
             try:
