@@ -846,14 +846,15 @@ def fuzz_engine(
         if progress is not None:
             progress(done, coverage)
 
-    done, failure = run_in_batches(
+    ran = run_in_batches(
         machine, ConformanceFailure, examples=examples, steps=steps,
         seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
         shrink=shrink, started=started, after_batch=after_batch, stop=stop,
         database=database,
         derandomize=False,  # the seed decides, whatever profile is loaded
     )  # fmt: skip
-    return ConformanceReport(done, time.perf_counter() - started, coverage, failure)
+    seconds = time.perf_counter() - started
+    return ConformanceReport(ran.done, seconds, coverage, ran.caught)
 
 
 def replay_on_engine(

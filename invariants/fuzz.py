@@ -42,6 +42,7 @@ that drives the engine and compares it through the refinement mapping.
 from __future__ import annotations
 
 import time
+import unittest
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ def machine_class(
     class ModelMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
+            steps["example"] += 1
             self.state = initial_state(config)
             self.calls: list[Call] = []
             self._enabled: list[Call] | None = None
@@ -337,6 +339,17 @@ def _count(
 _Failure = TypeVar("_Failure", bound=BaseException)
 
 
+@dataclass(frozen=True)
+class BatchesRun:
+    """What :func:`run_in_batches` did: the examples of the batches run, the
+    failure caught (None: none), and whether that failure is one the example
+    database held from an earlier run, replayed before anything was generated."""
+
+    done: int
+    caught: Any
+    from_database: bool = False
+
+
 def run_in_batches(
     machine: type[RuleBasedStateMachine],
     failure: type[_Failure],
@@ -352,21 +365,21 @@ def run_in_batches(
     stop: StopRequest | None = None,
     database: ExampleDatabase | None = None,
     **extra: Any,
-) -> tuple[int, _Failure | None]:
+) -> BatchesRun:
     """Run ``machine`` for ``examples`` examples in seeded batches until ``failure``
-    is raised; returns the examples run and the failure caught (None: none).
+    is raised.
 
     Batches use seeds ``seed_value``, +1, ... so a ``timeout_seconds`` (counted from
     ``started``) can end the run between batches; each batch is deterministic.
     ``shrink=False`` drops targeting and shrinking. ``extra`` are more Hypothesis
     settings; ``after_batch(done)`` is called after each batch; a ``stop`` asked
     (Ctrl-C, ``invariants.interrupts``) ends the run after the batch it is in.
-    With a ``database`` (``invariants.databases``) a failure is saved there and
-    every batch first replays the failures saved before, whatever its seed.
+    With a ``database`` (``invariants.databases``) a failure is saved there, and the
+    failures saved before are replayed first, on their own: one of them failing
+    again ends the run before any example is generated (``from_database``).
     """
-    done = 0
-    while done < examples:
-        size = min(batch, examples - done)
+
+    def run(size: int, phases: tuple[Phase, ...], seed_at: int) -> _Failure | None:
         options = settings(
             max_examples=size,
             stateful_step_count=steps,
@@ -376,27 +389,42 @@ def run_in_batches(
             print_blob=False,
             verbosity=Verbosity.quiet,
             report_multiple_bugs=False,
-            phases=PHASES if shrink else PHASES[:3],
+            phases=phases,
             **extra,
         )
         test = get_state_machine_test(machine, settings=options)
-        caught: _Failure | None = None
         try:
             with fixed_constant_pool():  # the seed alone decides (constant_pool.py)
-                _seeded(test, seed_value + done, keep_database=database is not None)()
+                _seeded(test, seed_at, keep_database=database is not None)()
         except failure as error:
-            caught = error
+            return error
+        except unittest.SkipTest:
+            if Phase.generate in phases:
+                raise
+            # Hypothesis' way to say "nothing saved to replay": not a failure.
+        return None
+
+    phases: tuple[Phase, ...] = PHASES if shrink else PHASES[:3]
+    if database is not None:
+        replayed = run(min(batch, examples), (Phase.explicit, Phase.reuse), seed_value)
+        if replayed is not None:
+            return BatchesRun(0, replayed, from_database=True)
+        phases = tuple(phase for phase in phases if phase is not Phase.reuse)
+    done = 0
+    while done < examples:
+        size = min(batch, examples - done)
+        caught = run(size, phases, seed_value + done)
         done += size
         if after_batch is not None:
             after_batch(done)
         if caught is not None:
-            return done, caught
+            return BatchesRun(done, caught)
         late = timeout_seconds is not None
         if late and time.perf_counter() - started > (timeout_seconds or 0.0):
             break
         if stop is not None and stop.asked:
             break
-    return done, None
+    return BatchesRun(done, None)
 
 
 def _seeded(
@@ -430,6 +458,8 @@ class FuzzReport:
     untaken: tuple[EdgeKey, ...] = field(default=())
     interrupted: bool = False  # Ctrl-C ended the run (``examples``: batches done)
     beyond: BeyondSummary | None = None  # how far past check's bounds (``beyond``)
+    runs: int = 0  # examples Hypothesis ran: replays and shrinking included
+    from_database: bool = False  # the failure is one the example database held
 
     @property
     def steps_per_second(self) -> float:
@@ -488,12 +518,13 @@ def fuzz(
             progress(done, tally["rule"])
 
     with stop_requests(enabled=interruptible) as stop:
-        done, caught = run_in_batches(
+        ran = run_in_batches(
             machine, FuzzViolation, examples=examples, steps=steps,
             seed_value=seed_value, timeout_seconds=timeout_seconds, batch=batch,
             shrink=shrink, started=started, after_batch=after_batch, stop=stop,
             database=database,
         )  # fmt: skip
+    done, caught = ran.done, ran.caught
     interrupted = stop.asked and caught is None and done < examples
     failure = None if caught is None else caught.violation
     edges = lifecycle_edges()
@@ -508,4 +539,6 @@ def fuzz(
         untaken=tuple(edge for edge in edges if not taken.get(edge)),
         interrupted=interrupted,
         beyond=None if seen is None else seen.summary(),
+        runs=tally["example"],
+        from_database=ran.from_database,
     )

@@ -206,11 +206,13 @@ def run(args: argparse.Namespace) -> int:
         report = fuzz(config, rules_from_args(args), progress=plain, **options)
     covered = len(report.edges) - len(report.untaken)
     console.print(
-        f"{report.examples} examples, {report.steps:,} steps (+{report.prefix_steps:,} "
+        f"{examples_run(report, args.examples)}, {report.steps:,} steps "
+        f"(+{report.prefix_steps:,} "
         f"replaying starting states) in "
         f"{report.seconds:.1f} s: {report.steps_per_second:,.0f} steps/s; "
         f"lifecycle edges taken: {covered}/{len(report.edges)}"
     )
+    console.print(from_database(report, args.database), end="")
     for trigger, source, dest in report.untaken:
         console.print(
             f"[yellow]  never taken: {trigger}: {source.value} → {dest.value}"
@@ -260,6 +262,29 @@ def show_failure(
         f"path drawn in {overlays.write_drawing(graph, args.svg)}", soft_wrap=True
     )
     return ExitStatus.FAILED
+
+
+def examples_run(report: FuzzReport, asked: int) -> str:
+    """How many examples ran: the batches' count, or, when a failure stopped the
+    run, the examples Hypothesis really ran (its shrinking, or the database's
+    replay, included)."""
+    if report.failure is None:
+        return f"{report.examples} examples"
+    ran = f"{report.runs} examples run"
+    if not report.from_database:
+        ran += " with shrinking"
+    return ran + f" (the failure stopped the {asked} asked)"
+
+
+def from_database(report: FuzzReport, database: str) -> str:
+    """A line saying the failure is the database's, replayed (else nothing)."""
+    if not report.from_database:
+        return ""
+    return (
+        f"the failure below is one an earlier run saved in the example database "
+        f"({database}): it failed again when replayed, before any example was "
+        "generated (--database none searches afresh)\n"
+    )
 
 
 def announce(console: Console, args: argparse.Namespace) -> None:

@@ -61,7 +61,17 @@ def test_a_failure_found_once_fails_the_next_run_at_once(
                          "--trace-out", str(tmp_path / "second.jsonl"),
                         "--svg", str(tmp_path / "second.svg"))  # fmt: skip
     assert second.returncode == 1, second.stdout
-    assert "commit_discards_every_recovery_point" in " ".join(second.stdout.split())
+    said = " ".join(second.stdout.split())
+    assert "commit_discards_every_recovery_point" in said
+    # It says where the failure came from and counts what really ran: the replay
+    # of what the database held, not the example it was asked for.
+    assert "the failure below is one an earlier run saved in the example" in said
+    replayed = re.search(r"(\d+) examples run \(the failure stopped the 1 ask", said)
+    assert replayed is not None, said
+    assert int(replayed.group(1)) >= 1
+    first_said = " ".join(first.stdout.split())
+    assert "earlier run saved" not in first_said  # found afresh: not from the database
+    assert "examples run with shrinking (the failure stopped the 100" in first_said
 
 
 def test_a_redis_url_that_does_not_answer_is_a_usage_error() -> None:
