@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,16 @@ def settled(root: Path, expected: str, seconds: float = 10.0) -> str:
     while (found := tree_digest(root)) != expected and time.monotonic() < deadline:
         time.sleep(0.01)
     return found
+
+
+def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether ``condition`` held within ``seconds`` (asked every 10 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_a_chunk_cut_mid_body_keeps_nothing(served: Served) -> None:
@@ -188,3 +198,62 @@ def test_a_cycle_asks_three_times_and_a_stopped_server_is_seen_next_time(
     finally:
         engine.close()
         client.close()
+
+
+def test_a_server_restarted_with_a_lower_limit_gets_smaller_chunks(
+    tmp_path: Path,
+) -> None:
+    """Found by the outside review: the limit was learnt once, so a server restarted
+    with a lower ``max_request_bytes`` refused every upload (413) until the client
+    was rebuilt."""
+    ca = trustme.CA()
+    root = tmp_path / "site"
+    image = tmp_path / "os.img"
+    image.write_bytes(bytes(range(256)) * (3 * MIB // 256))
+    context = server_context(ca)
+    with serving(server_for(root, max_request_bytes=4 * MIB), context) as url:
+        port = int(url.rsplit(":", 1)[1])
+        client = HttpReplica(
+            f"https://localhost:{port}", site_name="secondary",
+            ssl_context=client_context(ca, "primary-host"), retry=QUICK,
+        )  # fmt: skip
+        client.create_replica("web", {"os": 3 * MIB}, 2)
+        client.send_disk_image("web", "os", image)  # learns 4 MiB: one chunk
+    try:
+        with serving(server_for(root, max_request_bytes=MIB), context, port=port):
+            client.create_replica("web", {"os": 3 * MIB}, 2)  # afresh
+            client.send_disk_image("web", "os", image)  # 413, then 1 MiB chunks
+            assert client._chunk_bytes() == MIB
+            assert client.status("web").disks == {"os": 3 * MIB}
+    finally:
+        client.close()
+
+
+def test_slow_uploads_leave_health_and_other_vms_their_threads(served: Served) -> None:
+    """Found by the outside review: six uploads whose bodies arrive slowly held every
+    thread of the default pool, so a health check took longer than the client's 3 s
+    and the engine saw the link down; another VM's status took 56 s."""
+    served.client.create_replica("other", DISKS, 2)
+    context = client_context(served.ca, "primary-host")
+    slow = []
+    try:
+        for number in range(12):  # more than the default pool has threads, here
+            served.client.create_replica(f"vm{number}", DISKS, 2)
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            slow.append(tls)
+            tls.sendall(
+                f"PUT /v1/vms/vm{number}/uploads/initial.os?offset=0 HTTP/1.1\r\n"
+                f"Host: localhost\r\nContent-Length: {4 * MIB}\r\n"
+                "X-Hvdr-Crc32c: 00000000\r\n\r\n".encode()
+                + b"\x01" * 1000
+            )
+        uploads = served.root / "uploads"
+        assert until(lambda: len(list(uploads.glob("vm*/*.part"))) == len(slow))
+        started = time.monotonic()  # every one of them has a writer waiting now
+        assert served.client.reachable()
+        assert served.client.status("other").exists
+        assert time.monotonic() - started < 2.0
+    finally:
+        for tls in slow:
+            tls.close()

@@ -23,6 +23,7 @@ error types as the in-process replica, so nothing above the seam changes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import ssl
@@ -436,10 +437,19 @@ class HttpReplica:
                     params["hole"] = str(hole)
                 if data:
                     headers[wire.CRC_HEADER] = f"{crc:08x}"
-                response = self._send(
-                    "PUT", upload, params=params, content=data, headers=headers,
-                    resumable=True,
-                )  # fmt: skip
+                try:
+                    response = self._send(
+                        "PUT", upload, params=params, content=data, headers=headers,
+                        resumable=True,
+                    )  # fmt: skip
+                except RequestTooLarge:
+                    # The server takes less than when its limit was learnt (it was
+                    # restarted with another): learn it again; refused if no less.
+                    known, self._server_limit = self._server_limit, None
+                    if self._chunk_bytes() >= len(data) or known == self._server_limit:
+                        raise
+                    pieces.resize(self._chunk_bytes())
+                    continue
                 offset = int(response.json()["received"])
                 if offset > size:
                     msg = f"replica server {self.url}: upload {key!r} of VM "
@@ -527,6 +537,8 @@ class HttpReplica:
                 refused = wire.error_from(
                     body, server=self.url, status=response.status_code
                 )
+                if response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                    raise RequestTooLarge(str(refused)) from refused
                 if response.status_code not in _AGAIN:
                     raise refused
                 last = refused  # stopping, or the body came too slowly: send again
@@ -540,6 +552,10 @@ class HttpReplica:
         msg += f"{method} {path} failed {attempt} time(s) over {elapsed:.1f} s; last "
         msg += f"error: {_describe(last)}. Nothing more was sent; retry when it is up"
         raise TransportError(msg) from last
+
+
+class RequestTooLarge(InvalidConfiguration):
+    """The server refused a request body as over its ``max_request_bytes`` (413)."""
 
 
 _AGAIN: Final = (HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.REQUEST_TIMEOUT)
@@ -607,17 +623,18 @@ def _parts(offset: object, length: object) -> Iterator[tuple[int, int]]:
 class _Pieces:
     """The pieces of an upload: from any offset, the hole before the next data, and
     up to ``chunk`` bytes of that data (one extent at most) with their CRC32C. The
-    extents are found once (``SEEK_DATA``); offsets only grow, so each is passed
-    once. The piece after the one handed out is read (and its CRC32C computed) in
-    a thread meanwhile, while the first travels: reading the disk and sending
-    overlap instead of taking turns."""
+    extents are found once (``SEEK_DATA``) and searched for each offset (an upload
+    may go back: a restarted server stands at its durable length). The piece after
+    the one handed out is read (and its CRC32C computed) in a thread meanwhile,
+    while the first travels: reading the disk and sending overlap instead of taking
+    turns. Reading a piece changes nothing shared, so the two threads never race."""
 
     def __init__(self, descriptor: int, chunk: int) -> None:
         self._descriptor = descriptor
         self.size = os.fstat(descriptor).st_size
         self._chunk = chunk
         self._extents = list(data_extents(descriptor, self.size))
-        self._next = 0  # the first extent that may still end after an offset
+        self._ends = [end for _start, end in self._extents]
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="hvdr-upload-read")
         self._ahead: tuple[int, Future[tuple[int, bytes, int]]] | None = None
 
@@ -627,6 +644,13 @@ class _Pieces:
     def __exit__(self, *_exc: object) -> None:
         self._reader.shutdown(wait=True, cancel_futures=True)
 
+    def resize(self, chunk: int) -> None:
+        """Pieces of at most ``chunk`` bytes from now on (what was read ahead goes)."""
+        self._chunk = chunk
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+
     def at(self, offset: int) -> tuple[int, bytes, int]:
         """(zero bytes of hole from ``offset``, the bytes that follow, their
         CRC32C)."""
@@ -634,6 +658,8 @@ class _Pieces:
         if ahead is not None and ahead[0] == offset:
             found = ahead[1].result()
         else:
+            if ahead is not None:
+                ahead[1].cancel()
             found = self._read(offset)
         hole, data, _crc = found
         after = offset + hole + len(data)
@@ -642,12 +668,10 @@ class _Pieces:
         return found
 
     def _read(self, offset: int) -> tuple[int, bytes, int]:
-        extents = self._extents
-        while self._next < len(extents) and extents[self._next][1] <= offset:
-            self._next += 1
-        if self._next == len(extents):
+        index = bisect.bisect_right(self._ends, offset)  # the first ending after it
+        if index == len(self._extents):
             return self.size - offset, b"", 0
-        start, end = extents[self._next]
+        start, end = self._extents[index]
         hole = max(0, start - offset)
         at = offset + hole
         count = min(self._chunk, end - at)

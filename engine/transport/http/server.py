@@ -41,6 +41,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -161,6 +162,9 @@ class ReplicaServer:
         self._clock = clock
         self.max_request_bytes = max_request_bytes
         self._locations: dict[Path, _Location] = {}
+        self._upload_writers = ThreadPoolExecutor(
+            UPLOAD_WRITERS, thread_name_prefix="hvdr-upload-writer"
+        )
         self._receiving: set[asyncio.Task[object]] = set()
         self._stopping = False
         try:
@@ -172,6 +176,7 @@ class ReplicaServer:
 
     def close(self) -> None:
         """Release every location's lock."""
+        self._upload_writers.shutdown(wait=False, cancel_futures=True)
         for location in self._locations.values():
             location.lock.release()
         self._locations.clear()
@@ -356,12 +361,24 @@ class ReplicaServer:
         return status
 
     async def _call(
-        self, location: _Location, work: Callable[[], T], *, writes: bool = True
+        self,
+        location: _Location,
+        work: Callable[[], T],
+        *,
+        writes: bool = True,
+        streaming: bool = False,
     ) -> T:
         """Run blocking ``work`` in a thread, keeping the location's health: a write
-        refused for lack of room turns it to warning until a write succeeds."""
+        refused for lack of room turns it to warning until a write succeeds.
+        ``streaming``: work that waits on a body arriving (an upload chunk's writer)
+        runs in its own pool, so that however many slow uploads are under way,
+        health checks, authentication and every other request keep their threads."""
         try:
-            result = await asyncio.to_thread(work)
+            if streaming:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._upload_writers, work)
+            else:
+                result = await asyncio.to_thread(work)
         except StorageFull as error:
             location.full_since = self._clock.now()
             location.full_reason = str(error)
@@ -433,7 +450,7 @@ class ReplicaServer:
         location = self._location(request)
         vm, key = _vm(request), _key(request)
         position = await self._call(
-            location, lambda: location.uploads.position(vm, key)
+            location, lambda: location.uploads.position(vm, key), writes=False
         )
         return web.json_response(_position(position))
 
@@ -468,7 +485,7 @@ class ReplicaServer:
                     vm, key, offset, feed, crc32c=checksum, hole=hole, length=length
                 )
 
-        writing = asyncio.ensure_future(self._call(location, work))
+        writing = asyncio.ensure_future(self._call(location, work, streaming=True))
         writing.add_done_callback(feed.stop_waiting)
         try:
             await self._receive(request, lambda: feed.fill(request.content, writing))
@@ -943,6 +960,9 @@ def _discard_cycle(
 # -- answers and log lines -------------------------------------------------------------
 
 
+UPLOAD_WRITERS: Final = 16
+"""Upload chunks written at once (each writer waits on its body as it arrives); more
+wait their turn, in a pool of their own (``ReplicaServer._call``)."""
 _STREAMED: Final = "upload_chunk"
 """The route whose body its handler streams (every other body is read whole first)."""
 FEED_PIECES_WAITING: Final = 64
