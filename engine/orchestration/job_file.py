@@ -45,6 +45,7 @@ from engine.errors import (
 )
 from engine.names import validate_name
 from engine.orchestration.job_records import JobKind, JobState, StepState
+from engine.storage.files import fsync_directory
 
 APPLICATION_ID: Final = 0x48564A42  # "HVJB" in ASCII: marks the file as our job store
 SCHEMA_VERSION: Final = 1
@@ -113,7 +114,17 @@ def checked_path(path: object) -> Path:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open, refuse a foreign or damaged file before writing, configure, create."""
+    """Open, refuse a foreign or damaged file before writing, configure, create.
+
+    A new store is made whole under another name and renamed into place
+    (:func:`_create_whole`), so that a file at ``path`` always holds a schema: an
+    empty one (0 bytes) is damage, refused, never taken for a new store."""
+    if not path.exists():
+        _create_whole(path)
+    elif path.stat().st_size == 0:
+        what = "it is empty (0 bytes), while a job store always holds its schema "
+        what += "(truncated?)"
+        raise damaged(path, what)
     try:
         connection = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
@@ -150,6 +161,10 @@ def connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+CREATING_SUFFIX: Final = ".creating"
+"""A new job store is written under its name plus this, then renamed."""
+
+
 def _refuse_foreign(connection: sqlite3.Connection, path: Path) -> bool:
     """Refuse a file that is not our job store, or too new; True: a new empty one."""
     (application_id,) = connection.execute("PRAGMA application_id").fetchone()
@@ -167,6 +182,31 @@ def _refuse_foreign(connection: sqlite3.Connection, path: Path) -> bool:
         msg += f"written by a newer hvdr; this one reads up to {SCHEMA_VERSION}"
         raise InvalidConfiguration(msg)
     return False
+
+
+def _create_whole(path: Path) -> None:
+    """Make a new job store at ``path``: the schema written and synced under a
+    temporary name, then renamed into place and the folder synced."""
+    temporary = path.with_name(path.name + CREATING_SUFFIX)
+    for debris in (temporary, Path(f"{temporary}-journal")):
+        debris.unlink(missing_ok=True)  # a creation a crash cut short
+    try:
+        with closing(sqlite3.connect(temporary, isolation_level=None)) as connection:
+            connection.execute("PRAGMA synchronous = FULL")
+            _create(connection)
+        descriptor = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.rename(temporary, path)
+        fsync_directory(path.parent)
+    except sqlite3.DatabaseError as error:
+        temporary.unlink(missing_ok=True)
+        raise translate(error, path) from error
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _create(connection: sqlite3.Connection) -> None:

@@ -57,6 +57,7 @@ from engine.errors import (
     JobTransitionNotAllowed,
     ReplicationError,
     SiteLocked,
+    TransitionNotAllowed,
 )
 from engine.names import validate_name
 from engine.orchestration.job_file import (
@@ -220,14 +221,29 @@ class JobStore:
 
     @_serialised
     def start(
-        self, kind: str, target: str, params: Mapping[str, object] | None = None
+        self,
+        kind: str,
+        target: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        unless: Callable[[Job], str | None] | None = None,
     ) -> Job:
-        """Record a new job, ``running`` from now, and return it."""
+        """Record a new job, ``running`` from now, and return it. ``unless(job)``,
+        asked of every running job (under the store's lock, so that two starts
+        cannot both pass), says why this one may not start alongside it: refused
+        with :class:`~engine.errors.TransitionNotAllowed` naming it."""
         kinds = [str(known) for known in JobKind]
         if kind not in kinds:
             msg = f"kind={kind!r} is not a job kind; kinds: {', '.join(kinds)}"
             raise InvalidConfiguration(msg)
         validate_name(target, argument="target")
+        for running in self.jobs(JobState.RUNNING) if unless is not None else ():
+            why = unless(running) if unless is not None else None
+            if why is not None:
+                msg = f"cannot start {kind} of {target!r}: {why}; wait for it to end "
+                msg += "(or, if its process is gone, open the store again: it is "
+                msg += "then interrupted, and can be resumed or abandoned)"
+                raise TransitionNotAllowed(msg)
         params_json = params_json_text(params)
         with self._transaction() as cursor:
             cursor.execute(

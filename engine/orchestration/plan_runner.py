@@ -139,6 +139,7 @@ class PlanRunner:
             PLAN_KIND_PREFIX + operation,
             plan.name,
             {"plan": plan.to_json(), "operation": operation},
+            unless=lambda running: _overlaps(running, plan),
         )
         return self._execute(job.job_id, plan, found)
 
@@ -211,7 +212,16 @@ class PlanRunner:
             where, bug = unexpected[0]
             msg = f"group {number}: VM {where!r}: unexpected {type(bug).__name__}: "
             msg += f"{bug}"
-            self._jobs.fail(job.job_id, msg)
+            try:
+                self._jobs.fail(job.job_id, msg)
+            except ReplicationError as unrecorded:
+                # The store itself failed (full, or a step it could not close):
+                # the cause is what the caller must see, not the store's refusal.
+                bug.add_note(
+                    f"job {job.job_id} could not be marked failed ({unrecorded}); it "
+                    "reads running until the job store is opened again, which marks "
+                    "it interrupted"
+                )
             raise bug
         return failures
 
@@ -281,6 +291,26 @@ class PlanRunner:
             return VmFailure(vm, step, ReplicationError(cause))
         self._jobs.succeed_step(job.job_id, index)
         return None
+
+
+def _overlaps(running: Job, plan: RecoveryPlan) -> str | None:
+    """Why ``plan`` may not start while ``running`` runs (None: it may): the same
+    plan, or a job on one of its VMs (a VM never has two operations in flight)."""
+    if running.kind.startswith(PLAN_KIND_PREFIX):
+        if running.target == plan.name:
+            return f"plan {plan.name!r} already runs as job {running.job_id}"
+        recorded = running.params.get("plan")
+        groups = recorded.get("groups") if isinstance(recorded, Mapping) else None
+        theirs = {vm for group in groups or () for vm in group}
+    else:
+        theirs = {running.target}
+    shared = sorted(theirs & set(plan.vm_names))
+    if shared:
+        return (
+            f"job {running.job_id} ({running.kind} of {running.target!r}) runs on "
+            f"its VM(s) {shared}"
+        )
+    return None
 
 
 def _vm_done(job: Job, plan: RecoveryPlan, vm: str, operation: PlanOperation) -> bool:

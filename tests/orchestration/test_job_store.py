@@ -282,6 +282,34 @@ def test_a_damaged_file_is_refused_and_left_as_it_was(
         assert fresh.jobs() == ()
 
 
+def test_a_file_truncated_to_nothing_is_refused_not_made_anew(
+    jobs_path: Path, ticking_clock: Clock
+) -> None:
+    """Found by the outside review: a store truncated to 0 bytes opened as a new,
+    empty one (the job history, resumable jobs included, silently gone). A new store
+    is now made whole and renamed into place, so an empty file is always damage."""
+    with JobStore.open(jobs_path, clock=ticking_clock) as store:
+        store.start("enable", "web")
+    assert jobs_path.stat().st_size > 0
+    jobs_path.write_bytes(b"")
+    with pytest.raises(DamagedState) as refused:
+        JobStore.open(jobs_path, clock=ticking_clock)
+    assert "it is empty (0 bytes)" in str(refused.value)
+    assert jobs_path.stat().st_size == 0  # left as it was
+    assert not jobs_path.with_name("jobs.sqlite.creating").exists()
+
+
+def test_a_new_store_is_never_seen_half_made(tmp_path: Path) -> None:
+    """The schema is written under another name first: debris of a creation a crash
+    cut short is removed, and the store opens whole."""
+    path = tmp_path / "jobs.sqlite"
+    path.with_name("jobs.sqlite.creating").write_bytes(b"half")
+    with JobStore.open(path) as store:
+        assert store.jobs() == ()
+        assert store.integrity_check() == "ok"
+    assert not path.with_name("jobs.sqlite.creating").exists()
+
+
 def test_a_value_the_store_never_writes_is_damage(
     jobs_path: Path, ticking_clock: Clock
 ) -> None:

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from small_filesystem import mounted
 
 from engine.errors import (
     InvalidConfiguration,
     InvalidPlan,
     JobTransitionNotAllowed,
     PlanFailed,
+    StorageFull,
     TransitionNotAllowed,
 )
 from engine.orchestration.engine import ReplicationEngine
@@ -344,3 +346,81 @@ def test_a_job_that_is_no_plan_run_is_not_resumed_as_one(
         f"job {job.job_id} is a commit job, not a recovery plan's; a plan runner "
         "resumes plan jobs only"
     )
+
+
+def test_a_plan_is_not_run_twice_at_once_nor_beside_a_plan_on_its_vms(
+    make_engine: EngineFactory, jobs: JobStore
+) -> None:
+    """Found by the outside review: two runs of one plan at once split its VMs
+    between them and both failed. A plan job that runs holds its plan and its VMs:
+    another run of it, or a plan sharing a VM, is refused before it starts."""
+    release = threading.Event()
+    inside = threading.Event()
+
+    def guest_shutdown(vm: str, site: str) -> bool:
+        if vm == "a":  # the first run waits inside a's shutdown
+            inside.set()
+            assert release.wait(60)
+        return True
+
+    engine = make_engine(["a", "b", "c"], guest_shutdown=guest_shutdown)
+    runner = PlanRunner(engine, jobs)
+    first = RecoveryPlan.define("dr", [["a"], ["b"]])
+    outcome: list[object] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(runner.run(first, "planned_failover"))
+    )
+    worker.start()
+    try:
+        assert inside.wait(60)  # the first run is inside a's shutdown
+        with pytest.raises(TransitionNotAllowed) as again:
+            runner.run(first, "planned_failover")
+        assert "plan 'dr' already runs as job 1" in str(again.value)
+        sharing = RecoveryPlan.define("other", [["c", "b"]])
+        with pytest.raises(TransitionNotAllowed) as shared:
+            runner.run(sharing, "planned_failover")
+        assert "runs on its VM(s) ['b']" in str(shared.value)
+        apart = RecoveryPlan.define("apart", [["c"]])
+        assert runner.run(apart, "planned_failover").state is JobState.SUCCEEDED
+    finally:
+        release.set()
+        worker.join(60)
+    assert [job.state for job in outcome] == [JobState.SUCCEEDED]  # type: ignore[attr-defined]
+    assert [job.target for job in jobs.jobs()] == ["dr", "apart"]
+
+
+def test_a_job_store_that_fills_during_a_step_reports_the_full_disk(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    """Found by the outside review: the job store's disk filling while a VM's step
+    ran made recording its end fail, and the caller was told "cannot fail job 1: a
+    step of it still runs" instead. The cause (the full disk) is what is raised;
+    the job reads interrupted once the store is opened again after space is freed,
+    and resumes."""
+    with mounted(tmp_path / "small") as small:
+        path = small.root / "jobs.sqlite"
+        shutdowns: list[str] = []
+
+        def guest_shutdown(vm: str, site: str) -> bool:
+            shutdowns.append(vm)
+            if vm == "sql":
+                small.fill()  # the disk fills while sql's failover runs
+            return True
+
+        engine = make_engine(["sql", "web"], guest_shutdown=guest_shutdown)
+        plan = RecoveryPlan.define("shop", [["sql"], ["web"]])
+        store = JobStore.open(path)
+        try:
+            with pytest.raises(StorageFull) as full:
+                PlanRunner(engine, store).run(plan, "planned_failover")
+            assert "could not be marked failed" in " ".join(full.value.__notes__)
+        finally:
+            small.free()
+            store.close()
+        assert shutdowns == ["sql"]  # web's group never started
+        with JobStore.open(path) as reopened:
+            (job,) = reopened.jobs()
+            assert job.state is JobState.INTERRUPTED
+            resumed = PlanRunner(engine, reopened).resume(job.job_id)
+            assert resumed.state is JobState.SUCCEEDED
+        assert {engine.status(vm).phase for vm in ("sql", "web")} == {"failed_over"}
