@@ -221,7 +221,8 @@ def test_an_idle_vm_stays_normal_when_the_scheduler_saw_its_cycles(
 
 def test_the_link_down_with_changes_waiting_is_warning(site: Site) -> None:
     """The model's own Warning (a cycle cannot run and the replica lags) shows,
-    naming the link, before any cycle is missed."""
+    naming the link, before any cycle is missed; once one is, the lag's finding
+    joins it, quoting the model's refusal of the scheduler's cycle."""
     policy = ReplicationPolicy(300)
     site.engine.set_link(False)
     site.write()
@@ -229,6 +230,20 @@ def test_the_link_down_with_changes_waiting_is_warning(site: Site) -> None:
     assert found.health is Health.WARNING
     assert found.reason == (
         "the link between the sites is down and the replica lags behind the source"
+    )
+    scheduler = Scheduler(site.engine, site.clock, {"web": policy})
+    site.clock.advance(300)
+    (refused,) = scheduler.tick().cycles
+    assert refused.outcome is Outcome.SKIPPED
+    site.clock.advance(60)
+    late = health_of(
+        site.engine, "web", policy, site.clock, record=scheduler.record("web")
+    )
+    assert late.health is Health.WARNING
+    assert late.reason == (
+        "the link between the sites is down and the replica lags behind the source; "
+        "no replication for 360 s: 1 cycle(s) of 300 s missed (Warning from 360 s, "
+        f"Critical from 960 s); the last cycle was refused: {refused.reason}"
     )
 
 
