@@ -194,3 +194,15 @@ class JobStoreLocked(SiteLocked):
     orchestrator first, or open another store. The lock is the operating system's: a
     crashed holder releases it by dying.
     """
+
+
+class InvalidPolicy(InvalidConfiguration):
+    """A replication policy cannot be made, or cannot be honoured by this engine.
+
+    Raised when the policy is made (a frequency the product does not offer, more
+    additional recovery points than 24 hours hold, an app-consistent interval outside
+    1 to 12 hours or longer than the points kept) and when a scheduler is given it for
+    a VM whose engine keeps too few recovery points. The message lists every problem
+    and the values allowed: fix the policy, or open the engine with a larger
+    ``retention_count``.
+    """

@@ -4,7 +4,8 @@ These are real implementations of the engine's small protocols, not mocks: a tes
 drives them by hand (advance the clock, cut the link) and the engine under test cannot
 tell them from production ones. Embedders may use them in their own tests.
 
-- :class:`ManualClock`: a clock that moves only when told to.
+- :class:`ManualClock`: a clock that moves only when told to (or waited on: it jumps
+  to the deadline at once).
 - :class:`CycleSource`: the source side of one VM reduced to what a target needs: disks
   held in memory (the oracle a test compares the replica against) whose writes go to
   *real* change logs, cut into cycles of sealed logs (all disks at one point), each
@@ -20,6 +21,7 @@ tell them from production ones. Embedders may use them in their own tests.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -82,6 +84,15 @@ class ManualClock:
     def set(self, now: float) -> None:
         """Jump to ``now`` (may go backwards, as a stepped wall clock does)."""
         self._now = _finite("now", now)
+
+    def wait_until(self, deadline: float, stop: threading.Event) -> bool:
+        """Jump to ``deadline`` at once (never backwards) unless ``stop`` is set
+        already (True then, the time unchanged); a waiting loop never sleeps."""
+        deadline = _finite("deadline", deadline)
+        if stop.is_set():
+            return True
+        self._now = max(self._now, deadline)
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1288,6 +1288,22 @@ class ProtectedVm:
             lag_seconds=lag,
         )
 
+    def unshipped_log_bytes(self) -> int | None:
+        """The change-log bytes the next successful cycle ships: the sealed logs of
+        the cycles waiting in the outbox, and the current logs when they hold a record
+        (a cut seals every disk's log; nothing is cut when none holds one). Files
+        whole, headers included, as ``CycleReport.bytes_shipped`` counts them. None
+        when the active copy's logs cannot be read here (its site is down, or they
+        are not open at it). Reads only: no lock waited for but the disks' cut lock.
+        """
+        active = self.control().active_site
+        disks = self._disks
+        if disks is None or self._disks_site != active or not self.sites.up(active):
+            return None
+        pending = disks.pending()
+        current = pending.file_bytes if pending.records > 0 else 0
+        return current + self.outbox.waiting_log_bytes(self.disk_sizes)
+
     def close(self) -> None:
         """Close the disks and logs (flush first for durability)."""
         with self.operating():

@@ -514,6 +514,12 @@ class ReplicationEngine:
         what is damaged, or None."""
         return self.vm(vm).verify_logs()
 
+    def unshipped_log_bytes(self, vm: str) -> int | None:
+        """The change-log bytes of ``vm`` not yet shipped: what its next successful
+        cycle sends (the cycles waiting in the outbox first, then the current logs
+        when they hold a record); None while its active site is down."""
+        return self.vm(vm).unshipped_log_bytes()
+
     def status(self, vm: str) -> VmStatus:
         """Phase, derived status, health, recovery points, what is allowed now, the
         loss report of the last failover."""

@@ -115,6 +115,7 @@ class PendingChanges:
 
     records: int
     payload_bytes: int
+    file_bytes: int  # every current log's file, header and record framing included
 
 
 class SourceDisks:
@@ -532,12 +533,13 @@ class SourceDisks:
         return None
 
     def pending(self) -> PendingChanges:
-        """Records and payload bytes logged since the last cut."""
+        """Records, payload bytes and log file bytes since the last cut."""
         with self.lock:
             stats = [tracked.statistics() for tracked in self._tracked.values()]
             return PendingChanges(
                 records=sum(s.log_records for s in stats),
                 payload_bytes=sum(s.log_payload_bytes for s in stats),
+                file_bytes=sum(s.log_file_bytes for s in stats),
             )
 
     @property

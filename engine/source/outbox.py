@@ -181,6 +181,19 @@ class Outbox:
                 problems.append(str(damage))
         return problems
 
+    def waiting_log_bytes(self, disks: Iterable[str]) -> int:
+        """The file bytes of every waiting cycle's sealed logs: what shipping them
+        sends (``CycleReport.bytes_shipped`` counts the same files). A cycle removed
+        while this reads (applied meanwhile) counts for nothing."""
+        total = 0
+        for cycle_id in self.waiting():
+            for path in self.logs(cycle_id, disks).values():
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:
+                    continue
+        return total
+
     def remove(self, cycle_id: int) -> None:
         """Delete one cycle (applied, or never complete), durably."""
         filesystem.remove_tree_durably(self.path(cycle_id))

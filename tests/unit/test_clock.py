@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pytest
 
-from engine.clock import Clock, SystemClock
+from engine.clock import Clock, SystemClock, WaitingClock
 from engine.errors import InvalidConfiguration
 from engine.testing import ManualClock
 
@@ -40,3 +41,33 @@ def test_manual_clock_refuses_bad_advances(seconds: float) -> None:
 def test_system_clock_reads_the_host_time() -> None:
     """SystemClock agrees with time.time() to within a minute."""
     assert abs(time.time() - SystemClock().now()) < 60
+
+
+def test_manual_clock_wait_jumps_to_the_deadline_never_back() -> None:
+    """wait_until moves a ManualClock to the deadline at once; an earlier deadline
+    leaves it where it is."""
+    clock: WaitingClock = ManualClock(100.0)
+    stop = threading.Event()
+    stopped = (clock.wait_until(130.0, stop), clock.wait_until(110.0, stop))
+    assert stopped == (False, False)
+    assert clock.now() == 130.0
+
+
+def test_manual_clock_wait_returns_at_once_when_stopped() -> None:
+    """A stop set before the wait: True, and the time does not move."""
+    clock = ManualClock(100.0)
+    stop = threading.Event()
+    stop.set()
+    assert clock.wait_until(500.0, stop) is True
+    assert clock.now() == 100.0
+
+
+def test_system_clock_wait_never_sleeps_when_it_need_not() -> None:
+    """The host's clock returns at once when stopped, or for a past deadline."""
+    clock = SystemClock()
+    stop = threading.Event()
+    started = time.monotonic()
+    assert clock.wait_until(clock.now() - 1.0, stop) is False
+    stop.set()
+    assert clock.wait_until(clock.now() + 3600.0, stop) is True
+    assert time.monotonic() - started < 5.0
