@@ -184,6 +184,30 @@ def _refuse_foreign(connection: sqlite3.Connection, path: Path) -> bool:
     return False
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open the store at ``path`` to read it beside its owner (WAL lets readers in
+    while a writer works): nothing is created, locked, configured or written."""
+    if not path.is_file():
+        msg = f"path={str(path)!r}: no job store there yet (nothing has run)"
+        raise InvalidConfiguration(msg)
+    try:
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True,
+            timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        try:
+            if _refuse_foreign(connection, path):
+                raise damaged(path, "it holds no job store schema")
+            _check_structure(connection, path)
+        except BaseException:
+            connection.close()
+            raise
+    except sqlite3.DatabaseError as error:
+        raise translate(error, path) from error
+    return connection
+
+
 def _create_whole(path: Path) -> None:
     """Make a new job store at ``path``: the schema written and synced under a
     temporary name, then renamed into place and the folder synced."""

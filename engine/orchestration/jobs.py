@@ -65,6 +65,7 @@ from engine.orchestration.job_file import (
     caller_text,
     checked_path,
     connect,
+    connect_read_only,
     damaged,
     params_json_text,
     translate,
@@ -147,7 +148,7 @@ class JobStore:
         connection: sqlite3.Connection,
         path: Path,
         clock: Clock,
-        lock: SiteLock,
+        lock: SiteLock | None,
     ) -> None:
         """Use :meth:`open`; this only binds an opened, checked, locked file."""
         self._connection = connection
@@ -158,6 +159,24 @@ class JobStore:
         self._closed = False
         self.owner = f"pid {os.getpid()} on host {socket.gethostname()}"
         self.interrupted_at_open: tuple[int, ...] = ()
+
+    @classmethod
+    def read(cls, path: Path, *, clock: Clock | None = None) -> Self:
+        """The store at ``path`` opened to read only, beside the process that owns
+        it (``hvdr jobs --watch``): no lock taken, nothing marked or written. A job
+        whose owner died reads ``running`` until the owner's next open marks it."""
+        path = checked_path(path)
+        connection = connect_read_only(path)
+        store = cls(connection, path, clock or SystemClock(), None)
+        try:
+            store._check_on_open()
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise translate(error, path) from error
+        except BaseException:
+            connection.close()
+            raise
+        return store
 
     @classmethod
     def open(cls, path: Path, *, clock: Clock | None = None) -> Self:
@@ -199,12 +218,14 @@ class JobStore:
             try:
                 # A full or damaged file cannot take the mark; the next open marks
                 # the same jobs interrupted (its owner gone), so nothing is lost.
-                with suppress(ReplicationError, sqlite3.DatabaseError):
-                    self._interrupt_running(CLOSED_REASON)
+                if self._owner_lock is not None:  # a reader marks nothing
+                    with suppress(ReplicationError, sqlite3.DatabaseError):
+                        self._interrupt_running(CLOSED_REASON)
             finally:
                 self._closed = True
                 self._connection.close()
-                self._owner_lock.release()
+                if self._owner_lock is not None:
+                    self._owner_lock.release()
 
     def __enter__(self) -> Self:
         return self

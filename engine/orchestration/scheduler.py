@@ -310,7 +310,7 @@ class Scheduler:
         while not stop.is_set():
             self.tick()
             ticks += 1
-            if self._clock.wait_until(self._next_wake_at(), stop):
+            if self._clock.wait_until(self.next_wake_at(), stop):
                 break
         return ticks
 
@@ -338,7 +338,8 @@ class Scheduler:
             raise InvalidPolicy(msg)
         return found
 
-    def _next_wake_at(self) -> float:
+    def next_wake_at(self) -> float:
+        """When the next VM is due (or, with none scheduled, an idle wait ends)."""
         now = self._clock.now()
         scheduled = self.policies()
         if not scheduled:

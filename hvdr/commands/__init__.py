@@ -2,7 +2,21 @@
 
 from types import ModuleType
 
-from hvdr.commands import certs, check, demo, diagram, explore, fuzz, replay, serve
+from hvdr.commands import (
+    certs,
+    check,
+    demo,
+    diagram,
+    explore,
+    fuzz,
+    jobs,
+    plan,
+    replay,
+    run,
+    serve,
+    status,
+    vm,
+)
 
 COMMANDS: tuple[ModuleType, ...] = (
     demo,
@@ -13,4 +27,9 @@ COMMANDS: tuple[ModuleType, ...] = (
     explore,
     certs,
     serve,
+    vm,
+    plan,
+    jobs,
+    status,
+    run,
 )
