@@ -1,0 +1,177 @@
+"""The operator commands as a user meets them: each mistake is one line on stderr
+naming what was wrong and what is allowed, with exit status 2 and nothing changed;
+a second process is refused naming the first; ``hvdr run`` stops cleanly on
+SIGTERM. Real processes (``python -m hvdr``), real files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.orchestration.jobs import JobStore
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = """\
+[orchestrator]
+state = "state"
+
+[replication]
+frequency_seconds = 30
+
+[sites.primary]
+storage = "primary"
+
+[sites.secondary]
+storage = "secondary"
+"""
+
+
+def hvdr(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hvdr", *arguments],
+        cwd=folder, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def refused(run: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refusal prints (exit 2, no traceback, nothing on stdout)."""
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A folder with hvdr.toml and one protected VM, 'web'."""
+    (tmp_path / "hvdr.toml").write_text(CONFIG, encoding="utf-8")
+    assert hvdr(tmp_path, "vm", "create", "web", "--disk", "os=1MiB").returncode == 0
+    assert hvdr(tmp_path, "vm", "enable", "web").returncode == 0
+    return tmp_path
+
+
+def jobs_of(folder: Path) -> list[tuple[str, str, str]]:
+    with JobStore.read(folder / "state" / "jobs.sqlite") as store:
+        return [(job.kind, job.target, job.state.value) for job in store.jobs()]
+
+
+def test_no_configuration_file_is_named(tmp_path: Path) -> None:
+    line = refused(hvdr(tmp_path, "vm", "list"))
+    assert line == (
+        "hvdr vm: error: hvdr.toml: cannot read the configuration file: No such file "
+        "or directory"
+    )
+
+
+def test_a_misspelt_key_is_named_with_its_line_and_the_keys_allowed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hvdr.toml").write_text(
+        CONFIG.replace("frequency_seconds", "frequency"), encoding="utf-8"
+    )
+    line = refused(hvdr(tmp_path, "vm", "list"))
+    assert line == (
+        "hvdr vm: error: hvdr.toml, line 5: key 'replication.frequency' is unknown; "
+        "[replication] has the keys: frequency_seconds, additional_recovery_points, "
+        "app_consistent_hours"
+    )
+    assert not (tmp_path / "state").exists()  # nothing created
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (("= 30", "= 60"), "[replication]: replication policy"),
+        (('storage = "secondary"', 'storage = "primary"'), "sites.secondary.storage"),
+        (('state = "state"', "state = 3"), 'orchestrator.state=3: input should be'),
+    ],
+)
+def test_a_wrong_value_is_refused_naming_it(
+    tmp_path: Path, change: tuple[str, str], said: str
+) -> None:
+    (tmp_path / "hvdr.toml").write_text(CONFIG.replace(*change), encoding="utf-8")
+    line = refused(hvdr(tmp_path, "vm", "list"))
+    assert line.startswith("hvdr vm: error: hvdr.toml, line ")
+    assert said in line
+
+
+def test_an_operation_the_model_refuses_exits_2_and_is_a_failed_job(
+    site: Path,
+) -> None:
+    line = refused(hvdr(site, "vm", "commit", "web"))
+    assert line.startswith(
+        "hvdr vm: error: cannot commit VM 'web' in phase protected: commit is "
+        "allowed only from: failed_over"
+    )
+    assert line.endswith("(job 2 (commit of 'web') failed)")
+    assert jobs_of(site)[-1] == ("commit", "web", "failed")
+    status = hvdr(site, "vm", "list")
+    assert status.stdout == "web: protected, active at primary, 1 recovery point(s)\n"
+
+
+def test_an_unknown_vm_is_refused_before_any_job(site: Path) -> None:
+    line = refused(hvdr(site, "vm", "failover", "nosuch", "--planned"))
+    assert "'nosuch'" in line
+    assert len(jobs_of(site)) == 1  # the enable only
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (("vm", "cancel", "web"), "warning: cancelling a failover in progress"),
+        (("vm", "failover", "web", "--test", "--shutdown-first"), "--shutdown-first"),
+        (("vm", "failover", "web", "--planned", "--recovery-point", "3"), "no point"),
+        (("vm", "failover", "web", "--unplanned", "--recovery-point", "x"), "'x'"),
+        (("vm", "write", "web", "--disk", "os", "--hex", "zz"), "is not hex"),
+        (("vm", "create", "db", "--disk", "os=4MB"), "NAME=SIZE"),
+        (("jobs", "show", "99"), "99"),
+        (("plan", "show", "nosuch"), "no recovery plan 'nosuch'"),
+    ],
+)
+def test_a_mistake_changes_nothing(
+    site: Path, arguments: tuple[str, ...], said: str
+) -> None:
+    before = jobs_of(site)
+    line = refused(hvdr(site, *arguments))
+    assert said in line
+    assert jobs_of(site) == before
+
+
+def test_a_second_process_is_refused_naming_the_first(site: Path) -> None:
+    running = subprocess.Popen(
+        [sys.executable, "-m", "hvdr", "run"], cwd=site, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert running.stdout is not None
+        first = running.stdout.readline()  # it owns the sites once it says so
+        assert first.startswith("hvdr run: 1 VM(s), a cycle every 30 s"), first
+        line = refused(hvdr(site, "vm", "replicate", "web"))
+        assert f"pid {running.pid}" in line
+        jobs = hvdr(site, "jobs")  # reading the Jobs page is not refused
+        assert jobs.returncode == 0, jobs.stderr
+        running.send_signal(signal.SIGTERM)
+        out, err = running.communicate(timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode == 0, err
+    assert "SIGTERM: stopping after this step" in out
+    assert out.rstrip().endswith("round(s)")
+    assert "replication health (1 VM(s))" in out
+
+
+def test_status_json_is_what_a_script_reads(site: Path) -> None:
+    run = hvdr(site, "status", "--json")
+    assert run.returncode == 0, run.stderr
+    (vm,) = json.loads(run.stdout)
+    assert (vm["name"], vm["phase"], vm["health"]) == ("web", "protected", "Normal")
+    assert vm["replication_state"] == "Replicating"
+    assert vm["recovery_points"]["count"] == 1
