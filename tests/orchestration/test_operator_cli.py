@@ -89,7 +89,7 @@ def test_a_misspelt_key_is_named_with_its_line_and_the_keys_allowed(
     [
         (("= 30", "= 60"), "[replication]: replication policy"),
         (('storage = "secondary"', 'storage = "primary"'), "sites.secondary.storage"),
-        (('state = "state"', "state = 3"), 'orchestrator.state=3: input should be'),
+        (('state = "state"', "state = 3"), "orchestrator.state=3: input should be"),
     ],
 )
 def test_a_wrong_value_is_refused_naming_it(
