@@ -25,6 +25,7 @@ holds what the formats share:
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -94,6 +95,15 @@ def reason(details: ErrorDetails) -> str:
     """pydantic's message of one error, as the middle of a sentence."""
     text = details["msg"].removeprefix("Value error, ")
     return text[:1].lower() + text[1:]
+
+
+def toml_syntax_error(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message about ``path``, with its line and column in front."""
+    found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(error), re.S)
+    if found is None:
+        return f"{path}: not valid TOML: {error}"
+    text, line, column = found.groups()
+    return f"{path}, line {line}, column {column}: not valid TOML: {text}"
 
 
 def toml_key_lines(text: str) -> dict[KeyPath, int]:

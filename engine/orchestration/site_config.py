@@ -52,6 +52,7 @@ from engine.configuration_files import (
     read_text,
     reason,
     toml_key_lines,
+    toml_syntax_error,
     where,
 )
 from engine.errors import InvalidConfiguration, InvalidPolicy
@@ -183,7 +184,7 @@ def load_orchestrator_config(path: Path) -> OrchestratorConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise InvalidConfiguration(_syntax_error(path, error)) from None
+        raise InvalidConfiguration(toml_syntax_error(path, error)) from None
     lines = toml_key_lines(text)
     try:
         schema = _Schema.model_validate(data)
@@ -239,14 +240,6 @@ def load_orchestrator_config(path: Path) -> OrchestratorConfig:
         recovery_points=schema.orchestrator.recovery_points,
         plan_workers=schema.orchestrator.plan_workers,
     )
-
-
-def _syntax_error(path: Path, error: tomllib.TOMLDecodeError) -> str:
-    found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(error), re.S)
-    if found is None:
-        return f"{path}: not valid TOML: {error}"
-    text, line, column = found.groups()
-    return f"{path}, line {line}, column {column}: not valid TOML: {text}"
 
 
 def _generic(path: KeyPath) -> tuple[str, ...]:

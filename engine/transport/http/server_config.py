@@ -53,7 +53,6 @@ An identity whose names match two entries is refused, never given the first.
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ from engine.configuration_files import (
     read_text,
     reason,
     toml_key_lines,
+    toml_syntax_error,
     where,
 )
 from engine.errors import InvalidConfiguration
@@ -335,7 +335,7 @@ def load_server_config(path: Path) -> ServerConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise InvalidConfiguration(_syntax_error(path, error)) from None
+        raise InvalidConfiguration(toml_syntax_error(path, error)) from None
     lines = toml_key_lines(text)
     try:
         try:
@@ -351,15 +351,6 @@ def load_server_config(path: Path) -> ServerConfig:
 def _generic(path: KeyPath) -> tuple[str, ...]:
     """The key path without list indices: the key of ``_EXPECTED`` and ``_TABLES``."""
     return tuple(part for part in path if isinstance(part, str))
-
-
-def _syntax_error(path: Path, error: tomllib.TOMLDecodeError) -> str:
-    """tomllib's message, with its line and column in front."""
-    found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(error), re.S)
-    if found is None:
-        return f"{path}: not valid TOML: {error}"
-    text, line, column = found.groups()
-    return f"{path}, line {line}, column {column}: not valid TOML: {text}"
 
 
 def _explain(error: ValidationError) -> _Refusal:
