@@ -67,14 +67,7 @@ def deliver_cycle(
 
     Returns the delivered paths (disk -> path) and the bytes copied.
     """
-    if not logs:
-        msg = f"nothing to deliver for VM {vm_name!r}: give one log per disk"
-        raise InvalidConfiguration(msg)
-    for disk, path in logs.items():
-        validate_disk_name(disk)
-        if not Path(path).is_file():
-            msg = f"logs[{disk!r}]={str(path)!r} does not exist; nothing was delivered"
-            raise InvalidConfiguration(msg)
+    _check_logs(vm_name, logs)
     inbox = vm_inbox(root, vm_name)
     final = safe_child(inbox, cycle_directory_name(cycle_id))
     temporary = durable_file.temporary_path(final)
@@ -104,14 +97,7 @@ def accept_cycle(
     :func:`deliver_cycle` does with its copies.
     The received files are gone afterwards (a retry sends them again). Returns the
     delivered paths and their bytes."""
-    if not received:
-        msg = f"nothing to deliver for VM {vm_name!r}: give one log per disk"
-        raise InvalidConfiguration(msg)
-    for disk, path in received.items():
-        validate_disk_name(disk)
-        if not Path(path).is_file():
-            msg = f"logs[{disk!r}]={str(path)!r} does not exist; nothing was delivered"
-            raise InvalidConfiguration(msg)
+    _check_logs(vm_name, received)
     inbox = vm_inbox(root, vm_name)
     final = safe_child(inbox, cycle_directory_name(cycle_id))
     temporary = durable_file.temporary_path(final)
@@ -174,6 +160,18 @@ def remove_delivered(root: Path, vm_name: str, cycle_id: int) -> None:
     """Delete the inbox directory of a cycle once the store has taken it."""
     directory = safe_child(vm_inbox(root, vm_name), cycle_directory_name(cycle_id))
     filesystem.remove_tree_durably(directory)
+
+
+def _check_logs(vm_name: str, logs: Mapping[str, Path]) -> None:
+    """Refuse a delivery with no log, a bad disk name, or a log that is missing."""
+    if not logs:
+        msg = f"nothing to deliver for VM {vm_name!r}: give one log per disk"
+        raise InvalidConfiguration(msg)
+    for disk, path in logs.items():
+        validate_disk_name(disk)
+        if not Path(path).is_file():
+            msg = f"logs[{disk!r}]={str(path)!r} does not exist; nothing was delivered"
+            raise InvalidConfiguration(msg)
 
 
 def _copy_into(
