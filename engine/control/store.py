@@ -55,8 +55,8 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +77,7 @@ from engine.control.sqlite_errors import (
     transient,
     translate,
 )
+from engine.control.sqlite_transactions import rollback, transaction
 from engine.control.values import (
     PARAMS_BYTES_MAX,
     Row,
@@ -620,21 +621,11 @@ class ControlStore:
 
     def _rollback(self) -> None:
         """End a transaction an error interrupted (the original error is reported)."""
-        if self._connection.in_transaction:
-            with suppress(sqlite3.DatabaseError):
-                self._connection.execute("ROLLBACK")
+        rollback(self._connection)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         """One write transaction (callers hold the lock: they are ``_serialised``)."""
-        cursor = self._connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            yield cursor
-        except BaseException:
-            self._rollback()
-            raise
-        cursor.execute("COMMIT")
+        return transaction(self._connection)
 
     def _check_on_open(self) -> None:
         """Read what a restart relies on, so that damage shows at open."""

@@ -42,14 +42,15 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Concatenate, Final, ParamSpec, Self, TypeVar
 
 from engine.clock import Clock, SystemClock
+from engine.control.sqlite_transactions import rollback, transaction
 from engine.errors import (
     InvalidConfiguration,
     JobNotFound,
@@ -513,21 +514,11 @@ class JobStore:
 
     def _rollback(self) -> None:
         """End a transaction an error interrupted (the original error is reported)."""
-        if self._connection.in_transaction:
-            with suppress(sqlite3.DatabaseError):
-                self._connection.execute("ROLLBACK")
+        rollback(self._connection)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         """One write transaction (callers hold the lock)."""
-        cursor = self._connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            yield cursor
-        except BaseException:
-            self._rollback()
-            raise
-        cursor.execute("COMMIT")
+        return transaction(self._connection)
 
     def _require_job(
         self, cursor: sqlite3.Cursor, job_id: int, *, steps: bool = True
