@@ -284,12 +284,12 @@ def translate(error: sqlite3.DatabaseError, path: Path) -> Exception:
     """Our error for an SQLite error: full, busy, or else the file is damaged."""
     if sqlite_code(error) == sqlite3.SQLITE_FULL or storage_exhausted(error, path):
         msg = f"job store {str(path)!r} cannot be written, the storage is full "
-        msg += f"({error}); nothing changed: free space and retry"
+        msg += f"({error}); the job store was left as it was: free space and retry"
         return StorageFull(msg)
     if transient(error):
         msg = f"job store {str(path)!r} stayed locked by another connection for more "
-        msg += f"than {BUSY_TIMEOUT_SECONDS:g} s ({error}); nothing changed: close "
-        msg += "the other program (an sqlite3 shell?) and retry"
+        msg += f"than {BUSY_TIMEOUT_SECONDS:g} s ({error}); the job store was left "
+        msg += "as it was: close the other program (an sqlite3 shell?) and retry"
         return ReplicationError(msg)
     return damaged(path, f"SQLite reports {error}")
 

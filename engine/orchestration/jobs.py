@@ -84,7 +84,8 @@ from engine.orchestration.job_records import (
 from engine.storage.owner_lock import SiteLock
 
 INTERRUPTED_REASON: Final = (
-    "the orchestrator process stopped while this job was running"
+    "the orchestrator process ended before it recorded this job's end (it was "
+    "stopped or killed, or could not write the job store: a full disk?)"
 )
 """Why a job found running at open is interrupted (its owner is named after it)."""
 

@@ -227,15 +227,33 @@ class Orchestrator:
     ) -> tuple[Job, object]:
         index = self.jobs.begin_step(job_id, found.kind.value, vm=vm)
         progress = _Progress(self.jobs, job_id, self.engine.disk_sizes(vm))
+        what = f"{found.kind.value} of {vm!r}"
         try:
             result = found.run(self.engine, vm, arguments, progress)
         except ReplicationError as error:
-            self.jobs.fail_step(job_id, index, str(error))
-            self.jobs.fail(job_id, str(error))
-            error.add_note(f"job {job_id} ({found.kind.value} of {vm!r}) failed")
+            try:
+                self.jobs.fail_step(job_id, index, str(error))
+                self.jobs.fail(job_id, str(error))
+            except ReplicationError as unrecorded:
+                error.add_note(
+                    f"job {job_id} ({what}) could not record this failure "
+                    f"({unrecorded}); it reads interrupted once the orchestrator "
+                    "opens again"
+                )
+            else:
+                error.add_note(f"job {job_id} ({what}) failed")
             raise
-        self.jobs.succeed_step(job_id, index)
-        return self.jobs.succeed(job_id), result
+        try:
+            self.jobs.succeed_step(job_id, index)
+            return self.jobs.succeed(job_id), result
+        except ReplicationError as unrecorded:
+            # The engine's step is done and durable; only its record is missing.
+            unrecorded.add_note(
+                f"{what} itself was done (the VM's status shows where it stands); "
+                f"only job {job_id} could not record its end: it reads interrupted "
+                "once the orchestrator opens again, then abandon it"
+            )
+            raise
 
     def resume(self, job_id: int) -> Job:
         """Take failed or interrupted job ``job_id`` up again (see the module)."""

@@ -37,19 +37,31 @@ each) and is documented as callable from any thread, one operation at a time per
 shared state (each site's control store, the in-process replica) has its own lock.
 The runner gives each VM of a group to one thread, so no VM ever has two operations
 in flight. The job store serialises its writes the same way.
+
+**Ctrl-C** (KeyboardInterrupt in the thread that runs the plan) stops the plan
+between steps: no VM starts another step, the steps in flight finish and are
+recorded, and only then does the interrupt go on (a second Ctrl-C waits the same
+way), so the engine and the job store are never closed under a step. The job is left
+running, and closing the store marks it interrupted: ``resume`` takes it up.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
 from engine.binding.failover import FailoverReport
 from engine.binding.plan_operations import PLAN_OPERATIONS, PlanOperation
-from engine.errors import InvalidConfiguration, PlanFailed, ReplicationError
+from engine.errors import (
+    InvalidConfiguration,
+    InvalidPlan,
+    PlanFailed,
+    ReplicationError,
+)
 from engine.orchestration.engine import ReplicationEngine
 from engine.orchestration.job_records import PLAN_KIND_PREFIX, Job, job_transition
 from engine.orchestration.jobs import JobStore
@@ -125,8 +137,9 @@ class PlanRunner:
         """Run ``operation`` over ``plan``, group by group; return the succeeded job.
 
         Raises :class:`~engine.errors.InvalidPlan` before anything runs (no job is
-        started) and :class:`~engine.errors.PlanFailed` when a VM fails (the job is
-        failed, and resumable).
+        started; also when every VM already stands where the operation ends) and
+        :class:`~engine.errors.PlanFailed` when a VM fails (the job is failed, and
+        resumable).
         """
         if not isinstance(plan, RecoveryPlan):  # caller input: checked at run time
             kind = type(plan).__name__  # type: ignore[unreachable]
@@ -135,6 +148,7 @@ class PlanRunner:
             raise InvalidConfiguration(msg)
         found = plan_operation(operation)
         check_against(plan, self._engine, operation)
+        self._refuse_nothing_to_do(plan, found)
         job = self._jobs.start(
             PLAN_KIND_PREFIX + operation,
             plan.name,
@@ -166,6 +180,24 @@ class PlanRunner:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _refuse_nothing_to_do(
+        self, plan: RecoveryPlan, operation: PlanOperation
+    ) -> None:
+        """A fresh run where every VM already stands where the operation ends (a
+        cleanup with no test failover open, a reverse of VMs never failed over) is
+        refused, naming each VM's phase and what the model allows it now: a job
+        that "succeeds" doing nothing would tell the operator it had run."""
+        statuses = {vm: self._engine.status(vm) for vm in plan.vm_names}
+        if any(s.phase not in operation.done_in for s in statuses.values()):
+            return
+        said = "; ".join(
+            f"{vm} is {s.phase} (allowed now: {', '.join(s.allowed) or 'nothing'})"
+            for vm, s in statuses.items()
+        )
+        msg = f"plan {plan.name!r}: {operation.name} has nothing to do, every VM "
+        msg += f"already stands where it ends: {said}"
+        raise InvalidPlan(msg)
+
     def _execute(
         self, job_id: int, plan: RecoveryPlan, operation: PlanOperation
     ) -> Job:
@@ -194,10 +226,24 @@ class PlanRunner:
     ) -> list[VmFailure]:
         """Run the VMs of group ``number`` together; every one runs to its end."""
         workers = min(self.max_workers, len(vms))
-        with ThreadPoolExecutor(workers, thread_name_prefix="plan-group") as pool:
-            futures: dict[str, Future[VmFailure | None]] = {
-                vm: pool.submit(self._run_vm, job, number, vm, operation) for vm in vms
-            }
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="plan-group")
+        futures: dict[str, Future[VmFailure | None]] = {}
+        try:
+            for vm in vms:
+                futures[vm] = pool.submit(
+                    self._run_vm, job, number, vm, operation, stop
+                )
+            wait(futures.values())
+        except KeyboardInterrupt:
+            # Ctrl-C: no step starts any more; the steps in flight run to their end
+            # (an engine call cannot be cut short from another thread) before the
+            # interrupt goes on, so the engine is never closed under one of them.
+            stop.set()
+            _finish_uninterrupted(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True)
         failures = []
         unexpected: list[tuple[str, Exception]] = []
         for vm, future in futures.items():
@@ -226,12 +272,20 @@ class PlanRunner:
         return failures
 
     def _run_vm(
-        self, job: Job, number: int, vm: str, operation: PlanOperation
+        self,
+        job: Job,
+        number: int,
+        vm: str,
+        operation: PlanOperation,
+        stop: threading.Event,
     ) -> VmFailure | None:
-        """Run one VM's steps not yet finished; None when it reached the end."""
+        """Run one VM's steps not yet finished; None when it reached the end (or
+        ``stop`` was set: the steps left stay unrecorded, for a resume)."""
         finished = job.finished_steps()
         steps = operation.steps
         for position, step in enumerate(steps):
+            if stop.is_set():
+                return None
             if (number, vm, step) in finished:
                 continue
             try:
@@ -289,8 +343,27 @@ class PlanRunner:
                 cause += f": the failover waits ({report.waiting})"
             self._jobs.fail_step(job.job_id, index, cause)
             return VmFailure(vm, step, ReplicationError(cause))
-        self._jobs.succeed_step(job.job_id, index)
+        try:
+            self._jobs.succeed_step(job.job_id, index)
+        except ReplicationError as unrecorded:
+            # The engine's step is done and durable; only its record is missing
+            # (a resume finds the VM past it and skips it).
+            unrecorded.add_note(
+                f"step {step} of VM {vm!r} itself was done; only job {job.job_id} "
+                "could not record its end"
+            )
+            raise
         return None
+
+
+def _finish_uninterrupted(pool: ThreadPoolExecutor) -> None:
+    """Wait for the pool's threads to end, a second Ctrl-C included."""
+    while True:
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:
+            continue
+        return
 
 
 def _overlaps(running: Job, plan: RecoveryPlan) -> str | None:

@@ -7,6 +7,7 @@ fake: a paused VM, a site's VMM disconnected from the vault.
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -424,3 +425,65 @@ def test_a_job_store_that_fills_during_a_step_reports_the_full_disk(
             resumed = PlanRunner(engine, reopened).resume(job.job_id)
             assert resumed.state is JobState.SUCCEEDED
         assert {engine.status(vm).phase for vm in ("sql", "web")} == {"failed_over"}
+
+
+def test_ctrl_c_during_a_plan_stops_it_between_steps_and_waits_for_the_one_in_flight(
+    make_engine: EngineFactory, jobs: JobStore
+) -> None:
+    """Found by the outside review: Ctrl-C while a group ran let the interrupt go on
+    at once while the group's threads kept calling the engine, which the caller was
+    closing. Now no step starts after it, the step in flight ends and is recorded
+    before the interrupt goes on, no thread is left, and the job resumes."""
+    shutdowns: list[str] = []
+
+    def guest_shutdown(vm: str, site: str) -> bool:
+        shutdowns.append(vm)
+        if shutdowns == ["a1"]:
+            # Ctrl-C while a1's first step runs: SIGINT to the main thread, where
+            # the kernel delivers a terminal's (the first thread that takes it)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        return True
+
+    engine = make_engine(["a1", "a2"], guest_shutdown=guest_shutdown)
+    plan = RecoveryPlan.define("dr", [["a1", "a2"]])
+    runner = PlanRunner(engine, jobs, max_workers=1)  # a2 waits for a1's thread
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(plan, "planned_failover")
+    assert not [t for t in threading.enumerate() if t.name.startswith("plan-group")]
+    assert shutdowns == ["a1"]  # a2 never started
+    (job,) = jobs.jobs()
+    assert job.state is JobState.RUNNING  # closing the store marks it interrupted
+    assert ran(job.steps) == {"a1:planned_failover"}  # in flight: ended, recorded
+    assert engine.status("a1").phase == "failover_prepared"
+    jobs.close()
+    with JobStore.open(jobs.path) as reopened:
+        (interrupted,) = reopened.jobs()
+        assert interrupted.state is JobState.INTERRUPTED
+        resumed = PlanRunner(engine, reopened).resume(job.job_id)
+        assert resumed.state is JobState.SUCCEEDED
+    assert shutdowns == ["a1", "a2"]  # a1 not shut down twice: its step was recorded
+    assert {engine.status(vm).phase for vm in ("a1", "a2")} == {"failed_over"}
+
+
+@pytest.mark.parametrize(
+    ("operation", "said"),
+    [
+        ("cleanup_test_failover", "every VM already stands where it ends"),
+        ("reverse_replication", "every VM already stands where it ends"),
+    ],
+)
+def test_a_plan_run_with_nothing_to_do_is_refused_not_succeeded(
+    make_engine: EngineFactory, jobs: JobStore, operation: str, said: str
+) -> None:
+    """Found by the outside review: cleaning up a plan with no test failover open,
+    or reversing one never failed over, "succeeded" with every step skipped. It is
+    refused before any job, naming each VM's phase and what the model allows."""
+    engine = make_engine(["a", "b"])
+    plan = RecoveryPlan.define("p", [["a"], ["b"]])
+    with pytest.raises(InvalidPlan) as refused:
+        PlanRunner(engine, jobs).run(plan, operation)
+    message = str(refused.value)
+    assert said in message
+    assert "a is protected (allowed now: " in message
+    assert "planned_failover" in message  # the model's allowed list, in its words
+    assert jobs.jobs() == ()

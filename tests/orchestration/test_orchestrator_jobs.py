@@ -1,0 +1,60 @@
+"""The orchestrator's VM jobs when their record cannot be written: the operator is
+told what the engine did, never "nothing changed" about an operation that ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from small_filesystem import mounted
+
+from engine.errors import StorageFull
+from engine.orchestration.job_records import JobState
+from engine.orchestration.jobs import INTERRUPTED_REASON
+from engine.orchestration.orchestrator import Orchestrator
+from engine.orchestration.site_config import load_orchestrator_config
+
+
+def test_an_operation_done_whose_job_cannot_record_it_says_it_was_done(
+    tmp_path: Path,
+) -> None:
+    """Found by the outside review: the job store's disk full after the engine's
+    step made the operator read "nothing changed: free space and retry" although
+    the VM had been committed. The error now says the operation itself was done
+    and only its record is missing; after space is freed the job reads interrupted,
+    and the next open says why without blaming a stopped process alone."""
+    with mounted(tmp_path / "small") as small:
+        config_file = tmp_path / "hvdr.toml"
+        config_file.write_text(
+            f'[orchestrator]\nstate = "{small.root / "state"}"\n\n'
+            '[sites.primary]\nstorage = "primary"\n\n'
+            '[sites.secondary]\nstorage = "secondary"\n',
+            encoding="utf-8",
+        )
+        config = load_orchestrator_config(config_file)
+        with Orchestrator.open(config) as orchestrator:
+            engine = orchestrator.engine
+            engine.create_vm("web", {"os": 65536})
+            orchestrator.run("enable", "web")
+            orchestrator.run("unplanned_failover", "web", point="latest")
+            real_commit = engine.commit
+
+            def commit_then_fill(vm: str) -> object:
+                report = real_commit(vm)
+                small.fill()  # the job store's disk fills once the commit is done
+                return report
+
+            engine.commit = commit_then_fill  # type: ignore[method-assign,assignment]
+            with pytest.raises(StorageFull) as full:
+                orchestrator.run("commit", "web")
+            said = " ".join([str(full.value), *full.value.__notes__])
+            assert "nothing changed" not in said
+            assert "commit of 'web' itself was done" in said
+            assert engine.status("web").phase == "committed"
+        small.free()
+        with Orchestrator.open(config) as reopened:
+            job = reopened.jobs.jobs()[-1]
+            assert (job.kind, job.state) == ("commit", JobState.INTERRUPTED)
+            assert job.error is not None
+            assert job.error.startswith(INTERRUPTED_REASON)
+            assert "could not write the job store" in job.error
