@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from engine.binding.details import VmDetails
 from engine.binding.failover import CommitReport, DrillReport, FailoverReport
@@ -520,6 +520,13 @@ class ReplicationEngine:
         when they hold a record); None while its active site is down."""
         return self.vm(vm).unshipped_log_bytes()
 
+    def ask_first(self, vm: str, action: str) -> None:
+        """Raise the model's refusal (``TransitionNotAllowed``) when it refuses
+        ``action`` (a model action name) for ``vm`` now; change nothing."""
+        found = self.vm(vm)
+        with found.operating():
+            found.ask_first(action)
+
     def status(self, vm: str) -> VmStatus:
         """Phase, derived status, health, recovery points, what is allowed now, the
         loss report of the last failover."""
@@ -796,8 +803,27 @@ def _check_guest(guest: object) -> GuestShutdown:
     return guest
 
 
+ROOT_ERRNOS: Final = frozenset(
+    {
+        errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST,
+        errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EISDIR,
+    }
+)  # fmt: skip
+"""What the file system answers when a storage root cannot be a site's folder."""
+
+
 def _typed_open_error(error: OSError, root: object) -> ReplicationError | OSError:
-    return storage_error(error, f"opening the site at {str(root)!r} (nothing changed)")
+    action = f"opening the site at {str(root)!r} (nothing changed)"
+    found = storage_error(error, action)
+    if isinstance(found, ReplicationError) or error.errno not in ROOT_ERRNOS:
+        return found
+    # The file system refuses the root itself (a folder that cannot be created, no
+    # permission, a file in the way): the caller's storage root to fix.
+    msg = f"{action}: {error.strerror or error}"
+    if error.filename is not None:
+        msg += f" ({error.filename})"
+    msg += "; give a storage root this user can create and write"
+    return InvalidConfiguration(msg)
 
 
 def _typed_create_error(

@@ -26,10 +26,15 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Final, Self
+from typing import Final, NoReturn, Self
 
 from engine.clock import SystemClock, WaitingClock
-from engine.errors import InvalidConfiguration, InvalidPlan, ReplicationError
+from engine.errors import (
+    InvalidConfiguration,
+    InvalidPlan,
+    ReplicationError,
+    StorageFull,
+)
 from engine.orchestration.engine import ReplicationEngine
 from engine.orchestration.health import VmHealth, health_of_all
 from engine.orchestration.job_records import PLAN_KIND_PREFIX, Job, JobKind
@@ -40,6 +45,7 @@ from engine.orchestration.scheduler import Scheduler
 from engine.orchestration.site_config import OrchestratorConfig
 from engine.storage import durable_file
 from engine.storage import files as filesystem
+from engine.storage.disk import storage_error
 from engine.transport.interface import ReplicaTarget
 
 JOBS_FILE: Final = "jobs.sqlite"
@@ -171,7 +177,7 @@ class Orchestrator:
         ``replica_servers`` overrides the file's (tests); by default each site with
         a ``replica_server`` in the file is reached over HTTPS."""
         clock = clock or SystemClock()
-        filesystem.make_directory_durably(config.state)
+        _make_state_folder(config)
         jobs = JobStore.open(config.state / JOBS_FILE, clock=clock)
         try:
             servers = (
@@ -318,20 +324,41 @@ class Orchestrator:
         return PlanRunner(self.engine, self.jobs, max_workers=self.config.plan_workers)
 
     def _read_plans(self) -> dict[str, RecoveryPlan]:
+        """The plans file's plans by name; a file that is not what
+        :meth:`_write_plans` writes is refused, left as it is."""
         try:
-            text = self._plans_path.read_text(encoding="utf-8")
+            data = self._plans_path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as error:
+            self._damaged_plans(f"it cannot be read: {error.strerror or error}")
         try:
-            found = json.loads(text)
-            rows = found["plans"]
-            plans = [RecoveryPlan.from_json(row) for row in rows]
-        except (ValueError, KeyError, TypeError, InvalidPlan) as error:
-            msg = f"{self._plans_path}: the recovery plans file is damaged ({error}); "
-            msg += "it was left as it is: restore it from a backup, or move it away "
-            msg += "to start with no plans"
-            raise InvalidConfiguration(msg) from None
-        return {plan.name: plan for plan in plans}
+            found = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            self._damaged_plans("it is not UTF-8 text")
+        except ValueError as error:
+            self._damaged_plans(f"it is not JSON: {error}")
+        rows = found.get("plans") if isinstance(found, dict) else None
+        if not isinstance(rows, list):
+            self._damaged_plans('it must be one JSON object {"plans": [...]}')
+        plans: dict[str, RecoveryPlan] = {}
+        for number, row in enumerate(rows, start=1):
+            if not isinstance(row, dict):
+                self._damaged_plans(f"its plan {number} is not a JSON object")
+            try:
+                plan = RecoveryPlan.from_json(row)
+            except (InvalidConfiguration, TypeError, ValueError) as error:
+                self._damaged_plans(f"its plan {number}: {error}")
+            if plan.name in plans:
+                self._damaged_plans(f"plan {plan.name!r} is in it twice")
+            plans[plan.name] = plan
+        return plans
+
+    def _damaged_plans(self, what: str) -> NoReturn:
+        msg = f"{str(self._plans_path)!r}: the recovery plans file is damaged "
+        msg += f"({what}); it was left as it is: restore it from a backup, or move "
+        msg += "it away to start with no plans"
+        raise InvalidConfiguration(msg) from None
 
     def _write_plans(self, plans: Mapping[str, RecoveryPlan]) -> None:
         rows = [plans[name].to_json() for name in sorted(plans)]
@@ -366,6 +393,25 @@ def _operation(name: str) -> VmOperation:
         msg += ", ".join(VM_OPERATIONS)
         raise InvalidConfiguration(msg)
     return found
+
+
+def _make_state_folder(config: OrchestratorConfig) -> None:
+    """The state folder, created when missing; a clear error when it cannot be."""
+    try:
+        filesystem.make_directory_durably(config.state)
+    except OSError as error:
+        action = f"creating the orchestrator's state folder {str(config.state)!r} "
+        action += f"(orchestrator.state in {str(config.source)!r})"
+        found = storage_error(error, action)
+        if isinstance(found, StorageFull):
+            raise found from None
+        msg = f"{action} failed: {error.strerror or error}; give a folder this "
+        msg += "user can create and write"
+        raise InvalidConfiguration(msg) from None
+    if not config.state.is_dir():
+        msg = f"orchestrator.state in {str(config.source)!r} names "
+        msg += f"{str(config.state)!r}, which is not a folder; give a folder"
+        raise InvalidConfiguration(msg)
 
 
 def _servers(config: OrchestratorConfig) -> dict[str, ReplicaTarget]:

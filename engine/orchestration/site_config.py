@@ -193,15 +193,20 @@ def load_orchestrator_config(path: Path) -> OrchestratorConfig:
         msg = f"{where(path, line_of(lines, key))}: {message}"
         raise InvalidConfiguration(msg) from None
     folder = path.resolve().parent
+    _check_paths(path, lines, schema)
     storage = {
         "primary": folder / schema.sites.primary.storage,
         "secondary": folder / schema.sites.secondary.storage,
     }
-    if storage["primary"].resolve() == storage["secondary"].resolve():
-        key = ("sites", "secondary", "storage")
-        msg = f"{where(path, line_of(lines, key))}: sites.secondary.storage is the "
-        msg += "primary's storage too: each site keeps its own"
-        raise InvalidConfiguration(msg)
+    _check_apart(
+        path,
+        lines,
+        {
+            ("orchestrator", "state"): folder / schema.orchestrator.state,
+            ("sites", "primary", "storage"): storage["primary"],
+            ("sites", "secondary", "storage"): storage["secondary"],
+        },
+    )
     servers = {}
     for name, site in (
         ("primary", schema.sites.primary),
@@ -228,8 +233,11 @@ def load_orchestrator_config(path: Path) -> OrchestratorConfig:
             app_consistent_hours=replication.app_consistent_hours,
         )
     except InvalidPolicy as error:
-        msg = f"{where(path, line_of(lines, ('replication',)))}: [replication]: "
-        msg += str(error)
+        # The line of the key the first problem names (the table's if none).
+        said = str(error).partition("is refused: ")[2]
+        found = [k for k in _Replication.model_fields if said.startswith(k + "=")]
+        key = ("replication", found[0]) if found else ("replication",)
+        msg = f"{where(path, line_of(lines, key))}: [replication]: {said or error}"
         raise InvalidConfiguration(msg) from None
     return OrchestratorConfig(
         source=path,
@@ -240,6 +248,48 @@ def load_orchestrator_config(path: Path) -> OrchestratorConfig:
         recovery_points=schema.orchestrator.recovery_points,
         plan_workers=schema.orchestrator.plan_workers,
     )
+
+
+def _check_paths(path: Path, lines: Mapping[KeyPath, int], schema: _Schema) -> None:
+    """Every path of the file non-empty and without NUL (no file system takes one)."""
+    keys: list[tuple[KeyPath, str]] = [
+        (("orchestrator", "state"), schema.orchestrator.state)
+    ]
+    for name, site in (
+        ("primary", schema.sites.primary),
+        ("secondary", schema.sites.secondary),
+    ):
+        keys.append((("sites", name, "storage"), site.storage))
+        if site.replica_server is not None:
+            server = site.replica_server
+            for column in ("certificate", "private_key", "ca_certificate"):
+                value = getattr(server, column)
+                keys.append((("sites", name, "replica_server", column), value))
+    for key, value in keys:
+        if not value.strip() or "\0" in value:
+            problem = "is empty" if not value.strip() else "holds a NUL character"
+            msg = f"{where(path, line_of(lines, key))}: {dotted(key)}="
+            msg += f"{json.dumps(value)} {problem}; it takes "
+            msg += f"{_EXPECTED.get(_generic(key), 'a path')}"
+            raise InvalidConfiguration(msg)
+
+
+def _check_apart(
+    path: Path, lines: Mapping[KeyPath, int], folders: Mapping[KeyPath, Path]
+) -> None:
+    """The orchestrator's state and each site's storage: three folders, none inside
+    another (a site's crash recovery or a disable would meet the other's files)."""
+    resolved = {key: folder.resolve() for key, folder in folders.items()}
+    for key, folder in resolved.items():
+        for other, other_folder in resolved.items():
+            if key == other or not folder.is_relative_to(other_folder):
+                continue
+            relation = "is" if folder == other_folder else "is inside"
+            msg = f"{where(path, line_of(lines, key))}: {dotted(key)} "
+            msg += f"({str(folder)!r}) {relation} {dotted(other)} "
+            msg += f"({str(other_folder)!r}): the orchestrator's state and each "
+            msg += "site's storage are separate folders, none inside another"
+            raise InvalidConfiguration(msg)
 
 
 def _generic(path: KeyPath) -> tuple[str, ...]:

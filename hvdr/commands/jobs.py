@@ -9,6 +9,7 @@ takes a failed or interrupted job up again (a plan skips what already succeeded)
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from engine.errors import PlanFailed, ReplicationError
+from engine.errors import JobNotFound, PlanFailed, ReplicationError
 from engine.orchestration.job_records import Job
 from engine.orchestration.jobs import JobStore
 from engine.orchestration.orchestrator import JOBS_FILE, Orchestrator
@@ -73,9 +74,16 @@ def register(subparsers: Any) -> None:
     abandon.set_defaults(handler=_abandon)
 
 
-def _reading(args: argparse.Namespace) -> JobStore:
+def _reading(args: argparse.Namespace) -> JobStore | None:
+    """The job store, read only; None when no operator command has run yet."""
     config = load_orchestrator_config(args.config)
-    return JobStore.read(config.state / JOBS_FILE)
+    path = config.state / JOBS_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    return JobStore.read(path)
+
+
+NO_JOBS_YET: Final = "no jobs yet: no operation has run with this configuration"
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -84,6 +92,10 @@ def _list(args: argparse.Namespace) -> int:
         store = _reading(args)
     except ReplicationError as error:
         return _refused(args, error)
+    if store is None:
+        console.print(table(()))
+        print(NO_JOBS_YET)
+        return ExitStatus.OK
     with store:
         if not args.watch:
             console.print(table(store.jobs()))
@@ -151,6 +163,8 @@ def _show(args: argparse.Namespace) -> int:
         store = _reading(args)
     except ReplicationError as error:
         return _refused(args, error)
+    if store is None:
+        return _refused(args, JobNotFound(f"no job {args.job}: {NO_JOBS_YET}"))
     with store:
         try:
             job = store.job(args.job)
@@ -161,16 +175,24 @@ def _show(args: argparse.Namespace) -> int:
     steps = Table(title=f"job {job.job_id}: steps")
     for column in ("#", "run", "group", "vm", "step", "state", "started", "ended"):
         steps.add_column(column, no_wrap=column != "step")
-    steps.add_column("error or note", overflow="fold", max_width=60)
+    said = []
     for step in job.steps:
         group = "" if step.group is None else str(step.group)
         steps.add_row(
             str(step.index), str(step.run), group,
             step.vm or "", step.name, step.state.value,
             _when(step.started_at, short=True), _when(step.finished_at, short=True),
-            step.error or step.note or "",
         )  # fmt: skip
+        if step.error or step.note:
+            what = "error" if step.error else "note"
+            said.append(f"step {step.index} {what}: {step.error or step.note}")
     console.print(steps)
+    # Errors and notes whole, below the table: a column of their own would be cut
+    # to a few characters a line on a terminal of 80 columns.
+    for line in said:
+        print(line)
+    if job.error:
+        print(f"job {job.job_id} {job.state.value}: {job.error}")
     return ExitStatus.OK
 
 
@@ -180,7 +202,11 @@ def _resume(args: argparse.Namespace) -> int:
         try:
             job = orchestrator.resume(args.job)
         except PlanFailed as failed:
-            print(f"hvdr jobs: job {failed.job_id} failed again: {one_line(failed)}")
+            print(
+                f"hvdr jobs: error: job {failed.job_id} failed again: "
+                f"{one_line(failed)}",
+                file=sys.stderr,
+            )
             return ExitStatus.FAILED
         took = time.monotonic() - started
         print(f"job {job.job_id}: {job.kind} of {job.target!r} {job.state.value} "
@@ -200,7 +226,5 @@ def _abandon(args: argparse.Namespace) -> int:
 
 
 def _refused(args: argparse.Namespace, error: ReplicationError) -> int:
-    import sys  # noqa: PLC0415
-
     print(f"hvdr {args.command}: error: {one_line(error)}", file=sys.stderr)
     return ExitStatus.USAGE if isinstance(error, REFUSALS) else ExitStatus.FAILED

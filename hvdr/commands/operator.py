@@ -9,8 +9,9 @@ statuses follow the checker's convention (``hvdr.status``):
 * 1: the operation ran and failed (a transfer cut, a full disk, a plan whose VM
   failed): the job records it, and it can be resumed (``hvdr jobs resume N``);
 * 2: refused before anything changed: bad usage, a configuration mistake, a name
-  the sites do not have, or an operation the model does not allow in the VM's phase
-  (the model's message, naming what is allowed);
+  the sites do not have, a recovery point not kept, a range outside a disk, damaged
+  state found (named, left as it is), or an operation the model does not allow in
+  the VM's phase (the model's message, naming what is allowed);
 * 130: interrupted (Ctrl-C): the job is left interrupted, to resume or abandon.
 """
 
@@ -23,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import (
+    DamagedState,
+    DiskRangeError,
     InvalidConfiguration,
     JobNotFound,
     JobTransitionNotAllowed,
+    RecoveryPointNotFound,
     ReplicationError,
     SiteLocked,
     TransitionNotAllowed,
@@ -54,6 +58,9 @@ REFUSALS: tuple[type[ReplicationError], ...] = (
     JobNotFound,
     JobTransitionNotAllowed,
     SiteLocked,
+    RecoveryPointNotFound,
+    DiskRangeError,
+    DamagedState,
 )
 
 
@@ -81,6 +88,11 @@ def with_orchestrator(
     except ReplicationError as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return ExitStatus.USAGE if isinstance(error, REFUSALS) else ExitStatus.FAILED
+    except OSError as error:
+        # The file system failed under the operation (an I/O error, a disk gone):
+        # what was durable stays; the next open recovers the rest.
+        print(f"{prog}: error: the file system failed: {error}", file=sys.stderr)
+        return ExitStatus.FAILED
 
 
 def one_line(error: BaseException) -> str:

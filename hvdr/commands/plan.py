@@ -11,10 +11,13 @@ already succeeded (``docs/orchestration.md``).
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import PlanFailed
 from engine.orchestration.orchestrator import Orchestrator
+from engine.orchestration.recovery_plans import RecoveryPlan
 from hvdr.commands.operator import (
     add_config,
     one_line,
@@ -130,7 +133,10 @@ def _run(args: argparse.Namespace) -> int:
         try:
             job = orchestrator.run_plan(args.plan, args.operation)
         except PlanFailed as failed:
-            print(f"hvdr plan: job {failed.job_id} failed: {one_line(failed)}")
+            print(
+                f"hvdr plan: error: job {failed.job_id} failed: {one_line(failed)}",
+                file=sys.stderr,
+            )
             return ExitStatus.FAILED
         _said(orchestrator, job.job_id)
         return ExitStatus.OK
@@ -148,7 +154,10 @@ def _resume(args: argparse.Namespace) -> int:
         try:
             orchestrator.resume(args.job)
         except PlanFailed as failed:
-            print(f"hvdr plan: job {failed.job_id} failed: {one_line(failed)}")
+            print(
+                f"hvdr plan: error: job {failed.job_id} failed: {one_line(failed)}",
+                file=sys.stderr,
+            )
             return ExitStatus.FAILED
         _said(orchestrator, args.job)
         return ExitStatus.OK
@@ -164,7 +173,13 @@ def _said(orchestrator: Orchestrator, job_id: int) -> None:
         f"job {job.job_id}: {job.kind} of {job.target!r} {job.state.value}: "
         f"{ran} step(s) ran, {skipped} skipped"
     )
-    plan = orchestrator.plan(job.target)
+    # The plan as the job ran it (it may have been replaced since).
+    recorded = job.params.get("plan")
+    plan = (
+        RecoveryPlan.from_json(recorded)
+        if isinstance(recorded, Mapping)
+        else orchestrator.plan(job.target)
+    )
     for number, group in enumerate(plan.groups, start=1):
         phases = ", ".join(
             f"{vm} {orchestrator.engine.status(vm).phase}" for vm in group

@@ -17,6 +17,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from engine.binding.failover import CommitReport, DrillReport, FailoverReport
@@ -90,6 +91,8 @@ def register(subparsers: Any) -> None:
     read.set_defaults(handler=_read)
     listing = _action(inner, "list", "the VMs and their phases", vm=False)
     listing.set_defaults(handler=_list)
+    points = _action(inner, "points", "the VM's recovery points (ids for failover)")
+    points.set_defaults(handler=_points)
     for action, (operation, help_text) in SIMPLE.items():
         parser = _action(inner, action, help_text)
         parser.set_defaults(handler=_simple, operation=operation)
@@ -147,7 +150,14 @@ def _disk_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    disks = dict(_disk_size(text) for text in args.disk)
+    disks: dict[str, int] = {}
+    for text in args.disk:
+        name, size = _disk_size(text)
+        if name in disks:
+            msg = f"--disk {text!r}: disk {name!r} is given twice (first as "
+            msg += f"{disks[name]:,} bytes); give each disk once"
+            raise UsageError(msg)
+        disks[name] = size
 
     def work(orchestrator: Orchestrator) -> int:
         orchestrator.engine.create_vm(args.vm, disks)
@@ -241,10 +251,37 @@ def _change_point(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    if not args.force:
+    if args.force:
+        return _run(args, "cancel")
+
+    def work(orchestrator: Orchestrator) -> int:
+        # The model first: a cancel it refuses is its refusal, not a warning about
+        # an operation that could not run anyway.
+        orchestrator.engine.ask_first(args.vm, "cancel_failover")
         print(f"hvdr vm cancel: warning: {CANCEL_WARNING}", file=sys.stderr)
         return ExitStatus.USAGE
-    return _run(args, "cancel")
+
+    return with_orchestrator(args, work)
+
+
+def _points(args: argparse.Namespace) -> int:
+    def work(orchestrator: Orchestrator) -> int:
+        status = orchestrator.engine.status(args.vm)
+        points = status.recovery_points
+        if not points:
+            print(f"{args.vm!r} ({status.phase}) has no recovery point")
+            return ExitStatus.OK
+        print(f"{args.vm!r} ({status.phase}): {len(points)} recovery point(s)")
+        for point in points:
+            kind = "app-consistent" if point.app_consistent else "crash-consistent"
+            print(f"  {point.recovery_point_id}: {_utc(point.created_at)} UTC, {kind}")
+        return ExitStatus.OK
+
+    return with_orchestrator(args, work)
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _run(args: argparse.Namespace, operation: str, **arguments: object) -> int:
@@ -304,9 +341,9 @@ def _only(args: argparse.Namespace, kind: str, **forbidden: bool) -> None:
 
 
 def _point_id(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdecimal()):
         msg = f"--recovery-point {text!r}: give latest, app-consistent or a point's "
-        msg += "id (a whole number; hvdr vm list shows how many there are)"
+        msg += "id (a whole number; 'hvdr vm points VM' lists them)"
         raise UsageError(msg)
     return int(text)
 

@@ -87,7 +87,10 @@ def test_a_misspelt_key_is_named_with_its_line_and_the_keys_allowed(
 @pytest.mark.parametrize(
     ("change", "said"),
     [
-        (("= 30", "= 60"), "[replication]: replication policy"),
+        (("= 30", "= 60"), "line 5: [replication]: frequency_seconds=60 must be"),
+        (('state = "state"', 'state = "st\\u0000"'), "holds a NUL character"),
+        (('storage = "secondary"', 'storage = "primary/inner"'), "is inside"),
+        (('state = "state"', 'state = "secondary/state"'), "orchestrator.state ("),
         (('storage = "secondary"', 'storage = "primary"'), "sites.secondary.storage"),
         (('state = "state"', "state = 3"), "orchestrator.state=3: input should be"),
     ],
@@ -124,7 +127,13 @@ def test_an_unknown_vm_is_refused_before_any_job(site: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "said"),
     [
-        (("vm", "cancel", "web"), "warning: cancelling a failover in progress"),
+        (("vm", "cancel", "web"), "cannot cancel_failover VM 'web' in phase protected"),
+        (("vm", "failover", "web", "--unplanned", "--recovery-point", "²"), "'²'"),
+        (("vm", "create", "db", "--disk", "os=1MiB", "--disk", "os=2"), "twice"),
+        (
+            ("vm", "read", "web", "--disk", "os", "--at", "9999999", "--length", "1"),
+            "offset=9999999",
+        ),
         (("vm", "failover", "web", "--test", "--shutdown-first"), "--shutdown-first"),
         (("vm", "failover", "web", "--planned", "--recovery-point", "3"), "no point"),
         (("vm", "failover", "web", "--unplanned", "--recovery-point", "x"), "'x'"),
@@ -175,3 +184,90 @@ def test_status_json_is_what_a_script_reads(site: Path) -> None:
     assert (vm["name"], vm["phase"], vm["health"]) == ("web", "protected", "Normal")
     assert vm["replication_state"] == "Replicating"
     assert vm["recovery_points"]["count"] == 1
+
+
+def test_cancel_asks_the_model_then_warns_and_needs_force(site: Path) -> None:
+    """Found by the outside review: the warning came whatever the phase. Where the
+    model allows the cancel, the product's warning is printed and nothing runs
+    until --force; then the VM's replication stops for good."""
+    prepared = hvdr(site, "vm", "failover", "web", "--planned", "--prepare-only")
+    assert prepared.returncode == 0, prepared.stderr
+    before = jobs_of(site)
+    line = refused(hvdr(site, "vm", "cancel", "web"))
+    assert "warning: cancelling a failover in progress stops it" in line
+    assert jobs_of(site) == before
+    forced = hvdr(site, "vm", "cancel", "web", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "'web' is replication_stopped" in forced.stdout
+
+
+def test_recovery_points_are_listed_with_their_ids(site: Path) -> None:
+    assert (
+        hvdr(site, "vm", "write", "web", "--disk", "os", "--text", "x").returncode == 0
+    )
+    replicated = hvdr(site, "vm", "replicate", "web", "--app-consistent")
+    assert replicated.returncode == 0, replicated.stderr
+    run = hvdr(site, "vm", "points", "web")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "'web' (protected): 2 recovery point(s)"
+    assert lines[1].startswith("  1: ")
+    assert lines[1].endswith("crash-consistent")
+    assert lines[2].startswith("  2: ")
+    assert lines[2].endswith("UTC, app-consistent")
+
+
+def test_the_jobs_page_of_a_fresh_configuration_is_empty_not_an_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hvdr.toml").write_text(CONFIG, encoding="utf-8")
+    run = hvdr(tmp_path, "jobs")
+    assert run.returncode == 0, run.stderr
+    assert "no jobs yet" in run.stdout
+    assert "jobs (0)" in run.stdout
+    assert not (tmp_path / "state").exists()  # reading created nothing
+    assert "no job 1: no jobs yet" in refused(hvdr(tmp_path, "jobs", "show", "1"))
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"[]", 'it must be one JSON object {"plans": [...]}'),
+        (b'{"plans": [5]}', "its plan 1 is not a JSON object"),
+        (b'{"plans": [{"name": "a", "groups": [5]}]}', "its plan 1: plan 'a'"),
+        (
+            (
+                b'{"plans": [{"name": "a", "groups": [["web"]]},'
+                b' {"name": "a", "groups": [["web"]]}]}'
+            ),
+            "plan 'a' is in it twice",
+        ),
+        (b"\xff\xfe", "it is not UTF-8 text"),
+        (None, "it cannot be read: Is a directory"),
+    ],
+)
+def test_a_damaged_plans_file_is_named_and_left_as_it_is(
+    site: Path, content: bytes | None, said: str
+) -> None:
+    plans = site / "state" / "plans.json"
+    if content is None:
+        plans.mkdir()
+    else:
+        plans.write_bytes(content)
+    line = refused(hvdr(site, "plan", "show"))
+    assert "the recovery plans file is damaged (" + said in line
+    assert (plans.read_bytes() if content is not None else None) == content
+
+
+def test_a_state_folder_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("in the way", encoding="utf-8")
+    config = CONFIG.replace('state = "state"', 'state = "afile/state"')
+    (tmp_path / "hvdr.toml").write_text(config, encoding="utf-8")
+    line = refused(hvdr(tmp_path, "vm", "list"))
+    assert "creating the orchestrator's state folder" in line
+    assert "Not a directory" in line
+    config = CONFIG.replace('storage = "primary"', 'storage = "afile/primary"')
+    (tmp_path / "hvdr.toml").write_text(config, encoding="utf-8")
+    line = refused(hvdr(tmp_path, "vm", "list"))
+    assert "opening the site at" in line
+    assert "give a storage root this user can create and write" in line
