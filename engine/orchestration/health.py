@@ -330,7 +330,8 @@ def _model_findings(
             log_problem
             or "the change logs cannot be used (past their limit, or damaged)"
         )
-        return [(health, f"{why}: the next cycle resynchronises")]
+        said = f"{why}: the next cycle marks the VM for resynchronization (then "
+        return [(health, said + "run resynchronize)")]
     blocked = (
         "the link between the sites is down"
         if not engine.link_up

@@ -20,8 +20,9 @@ second opener, in this process or another, is refused with
 its holder dies, however it dies; so whoever opens the store next is the only live
 owner, and every job it finds ``running`` has lost its process: it is marked
 ``interrupted`` with :data:`INTERRUPTED_REASON` (and so is its running step), at once,
-before anything else is read. Closing the store under a running job interrupts it the
-same way, with :data:`CLOSED_REASON`.
+before anything else is read; its end time is the last time it recorded (its start,
+or a step's start or end), not the time of the open that found it. Closing the store
+under a running job interrupts it the same way, with :data:`CLOSED_REASON`.
 
 **Threads.** One connection serves every thread (a plan runs the VMs of a group in a
 thread pool); each public method holds one lock for its whole use of it, so two
@@ -140,6 +141,16 @@ def _serialised(
                 raise translate(error, store.path) from error
 
     return serialised
+
+
+def _last_recorded(job: Job) -> float:
+    """When ``job`` last recorded anything: its start, a step's start or end."""
+    times = [job.started_at]
+    for step in job.steps:
+        times.append(step.started_at)
+        if step.finished_at is not None:
+            times.append(step.finished_at)
+    return max(times)
 
 
 class JobStore:
@@ -495,6 +506,11 @@ class JobStore:
                 why = f"{reason} (it was run by {job.owner})"
                 job_transition(job, "interrupt")
                 now = self._now()
+                if reason == INTERRUPTED_REASON:
+                    # Found at open: it ended unseen, some time after the last
+                    # thing it recorded; that moment is its end, not this open
+                    # (which may come days later).
+                    now = _last_recorded(job)
                 cursor.execute(
                     "UPDATE job SET state = ?, finished_at = ?, error = ? "
                     "WHERE job_id = ?",

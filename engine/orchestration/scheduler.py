@@ -294,21 +294,26 @@ class Scheduler:
         when = self._clock.now() if now is None else now
         return tuple(vm for vm in self.policies() if self.next_due_at(vm, when) <= when)
 
-    def tick(self) -> TickReport:
-        """Run one cycle for each VM due now, in name order; never raises for a
-        VM's cycle (each outcome is recorded and returned)."""
+    def tick(self, stop: threading.Event | None = None) -> TickReport:
+        """Run one cycle for each VM due now, in name order, until ``stop`` is set
+        (the cycle under way ends; the VMs after it wait for the next tick); never
+        raises for a VM's cycle (each outcome is recorded and returned)."""
         now = self._clock.now()
-        cycles = tuple(self._cycle(vm, now) for vm in self.due(now))
+        cycles = []
+        for vm in self.due(now):
+            if stop is not None and stop.is_set():
+                break
+            cycles.append(self._cycle(vm, now))
         with self._lock:
             self._ticks += 1
-        return TickReport(at=now, cycles=cycles)
+        return TickReport(at=now, cycles=tuple(cycles))
 
     def run(self, stop: threading.Event) -> int:
         """Tick, wait on the clock until the next VM is due, again, until ``stop``
         is set; return the number of ticks run."""
         ticks = 0
         while not stop.is_set():
-            self.tick()
+            self.tick(stop)
             ticks += 1
             if self._clock.wait_until(self.next_wake_at(), stop):
                 break

@@ -219,4 +219,7 @@ class CycleRunner:
         """The verdict first, durably; only then drop what the logs can't carry."""
         self._disks.distrust(f"cycle {cycle_id} refused: {damage}")
         self._outbox.discard()
-        damage.add_note("the next cycle resynchronises (compare and send blocks)")
+        damage.add_note(
+            "the next cycle marks the VM for resynchronization (resynchronize then "
+            "compares and sends blocks)"
+        )

@@ -465,8 +465,8 @@ class SourceDisks:
         only step that needs space, so a full disk refuses the cut before any log
         moved, and the next cycle simply tries again); then every log is renamed into
         the outbox. If a rename fails after others succeeded (rare: renames need no
-        data space), the logs are marked untrusted (the next cycle resynchronises) and
-        the error is raised.
+        data space), the logs are marked untrusted (the next cycle asks for
+        resynchronization) and the error is raised.
         """
         files.make_directory_durably(outbox)
         chosen = sorted(self._tracked) if disks is None else sorted(disks)

@@ -32,6 +32,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 from datetime import UTC, datetime
@@ -137,7 +138,13 @@ class SiteLock:
 def _describe(clock: Clock) -> str:
     """The holder's description: who, where, running what, since when."""
     since = datetime.fromtimestamp(clock.now(), UTC).isoformat(timespec="seconds")
-    program = " ".join([Path(sys.executable).name, *sys.argv[:1]])
+    # The interpreter, the script and its command word when it has one ("hvdr
+    # run"), so that a refused opener can tell which command to stop; never the
+    # other arguments (they may name files or hold secrets).
+    words = [Path(sys.executable).name, *sys.argv[:1]]
+    if len(sys.argv) > 1 and re.fullmatch(r"[a-z][a-z-]{0,23}", sys.argv[1]):
+        words.append(sys.argv[1])
+    program = " ".join(words)
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),

@@ -2,8 +2,9 @@
 
 Each VM gets the configuration's ``[replication]`` policy; the scheduler runs each
 cycle when it is due (app-consistent ones at their interval), one line per cycle.
-SIGINT (Ctrl-C) or SIGTERM stops it between steps: the cycle under way finishes, then
-it prints the health table and exits 0. While it runs it owns the sites (their locks):
+SIGINT (Ctrl-C) or SIGTERM stops it between steps: the cycle under way finishes (the
+VMs after it in the round are not started), then it prints the health table and
+exits 0. While it runs it owns the sites (their locks):
 another ``hvdr`` command on the same configuration is refused, naming it, until it
 stops. ``--ticks N`` stops after N rounds (a script, a test).
 """
@@ -79,7 +80,7 @@ def _loop(
     )
     ticks = 0
     while not stop.is_set():
-        for cycle in orchestrator.scheduler.tick().cycles:
+        for cycle in orchestrator.scheduler.tick(stop).cycles:
             print(_line(orchestrator, cycle), flush=True)
         ticks += 1
         if args.ticks is not None and ticks >= args.ticks:

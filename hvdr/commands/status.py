@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Any, Final
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -83,8 +83,13 @@ def table(found: tuple[VmHealth, ...]) -> Group:
     return Group(shown, *reasons)
 
 
+NEVER_REPLICATED: Final = frozenset({"unprotected", "initial_replication"})
+
+
 def _last(vm: VmHealth) -> str:
     """How long ago the last replication was (``--json``: its time)."""
     if vm.last_replication_at is None:
-        return "never"
+        # No point kept and no cycle seen: after a commit (its points deleted) or a
+        # stop, "never" would be wrong; the reason line says where the VM stands.
+        return "never" if vm.phase in NEVER_REPLICATED else "-"
     return f"{vm.lag_seconds or 0.0:.0f} s ago"

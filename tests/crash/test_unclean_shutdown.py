@@ -230,8 +230,8 @@ def test_it_is_how_the_killed_run_wrote_that_counts(tmp_path: Path) -> None:
 def test_the_engine_resynchronises_after_a_host_restart(tmp_path: Path) -> None:
     """End to end: a protected VM's engine is SIGKILLed after a write; reopened on
     another boot, the VM reports the unclean shutdown, both markers in its folder are
-    not taken for disks, the next cycle resynchronises and the replica then equals
-    the source."""
+    not taken for disks, the next cycle marks it for resynchronization, which then
+    makes the replica equal to the source."""
     roots = (tmp_path / "primary", tmp_path / "secondary")
     disks = {"os": 16 * BLOCK}
     with ReplicationEngine.open(*roots, clock=ManualClock()) as engine:

@@ -111,6 +111,10 @@ def test_a_job_running_when_its_process_died_is_interrupted_at_open(
     assert job.error.startswith(reason)
     (step,) = job.steps
     assert (step.state, step.error) == (StepState.INTERRUPTED, job.error)
+    # Found by the outside review: its end was the time of the open that found it
+    # (here the parent's clock, long before the child's), so its duration was that
+    # of the outage. It ends when it last recorded: its running step's start.
+    assert job.finished_at == step.finished_at == step.started_at
 
 
 def test_closing_the_store_interrupts_the_jobs_still_running(

@@ -163,6 +163,7 @@ def test_a_second_process_is_refused_naming_the_first(site: Path) -> None:
         assert first.startswith("hvdr run: 1 VM(s), a cycle every 30 s"), first
         line = refused(hvdr(site, "vm", "replicate", "web"))
         assert f"pid {running.pid}" in line
+        assert "__main__.py run)" in line  # the command to stop, not only "python"
         jobs = hvdr(site, "jobs")  # reading the Jobs page is not refused
         assert jobs.returncode == 0, jobs.stderr
         running.send_signal(signal.SIGTERM)
@@ -184,6 +185,26 @@ def test_status_json_is_what_a_script_reads(site: Path) -> None:
     assert (vm["name"], vm["phase"], vm["health"]) == ("web", "protected", "Normal")
     assert vm["replication_state"] == "Replicating"
     assert vm["recovery_points"]["count"] == 1
+
+
+def test_last_replication_says_never_only_before_the_first_one(site: Path) -> None:
+    """After a commit (its points deleted) the table showed 'never' for a VM that
+    had replicated: the column says '-' there, 'never' only before a first copy."""
+
+    def last_column(folder: Path) -> str:
+        run = hvdr(folder, "status")
+        assert run.returncode == 0, run.stderr
+        (row,) = [line for line in run.stdout.splitlines() if "│ web " in line]
+        return row.split("│")[4].strip()
+
+    fresh = site / "fresh"
+    fresh.mkdir()
+    (fresh / "hvdr.toml").write_text(CONFIG, encoding="utf-8")
+    assert hvdr(fresh, "vm", "create", "web", "--disk", "os=1MiB").returncode == 0
+    assert last_column(fresh) == "never"
+    assert hvdr(site, "vm", "failover", "web", "--planned").returncode == 0
+    assert hvdr(site, "vm", "commit", "web").returncode == 0
+    assert last_column(site) == "-"
 
 
 def test_cancel_asks_the_model_then_warns_and_needs_force(site: Path) -> None:

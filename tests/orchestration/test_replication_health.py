@@ -156,7 +156,7 @@ def test_logs_past_their_limit_are_critical_and_resynchronizing_says_why(
     assert (protected.phase, protected.health) == ("protected", Health.CRITICAL)
     assert protected.reason == (
         "the change logs cannot be used (past their limit, or damaged): the next "
-        "cycle resynchronises"
+        "cycle marks the VM for resynchronization (then run resynchronize)"
     )
     assert site.engine.replicate("web") is None
     needed = site.health(policy)

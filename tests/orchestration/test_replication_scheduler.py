@@ -22,7 +22,7 @@ from engine.orchestration.scheduler import (
 )
 from engine.replica.recovery_point import RecoveryPoint
 from engine.testing import LossyTransport, ManualClock
-from engine.transport.interface import ReplicaTarget
+from engine.transport.interface import CycleShipment, ReplicaTarget
 
 BLOCK = 4096
 DISKS = {"os": 64 * BLOCK}  # room for many one-block writes under the log limit
@@ -236,6 +236,36 @@ def test_a_vm_the_model_refuses_is_skipped_with_its_reason(tmp_path: Path) -> No
         assert [c.outcome for c in scheduler.tick().cycles] == [
             Outcome.REPLICATED, Outcome.NOTHING_TO_SHIP,
         ]  # fmt: skip
+
+
+def test_a_stop_during_a_round_lets_that_cycle_finish_and_starts_no_other(
+    tmp_path: Path,
+) -> None:
+    """Both VMs are due; stop is set while 'db' ships (SIGINT in ``hvdr run``):
+    'db''s cycle completes, 'web''s is not started and stays due for the next
+    round."""
+    stop = threading.Event()
+    site = Site(tmp_path, ("db", "web"))
+    with site.engine:
+        replica = site.lossy["secondary"]
+        shipped = replica.apply_cycle
+
+        def ship_then_stop(vm_name: str, shipment: CycleShipment) -> RecoveryPoint:
+            point = shipped(vm_name, shipment)
+            stop.set()
+            return point
+
+        replica.apply_cycle = ship_then_stop  # type: ignore[method-assign]
+        policy = ReplicationPolicy(30)
+        scheduler = Scheduler(site.engine, site.clock, {"db": policy, "web": policy})
+        site.clock.advance(30)
+        site.write("db")
+        site.write("web")
+        (db,) = scheduler.tick(stop).cycles
+        assert (db.vm, db.outcome) == ("db", Outcome.REPLICATED)
+        assert len(site.cycle_times("db")) == 1
+        assert site.cycle_times("web") == []
+        assert scheduler.due() == ("web",)
 
 
 def test_a_failed_cycle_is_recorded_and_retried_before_the_frequency(
