@@ -110,9 +110,10 @@ def _list(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def table(jobs: tuple[Job, ...]) -> Group:
-    """The jobs as the Jobs page shows them: a row each (times UTC), then the
-    start of each failed or interrupted job's error (``show N``: all of it)."""
+def table(jobs: tuple[Job, ...], *, errors: bool = True) -> Group:
+    """The jobs as the Jobs page shows them: a row each (times UTC), then (with
+    ``errors``) the start of each failed or interrupted job's error (``show N``
+    prints all of it instead)."""
     found = Table(title=f"jobs ({len(jobs)})")
     for name in ("job", "kind", "target", "state", "started", "progress"):
         found.add_column(name, justify="right" if name == "job" else "left")
@@ -121,12 +122,14 @@ def table(jobs: tuple[Job, ...]) -> Group:
             str(job.job_id), job.kind, job.target, job.state.value,
             _when(job.started_at, short=True), _progress(job),
         )  # fmt: skip
-    errors = [
+    if not errors:
+        return Group(found)
+    starts = [
         f"job {job.job_id}: {_first_words(job.error, ERROR_CHARACTERS)}"
         for job in jobs
         if job.error and job.state.value in ("failed", "interrupted", "abandoned")
     ]
-    return Group(found, *errors)
+    return Group(found, *starts)
 
 
 def _first_words(text: str, most: int = ERROR_CHARACTERS) -> str:
@@ -171,7 +174,7 @@ def _show(args: argparse.Namespace) -> int:
         except ReplicationError as error:
             return _refused(args, error)
     console = Console()
-    console.print(table((job,)))
+    console.print(table((job,), errors=False))
     steps = Table(title=f"job {job.job_id}: steps")
     for column in ("#", "run", "group", "vm", "step", "state", "started", "ended"):
         steps.add_column(column, no_wrap=column != "step")
@@ -191,8 +194,10 @@ def _show(args: argparse.Namespace) -> int:
     # to a few characters a line on a terminal of 80 columns.
     for line in said:
         print(line)
-    if job.error:
+    if job.error and not any(step.error == job.error for step in job.steps):
         print(f"job {job.job_id} {job.state.value}: {job.error}")
+    elif job.error:
+        print(f"job {job.job_id} {job.state.value}: the error of its step above")
     return ExitStatus.OK
 
 

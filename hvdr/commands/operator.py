@@ -46,8 +46,8 @@ exit status:
   0    done
   1    the operation ran and failed: its job records why (resume it once fixed)
   2    refused before anything changed: bad usage or configuration, an unknown
-       name, or an operation the model does not allow now (its message says
-       what is allowed)
+       name, a damaged file, or an operation the model does not allow now (its
+       message says what is allowed)
   130  interrupted (Ctrl-C): the job is left interrupted (resume or abandon it)
 """
 

@@ -1,12 +1,13 @@
 """``hvdr run``: keep every VM replicating at its configured frequency until stopped.
 
 Each VM gets the configuration's ``[replication]`` policy; the scheduler runs each
-cycle when it is due (app-consistent ones at their interval), one line per cycle.
-SIGINT (Ctrl-C) or SIGTERM stops it between steps: the cycle under way finishes (the
-VMs after it in the round are not started), then it prints the health table and
-exits 0. While it runs it owns the sites (their locks):
-another ``hvdr`` command on the same configuration is refused, naming it, until it
-stops. ``--ticks N`` stops after N rounds (a script, a test).
+cycle when it is due (app-consistent ones at their interval), one line per cycle (for
+a VM the model refuses to replicate, its refusal once until it changes). SIGINT
+(Ctrl-C) or SIGTERM stops it between steps: the cycle under way finishes (the VMs
+after it in the round are not started), then it prints the health table and exits 0.
+While it runs it owns the sites (their locks): another ``hvdr`` command on the same
+configuration is refused, naming it, until it stops. ``--ticks N`` stops after N
+rounds (a script, a test).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from engine.orchestration.orchestrator import Orchestrator
-from engine.orchestration.scheduler import CycleOutcome
+from engine.orchestration.scheduler import CycleOutcome, Outcome
 from hvdr.commands import status
 from hvdr.commands.operator import EXITS, add_config, with_orchestrator
 from hvdr.model_options import whole_number
@@ -79,8 +80,16 @@ def _loop(
         flush=True,
     )
     ticks = 0
+    skipped: dict[str, str | None] = {}  # VM -> the refusal last printed for it
     while not stop.is_set():
         for cycle in orchestrator.scheduler.tick(stop).cycles:
+            if cycle.outcome is Outcome.SKIPPED:
+                # The model's refusal once, not every round while it stands.
+                if skipped.get(cycle.vm) == cycle.reason:
+                    continue
+                skipped[cycle.vm] = cycle.reason
+            else:
+                skipped.pop(cycle.vm, None)
             print(_line(orchestrator, cycle), flush=True)
         ticks += 1
         if args.ticks is not None and ticks >= args.ticks:

@@ -5,15 +5,22 @@ SIGTERM. Real processes (``python -m hvdr``), real files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from engine.orchestration.jobs import JobStore
+from engine.orchestration.orchestrator import Orchestrator
+from engine.orchestration.site_config import load_orchestrator_config
+from engine.testing import ManualClock
+from hvdr.commands import run as run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """\
@@ -116,6 +123,13 @@ def test_an_operation_the_model_refuses_exits_2_and_is_a_failed_job(
     assert jobs_of(site)[-1] == ("commit", "web", "failed")
     status = hvdr(site, "vm", "list")
     assert status.stdout == "web: protected, active at primary, 1 recovery point(s)\n"
+    shown = hvdr(site, "jobs", "show", "2")  # the error once, whole, never cut
+    assert shown.returncode == 0, shown.stderr
+    error = line.removeprefix("hvdr vm: error: ").split(" (job 2")[0]
+    assert shown.stdout.count("cannot commit VM 'web'") == 1
+    assert f"step 0 error: {error}\n" in shown.stdout
+    assert shown.stdout.endswith("job 2 failed: the error of its step above\n")
+    assert "…" not in shown.stdout
 
 
 def test_an_unknown_vm_is_refused_before_any_job(site: Path) -> None:
@@ -176,6 +190,31 @@ def test_a_second_process_is_refused_naming_the_first(site: Path) -> None:
     assert "SIGTERM: stopping after this step" in out
     assert out.rstrip().endswith("round(s)")
     assert "replication health (1 VM(s))" in out
+
+
+def test_run_prints_a_refusal_once_while_it_stands(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found running the README's drill: a VM whose failover was cancelled printed
+    the model's whole refusal every round. Three rounds on a clock that jumps:
+    'web' replicates each round, 'app' is refused, said once."""
+    for command in (
+        ("vm", "create", "app", "--disk", "os=1MiB"), ("vm", "enable", "app"),
+        ("vm", "failover", "app", "--planned", "--prepare-only"),
+        ("vm", "cancel", "app", "--force"),
+    ):  # fmt: skip
+        assert hvdr(site, *command).returncode == 0, command
+    config = load_orchestrator_config(site / "hvdr.toml")
+    clock = ManualClock(time.time() + 60)  # every VM due at the first round
+    with Orchestrator.open(config, clock=clock) as orchestrator:
+        said = run_command._loop(  # the loop itself, on an injected clock
+            orchestrator, argparse.Namespace(ticks=3), threading.Event()
+        )
+    assert said == 0
+    lines = capsys.readouterr().out.splitlines()
+    cycles = [line.split(" ", 1)[1] for line in lines[1:] if line[:2].isdigit()]
+    assert [line.split(":")[0] for line in cycles] == ["app", "web", "web", "web"]
+    assert cycles[0].startswith("app: skipped: cannot replicate VM 'app' in phase ")
 
 
 def test_status_json_is_what_a_script_reads(site: Path) -> None:
