@@ -275,9 +275,9 @@ class LossyTransport:
         """Passed through."""
         return self.inner.block_digests(vm_name, disk, block_bytes, blocks=blocks)
 
-    def status(self, vm_name: str) -> ReplicaStatus:
+    def status(self, vm_name: str, *, quick: bool = False) -> ReplicaStatus:
         """Passed through."""
-        return self.inner.status(vm_name)
+        return self.inner.status(vm_name, quick=quick)
 
     def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:
         self.inner.start_test_failover(vm_name, recovery_point_id)

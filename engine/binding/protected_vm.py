@@ -712,7 +712,9 @@ class ProtectedVm:
         status: ReplicaStatus | None = None
         if self.sites.up(store_site):
             try:
-                status = self.sites.towards(store_site).status(self.name)
+                # Quick: a server that does not answer is not asked again with the
+                # retries' backoff (seconds), so a write or a status never waits.
+                status = self.sites.towards(store_site).status(self.name, quick=True)
             except DamagedState:
                 if not tolerant:
                     raise

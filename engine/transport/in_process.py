@@ -275,8 +275,9 @@ class InProcessReplica:
                 )
             return store.digests_of_blocks(disk, block_bytes, blocks)
 
-    def status(self, vm_name: str) -> ReplicaStatus:
-        """The replica of ``vm_name``: exists, points (no side effects)."""
+    def status(self, vm_name: str, *, quick: bool = False) -> ReplicaStatus:
+        """The replica of ``vm_name``: exists, points (no side effects; ``quick``
+        changes nothing in process)."""
         validate_vm_name(vm_name)
         damage = self._damaged.get(vm_name)
         if damage is not None:

@@ -164,8 +164,13 @@ class ReplicaTarget(Protocol):
         """
         ...
 
-    def status(self, vm_name: str) -> ReplicaStatus:
-        """The replica of ``vm_name`` as the target knows it (no side effects)."""
+    def status(self, vm_name: str, *, quick: bool = False) -> ReplicaStatus:
+        """The replica of ``vm_name`` as the target knows it (no side effects).
+
+        ``quick``: a target across a network asks once, with a short timeout, and
+        raises :class:`~engine.errors.TransportError` at once when it gets no answer
+        (no retries, no backoff): what the engine reads to show a VM, or to ask the
+        model about a write, must never wait on the other site."""
         ...
 
     def start_test_failover(self, vm_name: str, recovery_point_id: int) -> None:

@@ -43,12 +43,12 @@ class MuteStatus(LossyTransport):
             self._down = self.mute
             raise
 
-    def status(self, vm_name: str) -> ReplicaStatus:
+    def status(self, vm_name: str, *, quick: bool = False) -> ReplicaStatus:
         if self._down:
             self._down = False
             msg = f"link lost while asking for the status of VM {vm_name!r}"
             raise TransportError(msg)
-        return super().status(vm_name)
+        return super().status(vm_name, quick=quick)
 
 
 def _open(tmp_path: Path, found: list[MuteStatus]) -> ReplicationEngine:

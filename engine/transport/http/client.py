@@ -347,16 +347,22 @@ class HttpReplica:
             )
         return digests
 
-    def status(self, vm_name: str) -> ReplicaStatus:
-        """The replica of ``vm_name`` as the server knows it (no side effects)."""
+    def status(self, vm_name: str, *, quick: bool = False) -> ReplicaStatus:
+        """The replica of ``vm_name`` as the server knows it (no side effects;
+        ``quick``: one attempt, the health check's timeout)."""
+        options: dict[str, Any] = (
+            {"attempts": 1, "timeout": HEALTH_TIMEOUT_SECONDS} if quick else {}
+        )
         if not self._in_block():
-            return wire.status_from_json(self._send("GET", _vm(vm_name)).json())
+            return wire.status_from_json(
+                self._send("GET", _vm(vm_name), **options).json()
+            )
         with self._memo_lock:
             known = self._statuses.get(vm_name)
             changes = self._changes
         if known is not None:
             return known
-        found = wire.status_from_json(self._send("GET", _vm(vm_name)).json())
+        found = wire.status_from_json(self._send("GET", _vm(vm_name), **options).json())
         self._learnt(vm_name, found, changes)
         return found
 
@@ -491,7 +497,7 @@ class HttpReplica:
         raised as its own error type. ``resumable``: a 409 naming ``received`` is an
         upload's position, returned to the caller, not an error."""
         self._check_link(f"{method} {path}")
-        self._check_location()
+        self._check_location(attempts)  # as many tries as the request itself
         limit = attempts or self._retry.attempts
         if timeout is not None:
             options["timeout"] = timeout
