@@ -7,7 +7,7 @@ its own marks over it (a status fill, a path, counts, the current phase) through
 ``Looks``. The arrows come from the concrete rows ``model.machine.transition_rows()``
 derives from ``LIFECYCLE``; nothing here declares an edge.
 
-Four rules keep the picture small enough to read (the first one, drawn by
+Five rules keep the picture small enough to read (the first one, drawn by
 ``transitions``' graphviz engine, one edge per pair of phases, was 4,289 px wide, and
 six ``disable_protection`` edges filled a third of it):
 
@@ -19,6 +19,10 @@ six ``disable_protection`` edges filled a third of it):
   from: ..."), not one arrow each;
 * a trigger that stays in its phase (a delta cycle, a disk copied) is a line inside the
   phase's box (``↻ replicate [log_usable]``), not a self-loop whose label overlaps;
+* every other phase and box has its place, a row beside the spine and a side
+  (``PLACES``, ``junction_place``), and each arrow weighs in Graphviz's ranking by
+  where it runs (``_how_ranked``), so that no arrow crosses another's label or a box
+  (a test lays the pictures out and checks);
 * a legend says what each colour, line and mark means.
 
 Every concrete edge is still drawn, exactly once: each arrow carries a ``tooltip``
@@ -33,6 +37,7 @@ import html
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import graphviz
 
@@ -207,48 +212,112 @@ def _spine_edges() -> frozenset[tuple[Phase, Phase]]:
     return frozenset(itertools.pairwise(column))
 
 
-def tail(arrow: Arrow) -> Phase | None:
-    """The phase an arrow is drawn from (None: from its junction box)."""
-    if arrow.from_steady:
-        return _first_steady()
-    return None if arrow.is_junction else arrow.sources[0]
+Side = Literal["left", "right"]
 
-
-def head(arrow: Arrow) -> Phase:
-    """The phase an arrow is drawn into (the steady frame is entered at its first)."""
-    return _first_steady() if arrow.to_steady else arrow.dests[0]
+#: Where each phase off the spine is drawn: in the row of a phase of the spine, on its
+#: left or its right, listed from the spine outwards. Left to Graphviz's heuristics,
+#: these phases landed where arrows ran across other arrows' labels. The round trips
+#: from the steady phases (a test failover, a pause) sit on the left, under the steady
+#: phase the spine does not take; a cancelled failover stops on the left beside the
+#: failover; the resynchronization, which four phases lead to, is on the right, two
+#: rows below the frame so that its arrows to and from the frame run apart. A phase not
+#: listed goes on the right, a row below the first spine phase leading to it.
+PLACES: Mapping[Phase, tuple[Phase, Side]] = {
+    Phase.TEST_FAILOVER: (Phase.FAILOVER_PREPARED, "left"),
+    Phase.REPLICATION_PAUSED: (Phase.FAILOVER_PREPARED, "left"),
+    Phase.REPLICATION_STOPPED: (Phase.FAILING_OVER, "left"),
+    Phase.RESYNCHRONIZING: (Phase.FAILING_OVER, "right"),
+}
 
 
 def _first_steady() -> Phase:
     return next(phase for phase in spine() if phase in STEADY)
 
 
+def _other_steady() -> Phase:
+    """The steady phase off the spine: drawn in the frame, left of the first."""
+    return next(phase for phase in STEADY if phase is not _first_steady())
+
+
+def on_spine(phase: Phase) -> bool:
+    """Whether ``phase`` is drawn in the spine's column (the frame counts as one)."""
+    return phase in spine() or phase in STEADY
+
+
 @functools.cache
-def _ranking_arrows() -> frozenset[Arrow]:
-    """The arrows that place the phases in rows: the spine's, and for each phase off
-    it the arrow from the earliest phase of the spine. The others do not pull phases
-    up or down, so a phase off the spine sits beside the spine just below where it is
-    first reached, rather than at the bottom of the picture."""
+def row(phase: Phase) -> int:
+    """The row ``phase`` is drawn in, counted down the spine from 0."""
     column = spine()
-    chosen = {
-        arrow for arrow in arrows() if (tail(arrow), head(arrow)) in _spine_edges()
-    }
-    for phase in Phase:
-        if phase in column:
-            continue
-        feeders = [
-            arrow
-            for arrow in arrows()
-            if head(arrow) is phase and tail(arrow) in column and not arrow.is_loop
-        ]
-        if feeders:
-            chosen.add(min(feeders, key=lambda a: column.index(_some(tail(a)))))
-    return frozenset(chosen)
+    if phase in column:
+        return column.index(phase)
+    if phase in STEADY:
+        return column.index(_first_steady())
+    anchor = PLACES.get(phase, (phase, "right"))[0]
+    if anchor in column:
+        return column.index(anchor)
+    feeders = [
+        row(source)
+        for arrow in arrows()
+        if phase in arrow.dests and not arrow.is_loop
+        for source in arrow.sources
+        if on_spine(source)
+    ]
+    return min(feeders, default=len(column) - 1) + 1
 
 
-def _some(phase: Phase | None) -> Phase:
-    assert phase is not None
-    return phase
+def side(phase: Phase) -> Side:
+    """The side of the spine a phase off it is drawn on (``PLACES``)."""
+    if phase is _other_steady():
+        return "left"
+    return PLACES.get(phase, (phase, "right"))[1]
+
+
+def _in_frame(other: Phase) -> Phase:
+    """The steady phase an arrow between the frame and ``other`` is drawn at: the
+    frame's left one for a phase on the left, so that its arrows cross no other."""
+    if not on_spine(other) and side(other) == "left":
+        return _other_steady()
+    return _first_steady()
+
+
+def tail(arrow: Arrow) -> Phase | None:
+    """The phase an arrow is drawn from (None: from its junction box)."""
+    if arrow.from_steady:
+        return _in_frame(arrow.dests[0])
+    return None if arrow.is_junction else arrow.sources[0]
+
+
+def head(arrow: Arrow) -> Phase:
+    """The phase an arrow is drawn into (into the frame: at ``_in_frame``)."""
+    if arrow.to_steady:
+        return _first_steady() if arrow.is_junction else _in_frame(arrow.sources[0])
+    return arrow.dests[0]
+
+
+def junction_place(arrow: Arrow) -> tuple[int, Side]:
+    """The row and side of a junction box, beside the phase it leads to. Leading to a
+    phase off the spine, it sits a row below it, on its side (its arrow runs up a row).
+    Leading to the spine, it sits on the right: in that phase's row when the phase is
+    below the sources the box lists (the arrow runs along the row), else a row below
+    it (``disable_protection``, whose arrow runs back up to the top)."""
+    target = head(arrow)
+    if not on_spine(target):
+        return row(target) + 1, side(target)
+    rows = [row(s) for s in arrow.sources if on_spine(s)]
+    if rows and row(target) > min(rows):
+        return row(target), "right"
+    return row(target) + 1, "right"
+
+
+def returns(arrow: Arrow) -> bool:
+    """Whether the arrow is the way back of a round trip: another arrow is drawn
+    between the same two phases the other way (pause and resume)."""
+    ends = (head(arrow), tail(arrow))
+    return any(
+        (tail(other), head(other)) == ends
+        for other in arrows()
+        if not other.is_loop and not other.is_junction
+    )
 
 
 @dataclass(frozen=True)
@@ -324,8 +393,48 @@ def draw(title: str, looks: Looks) -> graphviz.Digraph:
     for index, arrow in enumerate(arrows()):
         if not arrow.is_loop:
             _arrow(graph, index, arrow, looks.arrow(arrow))
+    _rows(graph)
     _legend(graph, looks.legend)
     return graph
+
+
+def _junction_name(index: int) -> str:
+    return f"junction{index}"
+
+
+def _rows(graph: graphviz.Digraph) -> None:
+    """Put each phase off the spine and each junction box in its row, on its side
+    (``PLACES``, ``junction_place``), in order: a ``rank=same`` group with the spine's
+    phase of that row, tied left to right by invisible edges (Graphviz keeps the order
+    of an edge inside a row). On each side, from the spine outwards: the boxes leading
+    to the spine, the phases, then the boxes leading to a phase off the spine."""
+    items: dict[int, dict[Side, list[tuple[int, str]]]] = {}
+
+    def put(place: tuple[int, Side], order: int, name: str) -> None:
+        sides = items.setdefault(place[0], {"left": [], "right": []})
+        sides[place[1]].append((order, name))
+
+    for phase in dict.fromkeys([*PLACES, *Phase]):
+        if not on_spine(phase) or phase is _other_steady():
+            put((row(phase), side(phase)), 1, phase.value)
+    for index, arrow in enumerate(arrows()):
+        if not arrow.is_loop and tail(arrow) is None:
+            order = 0 if on_spine(head(arrow)) else 2
+            put(junction_place(arrow), order, _junction_name(index))
+    column = spine()
+    for number, sides in sorted(items.items()):
+        left = [name for _, name in sorted(sides["left"], key=lambda i: i[0])]
+        right = [name for _, name in sorted(sides["right"], key=lambda i: i[0])]
+        anchor = [column[number].value] if number < len(column) else []
+        names = [*reversed(left), *anchor, *right]
+        with graph.subgraph() as same:
+            same.attr(rank="same")
+            for name in names:
+                same.node(name)
+        if not anchor:  # below the spine: a row under its last phase
+            graph.edge(column[-1].value, names[0], style="invis")
+        for before, after in itertools.pairwise(names):
+            graph.edge(before, after, style="invis")
 
 
 def _phase_node(
@@ -361,58 +470,97 @@ def _phase_node(
 
 def _arrow(graph: graphviz.Digraph, index: int, arrow: Arrow, look: Look) -> None:
     attrs = {"style": ACTOR_STYLES[arrow.actor], "tooltip": arrow.tooltip, **look.attrs}
-    if arrow.to_steady:
-        attrs["lhead"] = STEADY_FRAME
-    if arrow.from_steady:
-        attrs["ltail"] = STEADY_FRAME
     drawn_tail = tail(arrow)
-    if arrow in _ranking_arrows() and (drawn_tail, head(arrow)) in _spine_edges():
-        attrs["weight"] = SPINE_WEIGHT
-    elif arrow not in _ranking_arrows():
-        attrs["constraint"] = "false"
     if drawn_tail is None:
-        junction = f"junction{index}"
-        rows = [f"<B>{_escape(arrow.label)}</B>", "from any of:"] + [
-            _escape(f"{source.value} {look.notes.get(source, '')}".rstrip())
-            for source in arrow.sources
-        ]
-        graph.node(
-            junction, _table(rows), shape="box", style="dashed,rounded",
-            fontsize="9", color=look.attrs.get("color", "gray40"),
-            fontcolor=look.attrs.get("fontcolor", "black"), tooltip=arrow.tooltip,
-        )  # fmt: skip
-        attrs.pop("constraint", None)
-        _place_junction(graph, junction, arrow, attrs)
-        graph.edge(junction, head(arrow).value, **attrs)
+        _junction(graph, index, arrow, look, attrs)
         return
+    drawn_head = head(arrow)
+    reverse = _how_ranked(arrow, drawn_tail, drawn_head, attrs)
+    head_end, tail_end = ("ltail", "lhead") if reverse else ("lhead", "ltail")
+    if arrow.to_steady:
+        attrs[head_end] = STEADY_FRAME
+    if arrow.from_steady:
+        attrs[tail_end] = STEADY_FRAME
     if arrow.from_steady:  # the notes say which steady phase they are about
         notes = NEWLINE.join(
             f"{source.value}: {look.notes[source]}"
             for source in arrow.sources
             if look.notes.get(source)
         )
-        label = f"{arrow.wrapped_label}{NEWLINE}{notes}".rstrip()
+        label = (
+            f"{arrow.wrapped_label}{NEWLINE}{notes}" if notes else arrow.wrapped_label
+        )
     else:
         note = look.notes.get(arrow.sources[0], "")
         label = f"{arrow.wrapped_label}{NEWLINE if NEWLINE in note else ' '}{note}"
         label = label.rstrip()
-    graph.edge(drawn_tail.value, head(arrow).value, label=label, **attrs)
+    ends = (drawn_head, drawn_tail) if reverse else (drawn_tail, drawn_head)
+    graph.edge(ends[0].value, ends[1].value, label=_clear(label), **attrs)
 
 
-def _place_junction(
-    graph: graphviz.Digraph, junction: str, arrow: Arrow, attrs: dict[str, str]
-) -> None:
-    """Put a junction one row below its earliest source on the spine (an invisible
-    edge from it), and let its arrow run up when its phase is higher still."""
-    column = spine()
-    on_spine = [source for source in arrow.sources if source in column]
-    if not on_spine:
-        return
-    first = min(on_spine, key=column.index)
-    graph.edge(first.value, junction, style="invis")
-    target = head(arrow)
-    if target in column and column.index(target) <= column.index(first):
+def _how_ranked(
+    arrow: Arrow, drawn_tail: Phase, drawn_head: Phase, attrs: dict[str, str]
+) -> bool:
+    """Set how the arrow weighs in Graphviz's ranking; True: draw it reversed.
+
+    An arrow down the rows places its head below its tail (a spine step heavily,
+    to keep the spine straight); one within a row places nothing. An arrow up is the
+    way back of a round trip (Graphviz turns it round and draws the pair side by
+    side); or it leads up to a phase off the spine, and is written from its head to
+    its tail with ``dir=back`` (so Graphviz routes it like the arrows down rather
+    than round the picture, across the spine); or it leads up into the spine, and
+    places nothing, entering the frame from its own side.
+    """
+    down = row(drawn_head) - row(drawn_tail)
+    if (drawn_tail, drawn_head) in _spine_edges():
+        attrs["weight"] = SPINE_WEIGHT
+    elif down == 0:
         attrs["constraint"] = "false"
+    elif down < 0 and not returns(arrow):
+        if not on_spine(drawn_head):
+            attrs["dir"] = "back"
+            return True
+        attrs["constraint"] = "false"
+        if arrow.to_steady:
+            attrs["headport"] = "w" if side(drawn_tail) == "left" else "e"
+    return False
+
+
+def _junction(
+    graph: graphviz.Digraph,
+    index: int,
+    arrow: Arrow,
+    look: Look,
+    attrs: dict[str, str],
+) -> None:
+    """The box listing an arrow's sources, and the arrow from it; the box is placed
+    by ``_rows``, so the arrow places nothing when it runs up or along its row."""
+    junction = _junction_name(index)
+    title = [f"<B>{_escape(arrow.trigger)}</B>"]
+    if arrow.conditions:
+        guards = " & ".join(arrow.conditions)
+        title.append(f"<B>{_escape(f'[{guards}]')}</B>")
+    rows = [*title, "from any of:"] + [
+        _escape(f"{source.value} {look.notes.get(source, '')}".rstrip())
+        for source in arrow.sources
+    ]
+    graph.node(
+        junction, _table(rows), shape="box", style="dashed,rounded",
+        fontsize="9", color=look.attrs.get("color", "gray40"),
+        fontcolor=look.attrs.get("fontcolor", "black"), tooltip=arrow.tooltip,
+    )  # fmt: skip
+    target = head(arrow)
+    if arrow.to_steady:
+        attrs["lhead"] = STEADY_FRAME
+    if junction_place(arrow)[0] >= row(target):
+        attrs["constraint"] = "false"
+    graph.edge(junction, target.value, **attrs)
+
+
+def _clear(label: str) -> str:
+    """``label`` one space in from its arrow: Graphviz sets a label against the right
+    of its line, and a heavy line (the happy path) covers its first letter."""
+    return " " + label.replace(NEWLINE, NEWLINE + " ")
 
 
 LEGEND_COMMON = (
