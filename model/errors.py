@@ -19,6 +19,8 @@ class ActionRefused(ModelError):
     Raised by ``model.successor.apply``. ``guard`` names what failed: ``phase`` when the
     lifecycle has no edge for the action from the current phase, otherwise the name of
     the edge guard or action guard. Do one of ``allowed`` first, or fix the cause.
+    For a VM, ``allowed`` holds the operator's and the replication agent's actions
+    and ``world`` the environment's (writes, faults) enabled now.
     """
 
     def __init__(
@@ -30,6 +32,7 @@ class ActionRefused(ModelError):
         guard: str,
         reason: str,
         allowed: tuple[str, ...],
+        world: tuple[str, ...] = (),
     ) -> None:
         self.action = action
         self.subject = subject
@@ -37,12 +40,16 @@ class ActionRefused(ModelError):
         self.guard = guard
         self.reason = reason
         self.allowed = allowed
+        self.world = world
         where = f" in phase {phase}" if phase is not None else ""
         choices = ", ".join(allowed) if allowed else "nothing (wait for a repair)"
-        super().__init__(
-            f"cannot {action} {subject}{where}: {reason} [guard {guard}]; "
-            f"allowed now: {choices}"
-        )
+        said = f"cannot {action} {subject}{where}: {reason} [guard {guard}]; "
+        said += f"allowed now: {choices}"
+        if world:
+            # The workload's writes and the faults happen to the VM; nobody asks
+            # for them, so they are not among what is allowed (a trace may hold them).
+            said += f"; the workload and faults may: {', '.join(world)}"
+        super().__init__(said)
 
 
 class UnknownCall(ModelError):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from model.action import ActionSpec, Call, Context, Scope, vm_name
+from model.action import ActionSpec, Actor, Call, Context, Scope, vm_name
 from model.environment import LINK_ENVIRONMENT, SITE_ENVIRONMENT, VM_ENVIRONMENT
 from model.errors import ActionRefused, UnknownCall
 from model.lifecycle import LIFECYCLE, WAY_OUT, Edge, Phase, edges_from, resolve
@@ -253,10 +253,14 @@ def _refused(
     config: ModelConfig, state: SystemState, call: Call, refusal: Refusal, rules: Rules
 ) -> ActionRefused:
     phase: Phase | None = None
+    world: list[str] = []
     if call.vm is not None:
         subject = f"VM {vm_name(config, call.vm)!r}"
         phase = state.vms[call.vm].phase
-        allowed = [str(c) for c in enabled(config, state, rules) if c.vm == call.vm]
+        calls = [c for c in enabled(config, state, rules) if c.vm == call.vm]
+        acted = {c: _spec(c, rules).actor is Actor.ENVIRONMENT for c in calls}
+        allowed = [str(c) for c in calls if not acted[c]]
+        world = [str(c) for c in calls if acted[c]]
     elif call.site is not None:
         subject = f"site {call.site.value!r}"
         allowed = [str(c) for c in enabled(config, state, rules) if c.site == call.site]
@@ -272,8 +276,14 @@ def _refused(
         phase=None if phase is None else phase.value,
         guard=refusal.guard,
         reason=refusal.reason,
-        allowed=tuple(dict.fromkeys(text.split("(")[0] for text in allowed)),
+        allowed=_names(allowed),
+        world=_names(world),
     )
+
+
+def _names(calls: list[str]) -> tuple[str, ...]:
+    """The action names of ``calls`` (their text), each once, in order."""
+    return tuple(dict.fromkeys(text.split("(")[0] for text in calls))
 
 
 def _first_edge(

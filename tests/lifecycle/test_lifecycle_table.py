@@ -168,6 +168,36 @@ def test_every_trigger_is_refused_outside_its_phases(
     assert "allowed now:" in str(refused.value)
 
 
+def test_a_refusal_lists_the_workload_and_faults_apart_from_what_is_allowed(
+    small_states: list[SystemState],
+) -> None:
+    """An operator told "allowed now: ..., overflow_log, damage_log" would read a
+    fault as something to ask for: in every protected state, commit's refusal
+    lists the environment's enabled actions apart, and every enabled action of the
+    VM is in one list or the other."""
+    world = {"write", "write_stale_copy", "write_test_vm", "overflow_log", "damage_log"}
+    seen: set[str] = set()
+    for state in small_states:
+        if state.vms[0].phase is not Phase.PROTECTED:
+            continue
+        with pytest.raises(ActionRefused) as refused:
+            apply(SMALL, state, Call("commit", vm=0))
+        names = {c.action for c in enabled(SMALL, state) if c.vm == 0}
+        assert set(refused.value.world) == names & world
+        assert set(refused.value.allowed) == names - world
+        seen |= set(refused.value.world)
+        message = str(refused.value)
+        said = message.split("allowed now: ")[1]
+        if refused.value.world:
+            assert said == (
+                f"{', '.join(refused.value.allowed)}; the workload and faults may: "
+                f"{', '.join(refused.value.world)}"
+            )
+        else:
+            assert said == ", ".join(refused.value.allowed)
+    assert seen == {"write", "overflow_log", "damage_log"}
+
+
 GUARDED = [
     (edge, source) for edge in LIFECYCLE if edge.guards for source in edge.sources
 ]

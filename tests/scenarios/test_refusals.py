@@ -45,7 +45,8 @@ def test_replicate_or_resume_after_a_cancelled_failover_is_refused(action: str) 
     args = NO_APP if action == "replicate" else ()
     error = refusal(stopped, Call(action, vm=0, args=args))
     assert "in phase replication_stopped" in str(error)
-    assert error.allowed == ("disable_protection", "write")
+    assert error.allowed == ("disable_protection",)
+    assert error.world == ("write",)  # the guest's, not the operator's to ask
 
 
 def test_reverse_replication_before_commit_is_refused() -> None:
