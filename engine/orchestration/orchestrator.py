@@ -152,15 +152,19 @@ class Orchestrator:
     # -- replication on a timer, and health ------------------------------------------
 
     def schedule_all(self) -> tuple[str, ...]:
-        """Give every VM the configuration's policy (``[replication]``); the VMs."""
+        """Give every VM its policy (``[replication.vm.NAME]``, else
+        ``[replication]``); the VMs. A policy naming no VM is refused."""
         names = self.engine.vm_names()
+        self.config.check_vm_names(names)
         for vm in names:
-            self.scheduler.set_policy(vm, self.config.policy)
+            self.scheduler.set_policy(vm, self.config.policy_of(vm))
         return names
 
     def health(self) -> tuple[VmHealth, ...]:
         """Every VM's health under the configuration's policy, now."""
-        policies = dict.fromkeys(self.engine.vm_names(), self.config.policy)
+        names = self.engine.vm_names()
+        self.config.check_vm_names(names)
+        policies = {vm: self.config.policy_of(vm) for vm in names}
         return health_of_all(
             self.engine, policies, self.clock, records=self.scheduler.records()
         )

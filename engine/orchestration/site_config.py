@@ -13,6 +13,10 @@ One TOML file names everything an operator command needs (``hvdr vm``, ``hvdr pl
     additional_recovery_points = 0   # hours of points kept, 0 to 24; 0
     app_consistent_hours = 4     # optional: an app-consistent point every N hours
 
+    [replication.vm.sql-01]      # optional: one VM's own policy; a key left out
+    frequency_seconds = 30       # is [replication]'s (app_consistent_hours = 0:
+                                 # none for this VM)
+
     [sites.primary]
     storage = "primary"          # the site's storage root
 
@@ -55,7 +59,8 @@ from engine.configuration_files import (
     toml_syntax_error,
     where,
 )
-from engine.errors import InvalidConfiguration, InvalidPolicy
+from engine.errors import InvalidConfiguration, InvalidName, InvalidPolicy
+from engine.names import validate_vm_name
 from engine.orchestration.scheduler import ReplicationPolicy
 from engine.replica.recovery_point import RETENTION_COUNT_MAX as RETENTION_MAX
 
@@ -88,12 +93,28 @@ class OrchestratorConfig:
     recovery_points: int = RECOVERY_POINTS_DEFAULT
     plan_workers: int = PLAN_WORKERS_DEFAULT
     policy: ReplicationPolicy = field(default_factory=ReplicationPolicy)
+    vm_policies: Mapping[str, ReplicationPolicy] = field(default_factory=dict)
 
     @property
     def retention_count(self) -> int:
         """The points the engine keeps per VM: ``recovery_points``, or more when
-        the policy's additional hours need more."""
-        return max(self.recovery_points, self.policy.retention_count)
+        a policy's additional hours need more."""
+        policies = [self.policy, *self.vm_policies.values()]
+        return max(self.recovery_points, *(p.retention_count for p in policies))
+
+    def policy_of(self, vm: str) -> ReplicationPolicy:
+        """``vm``'s policy: its ``[replication.vm.NAME]``, else ``[replication]``."""
+        return self.vm_policies.get(vm, self.policy)
+
+    def check_vm_names(self, names: tuple[str, ...]) -> None:
+        """Refuse a ``[replication.vm.NAME]`` that names none of the VMs ``names``
+        (a misspelt name would leave its VM on the default policy unseen)."""
+        unknown = sorted(set(self.vm_policies) - set(names))
+        if unknown:
+            have = ", ".join(names) or "none yet"
+            msg = f"{self.source}: [replication.vm.{unknown[0]}] names no VM "
+            msg += f"(the VMs: {have}); remove the table or create the VM first"
+            raise InvalidConfiguration(msg)
 
 
 class _Strict(BaseModel):
@@ -127,10 +148,17 @@ class _Orchestrator(_Strict):
     )
 
 
+class _VmReplication(_Strict):
+    frequency_seconds: int | None = None
+    additional_recovery_points: int | None = None
+    app_consistent_hours: int | None = None
+
+
 class _Replication(_Strict):
     frequency_seconds: int = 300
     additional_recovery_points: int = 0
     app_consistent_hours: int | None = None
+    vm: dict[str, _VmReplication] = Field(default_factory=dict)
 
 
 class _Schema(_Strict):
@@ -143,11 +171,17 @@ _TABLES: Final[Mapping[tuple[str, ...], type[BaseModel]]] = {
     (): _Schema,
     ("orchestrator",): _Orchestrator,
     ("replication",): _Replication,
+    ("replication", "vm", "*"): _VmReplication,
     ("sites",): _Sites,
     ("sites", "primary"): _Site,
     ("sites", "secondary"): _Site,
     ("sites", "primary", "replica_server"): _Server,
     ("sites", "secondary", "replica_server"): _Server,
+}
+
+#: A key holding tables of its own, as the keys list of its table says it.
+_NESTED: Final[Mapping[tuple[str, ...], str]] = {
+    ("replication", "vm"): "[replication.vm.NAME] tables",
 }
 
 _EXPECTED: Final[Mapping[tuple[str, ...], str]] = {
@@ -157,7 +191,16 @@ _EXPECTED: Final[Mapping[tuple[str, ...], str]] = {
     ("orchestrator", "plan_workers"): f"an integer from 1 to {PLAN_WORKERS_MAX}",
     ("sites",): "a table with [sites.primary] and [sites.secondary]",
     ("replication",): "a table: frequency_seconds, additional_recovery_points, "
-    "app_consistent_hours (each optional)",
+    "app_consistent_hours (each optional), and [replication.vm.NAME] tables",
+    ("replication", "vm"): "tables [replication.vm.NAME], one per VM",
+    ("replication", "vm", "*"): "one table per VM, [replication.vm.NAME], of "
+    "frequency_seconds, additional_recovery_points, app_consistent_hours (each "
+    "optional)",
+    ("replication", "vm", "*", "frequency_seconds"): "30, 300 or 900",
+    ("replication", "vm", "*", "additional_recovery_points"): "an integer from 0 to 24",
+    ("replication", "vm", "*", "app_consistent_hours"): (
+        "an integer from 1 to 12, or 0 for none"
+    ),
     ("replication", "frequency_seconds"): "30, 300 or 900",
     ("replication", "additional_recovery_points"): "an integer from 0 to 24",
     ("replication", "app_consistent_hours"): "an integer from 1 to 12",
@@ -226,28 +269,72 @@ def load_orchestrator_config(path: Path) -> OrchestratorConfig:
                 ca_certificate=folder / server.ca_certificate,
             )
     replication = schema.replication
-    try:
-        policy = ReplicationPolicy(
-            frequency_seconds=replication.frequency_seconds,
-            additional_recovery_points=replication.additional_recovery_points,
-            app_consistent_hours=replication.app_consistent_hours,
-        )
-    except InvalidPolicy as error:
-        # The line of the key the first problem names (the table's if none).
-        said = str(error).partition("is refused: ")[2]
-        found = [k for k in _Replication.model_fields if said.startswith(k + "=")]
-        key = ("replication", found[0]) if found else ("replication",)
-        msg = f"{where(path, line_of(lines, key))}: [replication]: {said or error}"
-        raise InvalidConfiguration(msg) from None
+    policy = _policy(
+        path, lines, ("replication",),
+        frequency_seconds=replication.frequency_seconds,
+        additional_recovery_points=replication.additional_recovery_points,
+        app_consistent_hours=replication.app_consistent_hours,
+    )  # fmt: skip
+    vm_policies = {}
+    for vm, own in replication.vm.items():
+        table = ("replication", "vm", vm)
+        try:
+            validate_vm_name(vm)
+        except InvalidName as error:
+            msg = f"{where(path, line_of(lines, table))}: [{dotted(table)}]: {error}"
+            raise InvalidConfiguration(msg) from None
+        hours = own.app_consistent_hours
+        vm_policies[vm] = _policy(
+            path, lines, table,
+            frequency_seconds=_or(own.frequency_seconds, policy.frequency_seconds),
+            additional_recovery_points=_or(
+                own.additional_recovery_points, policy.additional_recovery_points
+            ),
+            app_consistent_hours=(
+                policy.app_consistent_hours if hours is None else (hours or None)
+            ),
+        )  # fmt: skip
     return OrchestratorConfig(
         source=path,
         policy=policy,
+        vm_policies=vm_policies,
         state=folder / schema.orchestrator.state,
         storage=storage,
         replica_servers=servers,
         recovery_points=schema.orchestrator.recovery_points,
         plan_workers=schema.orchestrator.plan_workers,
     )
+
+
+def _or(own: int | None, default: int) -> int:
+    return default if own is None else own
+
+
+def _policy(
+    path: Path,
+    lines: Mapping[KeyPath, int],
+    table: KeyPath,
+    *,
+    frequency_seconds: int,
+    additional_recovery_points: int,
+    app_consistent_hours: int | None,
+) -> ReplicationPolicy:
+    """The policy a ``[replication]`` table says; its first problem at its key's
+    line (the table's if none)."""
+    try:
+        return ReplicationPolicy(
+            frequency_seconds=frequency_seconds,
+            additional_recovery_points=additional_recovery_points,
+            app_consistent_hours=app_consistent_hours,
+        )
+    except InvalidPolicy as error:
+        said = str(error).partition("is refused: ")[2]
+        found = [k for k in _VmReplication.model_fields if said.startswith(k + "=")]
+        key = (*table, found[0]) if found else table
+        if key not in lines:
+            key = table  # a value it took from [replication]
+        msg = f"{where(path, line_of(lines, key))}: [{dotted(table)}]: {said or error}"
+        raise InvalidConfiguration(msg) from None
 
 
 def _check_paths(path: Path, lines: Mapping[KeyPath, int], schema: _Schema) -> None:
@@ -293,10 +380,13 @@ def _check_apart(
 
 
 def _generic(path: KeyPath) -> tuple[str, ...]:
-    """A key path with the site's name as ``*`` (both sites take the same keys)."""
+    """A key path with the site's name as ``*`` (both sites take the same keys), and
+    a VM's name in ``[replication.vm.NAME]`` too."""
     parts = [str(part) for part in path]
     if len(parts) >= 2 and parts[0] == "sites" and parts[1] in ("primary", "secondary"):
         parts[1] = "*"
+    if len(parts) >= 3 and parts[:2] == ["replication", "vm"]:
+        parts[2] = "*"
     return tuple(parts)
 
 
@@ -305,8 +395,9 @@ def _explain(error: ValidationError) -> tuple[KeyPath, str]:
     details = first_error(error)
     path: KeyPath = tuple(details["loc"])
     if details["type"] == "extra_forbidden":
-        table = tuple(str(part) for part in path[:-1])
-        known = ", ".join(_TABLES[table].model_fields) if table in _TABLES else ""
+        table = _generic(path[:-1])
+        fields = _TABLES[table].model_fields if table in _TABLES else {}
+        known = ", ".join(_NESTED.get((*table, name), name) for name in fields)
         where_in = f"[{dotted(path[:-1])}]" if path[:-1] else "the file"
         msg = f"key {dotted(path)!r} is unknown; {where_in} has the keys: {known}"
         return path, msg

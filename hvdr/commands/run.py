@@ -73,9 +73,8 @@ def _loop(
     orchestrator: Orchestrator, args: argparse.Namespace, stop: threading.Event
 ) -> int:
     names = orchestrator.schedule_all()
-    policy = orchestrator.config.policy
     print(
-        f"hvdr run: {len(names)} VM(s), a cycle every {policy.frequency_seconds} s "
+        f"hvdr run: {len(names)} VM(s), {_frequencies(orchestrator, names)} "
         f"(SIGINT or SIGTERM stops between steps)",
         flush=True,
     )
@@ -99,6 +98,22 @@ def _loop(
     Console(highlight=False).print(status.table(orchestrator.health()))
     print(f"hvdr run: stopped after {ticks} round(s)", flush=True)
     return ExitStatus.OK
+
+
+def _frequencies(orchestrator: Orchestrator, names: tuple[str, ...]) -> str:
+    """``a cycle every 30 s``, or per frequency the VMs that have it."""
+    config = orchestrator.config
+    by_frequency: dict[int, list[str]] = {}
+    for vm in names:
+        by_frequency.setdefault(config.policy_of(vm).frequency_seconds, []).append(vm)
+    if len(by_frequency) <= 1:
+        seconds = next(iter(by_frequency), config.policy.frequency_seconds)
+        return f"a cycle every {seconds} s"
+    said = "; ".join(
+        f"every {seconds} s: {', '.join(vms)}"
+        for seconds, vms in sorted(by_frequency.items())
+    )
+    return f"cycles {said}"
 
 
 def _line(orchestrator: Orchestrator, cycle: CycleOutcome) -> str:

@@ -86,7 +86,7 @@ def test_a_misspelt_key_is_named_with_its_line_and_the_keys_allowed(
     assert line == (
         "hvdr vm: error: hvdr.toml, line 5: key 'replication.frequency' is unknown; "
         "[replication] has the keys: frequency_seconds, additional_recovery_points, "
-        "app_consistent_hours"
+        "app_consistent_hours, [replication.vm.NAME] tables"
     )
     assert not (tmp_path / "state").exists()  # nothing created
 
