@@ -5,10 +5,11 @@ every fault enabled, budget 1), recoverability included. Goal: at least 20,000
 states/s on one core.
 
 Fuzzing: ``invariants.fuzz.fuzz`` (200 examples of 50 steps, default seed, no
-failure expected), counted in steps the rules drew (the steps replaying starting
-states are reported apart), against the floor Hypothesis itself sets: an *empty*
-state machine with as many rules (each a no-op drawing nothing), run with the same
-settings in the same process. Goal: at least 0.3x the floor.
+failure expected; building its pool of starting states included), counted in every
+step the machine takes (the rules' and those replaying starting paths), against the
+floor Hypothesis itself sets: an *empty* state machine with as many rules (each a
+no-op drawing nothing), run with the same settings in the same process. Goal: at
+least 0.5x the floor. The rules' steps alone are shown against the floor too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from invariants.fuzz import fuzz
 from model.successor import RULES
 
 EXPLORER_GOAL = 20_000  # states/s, the issue's goal on one core
-FLOOR_GOAL = 0.3  # fuzzing steps/s as a share of the empty machine's
+FLOOR_GOAL = 0.5  # fuzzing steps/s (every step) as a share of the empty machine's
 EXAMPLES, STEPS = 200, 50
 
 
@@ -69,6 +70,7 @@ def main() -> None:
     figures = report.statistics
     run = fuzz(DEFAULT_CONFIG, examples=EXAMPLES, steps=STEPS)
     rule_rate = run.steps / run.seconds
+    every_rate = (run.steps + run.prefix_steps) / run.seconds
     floor = floor_steps_per_second(len(RULES.actions) + 2)
     table = Table(title="checkers")
     for column in ("measure", "value", "goal"):
@@ -81,12 +83,16 @@ def main() -> None:
     )
     table.add_row(
         "fuzz, 200 x 50",
-        f"{run.steps:,} rule steps (+{run.prefix_steps:,} replaying starts) in "
-        f"{run.seconds:.1f} s: {rule_rate:,.0f} steps/s",
+        f"{run.steps:,} rule steps + {run.prefix_steps:,} replaying starts in "
+        f"{run.seconds:.1f} s: {every_rate:,.0f} steps/s ({rule_rate:,.0f} the "
+        "rules')",
         "",
     )
     table.add_row("empty machine (Hypothesis' floor)", f"{floor:,.0f} steps/s", "")
-    table.add_row("fuzz / floor", f"{rule_rate / floor:.2f}x", f">= {FLOOR_GOAL}x")
+    table.add_row(
+        "fuzz, every step / floor", f"{every_rate / floor:.2f}x", f">= {FLOOR_GOAL}x"
+    )
+    table.add_row("fuzz, the rules' steps / floor", f"{rule_rate / floor:.2f}x", "")
     console.print(table)
 
 

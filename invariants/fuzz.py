@@ -66,10 +66,11 @@ from invariants.databases import key_examples
 from invariants.fuzz_scale import Beyond, BeyondSummary, action_weights, composed_paths
 from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Violation
+from invariants.step_memo import StepMemo
 from model import Call, ModelConfig, SystemState, initial_state
 from model import Phase as LifecyclePhase
 from model.machine import transition_rows
-from model.successor import RULES, Rules, enabled, successors, try_apply
+from model.successor import RULES, Rules, successors
 
 EdgeKey = tuple[str, LifecyclePhase, LifecyclePhase]
 StepHook = Callable[[SystemState, Call, SystemState], None]
@@ -188,12 +189,15 @@ def machine_class(
     on_step: StepHook | None = None,
     label: str = "model",
     weights: dict[str, int] | None = None,
+    memoise: bool = True,
 ) -> type[RuleBasedStateMachine]:
     """A state machine over ``config`` under ``rules`` (see the module essay).
 
     ``label`` names the rules (``model``, or a mutant's name): with the
     configuration it keys the machine's examples in an example database, so a
     failure saved on a mutant or another configuration is not replayed here.
+    ``memoise``: keep the model's answers for replayed paths (False under a
+    coverage-guided fuzzer, ``invariants.step_memo``).
     """
     if pool is None:
         pool, weights = starts_and_weights(config, rules)
@@ -201,6 +205,9 @@ def machine_class(
     weight = weights or {}
     taken: Counter[EdgeKey] = coverage if coverage is not None else Counter()
     steps: Counter[str] = tally if tally is not None else Counter()
+    # A replayed path asks what it asked before (``invariants.step_memo``); not
+    # under a coverage-guided fuzzer, whose replays must run the same code.
+    memo = StepMemo(config, rules) if memoise else StepMemo(config, rules, limit=0)
 
     class ModelMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -208,34 +215,31 @@ def machine_class(
             steps["example"] += 1
             self.state = initial_state(config)
             self.calls: list[Call] = []
-            self._enabled: list[Call] | None = None
             self.in_prefix = False
 
         starts_count = len(starts)
 
-        def enabled(self) -> list[Call]:
-            if self._enabled is None:
-                self._enabled = enabled(config, self.state, rules)
-            return self._enabled
+        def enabled(self) -> tuple[Call, ...]:
+            return memo.enabled(self.state)
 
         def take(self, call: Call) -> bool:
-            after = try_apply(config, self.state, call, rules)
+            after = memo.after(self.state, call)
             if after is None:
                 return False
             self.calls.append(call)
-            for failed in catalogue.failing_step(config, self.state, call, after):
+            for failed in memo.failing_step(self.state, call, after):
                 raise FuzzViolation(Violation(failed, tuple(self.calls)))
             _count(rules, taken, self.state, call, after)
             steps["prefix" if self.in_prefix else "rule"] += 1
             if on_step is not None:
                 on_step(self.state, call, after)
-            self.state, self._enabled = after, None
-            for failed in catalogue.failing(config, after):
+            self.state = after
+            for failed in memo.failing(after):
                 raise FuzzViolation(Violation(failed, tuple(self.calls)))
             return True
 
         def start_over(self, coarse: int, data: st.DataObject) -> None:
-            self.state, self.calls, self._enabled = initial_state(config), [], None
+            self.state, self.calls = initial_state(config), []
             fine = starts[coarse]
             group = fine[data.draw(st.integers(0, len(fine) - 1), label="situation")]
             start = data.draw(st.integers(0, len(group) - 1), label="state")
@@ -269,15 +273,15 @@ def machine_class(
                 coarse = data.draw(st.integers(0, len(starts) - 1), label="jump")
                 self.start_over(coarse, data)
                 return
-            calls = [call for call in calls if call.action == action]
-            self.take(data.draw(st.sampled_from(calls), label=action))
+            chosen = [call for call in calls if call.action == action]
+            self.take(data.draw(st.sampled_from(chosen), label=action))
 
         def teardown(self) -> None:
             target(float(len(self.calls)), label="depth")
 
         @invariant()
         def every_always_property_holds(self) -> None:
-            for failed in catalogue.failing(config, self.state):
+            for failed in memo.failing(self.state):
                 raise FuzzViolation(Violation(failed, tuple(self.calls)))
 
     ModelMachine.__name__ = ModelMachine.__qualname__ = "ModelMachine"
@@ -299,7 +303,7 @@ def example_test(
     replays the same, and HypoFuzz, which keeps a behaviour only when a second run
     of its input reproduces it, records none.
     """
-    machine = machine_class(config, rules)
+    machine = machine_class(config, rules, memoise=False)
 
     @given(st.data())
     def run_one_example(data: st.DataObject) -> None:
