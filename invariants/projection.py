@@ -23,20 +23,23 @@ its fresh post-states (which still carry the step's observations).
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import TypeVar, cast
 
 from invariants import catalogue
 from invariants.kinds import Invariant
+from invariants.packing import Key, Packing
 from model import Call, ModelConfig, SystemState, VmState
 from model.action import Context, Scope
 from model.state import PlanRun, SiteState
 from model.successor import RULES, Rules, successors, try_apply
 
 Env = tuple[SiteState, SiteState, bool, int]
-Key = tuple[int, ...]  # (environment id, plan runs id, vm id, vm id, ...)
+T = TypeVar("T")
+Make = Callable[..., T]  # a successor from its fields: env, plans, vm, vm, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,13 @@ class Projection:
         self.plan_runs: list[tuple[PlanRun | None, ...]] = []
         self.plan_ids: dict[tuple[PlanRun | None, ...], int] = {}
         self.pairs: dict[tuple[int, int], PairMoves] = {}
+        #: Per pair, how many states holding it ``successor_codes`` expanded (one
+        #: per VM holding it): the explorer's coverage of the memoised moves.
+        self.visits: dict[tuple[int, int], int] = {}
+        #: How keys pack into codes (widened as ids are interned: ``fitted``).
+        self.packing = Packing(config.vm_count)
+        #: Called with the new packing when it is widened (the explorer repacks).
+        self.on_widen: list[Callable[[Packing], None]] = []
         #: (invariant, plan call) found by the last plan moves computed; the
         #: explorer takes them after each state (plan calls are not memoised).
         self.plan_failed: list[tuple[Invariant, Call]] = []
@@ -191,56 +201,84 @@ class Projection:
             tuple(system_moves.values()),
         )
 
+    def fitted(self) -> Packing:
+        """The packing, widened first if the ids interned so far outgrew it."""
+        envs, plans, vms = len(self.envs), len(self.plan_runs), len(self.vm_states)
+        if max(envs, plans, vms) > self.packing.limit:
+            self.packing = self.packing.grown(envs, plans, vms)
+            for widen in self.on_widen:
+                widen(self.packing)
+        return self.packing
+
     def successor_keys(self, key: Key) -> list[Key]:
-        """The canonical keys ``moves(key)`` leads to (the explorer's hot path)."""
+        """The canonical keys ``moves(key)`` leads to, in ``successor_codes``' order."""
+        return self._successors(key, lambda *fields: fields)
+
+    def successor_codes(self, code: bytes) -> list[bytes]:
+        """The codes of the canonical keys ``moves`` leads to from the state of
+        ``code`` (the explorer's hot path). ``code`` is of the packing current at
+        the call; the codes returned are of ``self.packing`` after it, which is
+        wider when the call met ids that did not fit (``on_widen`` was called)."""
+        return self._successors(self.packing.unpack(code), None)
+
+    def _successors(self, key: Key, make: Make[T] | None) -> list[T]:
+        """The successors of ``key``, each made by ``make(env, plans, *vms)``
+        (None: packed by the packing, once the new ids are interned)."""
         env, plans = key[0], key[1]
         vms = key[2:]
-        pairs = self.pairs
+        pairs, visits = self.pairs, self.visits
         moves = []
         for vm in vms:
-            pair = pairs.get((env, vm))
+            pair_key = (env, vm)
+            pair = pairs.get(pair_key)
             if pair is None:
                 pair = self.pair(env, vm)
             moves.append(pair)
-        found = self._vm_keys(plans, vms, moves)
+            visits[pair_key] = visits.get(pair_key, 0) + 1
+        plan_keys = []
+        if self.config.plans:
+            for call, plan_key in self._plan_moves(key):
+                self.plan_calls[call.action] += 1
+                plan_keys.append(self.canonical(plan_key))
+        if make is None:
+            make = cast("Make[T]", self.fitted().pack)
+        found = self._vm_successors(make, plans, vms, moves)
         for position, (new_env, _) in enumerate(moves[0].system_targets):
             after = [pair.system_targets[position][1] for pair in moves]
             if self.symmetric:
                 after.sort()
-            found.append((new_env, plans, *after))
-        if self.config.plans:
-            for call, plan_key in self._plan_moves(key):
-                self.plan_calls[call.action] += 1
-                found.append(self.canonical(plan_key))
+            found.append(make(new_env, plans, *after))
+        found += [make(*plan_key) for plan_key in plan_keys]
         return found
 
-    def _vm_keys(
-        self, plans: int, vms: tuple[int, ...], moves: list[PairMoves]
-    ) -> list[Key]:
-        """The canonical keys the VM actions lead to (two VMs: the common case)."""
-        found: list[Key] = []
+    def _vm_successors(
+        self, make: Make[T], plans: int, vms: tuple[int, ...], moves: list[PairMoves]
+    ) -> list[T]:
+        """The successors by the VM actions (two VMs: the common case)."""
+        found: list[T] = []
         if not self.symmetric:
             for index, pair in enumerate(moves):
                 head, tail = vms[:index], vms[index + 1 :]
                 found += [
-                    (new_env, plans, *head, new_vm, *tail)
+                    make(new_env, plans, *head, new_vm, *tail)
                     for new_env, new_vm in pair.vm_targets
                 ]
         elif len(vms) == 2:
             first, second = vms
             for new_env, new_vm in moves[0].vm_targets:
                 low, high = (new_vm, second) if new_vm <= second else (second, new_vm)
-                found.append((new_env, plans, low, high))
+                found.append(make(new_env, plans, low, high))
             for new_env, new_vm in moves[1].vm_targets:
                 low, high = (new_vm, first) if new_vm <= first else (first, new_vm)
-                found.append((new_env, plans, low, high))
+                found.append(make(new_env, plans, low, high))
         else:
             for index, pair in enumerate(moves):
                 rest = vms[:index] + vms[index + 1 :]
                 for new_env, new_vm in pair.vm_targets:
-                    ordered = list(rest)
-                    insort(ordered, new_vm)
-                    found.append((new_env, plans, *ordered))
+                    place = bisect_left(rest, new_vm)
+                    found.append(
+                        make(new_env, plans, *rest[:place], new_vm, *rest[place:])
+                    )
         return found
 
     def moves(self, key: Key) -> Iterator[tuple[Call, Key]]:
