@@ -33,9 +33,9 @@ from invariants import catalogue
 from invariants.kinds import Invariant
 from invariants.packing import Key, Packing
 from model import Call, ModelConfig, SystemState, VmState
-from model.action import Context, Scope
+from model.action import Scope
 from model.state import PlanRun, SiteState
-from model.successor import RULES, Rules, successors, try_apply
+from model.successor import RULES, Rules, successors
 
 Env = tuple[SiteState, SiteState, bool, int]
 T = TypeVar("T")
@@ -80,6 +80,7 @@ class Projection:
         self.env_ids: dict[Env, int] = {}
         self.vm_states: list[VmState] = []
         self.vm_ids: dict[VmState, int] = {}
+        self.interned: dict[int, int] = {}  # id() of an object in vm_states -> its id
         self.plan_runs: list[tuple[PlanRun | None, ...]] = []
         self.plan_ids: dict[tuple[PlanRun | None, ...], int] = {}
         self.pairs: dict[tuple[int, int], PairMoves] = {}
@@ -107,13 +108,21 @@ class Projection:
         return found
 
     def vm_id(self, vm: VmState) -> int:
-        """The id of ``vm`` (interned on first sight; observations dropped)."""
+        """The id of ``vm`` (interned on first sight; observations dropped).
+
+        An interned object itself (a decoded state's VM that a plan call left as
+        it was) is found by identity, without hashing it: ``vm_states`` keeps
+        every interned object alive, so its ``id`` is never reused."""
+        found = self.interned.get(id(vm))
+        if found is not None:
+            return found
         found = self.vm_ids.get(vm)
         if found is None:
             if vm.closed_report is not None:
                 vm = replace(vm, closed_report=None)
             found = self.vm_ids[vm] = len(self.vm_states)
             self.vm_states.append(vm)
+            self.interned[id(vm)] = found
         return found
 
     def plan_id(self, runs: tuple[PlanRun | None, ...]) -> int:
@@ -312,13 +321,4 @@ class Projection:
 
     def plan_successors(self, state: SystemState) -> Iterator[tuple[Call, SystemState]]:
         """The recovery-plan calls of ``state`` (on the whole state, not projected)."""
-        for spec in self.rules.actions.values():
-            if spec.scope is not Scope.PLAN:
-                continue
-            for plan in range(len(self.config.plans)):
-                bare = Call(spec.name, plan=plan)
-                for args in tuple(spec.choices(Context(self.config, state, bare))):
-                    call = replace(bare, args=args)
-                    post = try_apply(self.config, state, call, self.rules)
-                    if post is not None:
-                        yield call, post
+        return successors(self.config, state, self.rules, Scope.PLAN)

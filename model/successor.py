@@ -299,18 +299,25 @@ def _targets(config: ModelConfig, spec: ActionSpec) -> Iterator[Call]:
 
 
 def successors(
-    config: ModelConfig, state: SystemState, rules: Rules | None = None
+    config: ModelConfig,
+    state: SystemState,
+    rules: Rules | None = None,
+    scope: Scope | None = None,
 ) -> Iterator[tuple[Call, SystemState]]:
-    """Every enabled call with the state it leads to."""
-    for spec, ctx, edge in _enabled(config, state, RULES if rules is None else rules):
+    """Every enabled call with the state it leads to (only the actions of
+    ``scope`` when given: the explorer asks the plan calls alone)."""
+    rules = RULES if rules is None else rules
+    for spec, ctx, edge in _enabled(config, state, rules, scope):
         yield ctx.call, _next_state(spec, ctx, edge)
 
 
 def _enabled(
-    config: ModelConfig, state: SystemState, rules: Rules
+    config: ModelConfig, state: SystemState, rules: Rules, scope: Scope | None = None
 ) -> Iterator[tuple[ActionSpec, Context, Edge | None]]:
     """Each enabled call's action, context and lifecycle edge, in a fixed order."""
     for spec, bares in rules.targets(config):
+        if scope is not None and spec.scope is not scope:
+            continue
         trigger = spec.trigger
         for bare in bares:
             edge: Edge | None = None

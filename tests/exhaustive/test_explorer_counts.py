@@ -12,13 +12,14 @@ import pytest
 
 from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import Report, explore
-from invariants.mutants import BY_NAME
+from invariants.mutants import BY_NAME, PLAN_TIERS_CONFIG
 from invariants.trace import replay
 from model import ModelConfig
 
 NO_FAULTS = replace(DEFAULT_CONFIG, fault_budget=0)
 TWO_NO_FAULTS = replace(NO_FAULTS, vm_count=2)
 TWO_EVERY_FAULT = replace(DEFAULT_CONFIG, vm_count=2)
+PLAN_TIERS_CALLS = [30276, 12528, 60552]  # run_plan, plan_step, cancel_plan
 
 
 def _clean(report: Report) -> tuple[bool, int, int, int]:
@@ -130,3 +131,16 @@ def test_a_single_recovery_point_is_explored_clean() -> None:
     report = explore(config, stop_at_first=False)
     assert _clean(report) == (True, 0, 0, 0)
     assert report.statistics.states > 1000
+
+
+def test_a_plan_configuration_has_the_pinned_counts() -> None:
+    """Plan calls go through the model on the whole state (not the per-pair memo):
+    the tiers plan's space, its transitions, depth and the calls of each plan
+    action are as pinned, with nothing wrong."""
+    report = explore(PLAN_TIERS_CONFIG, stop_at_first=False)
+    figures = report.statistics
+    assert (figures.states, figures.transitions, figures.depth) == (90828, 627444, 37)
+    counts = dict(report.action_counts)
+    plan_calls = [counts[name] for name in ("run_plan", "plan_step", "cancel_plan")]
+    assert plan_calls == PLAN_TIERS_CALLS
+    assert _clean(report) == (True, 0, 0, 0)
