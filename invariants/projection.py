@@ -97,6 +97,10 @@ class Projection:
         #: Plan calls per action made by ``successor_keys`` (the explorer's
         #: coverage; plan moves are not memoised, so they are counted as made).
         self.plan_calls: Counter[str] = Counter()
+        #: Plan footprint -> its plan calls, when none of them moves a VM; and per
+        #: plan-runs id, the VMs of the running plans' current groups.
+        self.plan_memo: dict[Key, tuple[tuple[Call, int, int], ...]] = {}
+        self.plan_groups: dict[int, tuple[int, ...]] = {}
 
     # -- encoding ---------------------------------------------------------------
     def env_id(self, env: Env) -> int:
@@ -309,15 +313,54 @@ class Projection:
             yield from self._plan_moves(key)
 
     def _plan_moves(self, key: Key) -> Iterator[tuple[Call, Key]]:
-        """The plan calls of ``key``; what they violate goes to ``plan_failed``."""
+        """The plan calls of ``key``; what they violate goes to ``plan_failed``.
+
+        Memoised on the plan's footprint (``plan_footprint``) when no call of the
+        state moves a VM: those calls read nothing else and change only the plan
+        runs, so every state with that footprint has the same calls, leading to
+        its own key with the new plan runs (and environment). A state where a
+        call moves a VM is always asked of the model, so the properties are
+        checked on its real pre- and post-states, observations included."""
+        footprint = self.plan_footprint(key)
+        known = None if footprint is None else self.plan_memo.get(footprint)
+        if known is not None:
+            vms = key[2:]
+            for call, env, plans in known:
+                yield call, (env, plans, *vms)
+            return
         state = self.decode(key)
         among = self.invariants
+        found: list[tuple[Call, int, int]] = []
         for call, post in self.plan_successors(state):
             if post.vms is not state.vms:  # starting or cancelling a run moves no VM
                 broken = catalogue.failing_step(self.config, state, call, post, among)
                 broken += catalogue.failing(self.config, post, among)
                 self.plan_failed += [(invariant, call) for invariant in broken]
-            yield call, self.encode(post)
+                footprint = None
+            post_key = self.encode(post)
+            found.append((call, post_key[0], post_key[1]))
+            yield call, post_key
+        if footprint is not None:
+            self.plan_memo[footprint] = tuple(found)
+
+    def plan_footprint(self, key: Key) -> Key | None:
+        """What the plan calls of ``key`` can read, when the rules' plan actions are
+        the model's own (else None: no memo): the environment, the plan runs and
+        the VMs of each running plan's current group (a plan step runs their VM
+        steps, and a VM step reads only its VM and the environment)."""
+        if not self.rules.plans_as_written:
+            return None
+        positions = self.plan_groups.get(key[1])
+        if positions is None:
+            runs = self.plan_runs[key[1]]
+            groups = [
+                plan.groups[run.group]
+                for plan, run in zip(self.config.plans, runs, strict=True)
+                if run is not None
+            ]
+            positions = tuple(sorted({vm for group in groups for vm in group}))
+            self.plan_groups[key[1]] = positions
+        return (key[0], key[1], *(key[2 + vm] for vm in positions))
 
     def plan_successors(self, state: SystemState) -> Iterator[tuple[Call, SystemState]]:
         """The recovery-plan calls of ``state`` (on the whole state, not projected)."""

@@ -56,6 +56,10 @@ class Rules:
     lifecycle: tuple[Edge, ...]
     edge_guards: Mapping[str, EdgeGuard]
     actions: Mapping[str, ActionSpec]
+    #: The plan actions are ``model.plans``' own (a mutant may bring others): they
+    #: read the plan runs, and the environment and VMs only through the VM steps
+    #: of each running plan's current group (the explorer memoises on that).
+    plans_as_written: bool = False
     _rows: dict[tuple[Phase, str], tuple[Edge, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -122,7 +126,12 @@ def make_rules(
 
     plan_specs = plan_actions(try_call)
     actions = MappingProxyType({spec.name: spec for spec in (*specs, *plan_specs)})
-    rules = Rules(lifecycle, edge_guards, actions)
+    rules = Rules(
+        lifecycle,
+        edge_guards,
+        actions,
+        plans_as_written=plan_actions is make_plan_actions,
+    )
     bound.append(rules)
     return rules
 
