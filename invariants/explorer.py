@@ -3,9 +3,10 @@
 ``explore(config)`` visits every state reachable from ``initial_state(config)``
 breadth first, over the memoised, per-VM factored successor function of
 ``invariants.projection`` (the model's own ``successors``, asked once per distinct
-environment and VM). It keeps, per state, only its compact key, the index of the
-state it was first reached from (so the trace to any state is a *shortest* one) and,
-for recoverability, its outgoing edges as flat integer arrays.
+environment and VM). It keeps, per state, only its packed code (a few bytes:
+``invariants.packing``, in ``invariants.state_store``), the index of the state it
+was first reached from (so the trace to any state is a *shortest* one) and, for
+recoverability, its outgoing edges as flat arrays of 4-byte integers.
 
 It reports: ALWAYS and STEP violations with the shortest trace found (the search
 stops at the first one unless asked to go on), deadlocks (states with no enabled
@@ -37,11 +38,15 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import repeat, tee
+from operator import eq, itemgetter
 
 from invariants.catalogue import INVARIANTS, RECOVERABILITY, SOMETIMES
 from invariants.interrupts import StopRequest, stop_requests
 from invariants.kinds import Invariant, Violation
-from invariants.projection import Key, Projection
+from invariants.packing import Key
+from invariants.projection import Projection
+from invariants.state_store import StateStore
 from model import Call, ModelConfig, initial_state
 from model.lifecycle import STEADY
 from model.successor import RULES, Rules
@@ -133,11 +138,9 @@ class _Search:
     """The mutable bookkeeping of one search."""
 
     projection: Projection
-    keys: list[Key] = field(default_factory=list)
-    index: dict[Key, int] = field(default_factory=dict)
-    parent: array[int] = field(default_factory=lambda: array("l"))
-    offsets: array[int] = field(default_factory=lambda: array("L"))
-    targets: array[int] = field(default_factory=lambda: array("L"))
+    store: StateStore
+    offsets: array[int] = field(default_factory=lambda: array("I"))
+    targets: array[int] = field(default_factory=lambda: array("I"))
     found: list[tuple[Invariant, int, Call | None, int | None]] = field(
         default_factory=list
     )
@@ -146,7 +149,7 @@ class _Search:
     transitions: int = 0
     depth: int = 0
     current: int = 0  # the state being expanded
-    expanded: int = 0  # states whose successors were counted (keys[:expanded])
+    expanded: int = 0  # states whose successors were counted (the first ones)
     stopped_by: Stop | None = None
     interrupt: StopRequest = field(default_factory=StopRequest)  # read per state
 
@@ -176,7 +179,8 @@ def explore(
     """
     started = time.perf_counter()
     recoverability = recoverability and RECOVERABILITY in invariants
-    search = _Search(Projection(config, rules, invariants, symmetry=symmetry))
+    projection = Projection(config, rules, invariants, symmetry=symmetry)
+    search = _Search(projection, StateStore(projection.packing))
     limits = _Limits(max_states, max_memory_bytes)
     with stop_requests(enabled=interruptible) as request:
         search.interrupt = request
@@ -211,25 +215,23 @@ def explore(
 
 
 def _action_counts(search: _Search, rules: Rules) -> tuple[tuple[str, int], ...]:
-    """How many transitions each action labels among the states expanded: one
-    pass over them after the search, from the memoised per-pair moves (a VM's
-    actions per VM, the site and link events once per state), and the plan calls
-    the projection counted as it made them."""
+    """How many transitions each action labels among the states expanded: each
+    pair's moves times the expansions that held it (``Projection.visits``), the
+    site and link events once per state, and the plan calls the projection
+    counted as it made them."""
     projection = search.projection
-    per_pair: dict[tuple[int, int], Counter[str]] = {}
     counts: Counter[str] = Counter(projection.plan_calls)
-    for key in search.keys[: search.expanded]:
-        env = key[0]
-        for position, vm in enumerate(key[2:]):
-            pair = projection.pairs[(env, vm)]
-            if position == 0:
-                counts.update(call.action for call in pair.system_moves)
-            found = per_pair.get((env, vm))
-            if found is None:
-                found = per_pair[(env, vm)] = Counter(
-                    c.action for c, _, _ in pair.vm_moves
-                )
-            counts.update(found)
+    per_env: Counter[int] = Counter()
+    for (env, vm), visits in projection.visits.items():
+        pair = projection.pairs[(env, vm)]
+        for call, _, _ in pair.vm_moves:
+            counts[call.action] += visits
+        per_env[env] += visits
+    vm_count = projection.config.vm_count
+    for (env, _), pair in projection.pairs.items():
+        states = per_env.pop(env, 0) // vm_count  # each state visits one pair per VM
+        for call in pair.system_moves:
+            counts[call.action] += states
     return tuple((name, counts.get(name, 0)) for name in rules.actions)
 
 
@@ -249,17 +251,17 @@ def _breadth_first(
     started: float,
 ) -> bool:
     """The search proper; False when it stopped before the end."""
-    projection = search.projection
-    keys, index, parent = search.keys, search.index, search.parent
+    projection, store = search.projection, search.store
     offsets, targets = search.offsets, search.targets
     start = projection.canonical(projection.encode(initial_state(projection.config)))
-    keys.append(start)
-    index[start] = 0
-    parent.append(-1)
-    successor_keys = projection.successor_keys
+    store.repack(projection.fitted())
+    projection.on_widen.append(store.repack)  # ids outgrew their fields
+    store.add(store.packing.code(start), -1)
+    successor_codes = projection.successor_codes
     pairs = projection.pairs
+    codes, index, parent = store.codes, store.index, store.parent
     level_end, current = 1, 0
-    while current < len(keys):
+    while current < len(codes):
         search.current = current
         stop = _limit_hit(search, limits)
         if stop is not None:
@@ -267,26 +269,25 @@ def _breadth_first(
             return False
         if current == level_end:
             search.depth += 1
-            level_end = len(keys)
-        key = keys[current]
+            level_end = len(codes)
         if record_edges:
             offsets.append(len(targets))
         fresh = len(pairs)
-        after_keys = successor_keys(key)
-        for after in after_keys:
+        after_codes = successor_codes(codes[current])
+        for after in after_codes:
             found = index.get(after)
             if found is None:
-                found = index[after] = len(keys)
-                keys.append(after)
+                found = index[after] = len(codes)
+                codes.append(after)
                 parent.append(current)
             if record_edges:
                 targets.append(found)
-        search.transitions += len(after_keys)
+        search.transitions += len(after_codes)
         search.expanded = current + 1
-        if not after_keys:
+        if not after_codes:
             search.deadlocked.append(current)
         if len(pairs) > fresh or projection.config.plans:
-            _check_new_pairs(search, current, key)
+            _check_new_pairs(search, current, store.key(current))
             if stop_at_first and search.found:
                 return False
         current += 1
@@ -303,7 +304,7 @@ def _limit_hit(search: _Search, limits: _Limits) -> Stop | None:
     """The limit that ends the search before it expands state ``search.current``."""
     if search.interrupt.asked:
         return Stop.INTERRUPTED
-    if limits.states is not None and len(search.keys) >= limits.states:
+    if limits.states is not None and len(search.store) >= limits.states:
         return Stop.STATE_LIMIT
     if (
         limits.memory_bytes is not None
@@ -339,27 +340,41 @@ def _check_new_pairs(search: _Search, current: int, key: Key) -> None:
 def _statistics(search: _Search, seconds: float, *, final: bool = True) -> Statistics:
     projection = search.projection
     unreduced = None
-    vm_count = projection.config.vm_count
-    if final and projection.symmetric and vm_count > 1:
-        unreduced = 0
-        for key in search.keys:
-            orbit = math.factorial(vm_count)
-            for repeats in Counter(key[2:]).values():
-                orbit //= math.factorial(repeats)
-            unreduced += orbit
+    if final and projection.symmetric and projection.config.vm_count > 1:
+        unreduced = _unreduced(search.store)
     peak = _peak_memory_bytes()
     return Statistics(
-        states=len(search.keys),
+        states=len(search.store),
         transitions=search.transitions,
         depth=search.depth,
         seconds=seconds,
         peak_memory_bytes=peak,
         unreduced_states=unreduced,
-        queued=len(search.keys) - search.current,
+        queued=len(search.store) - search.current,
     )
 
 
-def _goals(projection: Projection, keys: list[Key]) -> list[int]:
+def _unreduced(store: StateStore) -> int:
+    """How many states the representatives stand for: ``n! / (m1! m2! ...)`` each,
+    the m's the runs of equal ids among its sorted VM ids. The pattern of equal
+    neighbours (a tuple of booleans) is worked out in C, one code after another:
+    ``map(eq, vms, vms[1:])`` over the unpacked codes, counted by pattern."""
+    count = store.packing.vm_count
+    keys, shifted = tee(map(store.packing.unpack, store.codes))
+    vms = map(itemgetter(slice(2, None)), keys)
+    later = map(itemgetter(slice(3, None)), shifted)
+    patterns = Counter(map(tuple, map(map, repeat(eq), vms, later)))
+    total = 0
+    for pattern, states in patterns.items():
+        orbit, run = math.factorial(count), 1
+        for same in pattern:
+            run = run + 1 if same else 1
+            orbit //= run  # a run of r equal ids divides by r! in steps
+        total += orbit * states
+    return total
+
+
+def _goals(projection: Projection, store: StateStore) -> list[int]:
     """The indices of the goal states (see the module essay)."""
     healthy = [
         link_up
@@ -373,23 +388,23 @@ def _goals(projection: Projection, keys: list[Key]) -> list[int]:
     steady = [vm.phase in STEADY for vm in projection.vm_states]
     return [
         i
-        for i, key in enumerate(keys)
-        if healthy[key[0]] and idle[key[1]] and all(steady[vm] for vm in key[2:])
+        for i, key in enumerate(map(store.packing.unpack, store.codes))
+        if healthy[key[0]] and idle[key[1]] and all(map(steady.__getitem__, key[2:]))
     ]
 
 
 def _unrecoverable(search: _Search) -> list[int]:
     """States from which no goal is reachable: one backward search from the goals."""
     projection = search.projection
-    count = len(search.keys)
+    count = len(search.store)
     offsets, targets = search.offsets, search.targets
-    indegree = array("L", [0]) * (count + 1)
+    indegree = array("I", [0]) * (count + 1)
     for target in targets:
         indegree[target + 1] += 1
     for i in range(count):
         indegree[i + 1] += indegree[i]
-    reverse = array("L", [0]) * len(targets)
-    fill = array("L", indegree)
+    reverse = array("I", [0]) * len(targets)
+    fill = array("I", indegree)
     for source in range(count):
         for position in range(offsets[source], offsets[source + 1]):
             target = targets[position]
@@ -397,7 +412,7 @@ def _unrecoverable(search: _Search) -> list[int]:
             fill[target] += 1
     good = bytearray(count)
     queue: deque[int] = deque()
-    for i in _goals(projection, search.keys):
+    for i in _goals(projection, search.store):
         good[i] = 1
         queue.append(i)
     while queue:
@@ -415,13 +430,13 @@ def _concrete_path(search: _Search, target: int) -> tuple[list[Call], Key]:
     chain = []
     while target != -1:
         chain.append(target)
-        target = search.parent[target]
+        target = search.store.parent[target]
     chain.reverse()
     projection = search.projection
     concrete = projection.encode(initial_state(projection.config))
     calls: list[Call] = []
     for step in chain[1:]:
-        wanted = search.keys[step]
+        wanted = search.store.key(step)
         for call, after in projection.moves(concrete):
             if projection.canonical(after) == wanted:
                 calls.append(call)

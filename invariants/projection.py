@@ -23,20 +23,23 @@ its fresh post-states (which still carry the step's observations).
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import TypeVar, cast
 
 from invariants import catalogue
 from invariants.kinds import Invariant
+from invariants.packing import Key, Packing
 from model import Call, ModelConfig, SystemState, VmState
-from model.action import Context, Scope
+from model.action import Scope
 from model.state import PlanRun, SiteState
-from model.successor import RULES, Rules, successors, try_apply
+from model.successor import RULES, Rules, successors
 
 Env = tuple[SiteState, SiteState, bool, int]
-Key = tuple[int, ...]  # (environment id, plan runs id, vm id, vm id, ...)
+T = TypeVar("T")
+Make = Callable[..., T]  # a successor from its fields: env, plans, vm, vm, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +80,27 @@ class Projection:
         self.env_ids: dict[Env, int] = {}
         self.vm_states: list[VmState] = []
         self.vm_ids: dict[VmState, int] = {}
+        self.interned: dict[int, int] = {}  # id() of an object in vm_states -> its id
         self.plan_runs: list[tuple[PlanRun | None, ...]] = []
         self.plan_ids: dict[tuple[PlanRun | None, ...], int] = {}
         self.pairs: dict[tuple[int, int], PairMoves] = {}
+        #: Per pair, how many states holding it ``successor_codes`` expanded (one
+        #: per VM holding it): the explorer's coverage of the memoised moves.
+        self.visits: dict[tuple[int, int], int] = {}
+        #: How keys pack into codes (widened as ids are interned: ``fitted``).
+        self.packing = Packing(config.vm_count)
+        #: Called with the new packing when it is widened (the explorer repacks).
+        self.on_widen: list[Callable[[Packing], None]] = []
         #: (invariant, plan call) found by the last plan moves computed; the
         #: explorer takes them after each state (plan calls are not memoised).
         self.plan_failed: list[tuple[Invariant, Call]] = []
         #: Plan calls per action made by ``successor_keys`` (the explorer's
         #: coverage; plan moves are not memoised, so they are counted as made).
         self.plan_calls: Counter[str] = Counter()
+        #: Plan footprint -> its plan calls, when none of them moves a VM; and per
+        #: plan-runs id, the VMs of the running plans' current groups.
+        self.plan_memo: dict[Key, tuple[tuple[Call, int, int], ...]] = {}
+        self.plan_groups: dict[int, tuple[int, ...]] = {}
 
     # -- encoding ---------------------------------------------------------------
     def env_id(self, env: Env) -> int:
@@ -97,13 +112,21 @@ class Projection:
         return found
 
     def vm_id(self, vm: VmState) -> int:
-        """The id of ``vm`` (interned on first sight; observations dropped)."""
+        """The id of ``vm`` (interned on first sight; observations dropped).
+
+        An interned object itself (a decoded state's VM that a plan call left as
+        it was) is found by identity, without hashing it: ``vm_states`` keeps
+        every interned object alive, so its ``id`` is never reused."""
+        found = self.interned.get(id(vm))
+        if found is not None:
+            return found
         found = self.vm_ids.get(vm)
         if found is None:
             if vm.closed_report is not None:
                 vm = replace(vm, closed_report=None)
             found = self.vm_ids[vm] = len(self.vm_states)
             self.vm_states.append(vm)
+            self.interned[id(vm)] = found
         return found
 
     def plan_id(self, runs: tuple[PlanRun | None, ...]) -> int:
@@ -191,56 +214,84 @@ class Projection:
             tuple(system_moves.values()),
         )
 
+    def fitted(self) -> Packing:
+        """The packing, widened first if the ids interned so far outgrew it."""
+        envs, plans, vms = len(self.envs), len(self.plan_runs), len(self.vm_states)
+        if max(envs, plans, vms) > self.packing.limit:
+            self.packing = self.packing.grown(envs, plans, vms)
+            for widen in self.on_widen:
+                widen(self.packing)
+        return self.packing
+
     def successor_keys(self, key: Key) -> list[Key]:
-        """The canonical keys ``moves(key)`` leads to (the explorer's hot path)."""
+        """The canonical keys ``moves(key)`` leads to, in ``successor_codes``' order."""
+        return self._successors(key, lambda *fields: fields)
+
+    def successor_codes(self, code: bytes) -> list[bytes]:
+        """The codes of the canonical keys ``moves`` leads to from the state of
+        ``code`` (the explorer's hot path). ``code`` is of the packing current at
+        the call; the codes returned are of ``self.packing`` after it, which is
+        wider when the call met ids that did not fit (``on_widen`` was called)."""
+        return self._successors(self.packing.unpack(code), None)
+
+    def _successors(self, key: Key, make: Make[T] | None) -> list[T]:
+        """The successors of ``key``, each made by ``make(env, plans, *vms)``
+        (None: packed by the packing, once the new ids are interned)."""
         env, plans = key[0], key[1]
         vms = key[2:]
-        pairs = self.pairs
+        pairs, visits = self.pairs, self.visits
         moves = []
         for vm in vms:
-            pair = pairs.get((env, vm))
+            pair_key = (env, vm)
+            pair = pairs.get(pair_key)
             if pair is None:
                 pair = self.pair(env, vm)
             moves.append(pair)
-        found = self._vm_keys(plans, vms, moves)
+            visits[pair_key] = visits.get(pair_key, 0) + 1
+        plan_keys = []
+        if self.config.plans:
+            for call, plan_key in self._plan_moves(key):
+                self.plan_calls[call.action] += 1
+                plan_keys.append(self.canonical(plan_key))
+        if make is None:
+            make = cast("Make[T]", self.fitted().pack)
+        found = self._vm_successors(make, plans, vms, moves)
         for position, (new_env, _) in enumerate(moves[0].system_targets):
             after = [pair.system_targets[position][1] for pair in moves]
             if self.symmetric:
                 after.sort()
-            found.append((new_env, plans, *after))
-        if self.config.plans:
-            for call, plan_key in self._plan_moves(key):
-                self.plan_calls[call.action] += 1
-                found.append(self.canonical(plan_key))
+            found.append(make(new_env, plans, *after))
+        found += [make(*plan_key) for plan_key in plan_keys]
         return found
 
-    def _vm_keys(
-        self, plans: int, vms: tuple[int, ...], moves: list[PairMoves]
-    ) -> list[Key]:
-        """The canonical keys the VM actions lead to (two VMs: the common case)."""
-        found: list[Key] = []
+    def _vm_successors(
+        self, make: Make[T], plans: int, vms: tuple[int, ...], moves: list[PairMoves]
+    ) -> list[T]:
+        """The successors by the VM actions (two VMs: the common case)."""
+        found: list[T] = []
         if not self.symmetric:
             for index, pair in enumerate(moves):
                 head, tail = vms[:index], vms[index + 1 :]
                 found += [
-                    (new_env, plans, *head, new_vm, *tail)
+                    make(new_env, plans, *head, new_vm, *tail)
                     for new_env, new_vm in pair.vm_targets
                 ]
         elif len(vms) == 2:
             first, second = vms
             for new_env, new_vm in moves[0].vm_targets:
                 low, high = (new_vm, second) if new_vm <= second else (second, new_vm)
-                found.append((new_env, plans, low, high))
+                found.append(make(new_env, plans, low, high))
             for new_env, new_vm in moves[1].vm_targets:
                 low, high = (new_vm, first) if new_vm <= first else (first, new_vm)
-                found.append((new_env, plans, low, high))
+                found.append(make(new_env, plans, low, high))
         else:
             for index, pair in enumerate(moves):
                 rest = vms[:index] + vms[index + 1 :]
                 for new_env, new_vm in pair.vm_targets:
-                    ordered = list(rest)
-                    insort(ordered, new_vm)
-                    found.append((new_env, plans, *ordered))
+                    place = bisect_left(rest, new_vm)
+                    found.append(
+                        make(new_env, plans, *rest[:place], new_vm, *rest[place:])
+                    )
         return found
 
     def moves(self, key: Key) -> Iterator[tuple[Call, Key]]:
@@ -262,25 +313,55 @@ class Projection:
             yield from self._plan_moves(key)
 
     def _plan_moves(self, key: Key) -> Iterator[tuple[Call, Key]]:
-        """The plan calls of ``key``; what they violate goes to ``plan_failed``."""
+        """The plan calls of ``key``; what they violate goes to ``plan_failed``.
+
+        Memoised on the plan's footprint (``plan_footprint``) when no call of the
+        state moves a VM: those calls read nothing else and change only the plan
+        runs, so every state with that footprint has the same calls, leading to
+        its own key with the new plan runs (and environment). A state where a
+        call moves a VM is always asked of the model, so the properties are
+        checked on its real pre- and post-states, observations included."""
+        footprint = self.plan_footprint(key)
+        known = None if footprint is None else self.plan_memo.get(footprint)
+        if known is not None:
+            vms = key[2:]
+            for call, env, plans in known:
+                yield call, (env, plans, *vms)
+            return
         state = self.decode(key)
         among = self.invariants
+        found: list[tuple[Call, int, int]] = []
         for call, post in self.plan_successors(state):
             if post.vms is not state.vms:  # starting or cancelling a run moves no VM
                 broken = catalogue.failing_step(self.config, state, call, post, among)
                 broken += catalogue.failing(self.config, post, among)
                 self.plan_failed += [(invariant, call) for invariant in broken]
-            yield call, self.encode(post)
+                footprint = None
+            post_key = self.encode(post)
+            found.append((call, post_key[0], post_key[1]))
+            yield call, post_key
+        if footprint is not None:
+            self.plan_memo[footprint] = tuple(found)
+
+    def plan_footprint(self, key: Key) -> Key | None:
+        """What the plan calls of ``key`` can read, when the rules' plan actions are
+        the model's own (else None: no memo): the environment, the plan runs and
+        the VMs of each running plan's current group (a plan step runs their VM
+        steps, and a VM step reads only its VM and the environment)."""
+        if not self.rules.plans_as_written:
+            return None
+        positions = self.plan_groups.get(key[1])
+        if positions is None:
+            runs = self.plan_runs[key[1]]
+            groups = [
+                plan.groups[run.group]
+                for plan, run in zip(self.config.plans, runs, strict=True)
+                if run is not None
+            ]
+            positions = tuple(sorted({vm for group in groups for vm in group}))
+            self.plan_groups[key[1]] = positions
+        return (key[0], key[1], *(key[2 + vm] for vm in positions))
 
     def plan_successors(self, state: SystemState) -> Iterator[tuple[Call, SystemState]]:
         """The recovery-plan calls of ``state`` (on the whole state, not projected)."""
-        for spec in self.rules.actions.values():
-            if spec.scope is not Scope.PLAN:
-                continue
-            for plan in range(len(self.config.plans)):
-                bare = Call(spec.name, plan=plan)
-                for args in tuple(spec.choices(Context(self.config, state, bare))):
-                    call = replace(bare, args=args)
-                    post = try_apply(self.config, state, call, self.rules)
-                    if post is not None:
-                        yield call, post
+        return successors(self.config, state, self.rules, Scope.PLAN)

@@ -56,6 +56,10 @@ class Rules:
     lifecycle: tuple[Edge, ...]
     edge_guards: Mapping[str, EdgeGuard]
     actions: Mapping[str, ActionSpec]
+    #: The plan actions are ``model.plans``' own (a mutant may bring others): they
+    #: read the plan runs, and the environment and VMs only through the VM steps
+    #: of each running plan's current group (the explorer memoises on that).
+    plans_as_written: bool = False
     _rows: dict[tuple[Phase, str], tuple[Edge, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -122,7 +126,12 @@ def make_rules(
 
     plan_specs = plan_actions(try_call)
     actions = MappingProxyType({spec.name: spec for spec in (*specs, *plan_specs)})
-    rules = Rules(lifecycle, edge_guards, actions)
+    rules = Rules(
+        lifecycle,
+        edge_guards,
+        actions,
+        plans_as_written=plan_actions is make_plan_actions,
+    )
     bound.append(rules)
     return rules
 
@@ -309,18 +318,25 @@ def _targets(config: ModelConfig, spec: ActionSpec) -> Iterator[Call]:
 
 
 def successors(
-    config: ModelConfig, state: SystemState, rules: Rules | None = None
+    config: ModelConfig,
+    state: SystemState,
+    rules: Rules | None = None,
+    scope: Scope | None = None,
 ) -> Iterator[tuple[Call, SystemState]]:
-    """Every enabled call with the state it leads to."""
-    for spec, ctx, edge in _enabled(config, state, RULES if rules is None else rules):
+    """Every enabled call with the state it leads to (only the actions of
+    ``scope`` when given: the explorer asks the plan calls alone)."""
+    rules = RULES if rules is None else rules
+    for spec, ctx, edge in _enabled(config, state, rules, scope):
         yield ctx.call, _next_state(spec, ctx, edge)
 
 
 def _enabled(
-    config: ModelConfig, state: SystemState, rules: Rules
+    config: ModelConfig, state: SystemState, rules: Rules, scope: Scope | None = None
 ) -> Iterator[tuple[ActionSpec, Context, Edge | None]]:
     """Each enabled call's action, context and lifecycle edge, in a fixed order."""
     for spec, bares in rules.targets(config):
+        if scope is not None and spec.scope is not scope:
+            continue
         trigger = spec.trigger
         for bare in bares:
             edge: Edge | None = None

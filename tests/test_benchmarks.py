@@ -89,3 +89,20 @@ def test_the_network_benchmark_says_why_its_server_did_not_start(
     )  # fmt: skip
     assert "the replica server did not start (exit 2): it exited" in result.stdout
     assert "cannot read the configuration file" in result.stdout
+
+
+def test_the_explorer_benchmark_prints_every_figure_and_goal() -> None:
+    """A run on the plan configuration gets its rate, bytes per state and reduction
+    factors beside its goal; a three-VM run the memory limit stops meets neither of
+    its goals, whatever its speed."""
+    from benchmarks import bench_explorer
+
+    _, figures, goal = bench_explorer.plan_row()
+    assert "90,828 states (whole space)" in figures
+    parts = ("states/s", "per CPU second", "bytes/state", "symmetry 1.00x")
+    for part in (*parts, "partial-order none"):
+        assert part in figures, part
+    assert ">= 50,000 states/s" in goal
+    _, figures, goal = bench_explorer.three_vm_row(memory=1)
+    assert "stopped by the memory limit" in figures
+    assert goal.count("missed") == 2

@@ -64,8 +64,9 @@ from model.successor import Rules
 DEFAULT_MAX_STATES = 10_000_000
 
 #: Peak memory (MiB) a run may reach unless told otherwise: the search keeps every
-#: state (~250 bytes each), and a run past the machine's memory is killed without
-#: a word; 4 GiB fits a developer's machine with room for the rest.
+#: state (160-210 bytes each, with its edges; docs/benchmarks.md), and a run past
+#: the machine's memory is killed without a word; 4 GiB fits a developer's machine
+#: with room for the rest.
 DEFAULT_MAX_MEMORY_MIB = 4_096
 
 #: Seconds between plain progress lines when stdout is not a terminal.

@@ -12,13 +12,15 @@ import pytest
 
 from invariants.configuration import DEFAULT_CONFIG
 from invariants.explorer import Report, explore
-from invariants.mutants import BY_NAME
+from invariants.mutants import BY_NAME, PLAN_TIERS_CONFIG, PLAN_TOGETHER_CONFIG
 from invariants.trace import replay
 from model import ModelConfig
+from model.successor import RULES
 
 NO_FAULTS = replace(DEFAULT_CONFIG, fault_budget=0)
 TWO_NO_FAULTS = replace(NO_FAULTS, vm_count=2)
 TWO_EVERY_FAULT = replace(DEFAULT_CONFIG, vm_count=2)
+PLAN_TIERS_CALLS = [30276, 12528, 60552]  # run_plan, plan_step, cancel_plan
 
 
 def _clean(report: Report) -> tuple[bool, int, int, int]:
@@ -130,3 +132,40 @@ def test_a_single_recovery_point_is_explored_clean() -> None:
     report = explore(config, stop_at_first=False)
     assert _clean(report) == (True, 0, 0, 0)
     assert report.statistics.states > 1000
+
+
+def test_a_plan_configuration_has_the_pinned_counts() -> None:
+    """Plan calls go through the model on the whole state (not the per-pair memo):
+    the tiers plan's space, its transitions, depth and the calls of each plan
+    action are as pinned, with nothing wrong."""
+    report = explore(PLAN_TIERS_CONFIG, stop_at_first=False)
+    figures = report.statistics
+    assert (figures.states, figures.transitions, figures.depth) == (90828, 627444, 37)
+    counts = dict(report.action_counts)
+    plan_calls = [counts[name] for name in ("run_plan", "plan_step", "cancel_plan")]
+    assert plan_calls == PLAN_TIERS_CALLS
+    assert _clean(report) == (True, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "config", [PLAN_TIERS_CONFIG, PLAN_TOGETHER_CONFIG], ids=["tiers", "together"]
+)
+def test_the_plan_memo_changes_nothing(config: ModelConfig) -> None:
+    """Plan calls memoised on their footprint (the plan runs, the environment, the
+    current group's VMs) find what asking the model on every whole state finds:
+    the same states, transitions, depth, calls per action and verdicts."""
+    memoised = explore(config, stop_at_first=False)
+    plain = explore(config, replace(RULES, plans_as_written=False), stop_at_first=False)
+    for report in (memoised, plain):
+        assert _clean(report) == (True, 0, 0, 0)
+    figures = [(r.statistics.states, r.statistics.transitions, r.statistics.depth,
+                r.action_counts) for r in (memoised, plain)]  # fmt: skip
+    assert figures[0] == figures[1]
+
+
+def test_a_mutant_with_its_own_plan_step_is_never_memoised() -> None:
+    """A hand-written plan mutant wraps plan_step, so its plan calls may read more
+    than their group: its rules say so, and the explorer asks the model each time."""
+    assert RULES.plans_as_written
+    assert not BY_NAME["plan_runs_the_next_group_too"].rules.plans_as_written
+    assert BY_NAME["commit_keeps_recovery_points"].rules.plans_as_written

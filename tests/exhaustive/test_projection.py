@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import pytest
 
@@ -56,3 +57,20 @@ def test_decode_inverts_encode() -> None:
     projection = Projection(DEFAULT_CONFIG)
     for state in _first_states(DEFAULT_CONFIG, 300):
         assert projection.decode(projection.encode(state)) == state
+
+
+def test_three_vm_successor_keys_are_the_canonical_moves() -> None:
+    """Three VMs take the general path (a target put in its sorted place among the
+    other two): the same check on 400 states, from three equal VMs (the initial
+    state) to three different ones."""
+    three = replace(TWO, vm_count=3)
+    projection = Projection(three)
+    kinds = set()
+    for state in _first_states(three, 400):
+        key = projection.canonical(projection.encode(state))
+        kinds.add(len(set(key[2:])))
+        moved = sorted(
+            projection.canonical(after) for _, after in projection.moves(key)
+        )
+        assert sorted(projection.successor_keys(key)) == moved
+    assert kinds == {1, 2, 3}
