@@ -130,7 +130,8 @@ LIFECYCLE: tuple[Edge, ...] = (
 #: messages to name the way out).
 WAY_OUT: dict[Phase, str] = {
     Phase.UNPROTECTED: "enable protection first",
-    Phase.INITIAL_REPLICATION: "wait for the initial copy to complete",
+    Phase.INITIAL_REPLICATION: "the initial copy is not finished: let it complete, "
+    "or, if it stopped, continue it (copy_disk)",
     Phase.REPLICATION_PAUSED: "resume replication first",
     Phase.RESYNCHRONIZING: "wait for the resynchronisation to complete",
     Phase.TEST_FAILOVER: "a drill is open: clean it up first with cleanup_test_failover",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
 from typing import Final, NoReturn, Self
 
@@ -36,8 +36,8 @@ from engine.errors import (
     StorageFull,
 )
 from engine.orchestration.engine import ReplicationEngine
-from engine.orchestration.health import VmHealth, health_of_all
-from engine.orchestration.job_records import PLAN_KIND_PREFIX, Job, JobKind
+from engine.orchestration.health import Health, VmHealth, health_of_all
+from engine.orchestration.job_records import PLAN_KIND_PREFIX, Job, JobKind, JobState
 from engine.orchestration.jobs import JobStore
 from engine.orchestration.plan_runner import PlanRunner
 from engine.orchestration.recovery_plans import RecoveryPlan
@@ -64,8 +64,29 @@ class VmOperation:
     run: Callable[[ReplicationEngine, str, Arguments, Callable[..., None]], object]
 
 
+_RUNNING: Final = JobState.RUNNING
+
+STOPPED_COPY: Final = (
+    "the initial copy stopped before it ended (a failure, a kill, a restart) and no "
+    "job is copying: resume its job, or run initial replication, to go on"
+)
+"""The health reason of a VM in initial replication that no running job copies."""
+
+
 def _point(arguments: Arguments, default: object = None) -> object:
     return arguments.get("point", default)
+
+
+def _planned_failover(
+    engine: ReplicationEngine, vm: str, arguments: Arguments, _: Callable[..., None]
+) -> object:
+    """Start-VMFailover after Start-VMFailover -Prepare: a VM prepared already (by
+    ``--prepare-only``, or a plan or a job stopped there) goes on with the second
+    half; the model decides whether it may, as for the first."""
+    prepare_only = bool(arguments.get("prepare_only", False))
+    if not prepare_only and engine.status(vm).phase == "failover_prepared":
+        return engine.failover(vm)
+    return engine.planned_failover(vm, then_fail_over=not prepare_only)
 
 
 VM_OPERATIONS: Final[Mapping[str, VmOperation]] = MappingProxyType(
@@ -96,12 +117,7 @@ VM_OPERATIONS: Final[Mapping[str, VmOperation]] = MappingProxyType(
             JobKind.CLEANUP_TEST_FAILOVER,
             lambda e, vm, a, p: e.cleanup_test_failover(vm),
         ),
-        "planned_failover": VmOperation(
-            JobKind.PLANNED_FAILOVER,
-            lambda e, vm, a, p: e.planned_failover(
-                vm, then_fail_over=not a.get("prepare_only", False)
-            ),
-        ),
+        "planned_failover": VmOperation(JobKind.PLANNED_FAILOVER, _planned_failover),
         "unplanned_failover": VmOperation(
             JobKind.UNPLANNED_FAILOVER,
             lambda e, vm, a, p: e.unplanned_failover(
@@ -165,8 +181,15 @@ class Orchestrator:
         names = self.engine.vm_names()
         self.config.check_vm_names(names)
         policies = {vm: self.config.policy_of(vm) for vm in names}
-        return health_of_all(
+        found = health_of_all(
             self.engine, policies, self.clock, records=self.scheduler.records()
+        )
+        running = {job.target for job in self.jobs.jobs() if job.state is _RUNNING}
+        return tuple(
+            replace(vm, health=Health.WARNING, reason=STOPPED_COPY)
+            if vm.phase == "initial_replication" and vm.name not in running
+            else vm
+            for vm in found
         )
 
     @classmethod
@@ -275,6 +298,12 @@ class Orchestrator:
             msg = f"job {job_id} records no operation to run again (parameters "
             msg += f"{job.params_json[:200]})"
             raise InvalidConfiguration(msg)
+        if operation == "enable" and (
+            self.engine.status(job.target).phase == "initial_replication"
+        ):
+            # Enabled already, its copy stopped (a failure, a kill): resuming the
+            # job goes on with the copy, as Start-VMInitialReplication would.
+            operation = "initial_replication"
         found = _operation(operation)
         self.jobs.resume(job_id)
         return self._execute(job_id, found, job.target, arguments)[0]

@@ -3,15 +3,17 @@ told what the engine did, never "nothing changed" about an operation that ran.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from small_filesystem import mounted
 
-from engine.errors import StorageFull
+from engine.errors import ReplicationError, StorageFull
 from engine.orchestration.job_records import JobState
 from engine.orchestration.jobs import INTERRUPTED_REASON
-from engine.orchestration.orchestrator import Orchestrator
+from engine.orchestration.health import Health
+from engine.orchestration.orchestrator import STOPPED_COPY, Orchestrator
 from engine.orchestration.site_config import load_orchestrator_config
 
 
@@ -58,3 +60,64 @@ def test_an_operation_done_whose_job_cannot_record_it_says_it_was_done(
             assert job.error is not None
             assert job.error.startswith(INTERRUPTED_REASON)
             assert "could not write the job store" in job.error
+
+
+def test_an_enable_stopped_by_a_full_target_resumes_as_its_initial_copy(
+    tmp_path: Path,
+) -> None:
+    """Found by the outside review: `jobs resume` of an enable that failed half-way
+    was refused ('enable_protection is allowed only from: unprotected'), the job
+    failed for good. Resuming it now goes on with the initial copy."""
+    data = os.urandom(2 * 1024 * 1024)
+    with mounted(tmp_path / "small") as small:
+        config_file = tmp_path / "hvdr.toml"
+        config_file.write_text(
+            '[orchestrator]\nstate = "state"\n\n'
+            '[sites.primary]\nstorage = "primary"\n\n'
+            f'[sites.secondary]\nstorage = "{small.root / "secondary"}"\n',
+            encoding="utf-8",
+        )
+        config = load_orchestrator_config(config_file)
+        with Orchestrator.open(config) as orchestrator:
+            engine = orchestrator.engine
+            engine.create_vm("web", {"os": len(data)})
+            engine.write("web", "os", 0, data)
+            small.fill()
+            small.free_some(768 * 1024)  # room for its state, not for the copy
+            with pytest.raises(ReplicationError):
+                orchestrator.run("enable", "web")
+            (failed,) = orchestrator.jobs.jobs()
+            assert failed.state is JobState.FAILED
+            assert engine.status("web").phase == "initial_replication"
+            (stopped,) = orchestrator.health()  # no job copies: not "in progress"
+            assert (stopped.health, stopped.reason) == (Health.WARNING, STOPPED_COPY)
+            small.free()
+            resumed = orchestrator.resume(failed.job_id)
+            assert resumed.state is JobState.SUCCEEDED
+            assert engine.status("web").phase == "protected"
+            orchestrator.run("planned_failover", "web")
+            assert engine.read("web", "os", 0, len(data)) == data
+
+
+def test_a_prepared_planned_failover_goes_on_when_asked_again(tmp_path: Path) -> None:
+    """Found by the outside review: after `--prepare-only`, a second planned
+    failover was refused ('allowed now: failover'), and no command ran the
+    second half; it now does, Start-VMFailover after Start-VMFailover -Prepare."""
+    config_file = tmp_path / "hvdr.toml"
+    config_file.write_text(
+        '[orchestrator]\nstate = "state"\n\n'
+        '[sites.primary]\nstorage = "primary"\n\n'
+        '[sites.secondary]\nstorage = "secondary"\n',
+        encoding="utf-8",
+    )
+    with Orchestrator.open(load_orchestrator_config(config_file)) as orchestrator:
+        orchestrator.engine.create_vm("web", {"os": 65536})
+        orchestrator.run("enable", "web")
+        orchestrator.run("planned_failover", "web", prepare_only=True)
+        assert orchestrator.engine.status("web").phase == "failover_prepared"
+        with pytest.raises(ReplicationError) as again:
+            orchestrator.run("planned_failover", "web", prepare_only=True)
+        assert "in phase failover_prepared" in str(again.value)
+        job, _ = orchestrator.run("planned_failover", "web")
+        assert job.state is JobState.SUCCEEDED
+        assert orchestrator.engine.status("web").phase == "failed_over"
