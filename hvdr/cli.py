@@ -4,12 +4,15 @@ Each command module exposes ``register(subparsers)``, which adds its parser and 
 ``handler`` to a function taking the parsed namespace and returning the exit status
 (``hvdr.status``). Bad usage, from argparse or from a command (``UsageError``), is
 one line on stderr and status 2, never a traceback; Ctrl-C that a command does not
-handle itself is status 130.
+handle itself is status 130; a reader of stdout that went away (``| head``) ends it
+quietly with 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -64,6 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (``hvdr status --json | head``): stop
+        # quietly, as a command killed by SIGPIPE would (the shell's 128 + 13),
+        # and point stdout at /dev/null so the exit's flush fails no more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return status
 
 

@@ -543,7 +543,12 @@ class JobStore:
         if type(job_id) is not int:
             msg = f"job_id={job_id!r} must be an int (got {type(job_id).__name__})"
             raise InvalidConfiguration(msg)
-        row = cursor.execute(_JOB_SELECT + "WHERE job_id = ?", (job_id,)).fetchone()
+        # An id past SQLite's 64-bit integers names no job (never an OverflowError).
+        row = (
+            cursor.execute(_JOB_SELECT + "WHERE job_id = ?", (job_id,)).fetchone()
+            if -(2**63) <= job_id < 2**63
+            else None
+        )
         if row is None:
             (count, low, high) = cursor.execute(
                 "SELECT count(*), min(job_id), max(job_id) FROM job"

@@ -88,6 +88,8 @@ def with_orchestrator(
     except ReplicationError as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return ExitStatus.USAGE if isinstance(error, REFUSALS) else ExitStatus.FAILED
+    except BrokenPipeError:
+        raise  # the reader of stdout went away (``| head``): not the file system
     except OSError as error:
         # The file system failed under the operation (an I/O error, a disk gone):
         # what was durable stays; the next open recovers the rest.

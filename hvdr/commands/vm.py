@@ -88,6 +88,11 @@ def register(subparsers: Any) -> None:
     read = _action(inner, "read", "read from a disk of the VM where it runs")
     _disk_options(read)
     read.add_argument("--length", type=int, required=True, help="bytes to read")
+    read.add_argument(
+        "--hex", action="store_true",
+        help="print the bytes as hex (default: as text when they are UTF-8, else "
+        "the raw bytes)",
+    )  # fmt: skip
     read.set_defaults(handler=_read)
     listing = _action(inner, "list", "the VMs and their phases", vm=False)
     listing.set_defaults(handler=_list)
@@ -190,7 +195,16 @@ def _write(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace) -> int:
     def work(orchestrator: Orchestrator) -> int:
         data = orchestrator.engine.read(args.vm, args.disk, args.at, args.length)
-        print(data.decode("utf-8", errors="replace"))
+        if args.hex:
+            print(data.hex())
+            return ExitStatus.OK
+        try:
+            print(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            # Not text: the bytes as they are (never replaced), for `| xxd`.
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
         return ExitStatus.OK
 
     return with_orchestrator(args, work)

@@ -10,9 +10,9 @@ import pytest
 from small_filesystem import mounted
 
 from engine.errors import ReplicationError, StorageFull
+from engine.orchestration.health import Health
 from engine.orchestration.job_records import JobState
 from engine.orchestration.jobs import INTERRUPTED_REASON
-from engine.orchestration.health import Health
 from engine.orchestration.orchestrator import STOPPED_COPY, Orchestrator
 from engine.orchestration.site_config import load_orchestrator_config
 
