@@ -348,6 +348,11 @@ def _unplanned_point_argument(
     vm: ProtectedVm, points: tuple[RecoveryPoint, ...], point: int | str
 ) -> str | int:
     """The model's argument for ``point``: a name, or an older point's index."""
+    if point == LATEST_APP_CONSISTENT and not any(p.app_consistent for p in points):
+        ids = [found.recovery_point_id for found in points]
+        msg = f"VM {vm.name!r} keeps no app-consistent recovery point (its points "
+        msg += f"{ids} are crash-consistent): fail over from 'latest' or a point's id"
+        raise RecoveryPointNotFound(msg)
     if isinstance(point, str):
         return point
     chosen = _point(points, point, vm)

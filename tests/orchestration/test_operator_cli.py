@@ -365,3 +365,16 @@ def test_bytes_that_are_not_text_are_read_back_as_they_are(site: Path) -> None:
     assert raw.stdout == bytes.fromhex("00ff80")
     shown = hvdr(site, "vm", "read", "web", "--disk", "os", "--length", "3", "--hex")
     assert shown.stdout == "00ff80\n"
+
+
+def test_no_app_consistent_point_is_said_in_words(site: Path) -> None:
+    """Found by the outside review: the model's argument list came back
+    ("arguments {'point': 'latest_app_consistent', ...} are not one of [...]")."""
+    unplanned = ("vm", "failover", "web", "--unplanned")
+    line = refused(hvdr(site, *unplanned, "--recovery-point", "app-consistent"))
+    assert line.startswith(
+        "hvdr vm: error: VM 'web' keeps no app-consistent recovery point (its points "
+        "[1] are crash-consistent): fail over from 'latest' or a point's id"
+    )
+    status = hvdr(site, "vm", "list")
+    assert status.stdout == "web: protected, active at primary, 1 recovery point(s)\n"
