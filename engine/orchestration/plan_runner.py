@@ -48,7 +48,7 @@ running, and closing the store marks it interrupted: ``resume`` takes it up.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -149,6 +149,7 @@ class PlanRunner:
         found = plan_operation(operation)
         check_against(plan, self._engine, operation)
         self._refuse_nothing_to_do(plan, found)
+        self._refuse_blocked(plan, found, plan.vm_names)
         job = self._jobs.start(
             PLAN_KIND_PREFIX + operation,
             plan.name,
@@ -175,6 +176,7 @@ class PlanRunner:
         found = plan_operation(operation)
         left = [vm for vm in plan.vm_names if not _vm_done(job, plan, vm, found)]
         check_against(plan, self._engine, operation, left)
+        self._refuse_blocked(plan, found, left)
         self._jobs.resume(job_id)
         return self._execute(job_id, plan, found)
 
@@ -197,6 +199,30 @@ class PlanRunner:
         msg = f"plan {plan.name!r}: {operation.name} has nothing to do, every VM "
         msg += f"already stands where it ends: {said}"
         raise InvalidPlan(msg)
+
+    def _refuse_blocked(
+        self, plan: RecoveryPlan, operation: PlanOperation, vms: Sequence[str]
+    ) -> None:
+        """Refuse, before anything runs, a plan with a VM the model allows none of
+        the operation's steps now (a drill open, replication paused): run, the plan
+        would fail over the VMs before it, then stop there. The model's answer
+        (``status().allowed``) decides, as it would at the step."""
+        blocked = []
+        for vm in vms:
+            status = self._engine.status(vm)
+            if status.phase in operation.done_in or any(
+                step in status.allowed for step in operation.steps
+            ):
+                continue
+            blocked.append(
+                f"VM {vm!r} (group {plan.group_of(vm)}) is {status.phase}, where the "
+                f"model allows none of {', '.join(operation.steps)} (allowed now: "
+                f"{', '.join(status.allowed) or 'nothing'})"
+            )
+        if blocked:
+            msg = f"plan {plan.name!r}: {operation.name} cannot start, nothing was "
+            msg += "run: " + "; ".join(blocked)
+            raise InvalidPlan(msg)
 
     def _execute(
         self, job_id: int, plan: RecoveryPlan, operation: PlanOperation

@@ -20,6 +20,7 @@ from engine.errors import (
     InvalidPlan,
     JobTransitionNotAllowed,
     PlanFailed,
+    ReplicationError,
     StorageFull,
     TransitionNotAllowed,
 )
@@ -30,6 +31,22 @@ from engine.orchestration.plan_runner import PlanRunner
 from engine.orchestration.recovery_plans import RecoveryPlan
 
 EngineFactory = Callable[..., ReplicationEngine]  # the make_engine fixture
+
+
+class RefusingGuests:
+    """The guests of ``refusing`` refuse to shut down (a planned failover's first
+    step fails while it runs); ``clear()`` is the fix."""
+
+    def __init__(self, *refusing: str) -> None:
+        self.refusing = set(refusing)
+
+    def __call__(self, vm: str, site: str) -> bool:
+        del site
+        return vm not in self.refusing
+
+    def clear(self) -> None:
+        self.refusing.clear()
+
 
 GROUPS = [["a1", "a2"], ["b1", "b2"], ["c1"]]
 VMS = [vm for group in GROUPS for vm in group]
@@ -71,18 +88,17 @@ def test_a_plan_of_three_groups_fails_over_in_group_order(
 def test_a_vm_failing_in_group_2_stops_the_plan_and_resume_finishes_it(
     make_engine: EngineFactory, jobs: JobStore
 ) -> None:
-    """A paused VM in group 2: the model refuses its planned failover, group 3 never
-    starts; once resumed (the fix), the same job finishes without redoing group 1."""
-    engine = make_engine(VMS)
-    engine.pause("b2")
+    """A VM of group 2 whose guest refuses to shut down: its planned failover fails
+    while it runs, group 3 never starts; once the guest shuts down (the fix), the
+    same job finishes without redoing group 1."""
+    guests = RefusingGuests("b2")
+    engine = make_engine(VMS, guest_shutdown=guests)
     runner = PlanRunner(engine, jobs)
     with pytest.raises(PlanFailed) as failed:
         runner.run(RecoveryPlan.define("dr", GROUPS), "planned_failover")
     cause = failed.value.__cause__
-    assert isinstance(cause, TransitionNotAllowed)
-    assert str(cause).startswith(
-        "cannot planned_failover VM 'b2' in phase replication_paused"
-    )
+    assert isinstance(cause, ReplicationError)
+    assert "'b2'" in str(cause)
     message = str(failed.value)
     assert message.startswith(
         "plan 'dr' (planned_failover) stopped at group 2 of 3, before group 3: "
@@ -99,7 +115,7 @@ def test_a_vm_failing_in_group_2_stops_the_plan_and_resume_finishes_it(
     assert engine.status("b1").phase == "failed_over"  # its group ran to its end
     first_run = job.steps
 
-    engine.resume("b2")  # the fix: replication resumed
+    guests.clear()  # the fix: the guest shuts down
     resumed = runner.resume(job.job_id)
     assert resumed.state is JobState.SUCCEEDED
     assert (resumed.job_id, resumed.run) == (job.job_id, 2)
@@ -115,13 +131,13 @@ def test_resume_never_redoes_a_vm_the_operator_moved_on(
     make_engine: EngineFactory, jobs: JobStore
 ) -> None:
     """A VM done in the failed run stays done, even committed since by hand."""
-    engine = make_engine(["a", "b"])
-    engine.pause("b")
+    guests = RefusingGuests("b")
+    engine = make_engine(["a", "b"], guest_shutdown=guests)
     runner = PlanRunner(engine, jobs)
     with pytest.raises(PlanFailed) as failed:
         runner.run(RecoveryPlan.define("p", [["a", "b"]]), "planned_failover")
     engine.commit("a")  # the operator moves a on
-    engine.resume("b")
+    guests.clear()
     resumed = runner.resume(failed.value.job_id)
     assert resumed.state is JobState.SUCCEEDED
     assert {"b"} == {s.vm for s in resumed.steps if s.run == 2}
@@ -312,7 +328,7 @@ def test_a_finished_or_abandoned_plan_job_is_not_resumed(
     make_engine: EngineFactory, jobs: JobStore
 ) -> None:
     """Resume of a succeeded job, and of an abandoned one, is refused naming why."""
-    engine = make_engine(["a", "b"])
+    engine = make_engine(["a", "b"], guest_shutdown=RefusingGuests("b"))
     runner = PlanRunner(engine, jobs)
     done = runner.run(RecoveryPlan.define("p", [["a"]]), "test_failover")
     with pytest.raises(JobTransitionNotAllowed) as refused:
@@ -322,7 +338,6 @@ def test_a_finished_or_abandoned_plan_job_is_not_resumed(
         "succeeded; resume is allowed only from: failed, interrupted (it is over: "
         "start a new job)"
     )
-    engine.pause("b")
     with pytest.raises(PlanFailed) as failed:
         runner.run(RecoveryPlan.define("q", [["b"]]), "planned_failover")
     given_up = jobs.abandon(failed.value.job_id, "b stays at the primary")
@@ -486,4 +501,29 @@ def test_a_plan_run_with_nothing_to_do_is_refused_not_succeeded(
     assert said in message
     assert "a is protected (allowed now: " in message
     assert "planned_failover" in message  # the model's allowed list, in its words
+    assert jobs.jobs() == ()
+
+
+def test_a_vm_the_model_blocks_refuses_the_plan_before_anything_runs(
+    make_engine: EngineFactory, jobs: JobStore
+) -> None:
+    """Found by the outside review: an unplanned plan failover failed 'b' over, then
+    stopped on 'a' (a drill open), exit 1. The model's answer for every VM is asked
+    first: refused, nothing run, no job."""
+    engine = make_engine(["a", "b", "c"])
+    engine.start_test_failover("a")
+    runner = PlanRunner(engine, jobs)
+    plan = RecoveryPlan.define("mix", [["b", "a"], ["c"]])
+    with pytest.raises(InvalidPlan) as refused:
+        runner.run(plan, "unplanned_failover")
+    said = str(refused.value)
+    assert said.startswith(
+        "plan 'mix': unplanned_failover cannot start, nothing was run: VM 'a' "
+        "(group 1) is test_failover, where the model allows none of "
+        "unplanned_failover, complete_failover (allowed now: replicate, "
+        "cleanup_test_failover)"
+    )
+    assert [engine.status(vm).phase for vm in ("a", "b", "c")] == [
+        "test_failover", "protected", "protected",
+    ]  # fmt: skip
     assert jobs.jobs() == ()
