@@ -330,7 +330,8 @@ class Orchestrator:
         if name in plans and not replace:
             msg = f"plan {name!r} exists already (its groups: "
             msg += f"{[list(group) for group in plans[name].groups]}); replace it "
-            msg += "explicitly, or choose another name"
+            msg += "explicitly (replace=True; hvdr plan create --replace), or choose "
+            msg += "another name"
             raise InvalidPlan(msg)
         plans[name] = plan
         self._write_plans(plans)

@@ -87,7 +87,12 @@ def register(subparsers: Any) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    groups = [[vm for vm in text.split(",") if vm] for text in args.group]
+    for text in args.group:
+        if any(not vm.strip() for vm in text.split(",")):
+            msg = f"--group {text!r}: a VM name is empty (a comma too many?); give "
+            msg += "VM names separated by commas, e.g. --group web,db"
+            raise UsageError(msg)
+    groups = [text.split(",") for text in args.group]
 
     def work(orchestrator: Orchestrator) -> int:
         plan = orchestrator.create_plan(args.plan, groups, replace=args.replace)

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from engine.binding.failover import CommitReport, DrillReport, FailoverReport
 from engine.binding.reverse import ReverseReport
+from engine.errors import ReplicationError
 from engine.orchestration.orchestrator import Orchestrator
 from engine.source.resync import ResyncReport
 from engine.source.shipping import CycleReport
@@ -214,7 +215,12 @@ def _list(args: argparse.Namespace) -> int:
     def work(orchestrator: Orchestrator) -> int:
         engine = orchestrator.engine
         for name in engine.vm_names():
-            status = engine.status(name)
+            try:
+                status = engine.status(name)
+            except ReplicationError as error:
+                # One damaged VM does not hide the others (hvdr status: Critical).
+                print(f"{name}: cannot be read: {error}")
+                continue
             points = len(status.recovery_points)
             print(
                 f"{name}: {status.phase}, active at {status.active_site}, "

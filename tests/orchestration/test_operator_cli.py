@@ -378,3 +378,26 @@ def test_no_app_consistent_point_is_said_in_words(site: Path) -> None:
     )
     status = hvdr(site, "vm", "list")
     assert status.stdout == "web: protected, active at primary, 1 recovery point(s)\n"
+
+
+def test_one_damaged_vm_does_not_hide_the_others_from_vm_list(site: Path) -> None:
+    """Found by the outside review: one VM's damaged replica made `vm list` exit 2
+    listing nothing."""
+    assert hvdr(site, "vm", "create", "db", "--disk", "os=1MiB").returncode == 0
+    assert hvdr(site, "vm", "enable", "db").returncode == 0
+    (site / "secondary" / "replicas" / "db" / "store.json").write_text("{ damaged")
+    listed = hvdr(site, "vm", "list")
+    assert listed.returncode == 0, listed.stderr
+    db, web = listed.stdout.splitlines()
+    assert db.startswith("db: cannot be read: ")
+    assert web == "web: protected, active at primary, 1 recovery point(s)"
+
+
+def test_a_comma_too_many_in_a_group_is_refused(site: Path) -> None:
+    """Found by the outside review: `--group web,` was taken silently."""
+    line = refused(hvdr(site, "plan", "create", "p", "--group", "web,"))
+    assert line == (
+        "hvdr plan: error: --group 'web,': a VM name is empty (a comma too many?); "
+        "give VM names separated by commas, e.g. --group web,db"
+    )
+    assert not (site / "state" / "plans.json").exists()
