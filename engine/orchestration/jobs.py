@@ -91,6 +91,7 @@ INTERRUPTED_REASON: Final = (
 """Why a job found running at open is interrupted (its owner is named after it)."""
 
 CLOSED_REASON: Final = "the job store was closed while this job was running"
+CTRL_C_REASON: Final = "interrupted (Ctrl-C) while this job was running"
 """Why a job still running when its store is closed is interrupted."""
 
 LOCK_SUFFIX: Final = ".lock"
@@ -222,9 +223,9 @@ class JobStore:
             raise
         return store
 
-    def close(self) -> None:
-        """Interrupt the jobs still running (:data:`CLOSED_REASON`), close the file
-        and release the lock (idempotent)."""
+    def close(self, reason: str = CLOSED_REASON) -> None:
+        """Interrupt the jobs still running (with ``reason``), close the file and
+        release the lock (idempotent)."""
         with self._lock:
             if self._closed:
                 return
@@ -233,7 +234,7 @@ class JobStore:
                 # the same jobs interrupted (its owner gone), so nothing is lost.
                 if self._owner_lock is not None:  # a reader marks nothing
                     with suppress(ReplicationError, sqlite3.DatabaseError):
-                        self._interrupt_running(CLOSED_REASON)
+                        self._interrupt_running(reason)
             finally:
                 self._closed = True
                 self._connection.close()

@@ -38,7 +38,7 @@ from engine.errors import (
 from engine.orchestration.engine import ReplicationEngine
 from engine.orchestration.health import Health, VmHealth, health_of_all
 from engine.orchestration.job_records import PLAN_KIND_PREFIX, Job, JobKind, JobState
-from engine.orchestration.jobs import JobStore
+from engine.orchestration.jobs import CLOSED_REASON, CTRL_C_REASON, JobStore
 from engine.orchestration.plan_runner import PlanRunner
 from engine.orchestration.recovery_plans import RecoveryPlan
 from engine.orchestration.scheduler import Scheduler
@@ -224,13 +224,13 @@ class Orchestrator:
             raise
         return cls(config, engine, jobs, clock)
 
-    def close(self) -> None:
+    def close(self, reason: str = CLOSED_REASON) -> None:
         """Close the engine and the job store (a job still running is marked
-        interrupted by the store)."""
+        interrupted by the store, with ``reason``)."""
         try:
             self.engine.close()
         finally:
-            self.jobs.close()
+            self.jobs.close(reason)
 
     def __enter__(self) -> Self:
         return self
@@ -241,7 +241,9 @@ class Orchestrator:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        # Ctrl-C under a job: its record says so, not that the store was closed.
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        self.close(CTRL_C_REASON if interrupted else CLOSED_REASON)
 
     # -- VM operations -----------------------------------------------------------------
 

@@ -4,6 +4,8 @@ told what the engine did, never "nothing changed" about an operation that ran.""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from small_filesystem import mounted
 from engine.errors import ReplicationError, StorageFull
 from engine.orchestration.health import Health
 from engine.orchestration.job_records import JobState
-from engine.orchestration.jobs import INTERRUPTED_REASON
+from engine.orchestration.jobs import CTRL_C_REASON, INTERRUPTED_REASON, JobStore
 from engine.orchestration.orchestrator import STOPPED_COPY, Orchestrator
 from engine.orchestration.site_config import load_orchestrator_config
 
@@ -121,3 +123,38 @@ def test_a_prepared_planned_failover_goes_on_when_asked_again(tmp_path: Path) ->
         job, _ = orchestrator.run("planned_failover", "web")
         assert job.state is JobState.SUCCEEDED
         assert orchestrator.engine.status("web").phase == "failed_over"
+
+
+def test_ctrl_c_under_a_job_is_recorded_as_ctrl_c(tmp_path: Path) -> None:
+    """Found by the outside review: a job Ctrl-C stopped read 'the job store was
+    closed while this job was running'. A real SIGINT arrives during the cycle."""
+    config_file = tmp_path / "hvdr.toml"
+    config_file.write_text(
+        '[orchestrator]\nstate = "state"\n\n'
+        '[sites.primary]\nstorage = "primary"\n\n'
+        '[sites.secondary]\nstorage = "secondary"\n',
+        encoding="utf-8",
+    )
+    config = load_orchestrator_config(config_file)
+    orchestrator = Orchestrator.open(config)
+    engine = orchestrator.engine
+    engine.create_vm("web", {"os": 65536})
+    orchestrator.run("enable", "web")
+
+    def replicate_under_ctrl_c(vm: str, **_: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)  # the interrupt ends this wait
+
+    engine.replicate = replicate_under_ctrl_c  # type: ignore[method-assign]
+
+    def replicate_then_close() -> None:
+        with orchestrator:  # the interrupt leaves through its exit, as in hvdr vm
+            orchestrator.run("replicate", "web")
+
+    with pytest.raises(KeyboardInterrupt):
+        replicate_then_close()
+    with JobStore.read(config.state / "jobs.sqlite") as store:
+        job = store.jobs()[-1]
+    assert (job.kind, job.state) == ("replicate", JobState.INTERRUPTED)
+    assert job.error is not None
+    assert job.error.startswith(CTRL_C_REASON)
