@@ -64,8 +64,6 @@ class VmOperation:
     run: Callable[[ReplicationEngine, str, Arguments, Callable[..., None]], object]
 
 
-_RUNNING: Final = JobState.RUNNING
-
 STOPPED_COPY: Final = (
     "the initial copy stopped before it ended (a failure, a kill, a restart) and no "
     "job is copying: resume its job, or run initial replication, to go on"
@@ -184,7 +182,7 @@ class Orchestrator:
         found = health_of_all(
             self.engine, policies, self.clock, records=self.scheduler.records()
         )
-        running = {job.target for job in self.jobs.jobs() if job.state is _RUNNING}
+        running = {job.target for job in self.jobs.jobs(JobState.RUNNING)}
         return tuple(
             replace(vm, health=Health.WARNING, reason=STOPPED_COPY)
             if vm.phase == "initial_replication" and vm.name not in running

@@ -48,7 +48,7 @@ running, and closing the store marks it interrupted: ``resume`` takes it up.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -56,6 +56,7 @@ from typing import Final
 
 from engine.binding.failover import FailoverReport
 from engine.binding.plan_operations import PLAN_OPERATIONS, PlanOperation
+from engine.binding.protected_vm import VmStatus
 from engine.errors import (
     InvalidConfiguration,
     InvalidPlan,
@@ -148,8 +149,9 @@ class PlanRunner:
             raise InvalidConfiguration(msg)
         found = plan_operation(operation)
         check_against(plan, self._engine, operation)
-        self._refuse_nothing_to_do(plan, found)
-        self._refuse_blocked(plan, found, plan.vm_names)
+        statuses = {vm: self._engine.status(vm) for vm in plan.vm_names}
+        _refuse_nothing_to_do(plan, found, statuses)
+        _refuse_blocked(plan, found, statuses)
         job = self._jobs.start(
             PLAN_KIND_PREFIX + operation,
             plan.name,
@@ -176,53 +178,11 @@ class PlanRunner:
         found = plan_operation(operation)
         left = [vm for vm in plan.vm_names if not _vm_done(job, plan, vm, found)]
         check_against(plan, self._engine, operation, left)
-        self._refuse_blocked(plan, found, left)
+        _refuse_blocked(plan, found, {vm: self._engine.status(vm) for vm in left})
         self._jobs.resume(job_id)
         return self._execute(job_id, plan, found)
 
     # -- internals ---------------------------------------------------------------------
-
-    def _refuse_nothing_to_do(
-        self, plan: RecoveryPlan, operation: PlanOperation
-    ) -> None:
-        """A fresh run where every VM already stands where the operation ends (a
-        cleanup with no test failover open, a reverse of VMs never failed over) is
-        refused, naming each VM's phase and what the model allows it now: a job
-        that "succeeds" doing nothing would tell the operator it had run."""
-        statuses = {vm: self._engine.status(vm) for vm in plan.vm_names}
-        if any(s.phase not in operation.done_in for s in statuses.values()):
-            return
-        said = "; ".join(
-            f"{vm} is {s.phase} (allowed now: {', '.join(s.allowed) or 'nothing'})"
-            for vm, s in statuses.items()
-        )
-        msg = f"plan {plan.name!r}: {operation.name} has nothing to do, every VM "
-        msg += f"already stands where it ends: {said}"
-        raise InvalidPlan(msg)
-
-    def _refuse_blocked(
-        self, plan: RecoveryPlan, operation: PlanOperation, vms: Sequence[str]
-    ) -> None:
-        """Refuse, before anything runs, a plan with a VM the model allows none of
-        the operation's steps now (a drill open, replication paused): run, the plan
-        would fail over the VMs before it, then stop there. The model's answer
-        (``status().allowed``) decides, as it would at the step."""
-        blocked = []
-        for vm in vms:
-            status = self._engine.status(vm)
-            if status.phase in operation.done_in or any(
-                step in status.allowed for step in operation.steps
-            ):
-                continue
-            blocked.append(
-                f"VM {vm!r} (group {plan.group_of(vm)}) is {status.phase}, where the "
-                f"model allows none of {', '.join(operation.steps)} (allowed now: "
-                f"{', '.join(status.allowed) or 'nothing'})"
-            )
-        if blocked:
-            msg = f"plan {plan.name!r}: {operation.name} cannot start, nothing was "
-            msg += "run: " + "; ".join(blocked)
-            raise InvalidPlan(msg)
 
     def _execute(
         self, job_id: int, plan: RecoveryPlan, operation: PlanOperation
@@ -390,6 +350,46 @@ def _finish_uninterrupted(pool: ThreadPoolExecutor) -> None:
         except KeyboardInterrupt:
             continue
         return
+
+
+def _refuse_nothing_to_do(
+    plan: RecoveryPlan, operation: PlanOperation, statuses: Mapping[str, VmStatus]
+) -> None:
+    """A fresh run where every VM already stands where the operation ends (a
+    cleanup with no test failover open, a reverse of VMs never failed over) is
+    refused, naming each VM's phase and what the model allows it now: a job
+    that "succeeds" doing nothing would tell the operator it had run."""
+    if any(s.phase not in operation.done_in for s in statuses.values()):
+        return
+    said = "; ".join(
+        f"{vm} is {s.phase} (allowed now: {', '.join(s.allowed) or 'nothing'})"
+        for vm, s in statuses.items()
+    )
+    msg = f"plan {plan.name!r}: {operation.name} has nothing to do, every VM "
+    msg += f"already stands where it ends: {said}"
+    raise InvalidPlan(msg)
+
+
+def _refuse_blocked(
+    plan: RecoveryPlan, operation: PlanOperation, statuses: Mapping[str, VmStatus]
+) -> None:
+    """Refuse, before anything runs, a plan with a VM (of ``statuses``: those
+    left to run) the model allows none of the operation's steps now (a drill
+    open, replication paused): run, the plan would fail over the VMs before it,
+    then stop there. The model's answer (``status().allowed``) decides, as it
+    would at the step."""
+    blocked = [
+        f"VM {vm!r} (group {plan.group_of(vm)}) is {status.phase}, where the "
+        f"model allows none of {', '.join(operation.steps)} (allowed now: "
+        f"{', '.join(status.allowed) or 'nothing'})"
+        for vm, status in statuses.items()
+        if status.phase not in operation.done_in
+        and not any(step in status.allowed for step in operation.steps)
+    ]
+    if blocked:
+        msg = f"plan {plan.name!r}: {operation.name} cannot start, nothing was "
+        msg += "run: " + "; ".join(blocked)
+        raise InvalidPlan(msg)
 
 
 def _overlaps(running: Job, plan: RecoveryPlan) -> str | None:

@@ -19,6 +19,21 @@ from engine.orchestration.orchestrator import STOPPED_COPY, Orchestrator
 from engine.orchestration.site_config import load_orchestrator_config
 
 
+def write_config(
+    folder: Path, *, state: Path | str = "state", secondary: Path | str = "secondary"
+) -> Path:
+    """An orchestrator configuration in ``folder``: its state folder and the
+    secondary site's storage as given, the primary's in ``primary``."""
+    path = folder / "hvdr.toml"
+    path.write_text(
+        f'[orchestrator]\nstate = "{state}"\n\n'
+        '[sites.primary]\nstorage = "primary"\n\n'
+        f'[sites.secondary]\nstorage = "{secondary}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
 def test_an_operation_done_whose_job_cannot_record_it_says_it_was_done(
     tmp_path: Path,
 ) -> None:
@@ -28,14 +43,9 @@ def test_an_operation_done_whose_job_cannot_record_it_says_it_was_done(
     and only its record is missing; after space is freed the job reads interrupted,
     and the next open says why without blaming a stopped process alone."""
     with mounted(tmp_path / "small") as small:
-        config_file = tmp_path / "hvdr.toml"
-        config_file.write_text(
-            f'[orchestrator]\nstate = "{small.root / "state"}"\n\n'
-            '[sites.primary]\nstorage = "primary"\n\n'
-            '[sites.secondary]\nstorage = "secondary"\n',
-            encoding="utf-8",
+        config = load_orchestrator_config(
+            write_config(tmp_path, state=small.root / "state")
         )
-        config = load_orchestrator_config(config_file)
         with Orchestrator.open(config) as orchestrator:
             engine = orchestrator.engine
             engine.create_vm("web", {"os": 65536})
@@ -72,14 +82,9 @@ def test_an_enable_stopped_by_a_full_target_resumes_as_its_initial_copy(
     failed for good. Resuming it now goes on with the initial copy."""
     data = os.urandom(2 * 1024 * 1024)
     with mounted(tmp_path / "small") as small:
-        config_file = tmp_path / "hvdr.toml"
-        config_file.write_text(
-            '[orchestrator]\nstate = "state"\n\n'
-            '[sites.primary]\nstorage = "primary"\n\n'
-            f'[sites.secondary]\nstorage = "{small.root / "secondary"}"\n',
-            encoding="utf-8",
+        config = load_orchestrator_config(
+            write_config(tmp_path, secondary=small.root / "secondary")
         )
-        config = load_orchestrator_config(config_file)
         with Orchestrator.open(config) as orchestrator:
             engine = orchestrator.engine
             engine.create_vm("web", {"os": len(data)})
@@ -105,14 +110,9 @@ def test_a_prepared_planned_failover_goes_on_when_asked_again(tmp_path: Path) ->
     """Found by the outside review: after `--prepare-only`, a second planned
     failover was refused ('allowed now: failover'), and no command ran the
     second half; it now does, Start-VMFailover after Start-VMFailover -Prepare."""
-    config_file = tmp_path / "hvdr.toml"
-    config_file.write_text(
-        '[orchestrator]\nstate = "state"\n\n'
-        '[sites.primary]\nstorage = "primary"\n\n'
-        '[sites.secondary]\nstorage = "secondary"\n',
-        encoding="utf-8",
-    )
-    with Orchestrator.open(load_orchestrator_config(config_file)) as orchestrator:
+    with Orchestrator.open(
+        load_orchestrator_config(write_config(tmp_path))
+    ) as orchestrator:
         orchestrator.engine.create_vm("web", {"os": 65536})
         orchestrator.run("enable", "web")
         orchestrator.run("planned_failover", "web", prepare_only=True)
@@ -128,14 +128,7 @@ def test_a_prepared_planned_failover_goes_on_when_asked_again(tmp_path: Path) ->
 def test_ctrl_c_under_a_job_is_recorded_as_ctrl_c(tmp_path: Path) -> None:
     """Found by the outside review: a job Ctrl-C stopped read 'the job store was
     closed while this job was running'. A real SIGINT arrives during the cycle."""
-    config_file = tmp_path / "hvdr.toml"
-    config_file.write_text(
-        '[orchestrator]\nstate = "state"\n\n'
-        '[sites.primary]\nstorage = "primary"\n\n'
-        '[sites.secondary]\nstorage = "secondary"\n',
-        encoding="utf-8",
-    )
-    config = load_orchestrator_config(config_file)
+    config = load_orchestrator_config(write_config(tmp_path))
     orchestrator = Orchestrator.open(config)
     engine = orchestrator.engine
     engine.create_vm("web", {"os": 65536})

@@ -353,16 +353,20 @@ class HttpReplica:
         options: dict[str, Any] = (
             {"attempts": 1, "timeout": HEALTH_TIMEOUT_SECONDS} if quick else {}
         )
-        if not self._in_block():
+
+        def fetch() -> ReplicaStatus:
             return wire.status_from_json(
                 self._send("GET", _vm(vm_name), **options).json()
             )
+
+        if not self._in_block():
+            return fetch()
         with self._memo_lock:
             known = self._statuses.get(vm_name)
             changes = self._changes
         if known is not None:
             return known
-        found = wire.status_from_json(self._send("GET", _vm(vm_name), **options).json())
+        found = fetch()
         self._learnt(vm_name, found, changes)
         return found
 
